@@ -1,0 +1,124 @@
+//! `pgvigil check-config` probes: after the file validated, try every configured endpoint
+//! and report one result per check. Pure data out; the CLI prints it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Settings;
+use crate::pg::{connect, db_error_message, ConnectOptions};
+
+/// Outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Works, but something is worth knowing (e.g. an optional extension is missing).
+    Warn,
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub status: Status,
+    /// What was checked, e.g. `postgres`.
+    pub name: String,
+    /// The endpoint, without credentials.
+    pub target: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        write!(
+            f,
+            "{s}  {:<18} {:<45} {}",
+            self.name, self.target, self.detail
+        )
+    }
+}
+
+/// Probes every configured endpoint.
+pub async fn probe(settings: &Settings) -> Vec<Check> {
+    let mut out = Vec::new();
+    let pg = &settings.postgres;
+    let target = pg.dsn_display.clone();
+    let mut opts = ConnectOptions::from_settings(pg);
+    opts.connect_timeout = opts.connect_timeout.max(Duration::from_secs(5));
+    let started = Instant::now();
+    let conn = match connect(&opts, None).await {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Check {
+                status: Status::Fail,
+                name: "postgres".into(),
+                target,
+                detail: e.to_string(),
+            });
+            return out;
+        }
+    };
+    let q = conn
+        .client
+        .query_one(
+            "SELECT current_setting('server_version'), pg_is_in_recovery(), current_user::text, \
+                    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                      OR pg_has_role(current_user, 'pg_monitor', 'member'), \
+                    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')",
+            &[],
+        )
+        .await;
+    let row = match q {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(Check {
+                status: Status::Fail,
+                name: "postgres".into(),
+                target,
+                detail: db_error_message(&e),
+            });
+            return out;
+        }
+    };
+    let version: String = row.get(0);
+    let replica: bool = row.get(1);
+    let user: String = row.get(2);
+    let monitor: bool = row.get(3);
+    let statements: bool = row.get(4);
+    out.push(Check {
+        status: Status::Ok,
+        name: "postgres".into(),
+        target: target.clone(),
+        detail: format!(
+            "PostgreSQL {version}, {}, connected in {} ms",
+            if replica { "replica" } else { "primary" },
+            started.elapsed().as_millis()
+        ),
+    });
+    out.push(Check {
+        status: if monitor { Status::Ok } else { Status::Fail },
+        name: "postgres.role".into(),
+        target: target.clone(),
+        detail: if monitor {
+            format!("role {user} can read all statistics (superuser or pg_monitor)")
+        } else {
+            format!("role {user} is not in pg_monitor: GRANT pg_monitor TO {user}; otherwise other sessions' activity and sizes are hidden")
+        },
+    });
+    out.push(Check {
+        status: if statements { Status::Ok } else { Status::Warn },
+        name: "pg_stat_statements".into(),
+        target,
+        detail: if statements {
+            "installed: pg_stat_statements_* exported".into()
+        } else {
+            "not installed in this database: CREATE EXTENSION pg_stat_statements (needs shared_preload_libraries)".into()
+        },
+    });
+    out
+}

@@ -1,0 +1,126 @@
+//! The command line: every subcommand, its options and its help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// pgvigil: a PostgreSQL operations sidecar.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgvigil",
+    version,
+    about = "PostgreSQL operations sidecar: Prometheus metrics for PostgreSQL (postgres_exporter-compatible names), with backups, PITR checks and audit logs to follow",
+    long_about = "pgvigil runs beside a PostgreSQL server and exports its statistics as Prometheus metrics \
+                  (the metric names of postgres_exporter, so existing dashboards keep working), with a fixed, \
+                  small number of SQL statements per scrape.\n\n\
+                  Logs are JSON on stdout, or human-readable when stdout is a terminal; filter them with \
+                  RUST_LOG (e.g. RUST_LOG=pgvigil=debug).",
+    after_help = "Start here: `pgvigil dev` runs everything against a throwaway PostgreSQL. \
+                  Then write a config (see pgvigil.example.toml), validate it with `pgvigil check-config -c FILE` \
+                  and run `pgvigil run -c FILE`."
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        env = "PGVIGIL_CONFIG",
+        default_value = "/etc/pgvigil/pgvigil.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+
+    /// Log format: JSON lines, human-readable text, or auto (text on a terminal, else JSON).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: serve /metrics, /healthz and /readyz on server.listen until SIGTERM or SIGINT.
+    #[command(
+        long_about = "Run the daemon. Serves /metrics (Prometheus text 0.0.4, or OpenMetrics 1.0 when the \
+                      scraper's Accept header prefers it), /healthz (process alive) and /readyz (configuration \
+                      loaded and a first successful collection) on server.listen (default 0.0.0.0:9432). \
+                      SIGTERM and SIGINT stop it gracefully within 10 s. If PostgreSQL is down, /metrics still \
+                      answers promptly with pg_up 0 and pgvigil reconnects with backoff."
+    )]
+    Run,
+
+    /// Start a throwaway PostgreSQL from the system binaries and run the daemon against it (like `vault server -dev`).
+    #[command(
+        long_about = "Development mode, following the `vault server -dev` convention: runs initdb in a temporary \
+                      directory with the system's PostgreSQL binaries (as the postgres OS user when run as root), \
+                      starts it on a free loopback port with pg_stat_statements, runs the daemon against it and \
+                      prints the URLs. Ctrl-C stops everything and deletes the temporary cluster. No config file \
+                      is needed; -c is ignored."
+    )]
+    Dev(DevArgs),
+
+    /// Validate the configuration file, then probe every configured endpoint (one line per check).
+    #[command(
+        long_about = "Validate the configuration: unknown keys and bad values are errors naming the key and \
+                      file:line. Then probe every configured endpoint (PostgreSQL: connection, version, role \
+                      privileges, pg_stat_statements) and print one line per check. Exits non-zero if \
+                      anything failed."
+    )]
+    CheckConfig,
+
+    /// Print the metric catalogue: every metric family pgvigil can export.
+    #[command(
+        long_about = "Print the metric catalogue: name, type, labels and help of every metric family pgvigil \
+                      can export, and whether the name is kept for postgres_exporter compatibility. Dashboards \
+                      and alert rules are tested against this list. Custom [[postgres.queries]] metrics appear \
+                      when a readable config file is given with -c."
+    )]
+    Catalog(CatalogArgs),
+}
+
+/// Options of `pgvigil dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where to serve /metrics; a free port is used instead if this one is taken.
+    #[arg(long, default_value = "127.0.0.1:9432", value_name = "ADDR")]
+    pub listen: SocketAddr,
+}
+
+/// Options of `pgvigil catalog`.
+#[derive(Debug, clap::Args)]
+pub struct CatalogArgs {
+    /// Print JSON (one array of objects) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_global() {
+        let a = Cli::try_parse_from(["pgvigil", "-c", "a.toml", "run"]).map(|c| c.config);
+        let b = Cli::try_parse_from(["pgvigil", "run", "-c", "b.toml"]).map(|c| c.config);
+        assert_eq!(a.ok(), Some(PathBuf::from("a.toml")));
+        assert_eq!(b.ok(), Some(PathBuf::from("b.toml")));
+    }
+}

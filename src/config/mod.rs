@@ -1,0 +1,141 @@
+//! Configuration: `raw` mirrors the TOML file, `settings` holds validated values, and
+//! `load` turns one into the other. Only `Settings` and `Error` leave this module.
+
+mod error;
+mod locate;
+mod raw;
+mod settings;
+
+use std::path::Path;
+
+pub use error::{Error, Location};
+pub use settings::{
+    display_dsn, CustomKind, CustomQuery, EnvLookup, PostgresSettings, ServerSettings, Settings,
+};
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<Settings, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path, env)
+}
+
+/// Parses and validates configuration text; `path` is used for messages only.
+pub fn parse(text: &str, path: &Path, env: EnvLookup<'_>) -> Result<Settings, Error> {
+    let locator = locate::Locator::new(text);
+    let raw: raw::ConfigFile = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start);
+        Error::Syntax {
+            location: Location {
+                file: path.to_path_buf(),
+                line: offset.map(|o| locator.line_of_offset(o)),
+            },
+            key: offset
+                .and_then(|o| locator.path_at(o))
+                .unwrap_or_else(|| "(document)".into()),
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    settings::validate(raw, path.to_path_buf(), &locator, env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse_str(text: &str) -> Result<Settings, Error> {
+        parse(text, Path::new("pgvigil.toml"), &no_env)
+    }
+
+    #[test]
+    fn minimal_file_works() {
+        let s = parse_str(
+            "[server]\nlisten = \"127.0.0.1:9432\"\n[postgres]\ndsn = \"postgresql://postgres@127.0.0.1:5432/postgres\"\n",
+        )
+        .map_err(|e| e.to_string());
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(s.server.listen.port(), 9432);
+        assert_eq!(
+            s.postgres.statement_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(s.postgres.top_tables, 50);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err =
+            parse_str("[postgres]\ndsn = \"postgresql://u@h/db\"\nstatment_timeout = \"5s\"\n")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+        assert!(err.starts_with("pgvigil.toml:3: "), "{err}");
+        assert!(err.contains("statment_timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_line() {
+        let err =
+            parse_str("[postgres]\ndsn = \"postgresql://u@h/db\"\n\nlock_timeout = \"soon\"\n")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+        assert!(
+            err.starts_with("pgvigil.toml:4: postgres.lock_timeout: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let err = parse_str("[postgres]\ndsn = \"postgresql://u@h/db\"\ntop_tables = \"many\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("pgvigil.toml:3: postgres.top_tables: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_dsn_is_an_error() {
+        let err = parse_str("[server]\nlisten = \"127.0.0.1:1\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("postgres.dsn: is required"), "{err}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../pgvigil.example.toml");
+        let env = |k: &str| (k == "PGVIGIL_DB_PASSWORD").then(|| "pw".to_string());
+        if let Err(e) = parse(text, Path::new("pgvigil.example.toml"), &env) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn custom_query_errors_point_into_the_array() {
+        let err = parse_str(
+            "[postgres]\ndsn = \"postgresql://u@h/db\"\n[[postgres.queries]]\nname = \"ok\"\nsql = \"select 1 as value\"\n[[postgres.queries]]\nname = \"bad-name\"\nsql = \"select 1\"\n",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.starts_with("pgvigil.toml:7: postgres.queries.1.name: "),
+            "{err}"
+        );
+    }
+}

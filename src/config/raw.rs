@@ -1,0 +1,333 @@
+//! The serde mirror of `pgvigil.toml`. Pure data: every field has the default documented
+//! in `docs/configuration.md` and ARCHITECTURE.md, unknown keys are rejected, and nothing
+//! here is validated beyond its TOML type. `settings.rs` turns this into checked values.
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    pub server: ServerConfig,
+    pub postgres: PostgresConfig,
+    pub pgbouncer: PgbouncerConfig,
+    pub postgrest: PostgrestConfig,
+    pub api_proxy: ApiProxyConfig,
+    pub audit: AuditConfig,
+    pub storage: StorageConfig,
+    pub backup: BackupConfig,
+    pub pitr: PitrConfig,
+    pub drill: DrillConfig,
+    pub retention: RetentionConfig,
+    pub offsite: OffsiteConfig,
+}
+
+/// `[server]`: the HTTP endpoint serving /metrics, /healthz and /readyz.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address. Default `0.0.0.0:9432`.
+    pub listen: String,
+    /// File holding a bearer token that /metrics requires. Default: none (open).
+    pub bearer_token_file: Option<String>,
+    /// PEM certificate for HTTPS. Not supported yet: rejected with a clear error.
+    pub tls_cert_file: Option<String>,
+    /// PEM key for HTTPS. Not supported yet: rejected with a clear error.
+    pub tls_key_file: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9432".into(),
+            bearer_token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+/// `[postgres]`: the server pgvigil watches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// libpq URL or key=value DSN. Required. `${ENV}` references are expanded.
+    pub dsn: Option<String>,
+    /// File holding the password, re-read on every connect (Kubernetes secret rotation).
+    pub password_file: Option<String>,
+    /// Server-side `statement_timeout` on every session. Default `5s`.
+    pub statement_timeout: String,
+    /// Server-side `lock_timeout` on every session. Default `1s`.
+    pub lock_timeout: String,
+    /// How long a connection attempt may take. Default `1s`, so a scrape during an
+    /// outage answers `pg_up 0` promptly.
+    pub connect_timeout: String,
+    /// Databases for per-database collectors; empty = every connectable non-template db.
+    pub databases: Vec<String>,
+    /// Cache time of expensive collectors (sizes, per-table, statements). Default `5m`.
+    pub slow_collectors_interval: String,
+    /// Per-database connections used at once by per-database collectors. Default 2.
+    pub max_database_connections: usize,
+    /// Tables per database in `pg_stat_user_tables_*`, largest first. Default 50.
+    pub top_tables: usize,
+    /// Statements in `pg_stat_statements_*`, by total time. Default 50.
+    pub top_statements: usize,
+    /// Custom SQL metrics.
+    pub queries: Vec<QueryConfig>,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            dsn: None,
+            password_file: None,
+            statement_timeout: "5s".into(),
+            lock_timeout: "1s".into(),
+            connect_timeout: "1s".into(),
+            databases: Vec::new(),
+            slow_collectors_interval: "5m".into(),
+            max_database_connections: 2,
+            top_tables: 50,
+            top_statements: 50,
+            queries: Vec::new(),
+        }
+    }
+}
+
+/// `[[postgres.queries]]`: one custom SQL metric family (or one per value column).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Metric name; with several value columns, `<name>_<column>`.
+    pub name: String,
+    /// The query. Read-only; runs under the session's statement_timeout.
+    pub sql: String,
+    /// HELP text. Default: "Custom query <name>".
+    pub help: Option<String>,
+    /// Columns whose text values become labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Numeric columns that become samples. Default `["value"]`.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// `gauge` (default) or `counter`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Database to run in. Default: the DSN's database.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// How long a result is reused. Default `1m`.
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+/// `[pgbouncer]`: PgBouncer admin consoles to scrape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgbouncerConfig {
+    pub dsns: Vec<String>,
+}
+
+/// `[postgrest]`: PostgREST admin server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgrestConfig {
+    pub admin_url: Option<String>,
+}
+
+/// `[api_proxy]`: reverse proxy in front of PostgREST.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiProxyConfig {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub role_claim_key: String,
+    pub anon_role: String,
+    pub jwt_secret_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub max_routes: usize,
+}
+
+impl Default for ApiProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            upstream: None,
+            role_claim_key: ".role".into(),
+            anon_role: "anon".into(),
+            jwt_secret_file: None,
+            jwks_url: None,
+            max_routes: 200,
+        }
+    }
+}
+
+/// `[audit]`: the JSON audit log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub stdout: bool,
+    pub file: Option<String>,
+    pub table: Option<String>,
+    pub redact_columns: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            stdout: true,
+            file: None,
+            table: None,
+            redact_columns: ["password", "password_hash", "token", "secret"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// `[storage]`: the backup repository.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub url: String,
+    pub cluster: String,
+    pub residency: String,
+    pub allowed_regions: Option<Vec<String>>,
+    pub s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "file:///var/lib/pgvigil/repo".into(),
+            cluster: "default".into(),
+            residency: "eu".into(),
+            allowed_regions: None,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// `[storage.s3]`: S3 client settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub object_lock: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint: None,
+            force_path_style: false,
+            object_lock: "off".into(),
+        }
+    }
+}
+
+/// `[backup]`: scheduled base backups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    pub schedule: String,
+    pub compression_level: i32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "0 2 * * *".into(),
+            compression_level: 3,
+        }
+    }
+}
+
+/// `[pitr]`: continuity checks and the heartbeat.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PitrConfig {
+    pub check_interval: String,
+    pub heartbeat_interval: String,
+    pub rpo: String,
+}
+
+impl Default for PitrConfig {
+    fn default() -> Self {
+        Self {
+            check_interval: "5m".into(),
+            heartbeat_interval: "10s".into(),
+            rpo: "5m".into(),
+        }
+    }
+}
+
+/// `[drill]`: automated restore drills.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrillConfig {
+    pub schedule: String,
+    pub work_dir: String,
+    pub amcheck: bool,
+    pub checks: Vec<DrillCheckConfig>,
+}
+
+impl Default for DrillConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "0 4 1 * *".into(),
+            work_dir: "/var/lib/pgvigil/drill".into(),
+            amcheck: true,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// `[[drill.checks]]`: a user SQL check run on the restored cluster.
+#[allow(dead_code)] // read by restore drills
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheckConfig {
+    pub name: String,
+    pub sql: String,
+    pub expect: String,
+}
+
+/// `[retention]`: recovery-window retention.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub recovery_window: String,
+    pub min_backups: usize,
+    pub schedule: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            recovery_window: "35days".into(),
+            min_backups: 1,
+            schedule: "30 3 * * *".into(),
+        }
+    }
+}
+
+/// `[offsite]`: weekly copy to a second repository.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffsiteConfig {
+    pub url: Option<String>,
+    pub schedule: String,
+}
+
+impl Default for OffsiteConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            schedule: "0 5 * * 0".into(),
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Validated configuration. `Settings` is what the rest of pgvigil sees: durations are
+//! `Duration`s, addresses are parsed, DSNs are `tokio_postgres::Config`s with the
+//! standard PG* fallbacks applied, and `${ENV}` references are expanded. Every failure
+//! names the key path and its line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{Error, Location};
+use super::locate::Locator;
+use super::raw::{ConfigFile, QueryConfig};
+
+/// Looks up an environment variable; injected so that nothing below `main` reads the
+/// process environment (tests pass a map).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings came from (for messages).
+    pub file: PathBuf,
+    pub server: ServerSettings,
+    pub postgres: PostgresSettings,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// When set, /metrics requires `Authorization: Bearer <contents>`.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// `[postgres]`, validated.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// Connection parameters for the DSN's database (password may still come from a file).
+    pub dsn: tokio_postgres::Config,
+    /// The DSN without credentials, safe for logs and labels.
+    pub dsn_display: String,
+    pub password_file: Option<PathBuf>,
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Explicit database list for per-database collectors; empty = discover.
+    pub databases: Vec<String>,
+    pub slow_collectors_interval: Duration,
+    pub max_database_connections: usize,
+    pub top_tables: usize,
+    pub top_statements: usize,
+    pub queries: Vec<CustomQuery>,
+}
+
+/// Sample type of a custom query metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomKind {
+    Gauge,
+    Counter,
+}
+
+/// One validated `[[postgres.queries]]` entry.
+#[derive(Debug, Clone)]
+pub struct CustomQuery {
+    pub name: String,
+    pub sql: String,
+    pub help: String,
+    pub labels: Vec<String>,
+    pub values: Vec<String>,
+    pub kind: CustomKind,
+    pub database: Option<String>,
+    pub interval: Duration,
+}
+
+impl PostgresSettings {
+    /// Settings for a server at `dsn`, everything else defaulted (used by `pgvigil dev`
+    /// and tests).
+    pub fn for_dsn(dsn: &str) -> Result<Self, tokio_postgres::Error> {
+        let config: tokio_postgres::Config = dsn.parse()?;
+        Ok(Self {
+            dsn_display: display_dsn(&config),
+            dsn: config,
+            password_file: None,
+            statement_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            databases: Vec::new(),
+            slow_collectors_interval: Duration::from_secs(300),
+            max_database_connections: 2,
+            top_tables: 50,
+            top_statements: 50,
+            queries: Vec::new(),
+        })
+    }
+}
+
+/// Validation context: the file, its locator and the environment.
+struct Ctx<'a> {
+    file: PathBuf,
+    locator: &'a Locator,
+    env: EnvLookup<'a>,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, path: &[&str], message: impl Into<String>) -> Error {
+        Error::Invalid {
+            location: Location {
+                file: self.file.clone(),
+                line: self.locator.line_of_key(path),
+            },
+            key: path.join("."),
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, path: &[&str], value: &str) -> Result<Duration, Error> {
+        humantime::parse_duration(value.trim()).map_err(|e| {
+            self.invalid(
+                path,
+                format!("{value:?} is not a duration ({e}); use e.g. \"30s\", \"5m\", \"35days\""),
+            )
+        })
+    }
+
+    fn expand(&self, path: &[&str], value: &str) -> Result<String, Error> {
+        expand_env(value, self.env).map_err(|var| {
+            self.invalid(
+                path,
+                format!("environment variable {var} is referenced but not set"),
+            )
+        })
+    }
+}
+
+/// Expands `${NAME}` references; `$$` is a literal `$`. Returns the missing name on error.
+pub(crate) fn expand_env(value: &str, env: EnvLookup<'_>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err(format!("${{{body} (unterminated)"));
+            };
+            let name = &body[..end];
+            out.push_str(&env(name).ok_or_else(|| name.to_string())?);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A DSN without credentials: `postgresql://user@host:port/db`.
+pub fn display_dsn(config: &tokio_postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or(user);
+    format!("postgresql://{user}@{host}:{port}/{db}")
+}
+
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+pub(super) fn validate(
+    raw: ConfigFile,
+    file: PathBuf,
+    locator: &Locator,
+    env: EnvLookup<'_>,
+) -> Result<Settings, Error> {
+    let ctx = Ctx { file, locator, env };
+
+    // [server]
+    let listen = ctx.expand(&["server", "listen"], &raw.server.listen)?;
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        ctx.invalid(
+            &["server", "listen"],
+            format!("{listen:?} is not a socket address; use e.g. \"0.0.0.0:9432\""),
+        )
+    })?;
+    if raw.server.tls_cert_file.is_some() || raw.server.tls_key_file.is_some() {
+        let key = if raw.server.tls_cert_file.is_some() {
+            "tls_cert_file"
+        } else {
+            "tls_key_file"
+        };
+        return Err(ctx.invalid(
+            &["server", key],
+            "HTTPS is not supported yet; terminate TLS in front of pgvigil (ingress or mesh)",
+        ));
+    }
+
+    // [postgres]
+    let pg = raw.postgres;
+    let dsn_raw = pg.dsn.as_deref().ok_or_else(|| {
+        ctx.invalid(
+            &["postgres", "dsn"],
+            "is required, e.g. dsn = \"postgresql://pgvigil@127.0.0.1:5432/postgres\"",
+        )
+    })?;
+    let dsn_text = ctx.expand(&["postgres", "dsn"], dsn_raw)?;
+    let mut dsn: tokio_postgres::Config =
+        dsn_text.parse().map_err(|e: tokio_postgres::Error| {
+            ctx.invalid(&["postgres", "dsn"], format!("not a valid libpq DSN: {e}"))
+        })?;
+    apply_pg_env(&mut dsn, env);
+    if dsn.get_user().is_none() {
+        return Err(ctx.invalid(
+            &["postgres", "dsn"],
+            "names no user; add one (postgresql://USER@host/db) or set PGUSER",
+        ));
+    }
+    let statement_timeout =
+        ctx.duration(&["postgres", "statement_timeout"], &pg.statement_timeout)?;
+    let lock_timeout = ctx.duration(&["postgres", "lock_timeout"], &pg.lock_timeout)?;
+    let connect_timeout = ctx.duration(&["postgres", "connect_timeout"], &pg.connect_timeout)?;
+    let slow = ctx.duration(
+        &["postgres", "slow_collectors_interval"],
+        &pg.slow_collectors_interval,
+    )?;
+    if pg.max_database_connections == 0 {
+        return Err(ctx.invalid(
+            &["postgres", "max_database_connections"],
+            "must be at least 1",
+        ));
+    }
+    let mut queries = Vec::with_capacity(pg.queries.len());
+    for (i, q) in pg.queries.into_iter().enumerate() {
+        queries.push(validate_query(&ctx, i, q)?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, q) in queries.iter().enumerate() {
+        if !seen.insert(q.name.clone()) {
+            return Err(ctx.invalid(
+                &["postgres", "queries", &i.to_string(), "name"],
+                format!("{:?} is used by two queries", q.name),
+            ));
+        }
+    }
+
+    // Sections implemented by later components: their durations are still checked now,
+    // so a typo is caught the day the file is written, not the day the feature ships.
+    for (path, value) in [
+        (["pitr", "check_interval"], &raw.pitr.check_interval),
+        (["pitr", "heartbeat_interval"], &raw.pitr.heartbeat_interval),
+        (["pitr", "rpo"], &raw.pitr.rpo),
+        (
+            ["retention", "recovery_window"],
+            &raw.retention.recovery_window,
+        ),
+    ] {
+        ctx.duration(&path, value)?;
+    }
+
+    Ok(Settings {
+        file: ctx.file.clone(),
+        server: ServerSettings {
+            listen,
+            bearer_token_file: raw.server.bearer_token_file.map(PathBuf::from),
+        },
+        postgres: PostgresSettings {
+            dsn_display: display_dsn(&dsn),
+            dsn,
+            password_file: pg.password_file.map(PathBuf::from),
+            statement_timeout,
+            lock_timeout,
+            connect_timeout,
+            databases: pg.databases,
+            slow_collectors_interval: slow,
+            max_database_connections: pg.max_database_connections,
+            top_tables: pg.top_tables,
+            top_statements: pg.top_statements,
+            queries,
+        },
+    })
+}
+
+/// libpq falls back to PG* variables for what the DSN leaves out; so do we.
+fn apply_pg_env(dsn: &mut tokio_postgres::Config, env: EnvLookup<'_>) {
+    if dsn.get_user().is_none() {
+        if let Some(user) = env("PGUSER") {
+            dsn.user(&user);
+        }
+    }
+    if dsn.get_password().is_none() {
+        if let Some(pw) = env("PGPASSWORD") {
+            dsn.password(pw);
+        }
+    }
+    if dsn.get_hosts().is_empty() {
+        match env("PGHOST") {
+            Some(h) => dsn.host(&h),
+            None => dsn.host("localhost"),
+        };
+    }
+    if dsn.get_ports().is_empty() {
+        if let Some(p) = env("PGPORT").and_then(|p| p.parse().ok()) {
+            dsn.port(p);
+        }
+    }
+    if dsn.get_dbname().is_none() {
+        if let Some(db) = env("PGDATABASE") {
+            dsn.dbname(&db);
+        }
+    }
+}
+
+fn validate_query(ctx: &Ctx<'_>, i: usize, q: QueryConfig) -> Result<CustomQuery, Error> {
+    let idx = i.to_string();
+    let at = |key: &'static str| ["postgres", "queries", idx.as_str(), key];
+    if !valid_metric_name(&q.name) {
+        return Err(ctx.invalid(
+            &at("name"),
+            format!("{:?} is not a valid metric name", q.name),
+        ));
+    }
+    for l in &q.labels {
+        if !valid_label_name(l) {
+            return Err(ctx.invalid(&at("labels"), format!("{l:?} is not a valid label name")));
+        }
+    }
+    let values = if q.values.is_empty() {
+        vec!["value".to_string()]
+    } else {
+        q.values
+    };
+    for v in &values {
+        if !valid_label_name(v) {
+            return Err(ctx.invalid(
+                &at("values"),
+                format!("{v:?} is not a valid column name for a metric"),
+            ));
+        }
+        if q.labels.contains(v) {
+            return Err(ctx.invalid(
+                &at("values"),
+                format!("{v:?} is both a label and a value column"),
+            ));
+        }
+    }
+    let kind = match q.kind.as_deref() {
+        None | Some("gauge") => CustomKind::Gauge,
+        Some("counter") => CustomKind::Counter,
+        Some(other) => {
+            return Err(ctx.invalid(
+                &at("kind"),
+                format!("{other:?} is not \"gauge\" or \"counter\""),
+            ))
+        }
+    };
+    let interval = match &q.interval {
+        Some(s) => ctx.duration(&at("interval"), s)?,
+        None => Duration::from_secs(60),
+    };
+    if q.sql.trim().is_empty() {
+        return Err(ctx.invalid(&at("sql"), "is empty"));
+    }
+    Ok(CustomQuery {
+        help: q.help.unwrap_or_else(|| format!("Custom query {}", q.name)),
+        name: q.name,
+        sql: q.sql,
+        labels: q.labels,
+        values,
+        kind,
+        database: q.database,
+        interval,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_env_references() {
+        let env = |k: &str| (k == "PW").then(|| "s3cret".to_string());
+        assert_eq!(expand_env("a${PW}b", &env).as_deref(), Ok("as3cretb"));
+        assert_eq!(expand_env("cost $$5", &env).as_deref(), Ok("cost $5"));
+        assert_eq!(expand_env("x${NOPE}", &env), Err("NOPE".to_string()));
+        assert_eq!(expand_env("plain", &env).as_deref(), Ok("plain"));
+    }
+
+    #[test]
+    fn metric_names() {
+        assert!(valid_metric_name("app_orders_pending"));
+        assert!(!valid_metric_name("1abc"));
+        assert!(!valid_metric_name("a-b"));
+        assert!(valid_label_name("state"));
+        assert!(!valid_label_name("__name__"));
+    }
+
+    #[test]
+    fn display_dsn_hides_password() {
+        let c: tokio_postgres::Config = "postgresql://u:pw@db.example:6543/app"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(display_dsn(&c), "postgresql://u@db.example:6543/app");
+    }
+}

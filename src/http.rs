@@ -1,0 +1,95 @@
+//! The HTTP endpoint: `/metrics` (Prometheus text or OpenMetrics, by `Accept`), `/healthz`
+//! (the process is alive) and `/readyz` (configuration loaded and a first successful
+//! collection, so Kubernetes sends no scrapes to a sidecar that cannot see its database).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::collectors::Scraper;
+use crate::metrics::{encode, family, Format};
+
+/// Shared state of the HTTP handlers.
+pub struct HttpState {
+    pub scraper: Arc<Scraper>,
+    pub registry: prometheus::Registry,
+    pub ready: Arc<AtomicBool>,
+    /// Required bearer token for /metrics, if configured.
+    pub bearer_token: Option<String>,
+}
+
+/// Builds the router.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/", get(index))
+        .with_state(state)
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<html><head><title>pgvigil</title></head><body><h1>pgvigil</h1>\
+         <p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; \
+         <a href=\"/readyz\">/readyz</a></p></body></html>\n",
+    )
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no successful collection yet\n",
+        )
+            .into_response()
+    }
+}
+
+fn authorized(state: &HttpState, headers: &HeaderMap) -> bool {
+    let Some(expected) = &state.bearer_token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison: the token is a secret.
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid bearer token is required\n",
+        )
+            .into_response();
+    }
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let snapshot = state.scraper.scrape().await;
+    if snapshot.postgres_up {
+        state.ready.store(true, Ordering::Release);
+    }
+    let mut own = family::from_registry(state.registry.gather());
+    let mut families = Vec::with_capacity(snapshot.families.len() + own.len());
+    families.extend(snapshot.families.iter().cloned());
+    families.append(&mut own);
+    let body = encode(&families, format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}

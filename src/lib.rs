@@ -1,0 +1,182 @@
+//! pgvigil: a PostgreSQL operations sidecar. `App::start` runs the daemon in-process (the
+//! binary and the tests both use it); the modules below hold configuration, metrics,
+//! collectors and PostgreSQL plumbing.
+
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations, rust_2018_idioms)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![allow(missing_debug_implementations)]
+
+pub mod check;
+pub mod cli;
+pub mod collectors;
+pub mod commands;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod pg;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::collectors::{postgres::PostgresCollector, ScrapeMetrics, Scraper};
+use crate::config::Settings;
+
+/// pgvigil's version, from Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source} (server.listen)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read bearer token file {path}: {source} (server.bearer_token_file)")]
+    BearerToken {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The daemon.
+pub struct App;
+
+/// A started daemon: its address and the handles to stop it.
+pub struct Running {
+    /// Where /metrics is served.
+    pub addr: SocketAddr,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    scraper: Arc<Scraper>,
+}
+
+impl App {
+    /// Binds the listener, starts the collectors and serves HTTP. Returns once listening.
+    pub async fn start(settings: Settings) -> Result<Running, StartError> {
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let registry = prometheus::Registry::new();
+        let scrape_metrics = ScrapeMetrics::register(&registry)?;
+        let build = prometheus::GaugeVec::new(
+            prometheus::Opts::new(
+                metrics::catalogue::PGVIGIL_BUILD_INFO.name,
+                metrics::catalogue::PGVIGIL_BUILD_INFO.help,
+            ),
+            metrics::catalogue::PGVIGIL_BUILD_INFO.labels,
+        )?;
+        build.with_label_values(&[VERSION]).set(1.0);
+        registry.register(Box::new(build))?;
+
+        let bearer_token = match &settings.server.bearer_token_file {
+            Some(p) => Some(
+                tokio::fs::read_to_string(p)
+                    .await
+                    .map_err(|source| StartError::BearerToken {
+                        path: p.display().to_string(),
+                        source,
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+
+        let listener = tokio::net::TcpListener::bind(settings.server.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.server.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.server.listen,
+            source,
+        })?;
+
+        let postgres = PostgresCollector::start(settings.postgres.clone(), token.clone(), &tracker);
+        let scraper = Arc::new(Scraper::new(postgres, scrape_metrics));
+        let ready = Arc::new(AtomicBool::new(false));
+        tracker.spawn(warm_up(scraper.clone(), ready.clone(), token.clone()));
+
+        let state = Arc::new(http::HttpState {
+            scraper: scraper.clone(),
+            registry,
+            ready,
+            bearer_token,
+        });
+        let router = http::router(state);
+        let shutdown = token.clone();
+        tracker.spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(event = "http.failed", error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(event = "daemon.started", listen = %addr, postgres = %settings.postgres.dsn_display, version = VERSION, "pgvigil started");
+        Ok(Running {
+            addr,
+            token,
+            tracker,
+            scraper,
+        })
+    }
+}
+
+/// Collects once a second until the first success, so /readyz turns true without waiting
+/// for Prometheus to scrape.
+async fn warm_up(scraper: Arc<Scraper>, ready: Arc<AtomicBool>, token: CancellationToken) {
+    use std::sync::atomic::Ordering;
+    // Bounded by the daemon's lifetime; stops at the first success.
+    loop {
+        if ready.load(Ordering::Acquire) {
+            return;
+        }
+        if scraper.postgres().is_connected().await && scraper.scrape().await.postgres_up {
+            ready.store(true, Ordering::Release);
+            return;
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+impl Running {
+    /// Stops everything and waits (at most `grace`) for tasks to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        self.token.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(event = "daemon.shutdown.timeout", grace = ?grace, "tasks still running after the grace period");
+        }
+        tracing::info!(event = "daemon.stopped", "pgvigil stopped");
+    }
+
+    /// The URL of /metrics.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
+    }
+
+    /// The scraper, for tests that count collections.
+    pub fn scraper(&self) -> &Arc<Scraper> {
+        &self.scraper
+    }
+}

@@ -1,0 +1,35 @@
+//! The pgvigil binary: parse the command line, set up logging, run, map errors to exit codes.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = pgvigil::cli::Cli::parse();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    pgvigil::logging::init(
+        cli.log_format,
+        rust_log.as_deref(),
+        std::io::stdout().is_terminal(),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgvigil: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    match runtime.block_on(pgvigil::commands::execute(cli, &env)) {
+        Ok(code) => code,
+        Err(e) => {
+            // The whole chain on one line: what failed, on what, and why.
+            eprintln!("pgvigil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Every metric family pgvigil can export: name, type, labels, help, and whether the name
+//! is kept for compatibility with postgres_exporter / pgbouncer_exporter (such names may
+//! break exporter naming rules, e.g. counters without `_total` or milliseconds). This list
+//! is the single source of truth: collectors build families from these entries, and the
+//! dashboards and alerts are tested against it (`pgvigil catalog --json`).
+
+use serde::Serialize;
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    Untyped,
+}
+
+/// Whose name a compatibility metric keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compat {
+    PostgresExporter,
+    PgbouncerExporter,
+}
+
+/// How the name is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Naming {
+    /// The name is exactly `name`.
+    Exact,
+    /// `name` is a prefix; the rest comes from the server (`pg_settings_*`).
+    Prefix,
+    /// The name comes from the configuration (`[[postgres.queries]]`).
+    Configured,
+}
+
+/// One catalogue entry.
+#[derive(Debug, Serialize)]
+pub struct MetricDef {
+    pub name: &'static str,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+    pub compat: Option<Compat>,
+    pub naming: Naming,
+}
+
+impl MetricDef {
+    /// Whether a concrete series name belongs to this entry.
+    pub fn matches(&self, name: &str) -> bool {
+        match self.naming {
+            Naming::Exact => {
+                name == self.name
+                    || (self.kind == Kind::Histogram
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(self.name)))
+            }
+            Naming::Prefix => name.starts_with(self.name) && name.len() > self.name.len(),
+            Naming::Configured => false,
+        }
+    }
+}
+
+/// Finds the entry a series name belongs to.
+pub fn lookup(name: &str) -> Option<&'static MetricDef> {
+    ALL.iter().copied().find(|d| d.matches(name))
+}
+
+macro_rules! compat {
+    (pe) => {
+        Some(Compat::PostgresExporter)
+    };
+    (pbe) => {
+        Some(Compat::PgbouncerExporter)
+    };
+    (new) => {
+        None
+    };
+}
+
+macro_rules! kind {
+    (counter) => {
+        Kind::Counter
+    };
+    (gauge) => {
+        Kind::Gauge
+    };
+    (histogram) => {
+        Kind::Histogram
+    };
+    (untyped) => {
+        Kind::Untyped
+    };
+}
+
+macro_rules! catalogue {
+    ($( $id:ident : $kind:ident $name:literal [$($label:literal),*] $compat:ident $help:literal; )*) => {
+        $(
+            #[doc = $help]
+            pub static $id: MetricDef = MetricDef {
+                name: $name,
+                kind: kind!($kind),
+                labels: &[$($label),*],
+                help: $help,
+                compat: compat!($compat),
+                naming: Naming::Exact,
+            };
+        )*
+        /// Every fixed-name entry, in catalogue order, followed by the pattern entries.
+        pub static ALL: &[&MetricDef] = &[$(&$id,)* &PG_SETTINGS, &CUSTOM_QUERY];
+    };
+}
+
+/// `pg_settings_<name>[_seconds|_bytes]`: numeric and boolean server settings.
+pub static PG_SETTINGS: MetricDef = MetricDef {
+    name: "pg_settings_",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Server setting (bool as 0/1; time in seconds, sizes in bytes, as postgres_exporter). Cached for postgres.slow_collectors_interval.",
+    compat: Some(Compat::PostgresExporter),
+    naming: Naming::Prefix,
+};
+
+/// A `[[postgres.queries]]` metric: name, help and labels come from the configuration.
+pub static CUSTOM_QUERY: MetricDef = MetricDef {
+    name: "[[postgres.queries]]",
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Custom SQL metric defined in the configuration.",
+    compat: None,
+    naming: Naming::Configured,
+};
+
+catalogue! {
+    // --- availability and instance -------------------------------------------------
+    PG_UP: gauge "pg_up" [] pe "Whether the last scrape of metrics from PostgreSQL was able to connect to the server (1 for yes, 0 for no).";
+    PG_POSTMASTER_START_TIME_SECONDS: gauge "pg_postmaster_start_time_seconds" [] pe "Time at which postmaster started";
+    PG_REPLICATION_LAG_SECONDS: gauge "pg_replication_lag_seconds" [] pe "Replication lag behind master in seconds";
+    PG_REPLICATION_IS_REPLICA: gauge "pg_replication_is_replica" [] pe "Indicates if the server is a replica";
+    PG_REPLICATION_LAST_REPLAY_SECONDS: gauge "pg_replication_last_replay_seconds" [] pe "Age of last replay in seconds";
+    PG_WAL_LSN_BYTES: gauge "pg_wal_lsn_bytes" [] new "Current WAL position in bytes since 0/0: insert position on a primary, replay position on a replica.";
+
+    // --- pg_stat_database ----------------------------------------------------------
+    PG_STAT_DATABASE_NUMBACKENDS: gauge "pg_stat_database_numbackends" ["datid", "datname"] pe "Number of backends currently connected to this database. This is the only column in this view that returns a value reflecting current state; all other columns return the accumulated values since the last reset.";
+    PG_STAT_DATABASE_XACT_COMMIT: counter "pg_stat_database_xact_commit" ["datid", "datname"] pe "Number of transactions in this database that have been committed";
+    PG_STAT_DATABASE_XACT_ROLLBACK: counter "pg_stat_database_xact_rollback" ["datid", "datname"] pe "Number of transactions in this database that have been rolled back";
+    PG_STAT_DATABASE_BLKS_READ: counter "pg_stat_database_blks_read" ["datid", "datname"] pe "Number of disk blocks read in this database";
+    PG_STAT_DATABASE_BLKS_HIT: counter "pg_stat_database_blks_hit" ["datid", "datname"] pe "Number of times disk blocks were found already in the buffer cache, so that a read was not necessary (this only includes hits in the PostgreSQL buffer cache, not the operating system's file system cache)";
+    PG_STAT_DATABASE_TUP_RETURNED: counter "pg_stat_database_tup_returned" ["datid", "datname"] pe "Number of rows returned by queries in this database";
+    PG_STAT_DATABASE_TUP_FETCHED: counter "pg_stat_database_tup_fetched" ["datid", "datname"] pe "Number of rows fetched by queries in this database";
+    PG_STAT_DATABASE_TUP_INSERTED: counter "pg_stat_database_tup_inserted" ["datid", "datname"] pe "Number of rows inserted by queries in this database";
+    PG_STAT_DATABASE_TUP_UPDATED: counter "pg_stat_database_tup_updated" ["datid", "datname"] pe "Number of rows updated by queries in this database";
+    PG_STAT_DATABASE_TUP_DELETED: counter "pg_stat_database_tup_deleted" ["datid", "datname"] pe "Number of rows deleted by queries in this database";
+    PG_STAT_DATABASE_CONFLICTS: counter "pg_stat_database_conflicts" ["datid", "datname"] pe "Number of queries canceled due to conflicts with recovery in this database. (Conflicts occur only on standby servers; see pg_stat_database_conflicts for details.)";
+    PG_STAT_DATABASE_TEMP_FILES: counter "pg_stat_database_temp_files" ["datid", "datname"] pe "Number of temporary files created by queries in this database. All temporary files are counted, regardless of why the temporary file was created (e.g., sorting or hashing), and regardless of the log_temp_files setting.";
+    PG_STAT_DATABASE_TEMP_BYTES: counter "pg_stat_database_temp_bytes" ["datid", "datname"] pe "Total amount of data written to temporary files by queries in this database. All temporary files are counted, regardless of why the temporary file was created, and regardless of the log_temp_files setting.";
+    PG_STAT_DATABASE_DEADLOCKS: counter "pg_stat_database_deadlocks" ["datid", "datname"] pe "Number of deadlocks detected in this database";
+    PG_STAT_DATABASE_BLK_READ_TIME: counter "pg_stat_database_blk_read_time" ["datid", "datname"] pe "Time spent reading data file blocks by backends in this database, in milliseconds";
+    PG_STAT_DATABASE_BLK_WRITE_TIME: counter "pg_stat_database_blk_write_time" ["datid", "datname"] pe "Time spent writing data file blocks by backends in this database, in milliseconds";
+    PG_STAT_DATABASE_STATS_RESET: counter "pg_stat_database_stats_reset" ["datid", "datname"] pe "Time at which these statistics were last reset";
+    PG_STAT_DATABASE_ACTIVE_TIME_SECONDS_TOTAL: counter "pg_stat_database_active_time_seconds_total" ["datid", "datname"] pe "Time spent executing SQL statements in this database, in seconds";
+    PG_STAT_DATABASE_CONFLICTS_CONFL_TABLESPACE: counter "pg_stat_database_conflicts_confl_tablespace" ["datid", "datname"] pe "Number of queries in this database that have been canceled due to dropped tablespaces";
+    PG_STAT_DATABASE_CONFLICTS_CONFL_LOCK: counter "pg_stat_database_conflicts_confl_lock" ["datid", "datname"] pe "Number of queries in this database that have been canceled due to lock timeouts";
+    PG_STAT_DATABASE_CONFLICTS_CONFL_SNAPSHOT: counter "pg_stat_database_conflicts_confl_snapshot" ["datid", "datname"] pe "Number of queries in this database that have been canceled due to old snapshots";
+    PG_STAT_DATABASE_CONFLICTS_CONFL_BUFFERPIN: counter "pg_stat_database_conflicts_confl_bufferpin" ["datid", "datname"] pe "Number of queries in this database that have been canceled due to pinned buffers";
+    PG_STAT_DATABASE_CONFLICTS_CONFL_DEADLOCK: counter "pg_stat_database_conflicts_confl_deadlock" ["datid", "datname"] pe "Number of queries in this database that have been canceled due to deadlocks";
+
+    // --- per-database, new ------------------------------------------------------------
+    PG_DATABASE_XID_AGE: gauge "pg_database_xid_age" ["datname"] new "Age of the database's oldest unfrozen transaction ID (age(datfrozenxid)), in transactions.";
+    PG_DATABASE_MXID_AGE: gauge "pg_database_mxid_age" ["datname"] new "Age of the database's oldest unfrozen multixact ID (mxid_age(datminmxid)).";
+    PG_DATABASE_WRAPAROUND_RATIO: gauge "pg_database_wraparound_ratio" ["datname"] new "How far the database is towards transaction ID wraparound: the larger of xid and multixact age over 2^31 (0..1; multiply by 100 for percent).";
+
+    // --- sizes (slow, cached) ------------------------------------------------------
+    PG_DATABASE_SIZE_BYTES: gauge "pg_database_size_bytes" ["datname"] pe "Disk space used by the database (cached for postgres.slow_collectors_interval)";
+    PG_DATABASE_CONNECTION_LIMIT: gauge "pg_database_connection_limit" ["datname"] pe "Connection limit set for the database (-1 = none)";
+
+    // --- pg_stat_activity and locks ---------------------------------------------------
+    PG_STAT_ACTIVITY_COUNT: gauge "pg_stat_activity_count" ["datname", "state"] pe "number of connections in this state";
+    PG_STAT_ACTIVITY_MAX_TX_DURATION: gauge "pg_stat_activity_max_tx_duration" ["datname", "state"] pe "max duration in seconds any active transaction has been running";
+    PG_STAT_ACTIVITY_OLDEST_XACT_SECONDS: gauge "pg_stat_activity_oldest_xact_seconds" ["datname"] new "Age of the oldest open transaction in the database, in seconds (pgvigil's own session excluded); 0 when none.";
+    PG_STAT_ACTIVITY_OLDEST_IDLE_IN_TRANSACTION_SECONDS: gauge "pg_stat_activity_oldest_idle_in_transaction_seconds" ["datname"] new "How long the longest idle-in-transaction session has been idle, in seconds; 0 when none.";
+    PG_LOCKS_COUNT: gauge "pg_locks_count" ["datname", "mode"] pe "Number of locks";
+    PG_LOCKS_BLOCKED_SESSIONS: gauge "pg_locks_blocked_sessions" ["datname"] new "Sessions currently waiting for a heavyweight lock (wait_event_type = 'Lock').";
+    PG_LOCKS_MAX_WAIT_SECONDS: gauge "pg_locks_max_wait_seconds" ["datname"] new "Longest current wait for a heavyweight lock, in seconds (pg_locks.waitstart); 0 when nobody waits.";
+
+    // --- replication ----------------------------------------------------------------
+    PG_STAT_REPLICATION_PG_CURRENT_WAL_LSN_BYTES: gauge "pg_stat_replication_pg_current_wal_lsn_bytes" ["application_name", "client_addr", "state", "slot_name"] pe "WAL position in bytes";
+    PG_STAT_REPLICATION_PG_WAL_LSN_DIFF: gauge "pg_stat_replication_pg_wal_lsn_diff" ["application_name", "client_addr", "state", "slot_name"] pe "Lag in bytes between master and slave";
+    PG_STAT_REPLICATION_WRITE_LAG_SECONDS: gauge "pg_stat_replication_write_lag_seconds" ["application_name", "client_addr", "state", "slot_name"] new "Time until the standby wrote recent WAL (pg_stat_replication.write_lag), in seconds; absent when idle.";
+    PG_STAT_REPLICATION_FLUSH_LAG_SECONDS: gauge "pg_stat_replication_flush_lag_seconds" ["application_name", "client_addr", "state", "slot_name"] new "Time until the standby flushed recent WAL (flush_lag), in seconds; absent when idle.";
+    PG_STAT_REPLICATION_REPLAY_LAG_SECONDS: gauge "pg_stat_replication_replay_lag_seconds" ["application_name", "client_addr", "state", "slot_name"] new "Time until the standby replayed recent WAL (replay_lag), in seconds; absent when idle.";
+    PG_STAT_REPLICATION_WRITE_LAG_BYTES: gauge "pg_stat_replication_write_lag_bytes" ["application_name", "client_addr", "state", "slot_name"] new "WAL bytes sent but not yet written by the standby.";
+    PG_STAT_REPLICATION_FLUSH_LAG_BYTES: gauge "pg_stat_replication_flush_lag_bytes" ["application_name", "client_addr", "state", "slot_name"] new "WAL bytes not yet flushed by the standby.";
+    PG_STAT_REPLICATION_REPLAY_LAG_BYTES: gauge "pg_stat_replication_replay_lag_bytes" ["application_name", "client_addr", "state", "slot_name"] new "WAL bytes not yet replayed by the standby.";
+    PG_REPLICATION_SLOTS_ACTIVE: gauge "pg_replication_slots_active" ["slot_name", "database"] pe "Flag indicating if the slot is active";
+    PG_REPLICATION_SLOTS_PG_WAL_LSN_DIFF: gauge "pg_replication_slots_pg_wal_lsn_diff" ["slot_name", "database"] pe "Replication lag in bytes";
+    PG_REPLICATION_SLOTS_SAFE_WAL_SIZE_BYTES: gauge "pg_replication_slots_safe_wal_size_bytes" ["slot_name", "database"] new "WAL bytes that can still be written before this slot is in danger of losing required WAL (absent when max_slot_wal_keep_size = -1).";
+
+    // --- archiver, bgwriter, checkpointer, WAL -------------------------------------
+    PG_STAT_ARCHIVER_ARCHIVED_COUNT: counter "pg_stat_archiver_archived_count" [] pe "Number of WAL files that have been successfully archived";
+    PG_STAT_ARCHIVER_FAILED_COUNT: counter "pg_stat_archiver_failed_count" [] pe "Number of failed attempts for archiving WAL files";
+    PG_STAT_ARCHIVER_LAST_ARCHIVE_AGE: gauge "pg_stat_archiver_last_archive_age" [] pe "Time in seconds since last WAL segment was successfully archived";
+    PG_STAT_BGWRITER_CHECKPOINTS_TIMED_TOTAL: counter "pg_stat_bgwriter_checkpoints_timed_total" [] pe "Number of scheduled checkpoints that have been performed";
+    PG_STAT_BGWRITER_CHECKPOINTS_REQ_TOTAL: counter "pg_stat_bgwriter_checkpoints_req_total" [] pe "Number of requested checkpoints that have been performed";
+    PG_STAT_BGWRITER_CHECKPOINT_WRITE_TIME_TOTAL: counter "pg_stat_bgwriter_checkpoint_write_time_total" [] pe "Total amount of time that has been spent in the portion of checkpoint processing where files are written to disk, in milliseconds";
+    PG_STAT_BGWRITER_CHECKPOINT_SYNC_TIME_TOTAL: counter "pg_stat_bgwriter_checkpoint_sync_time_total" [] pe "Total amount of time that has been spent in the portion of checkpoint processing where files are synchronized to disk, in milliseconds";
+    PG_STAT_BGWRITER_BUFFERS_CHECKPOINT_TOTAL: counter "pg_stat_bgwriter_buffers_checkpoint_total" [] pe "Number of buffers written during checkpoints";
+    PG_STAT_BGWRITER_BUFFERS_CLEAN_TOTAL: counter "pg_stat_bgwriter_buffers_clean_total" [] pe "Number of buffers written by the background writer";
+    PG_STAT_BGWRITER_MAXWRITTEN_CLEAN_TOTAL: counter "pg_stat_bgwriter_maxwritten_clean_total" [] pe "Number of times the background writer stopped a cleaning scan because it had written too many buffers";
+    PG_STAT_BGWRITER_BUFFERS_BACKEND_TOTAL: counter "pg_stat_bgwriter_buffers_backend_total" [] pe "Number of buffers written directly by a backend";
+    PG_STAT_BGWRITER_BUFFERS_BACKEND_FSYNC_TOTAL: counter "pg_stat_bgwriter_buffers_backend_fsync_total" [] pe "Number of times a backend had to execute its own fsync call (normally the background writer handles those even when the backend does its own write)";
+    PG_STAT_BGWRITER_BUFFERS_ALLOC_TOTAL: counter "pg_stat_bgwriter_buffers_alloc_total" [] pe "Number of buffers allocated";
+    PG_STAT_BGWRITER_STATS_RESET_TOTAL: counter "pg_stat_bgwriter_stats_reset_total" [] pe "Time at which these statistics were last reset";
+    PG_STAT_CHECKPOINTER_NUM_TIMED_TOTAL: counter "pg_stat_checkpointer_num_timed_total" [] pe "Number of scheduled checkpoints due to timeout (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_NUM_REQUESTED_TOTAL: counter "pg_stat_checkpointer_num_requested_total" [] pe "Number of requested checkpoints that have been performed (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_RESTARTPOINTS_TIMED_TOTAL: counter "pg_stat_checkpointer_restartpoints_timed_total" [] pe "Number of scheduled restartpoints due to timeout or after a failed attempt to perform it (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_RESTARTPOINTS_REQ_TOTAL: counter "pg_stat_checkpointer_restartpoints_req_total" [] pe "Number of requested restartpoints (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_RESTARTPOINTS_DONE_TOTAL: counter "pg_stat_checkpointer_restartpoints_done_total" [] pe "Number of restartpoints that have been performed (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_WRITE_TIME_TOTAL: counter "pg_stat_checkpointer_write_time_total" [] pe "Total amount of time that has been spent in the portion of processing checkpoints and restartpoints where files are written to disk, in milliseconds (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_SYNC_TIME_TOTAL: counter "pg_stat_checkpointer_sync_time_total" [] pe "Total amount of time that has been spent in the portion of processing checkpoints and restartpoints where files are synchronized to disk, in milliseconds (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_BUFFERS_WRITTEN_TOTAL: counter "pg_stat_checkpointer_buffers_written_total" [] pe "Number of buffers written during checkpoints and restartpoints (PostgreSQL 17+)";
+    PG_STAT_WAL_RECORDS_TOTAL: counter "pg_stat_wal_records_total" [] new "Total number of WAL records generated (pg_stat_wal, PostgreSQL 14+)";
+    PG_STAT_WAL_FPI_TOTAL: counter "pg_stat_wal_fpi_total" [] new "Total number of WAL full page images generated";
+    PG_STAT_WAL_BYTES_TOTAL: counter "pg_stat_wal_bytes_total" [] new "Total amount of WAL generated in bytes";
+    PG_STAT_WAL_BUFFERS_FULL_TOTAL: counter "pg_stat_wal_buffers_full_total" [] new "Number of times WAL data was written to disk because WAL buffers became full";
+    PG_STAT_WAL_WRITE_TOTAL: counter "pg_stat_wal_write_total" [] new "Number of times WAL buffers were written out to disk (PostgreSQL 14-17)";
+    PG_STAT_WAL_SYNC_TOTAL: counter "pg_stat_wal_sync_total" [] new "Number of times WAL files were synced to disk (PostgreSQL 14-17)";
+    PG_STAT_WAL_WRITE_TIME_SECONDS_TOTAL: counter "pg_stat_wal_write_time_seconds_total" [] new "Time spent writing WAL buffers to disk, in seconds (needs track_wal_io_timing; PostgreSQL 14-17)";
+    PG_STAT_WAL_SYNC_TIME_SECONDS_TOTAL: counter "pg_stat_wal_sync_time_seconds_total" [] new "Time spent syncing WAL files to disk, in seconds (needs track_wal_io_timing; PostgreSQL 14-17)";
+
+    // --- per-table (slow, cached; top postgres.top_tables by size per database) ----
+    PG_STAT_USER_TABLES_SEQ_SCAN: counter "pg_stat_user_tables_seq_scan" ["datname", "schemaname", "relname"] pe "Number of sequential scans initiated on this table";
+    PG_STAT_USER_TABLES_SEQ_TUP_READ: counter "pg_stat_user_tables_seq_tup_read" ["datname", "schemaname", "relname"] pe "Number of live rows fetched by sequential scans";
+    PG_STAT_USER_TABLES_IDX_SCAN: counter "pg_stat_user_tables_idx_scan" ["datname", "schemaname", "relname"] pe "Number of index scans initiated on this table";
+    PG_STAT_USER_TABLES_IDX_TUP_FETCH: counter "pg_stat_user_tables_idx_tup_fetch" ["datname", "schemaname", "relname"] pe "Number of live rows fetched by index scans";
+    PG_STAT_USER_TABLES_N_TUP_INS: counter "pg_stat_user_tables_n_tup_ins" ["datname", "schemaname", "relname"] pe "Number of rows inserted";
+    PG_STAT_USER_TABLES_N_TUP_UPD: counter "pg_stat_user_tables_n_tup_upd" ["datname", "schemaname", "relname"] pe "Number of rows updated";
+    PG_STAT_USER_TABLES_N_TUP_DEL: counter "pg_stat_user_tables_n_tup_del" ["datname", "schemaname", "relname"] pe "Number of rows deleted";
+    PG_STAT_USER_TABLES_N_TUP_HOT_UPD: counter "pg_stat_user_tables_n_tup_hot_upd" ["datname", "schemaname", "relname"] pe "Number of rows HOT updated (i.e., with no separate index update required)";
+    PG_STAT_USER_TABLES_N_LIVE_TUP: gauge "pg_stat_user_tables_n_live_tup" ["datname", "schemaname", "relname"] pe "Estimated number of live rows";
+    PG_STAT_USER_TABLES_N_DEAD_TUP: gauge "pg_stat_user_tables_n_dead_tup" ["datname", "schemaname", "relname"] pe "Estimated number of dead rows";
+    PG_STAT_USER_TABLES_N_MOD_SINCE_ANALYZE: gauge "pg_stat_user_tables_n_mod_since_analyze" ["datname", "schemaname", "relname"] pe "Estimated number of rows changed since last analyze";
+    PG_STAT_USER_TABLES_LAST_VACUUM: gauge "pg_stat_user_tables_last_vacuum" ["datname", "schemaname", "relname"] pe "Last time at which this table was manually vacuumed (not counting VACUUM FULL)";
+    PG_STAT_USER_TABLES_LAST_AUTOVACUUM: gauge "pg_stat_user_tables_last_autovacuum" ["datname", "schemaname", "relname"] pe "Last time at which this table was vacuumed by the autovacuum daemon";
+    PG_STAT_USER_TABLES_LAST_ANALYZE: gauge "pg_stat_user_tables_last_analyze" ["datname", "schemaname", "relname"] pe "Last time at which this table was manually analyzed";
+    PG_STAT_USER_TABLES_LAST_AUTOANALYZE: gauge "pg_stat_user_tables_last_autoanalyze" ["datname", "schemaname", "relname"] pe "Last time at which this table was analyzed by the autovacuum daemon";
+    PG_STAT_USER_TABLES_VACUUM_COUNT: counter "pg_stat_user_tables_vacuum_count" ["datname", "schemaname", "relname"] pe "Number of times this table has been manually vacuumed (not counting VACUUM FULL)";
+    PG_STAT_USER_TABLES_AUTOVACUUM_COUNT: counter "pg_stat_user_tables_autovacuum_count" ["datname", "schemaname", "relname"] pe "Number of times this table has been vacuumed by the autovacuum daemon";
+    PG_STAT_USER_TABLES_ANALYZE_COUNT: counter "pg_stat_user_tables_analyze_count" ["datname", "schemaname", "relname"] pe "Number of times this table has been manually analyzed";
+    PG_STAT_USER_TABLES_AUTOANALYZE_COUNT: counter "pg_stat_user_tables_autoanalyze_count" ["datname", "schemaname", "relname"] pe "Number of times this table has been analyzed by the autovacuum daemon";
+    PG_STAT_USER_TABLES_TABLE_SIZE_BYTES: gauge "pg_stat_user_tables_table_size_bytes" ["datname", "schemaname", "relname"] pe "Total disk space used by this table, in bytes";
+    PG_STAT_USER_TABLES_INDEX_SIZE_BYTES: gauge "pg_stat_user_tables_index_size_bytes" ["datname", "schemaname", "relname"] pe "Total disk space used by this index, in bytes";
+    PG_STATIO_USER_TABLES_HEAP_BLOCKS_READ: counter "pg_statio_user_tables_heap_blocks_read" ["datname", "schemaname", "relname"] pe "Number of disk blocks read from this table";
+    PG_STATIO_USER_TABLES_HEAP_BLOCKS_HIT: counter "pg_statio_user_tables_heap_blocks_hit" ["datname", "schemaname", "relname"] pe "Number of buffer hits in this table";
+    PG_STATIO_USER_TABLES_IDX_BLOCKS_READ: counter "pg_statio_user_tables_idx_blocks_read" ["datname", "schemaname", "relname"] pe "Number of disk blocks read from all indexes on this table";
+    PG_STATIO_USER_TABLES_IDX_BLOCKS_HIT: counter "pg_statio_user_tables_idx_blocks_hit" ["datname", "schemaname", "relname"] pe "Number of buffer hits in all indexes on this table";
+
+    // --- pg_stat_statements (slow, cached; top postgres.top_statements by total time)
+    PG_STAT_STATEMENTS_CALLS_TOTAL: counter "pg_stat_statements_calls_total" ["user", "datname", "queryid"] pe "Number of times executed";
+    PG_STAT_STATEMENTS_SECONDS_TOTAL: counter "pg_stat_statements_seconds_total" ["user", "datname", "queryid"] pe "Total time spent in the statement, in seconds";
+    PG_STAT_STATEMENTS_ROWS_TOTAL: counter "pg_stat_statements_rows_total" ["user", "datname", "queryid"] pe "Total number of rows retrieved or affected by the statement";
+    PG_STAT_STATEMENTS_BLOCK_READ_SECONDS_TOTAL: counter "pg_stat_statements_block_read_seconds_total" ["user", "datname", "queryid"] pe "Total time the statement spent reading blocks, in seconds";
+    PG_STAT_STATEMENTS_BLOCK_WRITE_SECONDS_TOTAL: counter "pg_stat_statements_block_write_seconds_total" ["user", "datname", "queryid"] pe "Total time the statement spent writing blocks, in seconds";
+
+    // --- pgvigil itself ---------------------------------------------------------------
+    PGVIGIL_BUILD_INFO: gauge "pgvigil_build_info" ["version"] new "pgvigil build information; always 1.";
+    PGVIGIL_SCRAPES_TOTAL: counter "pgvigil_scrapes_total" [] new "Collections run (concurrent scrapes that share one collection count once).";
+    PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS: gauge "pgvigil_scrape_collector_duration_seconds" ["collector"] new "How long the collector's last run took, in seconds.";
+    PGVIGIL_SCRAPE_COLLECTOR_SUCCESS: gauge "pgvigil_scrape_collector_success" ["collector"] new "Whether the collector's last run succeeded (1) or failed or was skipped because its source is down (0).";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let mut seen = std::collections::HashSet::new();
+        for d in ALL {
+            assert!(seen.insert(d.name), "duplicate {}", d.name);
+            if d.naming == Naming::Exact {
+                assert!(
+                    d.name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{}",
+                    d.name
+                );
+            }
+            assert!(!d.help.is_empty());
+        }
+    }
+
+    #[test]
+    fn new_metrics_follow_exporter_conventions() {
+        for d in ALL
+            .iter()
+            .filter(|d| d.compat.is_none() && d.naming == Naming::Exact)
+        {
+            if d.kind == Kind::Counter {
+                assert!(
+                    d.name.ends_with("_total"),
+                    "counter {} lacks _total",
+                    d.name
+                );
+            } else {
+                assert!(
+                    !d.name.ends_with("_total"),
+                    "non-counter {} ends in _total",
+                    d.name
+                );
+            }
+            assert!(
+                !d.name.contains("_ms") && !d.name.contains("_milliseconds"),
+                "{}",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_finds_patterns() {
+        assert_eq!(
+            lookup("pg_settings_max_connections").map(|d| d.name),
+            Some("pg_settings_")
+        );
+        assert_eq!(lookup("pg_up").map(|d| d.name), Some("pg_up"));
+        assert!(lookup("pg_nope").is_none());
+    }
+}

@@ -1,0 +1,10 @@
+//! PostgreSQL plumbing shared by collectors, backups and tests: one way to connect
+//! (`conn`), one way to find the server binaries (`binaries`), and a throwaway postmaster
+//! (`temp_cluster`) used by restore drills, `pgvigil dev` and the test suite.
+
+pub mod binaries;
+pub mod conn;
+pub mod temp_cluster;
+
+pub use conn::{connect, db_error_message, ConnectOptions, Connected};
+pub use temp_cluster::{TempCluster, TempClusterOptions};

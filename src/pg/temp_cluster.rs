@@ -1,0 +1,352 @@
+//! A throwaway PostgreSQL cluster: initdb into a temp dir, a free loopback port (or unix
+//! socket only), a private socket dir, the server run as a child process (as the
+//! `postgres` user when we are root) and stopped on drop. Restore drills start their
+//! private postmaster with it, `pgvigil dev` runs on it, and the tests build primaries and
+//! streaming replicas from it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use super::binaries::{chown_to_server_user, BinariesError, PgBinaries};
+
+/// How to build the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct TempClusterOptions {
+    /// Extra `postgresql.conf` lines, e.g. `("shared_preload_libraries", "'pg_stat_statements'")`.
+    pub settings: Vec<(String, String)>,
+    /// Listen only on the unix socket (restore drills): no TCP port at all.
+    pub unix_socket_only: bool,
+    /// Where to create the cluster's directory; default: the system temp dir.
+    pub parent_dir: Option<PathBuf>,
+}
+
+/// Errors while creating or running a temp cluster; each names the step and, for a child
+/// process, its exit status and the tail of its output.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Binaries(#[from] BinariesError),
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{step} failed ({status}): {output}")]
+    Child {
+        step: String,
+        status: String,
+        output: String,
+    },
+    #[error("postgres did not become ready within {0:?}; log tail: {1}")]
+    NotReady(Duration, String),
+}
+
+fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let step = step.into();
+    move |source| Error::Io { step, source }
+}
+
+/// A running (or stopped) throwaway cluster; stopped and deleted on drop.
+pub struct TempCluster {
+    bins: PgBinaries,
+    _dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_file: PathBuf,
+    port: u16,
+    unix_socket_only: bool,
+    child: Option<Child>,
+}
+
+fn free_port() -> Result<u16, Error> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
+}
+
+fn run_checked(mut cmd: std::process::Command, step: &str) -> Result<(), Error> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(io(step))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    Err(Error::Child {
+        step: step.into(),
+        status: out.status.to_string(),
+        output: tail(&text, 1500),
+    })
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let s = s.trim();
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
+    s[start..].to_string()
+}
+
+impl TempCluster {
+    /// Runs initdb and starts the server; returns once it accepts connections.
+    pub async fn start(opts: TempClusterOptions) -> Result<Self, Error> {
+        let bins = PgBinaries::discover()?;
+        let dir = match &opts.parent_dir {
+            Some(p) => tempfile::Builder::new().prefix("pgvigil-pg-").tempdir_in(p),
+            None => tempfile::Builder::new().prefix("pgvigil-pg-").tempdir(),
+        }
+        .map_err(io("creating temp dir"))?;
+        chown_to_server_user(dir.path()).map_err(io("chown temp dir"))?;
+        let data_dir = dir.path().join("data");
+        let mut cmd = bins.command("initdb")?;
+        cmd.arg("-D").arg(&data_dir).args([
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth=trust",
+            "--no-sync",
+        ]);
+        run_blocking(move || run_checked(cmd, "initdb")).await?;
+        let mut cluster = Self::prepare(bins, dir, data_dir, &opts)?;
+        cluster.write_conf(&opts.settings)?;
+        cluster.start_server().await?;
+        Ok(cluster)
+    }
+
+    fn prepare(
+        bins: PgBinaries,
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        opts: &TempClusterOptions,
+    ) -> Result<Self, Error> {
+        let socket_dir = dir.path().join("sock");
+        std::fs::create_dir_all(&socket_dir).map_err(io("creating socket dir"))?;
+        chown_to_server_user(&socket_dir).map_err(io("chown socket dir"))?;
+        Ok(Self {
+            log_file: dir.path().join("postgres.log"),
+            port: free_port()?,
+            unix_socket_only: opts.unix_socket_only,
+            bins,
+            _dir: dir,
+            data_dir,
+            socket_dir,
+            child: None,
+        })
+    }
+
+    fn write_conf(&self, settings: &[(String, String)]) -> Result<(), Error> {
+        use std::io::Write;
+        let path = self.data_dir.join("postgresql.auto.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io("writing postgresql.auto.conf"))?;
+        let listen = if self.unix_socket_only {
+            "''"
+        } else {
+            "'127.0.0.1'"
+        };
+        let mut text = format!(
+            "listen_addresses = {listen}\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nmax_wal_senders = 10\nwal_level = replica\n",
+            self.port,
+            self.socket_dir.display()
+        );
+        for (k, v) in settings {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        f.write_all(text.as_bytes())
+            .map_err(io("writing postgresql.auto.conf"))?;
+        Ok(())
+    }
+
+    /// Starts the postmaster (again) and waits until it accepts connections.
+    pub async fn start_server(&mut self) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .map_err(io("opening server log"))?;
+        let log2 = log.try_clone().map_err(io("opening server log"))?;
+        let mut cmd = self.bins.command("postgres")?;
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let child = cmd.spawn().map_err(io("starting postgres"))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    async fn wait_ready(&mut self, patience: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let pidfile = self.data_dir.join("postmaster.pid");
+        loop {
+            // Line 8 of postmaster.pid is the postmaster status: "ready" once it accepts
+            // connections (also for a hot standby).
+            if let Ok(text) = std::fs::read_to_string(&pidfile) {
+                if text.lines().nth(7).map(str::trim) == Some("ready") {
+                    return Ok(());
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(Error::Child {
+                        step: "postgres".into(),
+                        status: status.to_string(),
+                        output: self.log_tail(),
+                    });
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::NotReady(patience, self.log_tail()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Fast shutdown (SIGINT), bounded; SIGKILL if it does not stop in time.
+    pub async fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            run_blocking(move || {
+                stop_child(child);
+                Ok(())
+            })
+            .await
+            .ok();
+        }
+    }
+
+    /// Crash the server (SIGKILL to the postmaster), for failure tests.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Makes a streaming replica of this (running) cluster with `pg_basebackup -R`.
+    pub async fn replica(&self) -> Result<TempCluster, Error> {
+        let bins = self.bins.clone();
+        let dir = tempfile::Builder::new()
+            .prefix("pgvigil-replica-")
+            .tempdir()
+            .map_err(io("creating temp dir"))?;
+        chown_to_server_user(dir.path()).map_err(io("chown temp dir"))?;
+        let data_dir = dir.path().join("data");
+        let mut cmd = bins.command("pg_basebackup")?;
+        cmd.arg("-D")
+            .arg(&data_dir)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "--checkpoint=fast",
+                "-p",
+            ])
+            .arg(self.port.to_string());
+        run_blocking(move || run_checked(cmd, "pg_basebackup for replica")).await?;
+        let opts = TempClusterOptions {
+            unix_socket_only: self.unix_socket_only,
+            ..Default::default()
+        };
+        let mut replica = Self::prepare(bins, dir, data_dir, &opts)?;
+        // The copied auto.conf names the primary's port and socket dir: override them.
+        replica.write_conf(&[])?;
+        replica.start_server().await?;
+        Ok(replica)
+    }
+
+    /// TCP port (meaningless when unix-socket-only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Directory holding the server's unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// libpq URL for `db` over loopback TCP as the `postgres` superuser.
+    pub fn dsn(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Connection config over the unix socket (works also when unix-socket-only).
+    pub fn socket_config(&self, db: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host_path(&self.socket_dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname(db);
+        c
+    }
+
+    /// Whether the postmaster child is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The last part of the server log.
+    pub fn log_tail(&self) -> String {
+        std::fs::read_to_string(&self.log_file)
+            .map(|s| tail(&s, 2000))
+            .unwrap_or_default()
+    }
+}
+
+fn stop_child(mut child: Child) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Ok(raw) = i32::try_from(child.id()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    let _ = kill(Pid::from_raw(raw), Signal::SIGINT);
+    for _ in 0..200 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io {
+            step: "background task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_child(child);
+        }
+    }
+}
