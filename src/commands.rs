@@ -28,14 +28,17 @@ fn load(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<config::Settings> {
 
 async fn run(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
     let settings = load(cli, env)?;
+    // Handlers first: a SIGTERM that arrives while starting must still drain, not kill.
+    let signals = ShutdownSignals::install()?;
     let running = crate::App::start(settings).await?;
-    shutdown_signal().await?;
+    signals.wait().await;
     tracing::info!(event = "daemon.stopping", "signal received; draining");
     running.shutdown(Duration::from_secs(10)).await;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
+    let signals = ShutdownSignals::install()?;
     let env = crate::dev::DevEnvironment::start(args.listen)
         .await
         .context("pgvigil dev")?;
@@ -48,7 +51,7 @@ async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
     println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
     println!("  data dir:   {}", env.cluster.data_dir().display());
     println!();
-    shutdown_signal().await?;
+    signals.wait().await;
     env.stop().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -138,14 +141,26 @@ fn catalog(cli: &Cli, args: &CatalogArgs, env: EnvLookup<'_>) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT handlers, installed before anything starts.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -1,1 +1,8 @@
+//! pgvigil's integration tests: one binary (it links once), real servers on loopback.
 
+mod harness;
+
+mod cli;
+mod postgres_metrics;
+mod replication;
+mod scrape_contract;

@@ -63,6 +63,8 @@ struct Inner {
     slow_refreshing: AtomicBool,
     db_connections: Semaphore,
     custom: custom::CustomQueries,
+    /// Connection attempts made so far; a scrape before the first one waits for it.
+    attempts: tokio::sync::watch::Sender<u64>,
 }
 
 /// Collects PostgreSQL metrics; cheap to clone.
@@ -87,6 +89,7 @@ impl PostgresCollector {
             session: RwLock::new(None),
             slow: Mutex::new(None),
             slow_refreshing: AtomicBool::new(false),
+            attempts: tokio::sync::watch::Sender::new(0),
         });
         tracker.spawn(maintain(inner.clone(), token));
         Self { inner }
@@ -104,6 +107,13 @@ impl PostgresCollector {
 
     /// Runs one collection into `out`; returns whether PostgreSQL was up.
     pub async fn collect(&self, metrics: &ScrapeMetrics, out: &mut Vec<Family>) -> bool {
+        // Right after start, wait (bounded) for the first connection attempt rather than
+        // reporting a down server that was never tried.
+        let mut attempts = self.inner.attempts.subscribe();
+        if *attempts.borrow() == 0 {
+            let patience = self.inner.settings.connect_timeout + Duration::from_millis(500);
+            let _ = tokio::time::timeout(patience, attempts.wait_for(|n| *n > 0)).await;
+        }
         let session = self.inner.session.read().await.clone();
         let up = match session {
             Some(s) if !s.client.is_closed() => self.collect_session(&s, metrics, out).await,
@@ -330,13 +340,17 @@ async fn maintain(inner: Arc<Inner>, token: CancellationToken) {
             _ = token.cancelled() => return,
             r = open_session(&inner) => r,
         };
+        if let Ok((session, _)) = &attempt {
+            // Publish the session before counting the attempt, so a waiting scrape sees it.
+            *inner.slow.lock().await = None;
+            *inner.session.write().await = Some(session.clone());
+        }
+        inner.attempts.send_modify(|n| *n += 1);
         match attempt {
             Ok((session, driver)) => {
                 backoff = Duration::from_millis(250);
                 tracing::info!(event = "postgres.connected", target = %inner.settings.dsn_display, server_version_num = session.version, "connected to PostgreSQL");
                 was_up = Some(true);
-                *inner.slow.lock().await = None;
-                *inner.session.write().await = Some(session);
                 tokio::select! {
                     _ = token.cancelled() => return,
                     _ = driver => {}

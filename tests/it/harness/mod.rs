@@ -1,0 +1,313 @@
+//! The integration harness: real PostgreSQL clusters (TempCluster from the library), the
+//! daemon started in-process, a parser and matcher for scraped metrics, and a bounded
+//! `eventually` instead of fixed sleeps. A missing server binary is a hard failure with the
+//! install command in its message, never a skip.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use pgvigil::config::{self, Settings};
+use pgvigil::pg::{TempCluster, TempClusterOptions};
+use pgvigil::{App, Running};
+
+/// A cluster with pg_stat_statements preloaded, as most tests want.
+pub async fn cluster() -> TempCluster {
+    cluster_with(Vec::new()).await
+}
+
+/// A cluster with extra postgresql.conf settings.
+pub async fn cluster_with(extra: Vec<(&str, &str)>) -> TempCluster {
+    let mut settings = vec![
+        (
+            "shared_preload_libraries".to_string(),
+            "'pg_stat_statements'".to_string(),
+        ),
+        ("pg_stat_statements.track".to_string(), "'all'".to_string()),
+    ];
+    settings.extend(
+        extra
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    match TempCluster::start(TempClusterOptions {
+        settings,
+        ..Default::default()
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start a test PostgreSQL (install it with `make deps`): {e}"),
+    }
+}
+
+/// A superuser client to `db` on `cluster`.
+pub async fn client(cluster: &TempCluster, db: &str) -> tokio_postgres::Client {
+    let (client, conn) =
+        match tokio_postgres::connect(&cluster.dsn(db), tokio_postgres::NoTls).await {
+            Ok(c) => c,
+            Err(e) => panic!("connecting to {}: {e}", cluster.dsn(db)),
+        };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Runs SQL (several statements allowed), panicking with the server's message on error.
+pub async fn exec(client: &tokio_postgres::Client, sql: &str) {
+    if let Err(e) = client.batch_execute(sql).await {
+        panic!("{sql}: {}", pgvigil::pg::db_error_message(&e));
+    }
+}
+
+/// Settings parsed from TOML through the real config loader; listens on a free port.
+pub fn settings(dsn: &str, extra_toml: &str) -> Settings {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[postgres]\ndsn = \"{dsn}\"\n{extra_toml}\n"
+    );
+    let env = |_: &str| None;
+    match config::parse(&text, Path::new("test.toml"), &env) {
+        Ok(s) => s,
+        Err(e) => panic!("test config: {e}\n{text}"),
+    }
+}
+
+/// Starts the daemon in-process.
+pub async fn daemon(settings: Settings) -> Running {
+    match App::start(settings).await {
+        Ok(r) => r,
+        Err(e) => panic!("starting pgvigil: {e}"),
+    }
+}
+
+/// Waits until /readyz says ready.
+pub async fn wait_ready(running: &Running) {
+    let url = format!("http://{}/readyz", running.addr);
+    eventually(Duration::from_secs(30), || async {
+        let status = http_client()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("readyz {status}"))
+        }
+    })
+    .await;
+}
+
+/// An HTTP client for talking to the daemon (loopback only).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_else(|e| panic!("http client: {e}"))
+}
+
+/// Scrapes /metrics as Prometheus text.
+pub async fn scrape(running: &Running) -> Scrape {
+    scrape_with(running, None).await.1
+}
+
+/// Scrapes with an Accept header; returns the content type and the parsed page.
+pub async fn scrape_with(running: &Running, accept: Option<&str>) -> (String, Scrape) {
+    let mut req = http_client().get(running.metrics_url());
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => panic!("scraping {}: {e}", running.metrics_url()),
+    };
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("reading scrape body: {e}"));
+    (ct, Scrape::parse(&body))
+}
+
+/// One sample line.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed exposition page.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub text: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Scrape {
+    /// Parses the text format (enough for pgvigil's own output: quoted values with escapes).
+    pub fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (name_labels, value) = match line.rsplit_once(' ') {
+                Some(x) => x,
+                None => panic!("bad sample line {line:?}"),
+            };
+            let value: f64 = match value {
+                "NaN" => f64::NAN,
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let (name, labels) = match name_labels.split_once('{') {
+                None => (name_labels.to_string(), BTreeMap::new()),
+                Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+            };
+            samples.push(Sample {
+                name,
+                labels,
+                value,
+            });
+        }
+        Self {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// Starts a matcher for `name`.
+    pub fn metric(&self, name: &str) -> Matcher<'_> {
+        Matcher {
+            scrape: self,
+            name: name.to_string(),
+            labels: Vec::new(),
+        }
+    }
+
+    /// Distinct metric names on the page.
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        self.samples.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim_start_matches(',')
+            .to_string();
+        if key.is_empty() {
+            break;
+        }
+        if chars.next() != Some('"') {
+            panic!("bad labels {s:?}");
+        }
+        let mut val = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => val.push('\n'),
+                    Some(o) => val.push(o),
+                    None => break,
+                },
+                '"' => break,
+                c => val.push(c),
+            }
+        }
+        out.insert(key, val);
+    }
+    out
+}
+
+/// Selects samples by name and labels: `scrape.metric("pg_up").value()`.
+pub struct Matcher<'a> {
+    scrape: &'a Scrape,
+    name: String,
+    labels: Vec<(String, String)>,
+}
+
+impl<'a> Matcher<'a> {
+    /// Requires a label value.
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Every matching sample.
+    pub fn all(&self) -> Vec<&'a Sample> {
+        let scrape: &'a Scrape = self.scrape;
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.name == self.name && self.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+            })
+            .collect()
+    }
+
+    /// The value of the one matching sample, or None if there is none; panics if several.
+    pub fn value(&self) -> Option<f64> {
+        let all = self.all();
+        assert!(
+            all.len() <= 1,
+            "{} {:?} matches {} samples",
+            self.name,
+            self.labels,
+            all.len()
+        );
+        all.first().map(|s| s.value)
+    }
+
+    /// Like `value`, but an error message naming the metric when missing.
+    pub fn get(&self) -> Result<f64, String> {
+        self.value()
+            .ok_or_else(|| format!("no sample {} {:?}", self.name, self.labels))
+    }
+}
+
+/// Retries `f` until it returns Ok, at most `patience`; panics with the last error.
+pub async fn eventually<T, F, Fut>(patience: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("still failing after {patience:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Checks that a system binary exists, failing with the install command if not.
+pub fn require_binary(path: &str, package: &str) {
+    if !Path::new(path).exists() {
+        panic!(
+            "{path} is missing: install it with `apt-get install {package}` (or run `make deps`)"
+        );
+    }
+}
