@@ -102,8 +102,12 @@ pub struct DevArgs {
 #[derive(Debug, clap::Args)]
 pub struct CatalogArgs {
     /// Print JSON (one array of objects) instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+
+    /// Print a Markdown table (what docs/catalogue.md holds).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[cfg(test)]

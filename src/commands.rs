@@ -116,7 +116,9 @@ fn catalog(cli: &Cli, args: &CatalogArgs, env: EnvLookup<'_>) -> anyhow::Result<
             }
         }
     }
-    if args.json {
+    if args.markdown {
+        print!("{}", catalogue::markdown());
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
         for e in &entries {

@@ -1,0 +1,38 @@
+# pgvigil: `make dev` and `make test` install what is missing, build, and run.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
+CARGO ?= cargo
+
+.PHONY: all deps deps-dev build dev test lint bench clean
+
+all: build
+
+## deps: install everything the tests need (only what is missing)
+deps:
+	@scripts/deps.sh test
+
+deps-dev:
+	@scripts/deps.sh dev
+
+build:
+	$(CARGO) build --release --locked
+
+## dev: a throwaway PostgreSQL with pgvigil on it; Ctrl-C tears it down
+dev: deps-dev build
+	$(CARGO_TARGET_DIR)/release/pgvigil dev
+
+## test: every unit and integration test, against real servers on loopback
+test: deps
+	$(CARGO) test --locked --all-targets -- --test-threads=4
+
+## lint: formatting and clippy, as CI runs them
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## bench: side-by-side scrape benchmark against postgres_exporter (see bench/README.md)
+bench:
+	bench/scrape.sh
+
+clean:
+	$(CARGO) clean

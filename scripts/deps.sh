@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what pgvigil's dev loop and tests need, and only what is missing:
+# Debian packages by name (apt-get update runs only when something is missing),
+# and moto[server] from PyPI. Nothing is downloaded from anywhere else.
+#   scripts/deps.sh            everything `make test` needs
+#   scripts/deps.sh dev        only what `make dev` needs (PostgreSQL)
+set -euo pipefail
+
+DEV_PKGS=(postgresql postgresql-contrib)
+TEST_PKGS=(postgresql postgresql-contrib pgbouncer prometheus prometheus-alertmanager nginx faketime wrk curl)
+
+case "${1:-test}" in
+  dev) pkgs=("${DEV_PKGS[@]}"); want_moto=0 ;;
+  test) pkgs=("${TEST_PKGS[@]}"); want_moto=1 ;;
+  *) echo "usage: $0 [dev|test]" >&2; exit 2 ;;
+esac
+
+sudo_cmd=()
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "deps: not root and no sudo; install as root: apt-get install ${pkgs[*]}" >&2; exit 1; }
+  sudo_cmd=(sudo)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  timeout 600 "${sudo_cmd[@]}" apt-get -o DPkg::Lock::Timeout=300 update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 1200 "${sudo_cmd[@]}" apt-get -o DPkg::Lock::Timeout=300 \
+    install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$want_moto" = 1 ] && ! command -v moto_server >/dev/null 2>&1; then
+  echo "deps: pip install moto[server]" >&2
+  timeout 900 python3 -m pip install -q 'moto[server]'
+fi
+
+# Fail here, with the package to install, rather than deep inside a test.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "deps: PostgreSQL server binaries missing after install" >&2; exit 1; }
+echo "deps: ok" >&2
