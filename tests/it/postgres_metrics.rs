@@ -15,16 +15,9 @@ async fn database_stats_and_sizes_match_the_views() {
     exec(&app, "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 1234) g").await;
     let running = daemon(settings(&pg.dsn("postgres"), "")).await;
 
-    let size: i64 = admin
-        .query_one("SELECT pg_database_size('app')", &[])
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let oid: u32 = admin
-        .query_one("SELECT oid FROM pg_database WHERE datname = 'app'", &[])
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let size: i64 = harness::query_value(&admin, "SELECT pg_database_size('app')").await;
+    let oid: u32 =
+        harness::query_value(&admin, "SELECT oid FROM pg_database WHERE datname = 'app'").await;
     let s = scrape(&running).await;
     assert_eq!(s.metric("pg_up").value(), Some(1.0));
     assert_eq!(
@@ -74,14 +67,11 @@ async fn database_stats_and_sizes_match_the_views() {
         .unwrap_or(-1.0);
     assert!(ratio > 0.0 && ratio < 0.5, "{ratio}");
     // Settings, normalised as postgres_exporter does.
-    let sb: f64 = admin
-        .query_one(
-            "SELECT setting::float8 * 8192 FROM pg_settings WHERE name = 'shared_buffers'",
-            &[],
-        )
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let sb: f64 = harness::query_value(
+        &admin,
+        "SELECT setting::float8 * 8192 FROM pg_settings WHERE name = 'shared_buffers'",
+    )
+    .await;
     assert_eq!(
         s.metric("pg_settings_shared_buffers_bytes").value(),
         Some(sb)
@@ -209,11 +199,7 @@ async fn per_table_stats_cover_every_database_top_n_by_size() {
         .label("relname", "elsewhere")
         .value()
         .is_some());
-    let size: i64 = app
-        .query_one("SELECT pg_table_size('t5')", &[])
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let size: i64 = harness::query_value(&app, "SELECT pg_table_size('t5')").await;
     assert_eq!(
         s.metric("pg_stat_user_tables_table_size_bytes")
             .label("datname", "app")
@@ -266,14 +252,7 @@ sql = "select nope from nowhere"
     );
     assert_eq!(s.metric("pg_up").value(), Some(1.0));
     // pg_stat_statements: the orders query shows up with its real call count.
-    let calls: f64 = admin
-        .query_one(
-            "SELECT sum(calls)::float8 FROM pg_stat_statements WHERE query LIKE 'select state, count(*)%orders%'",
-            &[],
-        )
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let calls: f64 = harness::query_value(&admin, "SELECT sum(calls)::float8 FROM pg_stat_statements WHERE query LIKE 'select state, count(*)%orders%'").await;
     assert!(calls >= 1.0);
     let all = s
         .metric("pg_stat_statements_calls_total")

@@ -64,6 +64,17 @@ pub async fn exec(client: &tokio_postgres::Client, sql: &str) {
     }
 }
 
+/// The first column of the one row `sql` returns, panicking with the server's message.
+pub async fn query_value<T>(client: &tokio_postgres::Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    match client.query_one(sql, &[]).await {
+        Ok(row) => row.get(0),
+        Err(e) => panic!("{sql}: {}", pgvigil::pg::db_error_message(&e)),
+    }
+}
+
 /// Settings parsed from TOML through the real config loader; listens on a free port.
 pub fn settings(dsn: &str, extra_toml: &str) -> Settings {
     let text = format!(
