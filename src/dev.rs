@@ -71,6 +71,10 @@ impl DevEnvironment {
                 bearer_token_file: None,
             },
             postgres,
+            pgbouncer: Default::default(),
+            postgrest: None,
+            api_proxy: None,
+            audit: Default::default(),
         };
         let running = match App::start(settings.clone()).await {
             Ok(r) => r,

@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![allow(missing_debug_implementations)]
 
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod collectors;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod pg;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -50,6 +52,8 @@ pub enum StartError {
     },
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
 }
 
 /// The daemon.
@@ -59,6 +63,8 @@ pub struct App;
 pub struct Running {
     /// Where /metrics is served.
     pub addr: SocketAddr,
+    /// Where the API proxy listens, when configured.
+    pub proxy_addr: Option<SocketAddr>,
     token: CancellationToken,
     tracker: TaskTracker,
     scraper: Arc<Scraper>,
@@ -106,8 +112,20 @@ impl App {
             source,
         })?;
 
+        let audit = audit::AuditLog::start(settings.audit.stdout, &tracker, token.clone());
+        let proxy_addr = match &settings.api_proxy {
+            Some(p) => Some(
+                proxy::start(p.clone(), &registry, audit.clone(), &tracker, token.clone()).await?,
+            ),
+            None => None,
+        };
+
         let postgres = PostgresCollector::start(settings.postgres.clone(), token.clone(), &tracker);
-        let scraper = Arc::new(Scraper::new(postgres, scrape_metrics));
+        let postgrest = settings
+            .postgrest
+            .clone()
+            .map(collectors::postgrest::PostgrestCollector::new);
+        let scraper = Arc::new(Scraper::new(postgres, postgrest, scrape_metrics));
         let ready = Arc::new(AtomicBool::new(false));
         tracker.spawn(warm_up(scraper.clone(), ready.clone(), token.clone()));
 
@@ -129,6 +147,7 @@ impl App {
         tracing::info!(event = "daemon.started", listen = %addr, postgres = %settings.postgres.dsn_display, version = VERSION, "pgvigil started");
         Ok(Running {
             addr,
+            proxy_addr,
             token,
             tracker,
             scraper,

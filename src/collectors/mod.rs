@@ -4,6 +4,7 @@
 //! source that is down yields its `*_up 0` instead of stale values.
 
 pub mod postgres;
+pub mod postgrest;
 pub mod spec;
 
 use std::sync::Arc;
@@ -76,15 +77,21 @@ pub struct Snapshot {
 /// Runs collections; one at a time, results shared.
 pub struct Scraper {
     postgres: postgres::PostgresCollector,
+    postgrest: Option<postgrest::PostgrestCollector>,
     metrics: ScrapeMetrics,
     last: Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl Scraper {
     /// A scraper over the given collectors.
-    pub fn new(postgres: postgres::PostgresCollector, metrics: ScrapeMetrics) -> Self {
+    pub fn new(
+        postgres: postgres::PostgresCollector,
+        postgrest: Option<postgrest::PostgrestCollector>,
+        metrics: ScrapeMetrics,
+    ) -> Self {
         Self {
             postgres,
+            postgrest,
             metrics,
             last: Mutex::new(None),
         }
@@ -103,7 +110,19 @@ impl Scraper {
         }
         self.metrics.scrapes.inc();
         let mut families = Vec::with_capacity(128);
-        let postgres_up = self.postgres.collect(&self.metrics, &mut families).await;
+        let mut rest_families = Vec::new();
+        // Sources are independent: one being slow or down never delays or hides another.
+        let (postgres_up, rest) =
+            tokio::join!(self.postgres.collect(&self.metrics, &mut families), async {
+                match &self.postgrest {
+                    Some(c) => Some(c.collect(&mut rest_families).await),
+                    None => None,
+                }
+            });
+        if let Some((ok, took)) = rest {
+            self.metrics.record("postgrest", took, ok);
+        }
+        families.append(&mut rest_families);
         let snap = Arc::new(Snapshot {
             families,
             finished: Instant::now(),

@@ -10,7 +10,9 @@ use std::path::Path;
 
 pub use error::{Error, Location};
 pub use settings::{
-    display_dsn, CustomKind, CustomQuery, EnvLookup, PostgresSettings, ServerSettings, Settings,
+    display_dsn, ApiProxySettings, AuditSettings, CustomKind, CustomQuery, EnvLookup,
+    PgbouncerSettings, PgbouncerTarget, PostgresSettings, PostgrestSettings, ServerSettings,
+    Settings,
 };
 
 /// Reads, parses and validates a configuration file.

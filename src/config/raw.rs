@@ -122,17 +122,41 @@ pub struct QueryConfig {
 }
 
 /// `[pgbouncer]`: PgBouncer admin consoles to scrape.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PgbouncerConfig {
+    /// Admin console DSNs (database `pgbouncer`). Several PgBouncer processes allowed.
     pub dsns: Vec<String>,
+    /// Connect and per-command timeout. Default `1s`.
+    pub timeout: String,
+}
+
+impl Default for PgbouncerConfig {
+    fn default() -> Self {
+        Self {
+            dsns: Vec::new(),
+            timeout: "1s".into(),
+        }
+    }
 }
 
 /// `[postgrest]`: PostgREST admin server.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgrestConfig {
+    /// Base URL of PostgREST's admin server (`admin-server-port`).
     pub admin_url: Option<String>,
+    /// Timeout of each admin request. Default `1s`.
+    pub timeout: String,
+}
+
+impl Default for PostgrestConfig {
+    fn default() -> Self {
+        Self {
+            admin_url: None,
+            timeout: "1s".into(),
+        }
+    }
 }
 
 /// `[api_proxy]`: reverse proxy in front of PostgREST.
@@ -146,6 +170,8 @@ pub struct ApiProxyConfig {
     pub jwt_secret_file: Option<String>,
     pub jwks_url: Option<String>,
     pub max_routes: usize,
+    /// How long to wait for the upstream's response headers. Default `60s`.
+    pub upstream_timeout: String,
 }
 
 impl Default for ApiProxyConfig {
@@ -158,6 +184,7 @@ impl Default for ApiProxyConfig {
             jwt_secret_file: None,
             jwks_url: None,
             max_routes: 200,
+            upstream_timeout: "60s".into(),
         }
     }
 }

@@ -22,6 +22,58 @@ pub struct Settings {
     pub file: PathBuf,
     pub server: ServerSettings,
     pub postgres: PostgresSettings,
+    pub pgbouncer: PgbouncerSettings,
+    /// Present when `[postgrest] admin_url` is set.
+    pub postgrest: Option<PostgrestSettings>,
+    /// Present when `[api_proxy] listen` and `upstream` are set.
+    pub api_proxy: Option<ApiProxySettings>,
+    pub audit: AuditSettings,
+}
+
+/// `[pgbouncer]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct PgbouncerSettings {
+    pub targets: Vec<PgbouncerTarget>,
+    pub timeout: Duration,
+}
+
+/// One PgBouncer admin console.
+#[derive(Debug, Clone)]
+pub struct PgbouncerTarget {
+    pub dsn: tokio_postgres::Config,
+    /// `host:port`, the `instance` label when several are configured.
+    pub instance: String,
+}
+
+/// `[postgrest]`, validated.
+#[derive(Debug, Clone)]
+pub struct PostgrestSettings {
+    pub admin_url: hyper::Uri,
+    pub timeout: Duration,
+}
+
+/// `[api_proxy]`, validated.
+#[derive(Debug, Clone)]
+pub struct ApiProxySettings {
+    pub listen: SocketAddr,
+    pub upstream: hyper::Uri,
+    pub role_claim_key: crate::proxy::jwt::JsPath,
+    pub anon_role: String,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub max_routes: usize,
+    pub upstream_timeout: Duration,
+}
+
+/// `[audit]`, validated (the parts in use so far).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub stdout: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { stdout: true }
+    }
 }
 
 /// `[server]`, validated.
@@ -260,6 +312,16 @@ pub(super) fn validate(
         }
     }
 
+    let pgbouncer = validate_pgbouncer(&ctx, &raw.pgbouncer)?;
+    let postgrest = match &raw.postgrest.admin_url {
+        None => None,
+        Some(url) => Some(PostgrestSettings {
+            admin_url: http_url(&ctx, &["postgrest", "admin_url"], url)?,
+            timeout: ctx.duration(&["postgrest", "timeout"], &raw.postgrest.timeout)?,
+        }),
+    };
+    let api_proxy = validate_api_proxy(&ctx, &raw.api_proxy)?;
+
     // Sections implemented by later components: their durations are still checked now,
     // so a typo is caught the day the file is written, not the day the feature ships.
     for (path, value) in [
@@ -294,7 +356,128 @@ pub(super) fn validate(
             top_statements: pg.top_statements,
             queries,
         },
+        pgbouncer,
+        postgrest,
+        api_proxy,
+        audit: AuditSettings {
+            stdout: raw.audit.stdout,
+        },
     })
+}
+
+/// Parses an `http://` URL (https is not supported yet: no TLS client).
+fn http_url(ctx: &Ctx<'_>, path: &[&str], value: &str) -> Result<hyper::Uri, Error> {
+    let value = ctx.expand(path, value)?;
+    let uri: hyper::Uri = value.parse().map_err(|_| {
+        ctx.invalid(
+            path,
+            format!("{value:?} is not a URL; use e.g. \"http://127.0.0.1:3001\""),
+        )
+    })?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        (Some("https"), _) => Err(ctx.invalid(
+            path,
+            "https is not supported yet; use http on the pod's loopback",
+        )),
+        _ => Err(ctx.invalid(
+            path,
+            format!("{value:?} must be an http:// URL with a host"),
+        )),
+    }
+}
+
+fn validate_pgbouncer(
+    ctx: &Ctx<'_>,
+    raw: &super::raw::PgbouncerConfig,
+) -> Result<PgbouncerSettings, Error> {
+    let timeout = ctx.duration(&["pgbouncer", "timeout"], &raw.timeout)?;
+    let mut targets = Vec::with_capacity(raw.dsns.len());
+    for (i, dsn) in raw.dsns.iter().enumerate() {
+        let idx = i.to_string();
+        let path = ["pgbouncer", "dsns", idx.as_str()];
+        let text = ctx.expand(&["pgbouncer", "dsns"], dsn)?;
+        let mut cfg: tokio_postgres::Config =
+            text.parse().map_err(|e: tokio_postgres::Error| {
+                ctx.invalid(
+                    &path[..2],
+                    format!("entry {i} is not a valid libpq DSN: {e}"),
+                )
+            })?;
+        if cfg.get_dbname().is_none() {
+            cfg.dbname("pgbouncer");
+        }
+        if cfg.get_user().is_none() {
+            return Err(ctx.invalid(&path[..2], format!("entry {i} names no user (the admin console needs one in admin_users or stats_users)")));
+        }
+        if cfg.get_hosts().is_empty() {
+            cfg.host("localhost");
+        }
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(6432);
+        if cfg.get_ports().is_empty() {
+            cfg.port(6432);
+        }
+        targets.push(PgbouncerTarget {
+            dsn: cfg,
+            instance: format!("{host}:{port}"),
+        });
+    }
+    Ok(PgbouncerSettings { targets, timeout })
+}
+
+fn validate_api_proxy(
+    ctx: &Ctx<'_>,
+    raw: &super::raw::ApiProxyConfig,
+) -> Result<Option<ApiProxySettings>, Error> {
+    let (listen, upstream) = match (&raw.listen, &raw.upstream) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(ctx.invalid(
+                &["api_proxy", "upstream"],
+                "is required when api_proxy.listen is set",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ctx.invalid(
+                &["api_proxy", "listen"],
+                "is required when api_proxy.upstream is set",
+            ))
+        }
+        (Some(l), Some(u)) => (l, u),
+    };
+    let listen_text = ctx.expand(&["api_proxy", "listen"], listen)?;
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        ctx.invalid(
+            &["api_proxy", "listen"],
+            format!("{listen_text:?} is not a socket address; use e.g. \"0.0.0.0:3000\""),
+        )
+    })?;
+    if raw.jwks_url.is_some() {
+        return Err(ctx.invalid(
+            &["api_proxy", "jwks_url"],
+            "is not supported yet; use jwt_secret_file (HS256)",
+        ));
+    }
+    let role_claim_key = crate::proxy::jwt::JsPath::parse(&raw.role_claim_key)
+        .map_err(|e| ctx.invalid(&["api_proxy", "role_claim_key"], e))?;
+    if raw.max_routes == 0 {
+        return Err(ctx.invalid(&["api_proxy", "max_routes"], "must be at least 1"));
+    }
+    Ok(Some(ApiProxySettings {
+        listen,
+        upstream: http_url(ctx, &["api_proxy", "upstream"], upstream)?,
+        role_claim_key,
+        anon_role: raw.anon_role.clone(),
+        jwt_secret_file: raw.jwt_secret_file.as_ref().map(PathBuf::from),
+        max_routes: raw.max_routes,
+        upstream_timeout: ctx
+            .duration(&["api_proxy", "upstream_timeout"], &raw.upstream_timeout)?,
+    }))
 }
 
 /// libpq falls back to PG* variables for what the DSN leaves out; so do we.

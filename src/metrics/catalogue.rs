@@ -13,6 +13,7 @@ pub enum Kind {
     Counter,
     Gauge,
     Histogram,
+    Summary,
     Untyped,
 }
 
@@ -111,7 +112,7 @@ macro_rules! catalogue {
             };
         )*
         /// Every fixed-name entry, in catalogue order, followed by the pattern entries.
-        pub static ALL: &[&MetricDef] = &[$(&$id,)* &PG_SETTINGS, &CUSTOM_QUERY];
+        pub static ALL: &[&MetricDef] = &[$(&$id,)* &PG_SETTINGS, &PGRST, &CUSTOM_QUERY];
     };
 }
 
@@ -122,6 +123,16 @@ pub static PG_SETTINGS: MetricDef = MetricDef {
     labels: &[],
     help: "Server setting (bool as 0/1; time in seconds, sizes in bytes, as postgres_exporter). Cached for postgres.slow_collectors_interval.",
     compat: Some(Compat::PostgresExporter),
+    naming: Naming::Prefix,
+};
+
+/// PostgREST's own admin metrics, passed through unchanged.
+pub static PGRST: MetricDef = MetricDef {
+    name: "pgrst_",
+    kind: Kind::Untyped,
+    labels: &[],
+    help: "PostgREST's admin /metrics families (pgrst_*), passed through unchanged with their own types and help.",
+    compat: None,
     naming: Naming::Prefix,
 };
 
@@ -266,6 +277,17 @@ catalogue! {
     PG_STAT_STATEMENTS_BLOCK_READ_SECONDS_TOTAL: counter "pg_stat_statements_block_read_seconds_total" ["user", "datname", "queryid"] pe "Total time the statement spent reading blocks, in seconds";
     PG_STAT_STATEMENTS_BLOCK_WRITE_SECONDS_TOTAL: counter "pg_stat_statements_block_write_seconds_total" ["user", "datname", "queryid"] pe "Total time the statement spent writing blocks, in seconds";
 
+    // --- PostgREST (admin server) ----------------------------------------------------
+    PGVIGIL_POSTGREST_UP: gauge "pgvigil_postgrest_up" [] new "Whether PostgREST's admin /metrics answered the last scrape (1) or not (0).";
+    PGVIGIL_POSTGREST_READY: gauge "pgvigil_postgrest_ready" [] new "Whether PostgREST's admin /ready answered 200 (1) or not (0): ready means connected to the database with a loaded schema cache.";
+
+    // --- API proxy ----------------------------------------------------------------
+    PGVIGIL_API_REQUESTS_TOTAL: counter "pgvigil_api_requests_total" ["route", "method", "code", "role"] new "Requests through the API proxy, by route (path without query; 'other' past api_proxy.max_routes), method, status code and role (JWT claim at api_proxy.role_claim_key, anon_role without a token).";
+    PGVIGIL_API_REQUEST_DURATION_SECONDS: histogram "pgvigil_api_request_duration_seconds" ["route", "method"] new "Time from receiving a request to the end of its response body, in seconds.";
+    PGVIGIL_API_ROWS_TOTAL: counter "pgvigil_api_rows_total" ["route", "method"] new "Rows returned or affected, from the upstream's Content-Range header (0-24/* is 25 rows).";
+    PGVIGIL_API_UPSTREAM_ERRORS_TOTAL: counter "pgvigil_api_upstream_errors_total" ["route", "error"] new "Errors by code: PostgREST's Proxy-Status error (e.g. PGRST116), or upstream_unreachable / upstream_timeout when the proxy got no response.";
+    PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS: histogram "pgvigil_api_upstream_stage_duration_seconds" ["stage"] new "PostgREST's Server-Timing stages (jwt, parse, plan, transaction, response), in seconds; only when PostgREST sends Server-Timing.";
+
     // --- pgvigil itself ---------------------------------------------------------------
     PGVIGIL_BUILD_INFO: gauge "pgvigil_build_info" ["version"] new "pgvigil build information; always 1.";
     PGVIGIL_SCRAPES_TOTAL: counter "pgvigil_scrapes_total" [] new "Collections run (concurrent scrapes that share one collection count once).";
@@ -351,6 +373,7 @@ pub fn markdown() -> String {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
             Kind::Untyped => "untyped",
         };
         let compat = match d.compat {

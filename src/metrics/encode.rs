@@ -85,6 +85,7 @@ fn type_name(fam: &Family, format: Format) -> &'static str {
     match (format, fam.kind) {
         (_, Kind::Gauge) => "gauge",
         (_, Kind::Histogram) => "histogram",
+        (_, Kind::Summary) => "summary",
         (Format::Text, Kind::Counter) => "counter",
         (Format::Text, Kind::Untyped) => "untyped",
         (Format::OpenMetrics, Kind::Counter) if fam.name.ends_with("_total") => "counter",

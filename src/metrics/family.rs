@@ -115,7 +115,7 @@ pub fn from_registry(families: Vec<prometheus::proto::MetricFamily>) -> Vec<Fami
             match kind {
                 Kind::Counter => fam.push_labeled(labels, m.get_counter().get_value()),
                 Kind::Gauge => fam.push_labeled(labels, m.get_gauge().get_value()),
-                Kind::Untyped => {}
+                Kind::Untyped | Kind::Summary => {}
                 Kind::Histogram => {
                     let h = m.get_histogram();
                     let mut inf_seen = false;

@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod encode;
 pub mod family;
+pub mod parse;
 
 pub use catalogue::{Kind, MetricDef};
 pub use encode::{encode, Format};

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod api_proxy;
 mod cli;
 mod postgres_metrics;
 mod replication;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgrest;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;

@@ -1,0 +1,116 @@
+//! Header handling for the proxy: hop-by-hop headers (RFC 9110 7.6.1) are not forwarded,
+//! and PostgREST's response headers are parsed: `Content-Range` (rows and total),
+//! `Proxy-Status` (its error code) and `Server-Timing` (stage durations).
+
+use hyper::header::{HeaderMap, HeaderName, CONNECTION};
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+}
+
+/// Rows in a response and the total, from `Content-Range: 0-24/3573`, `0-24/*` or `*/0`.
+pub fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let (range, total) = value.trim().split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let rows = match range.trim() {
+        "*" => 0,
+        r => {
+            let (a, b) = r.split_once('-')?;
+            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            b.checked_sub(a)? + 1
+        }
+    };
+    Some((rows, total))
+}
+
+/// The `error` parameter of `Proxy-Status: PostgREST; error=PGRST116`.
+pub fn proxy_status_error(value: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("error")).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Stages and their durations in seconds from `Server-Timing: jwt;dur=0.1, plan;dur=2.5`.
+pub fn server_timing(value: &str) -> Vec<(String, f64)> {
+    value
+        .split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(';');
+            let name = parts.next()?.trim();
+            let dur = parts.find_map(|p| p.trim().strip_prefix("dur="))?;
+            let ms: f64 = dur.trim().parse().ok()?;
+            (!name.is_empty() && ms.is_finite() && ms >= 0.0)
+                .then(|| (name.to_string(), ms / 1000.0))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_range() {
+        assert_eq!(content_range("0-24/*"), Some((25, None)));
+        assert_eq!(content_range("0-24/3573"), Some((25, Some(3573))));
+        assert_eq!(content_range("*/0"), Some((0, Some(0))));
+        assert_eq!(content_range("*/*"), Some((0, None)));
+        assert_eq!(content_range("10-5/*"), None);
+        assert_eq!(content_range("junk"), None);
+    }
+
+    #[test]
+    fn parses_proxy_status_and_server_timing() {
+        assert_eq!(
+            proxy_status_error("PostgREST; error=PGRST116").as_deref(),
+            Some("PGRST116")
+        );
+        assert_eq!(proxy_status_error("PostgREST"), None);
+        let st = server_timing(
+            "jwt;dur=0.5, parse;dur=1, plan;dur=2.5, transaction;dur=10, response;dur=0.2",
+        );
+        assert_eq!(st.len(), 5);
+        assert_eq!(st[3], ("transaction".to_string(), 0.01));
+    }
+
+    #[test]
+    fn strips_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("accept", "application/json".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+}

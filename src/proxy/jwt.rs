@@ -1,0 +1,218 @@
+//! The role behind a request: the JWT claim at `role_claim_key` (PostgREST's JSPath syntax:
+//! `.role`, `."https://example.com/claims".role`, `.roles[0]`), verified with HS256 when a
+//! secret is configured, read unverified otherwise (and marked so in the access log). The
+//! token itself never leaves this module.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// One step of a claim path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A parsed `role_claim_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsPath(Vec<Step>);
+
+impl JsPath {
+    /// Parses PostgREST's JSPath subset: `.key`, `."quoted key"`, `[index]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut steps = Vec::new();
+        let mut rest = s.trim();
+        if rest.is_empty() {
+            return Err("is empty; use e.g. \".role\"".into());
+        }
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix(".\"") {
+                let end = r
+                    .find('"')
+                    .ok_or_else(|| format!("unterminated quote in {s:?}"))?;
+                steps.push(Step::Key(r[..end].to_string()));
+                rest = &r[end + 1..];
+            } else if let Some(r) = rest.strip_prefix('.') {
+                let end = r.find(['.', '[']).unwrap_or(r.len());
+                if end == 0 {
+                    return Err(format!("empty key in {s:?}"));
+                }
+                steps.push(Step::Key(r[..end].to_string()));
+                rest = &r[end..];
+            } else if let Some(r) = rest.strip_prefix('[') {
+                let end = r
+                    .find(']')
+                    .ok_or_else(|| format!("unterminated [ in {s:?}"))?;
+                let idx = r[..end]
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad index in {s:?}"))?;
+                steps.push(Step::Index(idx));
+                rest = &r[end + 1..];
+            } else {
+                return Err(format!("{s:?} must start with '.', e.g. \".role\""));
+            }
+        }
+        Ok(Self(steps))
+    }
+
+    fn lookup<'a>(&self, mut v: &'a Value) -> Option<&'a Value> {
+        for step in &self.0 {
+            v = match step {
+                Step::Key(k) => v.get(k)?,
+                Step::Index(i) => v.get(i)?,
+            };
+        }
+        Some(v)
+    }
+}
+
+/// Who made a request, as far as the token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub role: String,
+    /// False when the token's signature was not (or could not be) checked.
+    pub verified: bool,
+    pub sub: Option<String>,
+}
+
+/// Extracts identities from `Authorization: Bearer` tokens.
+pub struct RoleResolver {
+    path: JsPath,
+    anon_role: String,
+    key: Option<jsonwebtoken::DecodingKey>,
+}
+
+impl std::fmt::Debug for RoleResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleResolver")
+            .field("path", &self.path)
+            .field("anon_role", &self.anon_role)
+            .field("verifies", &self.key.is_some())
+            .finish()
+    }
+}
+
+/// Role label for a token that failed verification (PostgREST answers it with 401).
+pub const INVALID_ROLE: &str = "invalid_token";
+
+impl RoleResolver {
+    /// A resolver; `secret` enables HS256 verification.
+    pub fn new(path: JsPath, anon_role: String, secret: Option<&[u8]>) -> Self {
+        Self {
+            path,
+            anon_role,
+            key: secret.map(jsonwebtoken::DecodingKey::from_secret),
+        }
+    }
+
+    /// The identity for an `Authorization` header value (or its absence).
+    pub fn identify(&self, authorization: Option<&str>) -> Identity {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return Identity {
+                role: self.anon_role.clone(),
+                verified: true,
+                sub: None,
+            };
+        };
+        let (claims, verified) = match &self.key {
+            Some(key) => {
+                let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+                v.required_spec_claims.clear();
+                v.validate_aud = false;
+                match jsonwebtoken::decode::<Value>(token, key, &v) {
+                    Ok(data) => (Some(data.claims), true),
+                    Err(_) => (None, false),
+                }
+            }
+            None => (decode_unverified(token), false),
+        };
+        let Some(claims) = claims else {
+            return Identity {
+                role: INVALID_ROLE.into(),
+                verified: false,
+                sub: None,
+            };
+        };
+        let role = self
+            .path
+            .lookup(&claims)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| self.anon_role.clone());
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Identity {
+            role,
+            verified,
+            sub,
+        }
+    }
+}
+
+fn decode_unverified(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Signs claims with HS256 (tests only).
+    pub(crate) fn sign(claims: &Value, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn parses_postgrest_jspath() {
+        let p = JsPath::parse(".\"https://example.com/claims\".roles[1]").unwrap();
+        let v = serde_json::json!({"https://example.com/claims": {"roles": ["a", "b"]}});
+        assert_eq!(p.lookup(&v).and_then(Value::as_str), Some("b"));
+        assert!(JsPath::parse("role").is_err());
+        assert!(JsPath::parse("").is_err());
+    }
+
+    #[test]
+    fn verifies_or_marks_unverified() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let token = sign(&serde_json::json!({"role": "author", "sub": "u1"}), secret);
+        let header = format!("Bearer {token}");
+        let r = RoleResolver::new(JsPath::parse(".role").unwrap(), "anon".into(), Some(secret));
+        assert_eq!(
+            r.identify(Some(&header)),
+            Identity {
+                role: "author".into(),
+                verified: true,
+                sub: Some("u1".into())
+            }
+        );
+        let wrong = RoleResolver::new(
+            JsPath::parse(".role").unwrap(),
+            "anon".into(),
+            Some(b"other-secret-other-secret-other!"),
+        );
+        assert_eq!(wrong.identify(Some(&header)).role, INVALID_ROLE);
+        let unverified = RoleResolver::new(JsPath::parse(".role").unwrap(), "anon".into(), None);
+        let id = unverified.identify(Some(&header));
+        assert_eq!((id.role.as_str(), id.verified), ("author", false));
+        assert_eq!(unverified.identify(None).role, "anon");
+    }
+}

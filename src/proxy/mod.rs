@@ -1,0 +1,362 @@
+//! A streaming reverse proxy in front of PostgREST. Bodies are never buffered: the
+//! response body is wrapped so that bytes are counted as they pass and the request is
+//! recorded when the body ends (or the client goes away). Each request yields
+//! `pgvigil_api_*` metrics with bounded labels and one `access` audit line, which never
+//! contains the Authorization header, the token or query-string values.
+
+pub mod headers;
+pub mod jwt;
+pub mod route;
+
+mod observed;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::AuditLog;
+use crate::config::ApiProxySettings;
+use crate::metrics::catalogue as cat;
+use observed::{Finish, Observed};
+use route::{method_label, route_of, BoundedLabels};
+
+/// Label values for roles and upstream error codes are capped at this many.
+const MAX_ROLES: usize = 64;
+const MAX_ERRORS: usize = 64;
+const MAX_STAGES: usize = 16;
+
+/// The proxy's metrics.
+#[derive(Clone)]
+pub struct ApiMetrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub rows: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub stages: HistogramVec,
+}
+
+fn opts(def: &cat::MetricDef) -> Opts {
+    Opts::new(def.name, def.help)
+}
+
+impl ApiMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ];
+        let d = &cat::PGVIGIL_API_REQUEST_DURATION_SECONDS;
+        let s = &cat::PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS;
+        let m = Self {
+            requests: IntCounterVec::new(
+                opts(&cat::PGVIGIL_API_REQUESTS_TOTAL),
+                cat::PGVIGIL_API_REQUESTS_TOTAL.labels,
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(d.name, d.help).buckets(buckets.clone()),
+                d.labels,
+            )?,
+            rows: IntCounterVec::new(
+                opts(&cat::PGVIGIL_API_ROWS_TOTAL),
+                cat::PGVIGIL_API_ROWS_TOTAL.labels,
+            )?,
+            upstream_errors: IntCounterVec::new(
+                opts(&cat::PGVIGIL_API_UPSTREAM_ERRORS_TOTAL),
+                cat::PGVIGIL_API_UPSTREAM_ERRORS_TOTAL.labels,
+            )?,
+            stages: HistogramVec::new(
+                HistogramOpts::new(s.name, s.help).buckets(buckets),
+                s.labels,
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.rows.clone()))?;
+        registry.register(Box::new(m.upstream_errors.clone()))?;
+        registry.register(Box::new(m.stages.clone()))?;
+        Ok(m)
+    }
+}
+
+/// Everything a request handler needs.
+pub(crate) struct Shared {
+    settings: ApiProxySettings,
+    client: Client<HttpConnector, Body>,
+    roles: jwt::RoleResolver,
+    routes: BoundedLabels,
+    role_labels: BoundedLabels,
+    error_labels: BoundedLabels,
+    stage_labels: BoundedLabels,
+    pub(crate) metrics: ApiMetrics,
+    pub(crate) audit: AuditLog,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot read api_proxy.jwt_secret_file {path}: {source}")]
+    Secret {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} (api_proxy.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registering API metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Binds the proxy's listener and serves until `token` is cancelled. Returns the address.
+pub async fn start(
+    settings: ApiProxySettings,
+    registry: &Registry,
+    audit: AuditLog,
+    tracker: &tokio_util::task::TaskTracker,
+    token: CancellationToken,
+) -> Result<SocketAddr, ProxyError> {
+    let secret = match &settings.jwt_secret_file {
+        Some(p) => Some(
+            tokio::fs::read(p)
+                .await
+                .map_err(|source| ProxyError::Secret {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let secret = secret.map(|mut s| {
+        while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            s.pop();
+        }
+        s
+    });
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(settings.upstream_timeout.min(Duration::from_secs(5))));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector);
+    let shared = Arc::new(Shared {
+        roles: jwt::RoleResolver::new(
+            settings.role_claim_key.clone(),
+            settings.anon_role.clone(),
+            secret.as_deref(),
+        ),
+        routes: BoundedLabels::new(settings.max_routes),
+        role_labels: BoundedLabels::new(MAX_ROLES),
+        error_labels: BoundedLabels::new(MAX_ERRORS),
+        stage_labels: BoundedLabels::new(MAX_STAGES),
+        metrics: ApiMetrics::register(registry)?,
+        audit,
+        client,
+        settings,
+    });
+    let listener = tokio::net::TcpListener::bind(shared.settings.listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: shared.settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+        addr: shared.settings.listen,
+        source,
+    })?;
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(shared.clone());
+    tracker.spawn(async move {
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(event = "proxy.failed", error = %e, "API proxy failed");
+        }
+    });
+    tracing::info!(event = "proxy.started", listen = %addr, upstream = %shared.settings.upstream, "API proxy started");
+    Ok(addr)
+}
+
+fn request_id(req: &Request<Body>) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn upstream_uri(base: &Uri, req_uri: &Uri) -> Option<Uri> {
+    let prefix = base.path().trim_end_matches('/');
+    let pq = req_uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Uri::builder()
+        .scheme(base.scheme_str().unwrap_or("http"))
+        .authority(base.authority()?.as_str())
+        .path_and_query(format!("{prefix}{pq}"))
+        .build()
+        .ok()
+}
+
+fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<Body> {
+    let body = serde_json::json!({"code": code, "message": message, "details": null, "hint": null});
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request<Body>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let method = method_label(req.method());
+    let route = shared.routes.label(route_of(req.uri().path()));
+    let request_id = request_id(&req);
+    let identity = shared.roles.identify(
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let role_label = shared.role_labels.label(&identity.role);
+    let mut finish = Finish {
+        shared: shared.clone(),
+        start,
+        method,
+        route,
+        role_label,
+        identity,
+        request_id: request_id.clone(),
+        code: 0,
+        rows: None,
+        total: None,
+        upstream_error: None,
+    };
+
+    let Some(uri) = upstream_uri(&shared.settings.upstream, req.uri()) else {
+        finish.code = 400;
+        let resp = error_response(
+            StatusCode::BAD_REQUEST,
+            "PGVIGIL400",
+            "bad request target",
+            &request_id,
+        );
+        finish.complete(0);
+        return resp;
+    };
+    *req.uri_mut() = uri;
+    let original_host = req.headers_mut().remove("host");
+    headers::strip_hop_by_hop(req.headers_mut());
+    let h = req.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    if let Some(host) = original_host {
+        h.insert("x-forwarded-host", host);
+    }
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+
+    let sent =
+        tokio::time::timeout(shared.settings.upstream_timeout, shared.client.request(req)).await;
+    let upstream = match sent {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            tracing::debug!(event = "proxy.upstream.failed", error = %e, "upstream request failed");
+            finish.code = 502;
+            finish.upstream_error = Some("upstream_unreachable".into());
+            let resp = error_response(
+                StatusCode::BAD_GATEWAY,
+                "PGVIGIL502",
+                "upstream unreachable",
+                &request_id,
+            );
+            finish.complete(0);
+            return resp;
+        }
+        Err(_) => {
+            finish.code = 504;
+            finish.upstream_error = Some("upstream_timeout".into());
+            let resp = error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "PGVIGIL504",
+                "upstream timed out",
+                &request_id,
+            );
+            finish.complete(0);
+            return resp;
+        }
+    };
+
+    let (mut parts, body) = upstream.into_parts();
+    finish.code = parts.status.as_u16();
+    if let Some((rows, total)) = parts
+        .headers
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(headers::content_range)
+    {
+        finish.rows = Some(rows);
+        finish.total = total;
+    }
+    finish.upstream_error = parts
+        .headers
+        .get("proxy-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(headers::proxy_status_error);
+    if let Some(st) = parts
+        .headers
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+    {
+        for (stage, secs) in headers::server_timing(st) {
+            let stage = shared.stage_labels.label(&stage);
+            shared
+                .metrics
+                .stages
+                .with_label_values(&[stage.as_str()])
+                .observe(secs);
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    Response::from_parts(parts, Body::new(Observed::new(body, finish)))
+}

@@ -1,0 +1,154 @@
+//! The response body wrapper: passes frames through untouched, counts bytes, and records
+//! the request exactly once, when the body ends, fails, or is dropped (client gone).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::jwt::Identity;
+use super::Shared;
+use crate::audit::{event::now_rfc3339, Event, EventKind, Outcome};
+
+/// What is known about a request by the time its response starts.
+pub(crate) struct Finish {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) start: Instant,
+    pub(crate) method: &'static str,
+    pub(crate) route: String,
+    pub(crate) role_label: String,
+    pub(crate) identity: Identity,
+    pub(crate) request_id: String,
+    pub(crate) code: u16,
+    pub(crate) rows: Option<u64>,
+    pub(crate) total: Option<u64>,
+    pub(crate) upstream_error: Option<String>,
+}
+
+impl Finish {
+    /// Records metrics and the access line.
+    pub(crate) fn complete(self, bytes: u64) {
+        let elapsed = self.start.elapsed();
+        let m = &self.shared.metrics;
+        let code = self.code.to_string();
+        m.requests
+            .with_label_values(&[
+                self.route.as_str(),
+                self.method,
+                code.as_str(),
+                self.role_label.as_str(),
+            ])
+            .inc();
+        m.duration
+            .with_label_values(&[self.route.as_str(), self.method])
+            .observe(elapsed.as_secs_f64());
+        if let Some(rows) = self.rows {
+            m.rows
+                .with_label_values(&[self.route.as_str(), self.method])
+                .inc_by(rows);
+        }
+        if let Some(err) = &self.upstream_error {
+            let err = self.shared.error_labels.label(err);
+            m.upstream_errors
+                .with_label_values(&[self.route.as_str(), err.as_str()])
+                .inc();
+        }
+        let outcome = if self.code >= 500 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        self.shared.audit.emit(Event {
+            ts: now_rfc3339(),
+            kind: EventKind::Access,
+            event: "api.request",
+            outcome,
+            actor: json!({
+                "role": self.identity.role,
+                "role_verified": self.identity.verified,
+                "sub": self.identity.sub,
+            }),
+            target: json!({"method": self.method, "route": self.route}),
+            details: json!({
+                "request_id": self.request_id,
+                "code": self.code,
+                "rows": self.rows,
+                "total": self.total,
+                "latency_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                "bytes": bytes,
+                "upstream_error": self.upstream_error,
+            }),
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records its request when it finishes.
+    pub(crate) struct Observed<B> {
+        #[pin]
+        inner: B,
+        bytes: u64,
+        finish: Option<Finish>,
+    }
+
+    impl<B> PinnedDrop for Observed<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(f) = this.finish.take() {
+                f.complete(*this.bytes);
+            }
+        }
+    }
+}
+
+impl<B> Observed<B> {
+    pub(crate) fn new(inner: B, finish: Finish) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl<B> HttpBody for Observed<B>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(f) = this.finish.take() {
+                    f.complete(*this.bytes);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
