@@ -45,6 +45,98 @@ impl std::fmt::Display for Check {
 
 /// Probes every configured endpoint.
 pub async fn probe(settings: &Settings) -> Vec<Check> {
+    let mut out = probe_postgres(settings).await;
+    for t in &settings.pgbouncer.targets {
+        let timeout = settings.pgbouncer.timeout.max(Duration::from_secs(2));
+        let result = async {
+            let client = crate::pg::connect_admin_console(&t.dsn, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            let rows = client
+                .simple_query("SHOW VERSION")
+                .await
+                .map_err(|e| db_error_message(&e))?;
+            let table = crate::collectors::pgbouncer::table::Table::from_messages(&rows);
+            Ok::<_, String>(
+                table
+                    .text(0, "version")
+                    .unwrap_or("unknown version")
+                    .to_string(),
+            )
+        };
+        out.push(match result.await {
+            Ok(v) => Check {
+                status: Status::Ok,
+                name: "pgbouncer".into(),
+                target: t.instance.clone(),
+                detail: format!("{v}, admin console answers"),
+            },
+            Err(e) => Check {
+                status: Status::Fail,
+                name: "pgbouncer".into(),
+                target: t.instance.clone(),
+                detail: e,
+            },
+        });
+    }
+    if let Some(p) = &settings.postgrest {
+        let collector = crate::collectors::postgrest::PostgrestCollector::new(p.clone());
+        let target = p.admin_url.to_string();
+        out.push(match collector.probe().await {
+            Ok(d) => Check {
+                status: Status::Ok,
+                name: "postgrest".into(),
+                target,
+                detail: d,
+            },
+            Err(e) => Check {
+                status: Status::Fail,
+                name: "postgrest".into(),
+                target,
+                detail: e,
+            },
+        });
+    }
+    if let Some(p) = &settings.api_proxy {
+        let target = p.upstream.to_string();
+        let addr = p
+            .upstream
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        let addr = if addr.contains(':') {
+            addr
+        } else {
+            format!("{addr}:80")
+        };
+        let reach =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await;
+        out.push(match reach {
+            Ok(Ok(_)) => Check {
+                status: Status::Ok,
+                name: "api_proxy.upstream".into(),
+                target,
+                detail: format!("accepts connections; proxy will listen on {}", p.listen),
+            },
+            Ok(Err(e)) => Check {
+                status: Status::Fail,
+                name: "api_proxy.upstream".into(),
+                target,
+                detail: e.to_string(),
+            },
+            Err(_) => Check {
+                status: Status::Fail,
+                name: "api_proxy.upstream".into(),
+                target,
+                detail: "connect timed out after 2s".into(),
+            },
+        });
+    }
+    out
+}
+
+async fn probe_postgres(settings: &Settings) -> Vec<Check> {
     let mut out = Vec::new();
     let pg = &settings.postgres;
     let target = pg.dsn_display.clone();

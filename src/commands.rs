@@ -50,6 +50,14 @@ async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
     println!("  health:     http://{addr}/healthz   http://{addr}/readyz");
     println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
     println!("  data dir:   {}", env.cluster.data_dir().display());
+    match &env.pgbouncer {
+        Some(b) => println!(
+            "  pgbouncer:  psql '{}'   (admin: psql '{}')",
+            b.dsn("postgres", "postgres"),
+            b.admin_dsn("postgres")
+        ),
+        None => println!("  pgbouncer:  not installed (apt-get install pgbouncer), skipped"),
+    }
     println!();
     signals.wait().await;
     env.stop().await;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{PostgresSettings, ServerSettings, Settings};
-use crate::pg::{TempCluster, TempClusterOptions};
+use crate::pg::{TempCluster, TempClusterOptions, TempPgbouncer};
 use crate::{App, Running};
 
 /// Why dev mode could not start.
@@ -22,6 +22,8 @@ pub enum DevError {
 /// A running dev environment.
 pub struct DevEnvironment {
     pub cluster: TempCluster,
+    /// PgBouncer in front of the cluster, when it is installed.
+    pub pgbouncer: Option<TempPgbouncer>,
     pub running: Running,
 }
 
@@ -64,6 +66,28 @@ impl DevEnvironment {
         setup.await.map_err(DevError::Setup)?;
         let postgres =
             PostgresSettings::for_dsn(&dsn).map_err(|e| DevError::Setup(e.to_string()))?;
+        let pgbouncer = if TempPgbouncer::available() {
+            let dbs = [format!(
+                "postgres = host=127.0.0.1 port={} dbname=postgres pool_size=5",
+                cluster.port()
+            )];
+            Some(TempPgbouncer::start(&dbs, "transaction", &["postgres"]).await?)
+        } else {
+            None
+        };
+        let pgbouncer_settings = match &pgbouncer {
+            Some(b) => crate::config::PgbouncerSettings {
+                targets: vec![crate::config::PgbouncerTarget {
+                    dsn: b
+                        .admin_dsn("postgres")
+                        .parse()
+                        .map_err(|e: tokio_postgres::Error| DevError::Setup(e.to_string()))?,
+                    instance: format!("127.0.0.1:{}", b.port()),
+                }],
+                timeout: Duration::from_secs(1),
+            },
+            None => Default::default(),
+        };
         let mut settings = Settings {
             file: "(pgvigil dev)".into(),
             server: ServerSettings {
@@ -71,7 +95,7 @@ impl DevEnvironment {
                 bearer_token_file: None,
             },
             postgres,
-            pgbouncer: Default::default(),
+            pgbouncer: pgbouncer_settings,
             postgrest: None,
             api_proxy: None,
             audit: Default::default(),
@@ -84,12 +108,19 @@ impl DevEnvironment {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(Self { cluster, running })
+        Ok(Self {
+            cluster,
+            pgbouncer,
+            running,
+        })
     }
 
-    /// Stops the daemon, then the cluster (deleting its directory).
+    /// Stops the daemon, PgBouncer, then the cluster (deleting their directories).
     pub async fn stop(self) {
         self.running.shutdown(Duration::from_secs(10)).await;
+        if let Some(mut b) = self.pgbouncer {
+            b.stop().await;
+        }
         let mut cluster = self.cluster;
         cluster.stop().await;
     }

@@ -125,7 +125,8 @@ impl App {
             .postgrest
             .clone()
             .map(collectors::postgrest::PostgrestCollector::new);
-        let scraper = Arc::new(Scraper::new(postgres, postgrest, scrape_metrics));
+        let pgbouncer = collectors::pgbouncer::PgbouncerCollector::new(&settings.pgbouncer);
+        let scraper = Arc::new(Scraper::new(postgres, postgrest, pgbouncer, scrape_metrics));
         let ready = Arc::new(AtomicBool::new(false));
         tracker.spawn(warm_up(scraper.clone(), ready.clone(), token.clone()));
 

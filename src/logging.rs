@@ -26,7 +26,10 @@ pub fn init(format: LogFormat, filter: Option<&str>, stdout_is_terminal: bool) {
             .with_target(false)
             .try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder
+            .with_target(false)
+            .with_ansi(stdout_is_terminal)
+            .try_init()
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;

@@ -3,6 +3,7 @@
 //! `pgvigil_scrape_collector_duration_seconds` / `pgvigil_scrape_collector_success`, and a
 //! source that is down yields its `*_up 0` instead of stale values.
 
+pub mod pgbouncer;
 pub mod postgres;
 pub mod postgrest;
 pub mod spec;
@@ -78,6 +79,7 @@ pub struct Snapshot {
 pub struct Scraper {
     postgres: postgres::PostgresCollector,
     postgrest: Option<postgrest::PostgrestCollector>,
+    pgbouncer: Option<pgbouncer::PgbouncerCollector>,
     metrics: ScrapeMetrics,
     last: Mutex<Option<Arc<Snapshot>>>,
 }
@@ -87,11 +89,13 @@ impl Scraper {
     pub fn new(
         postgres: postgres::PostgresCollector,
         postgrest: Option<postgrest::PostgrestCollector>,
+        pgbouncer: Option<pgbouncer::PgbouncerCollector>,
         metrics: ScrapeMetrics,
     ) -> Self {
         Self {
             postgres,
             postgrest,
+            pgbouncer,
             metrics,
             last: Mutex::new(None),
         }
@@ -111,17 +115,31 @@ impl Scraper {
         self.metrics.scrapes.inc();
         let mut families = Vec::with_capacity(128);
         let mut rest_families = Vec::new();
+        let mut bouncer_families = Vec::new();
         // Sources are independent: one being slow or down never delays or hides another.
-        let (postgres_up, rest) =
-            tokio::join!(self.postgres.collect(&self.metrics, &mut families), async {
+        let (postgres_up, rest, bouncers) = tokio::join!(
+            self.postgres.collect(&self.metrics, &mut families),
+            async {
                 match &self.postgrest {
                     Some(c) => Some(c.collect(&mut rest_families).await),
                     None => None,
                 }
-            });
+            },
+            async {
+                match &self.pgbouncer {
+                    Some(c) => c.collect(&mut bouncer_families).await,
+                    None => Vec::new(),
+                }
+            }
+        );
         if let Some((ok, took)) = rest {
             self.metrics.record("postgrest", took, ok);
         }
+        for b in bouncers {
+            self.metrics
+                .record(&format!("pgbouncer:{}", b.instance), b.took, b.up);
+        }
+        families.append(&mut bouncer_families);
         families.append(&mut rest_families);
         let snap = Arc::new(Snapshot {
             families,

@@ -62,6 +62,27 @@ impl PostgrestCollector {
             .map_err(|_| format!("timed out after {:?}", self.settings.timeout))?
     }
 
+    /// For `check-config`: whether /metrics and /ready answer, in words.
+    pub async fn probe(&self) -> Result<String, String> {
+        let (metrics, ready) = tokio::join!(self.get("/metrics"), self.get("/ready"));
+        match metrics {
+            Ok((200, body)) => {
+                let families =
+                    parse_text(&String::from_utf8_lossy(&body), |n| n.starts_with("pgrst_")).len();
+                let ready = match ready {
+                    Ok((200, _)) => "ready".to_string(),
+                    Ok((status, _)) => format!("NOT ready (/ready answered {status})"),
+                    Err(e) => format!("/ready failed: {e}"),
+                };
+                Ok(format!(
+                    "admin /metrics: {families} pgrst_* families; {ready}"
+                ))
+            }
+            Ok((status, _)) => Err(format!("admin /metrics answered {status}")),
+            Err(e) => Err(format!("admin /metrics: {e}")),
+        }
+    }
+
     /// Appends the pass-through families and pgvigil's up/ready gauges.
     pub async fn collect(&self, out: &mut Vec<Family>) -> (bool, Duration) {
         let start = tokio::time::Instant::now();

@@ -277,6 +277,53 @@ catalogue! {
     PG_STAT_STATEMENTS_BLOCK_READ_SECONDS_TOTAL: counter "pg_stat_statements_block_read_seconds_total" ["user", "datname", "queryid"] pe "Total time the statement spent reading blocks, in seconds";
     PG_STAT_STATEMENTS_BLOCK_WRITE_SECONDS_TOTAL: counter "pg_stat_statements_block_write_seconds_total" ["user", "datname", "queryid"] pe "Total time the statement spent writing blocks, in seconds";
 
+    // --- PgBouncer (pgbouncer_exporter 0.12 names; `instance` label when several are configured)
+    PGBOUNCER_UP: gauge "pgbouncer_up" [] pbe "The pgbouncer scrape succeeded";
+    PGBOUNCER_VERSION_INFO: gauge "pgbouncer_version_info" ["version"] pbe "The pgbouncer version info";
+    PGBOUNCER_POOLS_CLIENT_ACTIVE_CONNECTIONS: gauge "pgbouncer_pools_client_active_connections" ["database", "user"] pbe "Client connections linked to server connection and able to process queries, shown as connection";
+    PGBOUNCER_POOLS_CLIENT_WAITING_CONNECTIONS: gauge "pgbouncer_pools_client_waiting_connections" ["database", "user"] pbe "Client connections waiting on a server connection, shown as connection";
+    PGBOUNCER_POOLS_CLIENT_ACTIVE_CANCEL_CONNECTIONS: gauge "pgbouncer_pools_client_active_cancel_connections" ["database", "user"] pbe "Client connections that have forwarded query cancellations to the server and are waiting for the server response";
+    PGBOUNCER_POOLS_CLIENT_WAITING_CANCEL_CONNECTIONS: gauge "pgbouncer_pools_client_waiting_cancel_connections" ["database", "user"] pbe "Client connections that have not forwarded query cancellations to the server yet";
+    PGBOUNCER_POOLS_SERVER_ACTIVE_CONNECTIONS: gauge "pgbouncer_pools_server_active_connections" ["database", "user"] pbe "Server connections linked to a client connection, shown as connection";
+    PGBOUNCER_POOLS_SERVER_ACTIVE_CANCEL_CONNECTIONS: gauge "pgbouncer_pools_server_active_cancel_connections" ["database", "user"] pbe "Server connections that are currently forwarding a cancel request.";
+    PGBOUNCER_POOLS_SERVER_BEING_CANCELED_CONNECTIONS: gauge "pgbouncer_pools_server_being_canceled_connections" ["database", "user"] pbe "Servers that normally could become idle but are waiting to do so until all in-flight cancel requests have completed that were sent to cancel a query on this server.";
+    PGBOUNCER_POOLS_SERVER_IDLE_CONNECTIONS: gauge "pgbouncer_pools_server_idle_connections" ["database", "user"] pbe "Server connections idle and ready for a client query, shown as connection";
+    PGBOUNCER_POOLS_SERVER_USED_CONNECTIONS: gauge "pgbouncer_pools_server_used_connections" ["database", "user"] pbe "Server connections idle more than server_check_delay, needing server_check_query, shown as connection";
+    PGBOUNCER_POOLS_SERVER_TESTING_CONNECTIONS: gauge "pgbouncer_pools_server_testing_connections" ["database", "user"] pbe "Server connections currently running either server_reset_query or server_check_query, shown as connection";
+    PGBOUNCER_POOLS_SERVER_LOGIN_CONNECTIONS: gauge "pgbouncer_pools_server_login_connections" ["database", "user"] pbe "Server connections currently in the process of logging in, shown as connection";
+    PGBOUNCER_POOLS_CLIENT_MAXWAIT_SECONDS: gauge "pgbouncer_pools_client_maxwait_seconds" ["database", "user"] pbe "Age of oldest unserved client connection, shown as second (maxwait plus maxwait_us: pgvigil keeps the microseconds pgbouncer_exporter drops)";
+    PGBOUNCER_POOLS_UTILIZATION_RATIO: gauge "pgbouncer_pools_utilization_ratio" ["database", "user"] new "Server connections in use (sv_active) over the database's pool_size; 1 means the pool is exhausted, above 1 the reserve pool is in use.";
+    PGBOUNCER_STATS_TOTALS_QUERIES_POOLED_TOTAL: counter "pgbouncer_stats_totals_queries_pooled_total" ["database"] pbe "Total number of SQL queries pooled";
+    PGBOUNCER_STATS_TOTALS_QUERIES_DURATION_SECONDS_TOTAL: counter "pgbouncer_stats_totals_queries_duration_seconds_total" ["database"] pbe "Total number of seconds spent by pgbouncer when actively connected to PostgreSQL, executing queries";
+    PGBOUNCER_STATS_TOTALS_RECEIVED_BYTES_TOTAL: counter "pgbouncer_stats_totals_received_bytes_total" ["database"] pbe "Total volume in bytes of network traffic received by pgbouncer, shown as bytes";
+    PGBOUNCER_STATS_TOTALS_SENT_BYTES_TOTAL: counter "pgbouncer_stats_totals_sent_bytes_total" ["database"] pbe "Total volume in bytes of network traffic sent by pgbouncer, shown as bytes";
+    PGBOUNCER_STATS_TOTALS_CLIENT_WAIT_SECONDS_TOTAL: counter "pgbouncer_stats_totals_client_wait_seconds_total" ["database"] pbe "Time spent by clients waiting for a server in seconds";
+    PGBOUNCER_STATS_TOTALS_SQL_TRANSACTIONS_POOLED_TOTAL: counter "pgbouncer_stats_totals_sql_transactions_pooled_total" ["database"] pbe "Total number of SQL transactions pooled";
+    PGBOUNCER_STATS_TOTALS_SERVER_IN_TRANSACTION_SECONDS_TOTAL: counter "pgbouncer_stats_totals_server_in_transaction_seconds_total" ["database"] pbe "Total number of seconds spent by pgbouncer when connected to PostgreSQL in a transaction, either idle in transaction or executing queries";
+    PGBOUNCER_STATS_TOTALS_SERVER_ASSIGNMENTS_TOTAL: counter "pgbouncer_stats_totals_server_assignments_total" ["database"] pbe "Total number of client connections which have been served since process start (PgBouncer 1.23+)";
+    PGBOUNCER_STATS_TOTALS_CLIENT_PARSES_TOTAL: counter "pgbouncer_stats_totals_client_parses_total" ["database"] pbe "Total number of prepared statement Parse messages received from clients (PgBouncer 1.24+)";
+    PGBOUNCER_STATS_TOTALS_SERVER_PARSES_TOTAL: counter "pgbouncer_stats_totals_server_parses_total" ["database"] pbe "Total number of prepared statement Parse messages sent by pgbouncer to PostgreSQL (PgBouncer 1.24+)";
+    PGBOUNCER_STATS_TOTALS_BINDS_TOTAL: counter "pgbouncer_stats_totals_binds_total" ["database"] pbe "Total number of prepared statements readied for execution with a Bind message (PgBouncer 1.24+)";
+    PGBOUNCER_DATABASES_POOL_SIZE: gauge "pgbouncer_databases_pool_size" ["name", "host", "port", "database", "force_user", "pool_mode"] pbe "Maximum number of server connections";
+    PGBOUNCER_DATABASES_RESERVE_POOL: gauge "pgbouncer_databases_reserve_pool" ["name", "host", "port", "database", "force_user", "pool_mode"] pbe "Maximum number of additional connections for this database";
+    PGBOUNCER_DATABASES_MAX_CONNECTIONS: gauge "pgbouncer_databases_max_connections" ["name", "host", "port", "database", "force_user", "pool_mode"] pbe "Maximum number of allowed connections for this database";
+    PGBOUNCER_DATABASES_CURRENT_CONNECTIONS: gauge "pgbouncer_databases_current_connections" ["name", "host", "port", "database", "force_user", "pool_mode"] pbe "Current number of connections for this database";
+    PGBOUNCER_DATABASES_PAUSED: gauge "pgbouncer_databases_paused" ["name", "host", "port", "database", "force_user", "pool_mode"] pbe "1 if this database is currently paused, else 0";
+    PGBOUNCER_DATABASES_DISABLED: gauge "pgbouncer_databases_disabled" ["name", "host", "port", "database", "force_user", "pool_mode"] pbe "1 if this database is currently disabled, else 0";
+    PGBOUNCER_DATABASES: gauge "pgbouncer_databases" [] pbe "Count of databases";
+    PGBOUNCER_USERS: gauge "pgbouncer_users" [] pbe "Count of users";
+    PGBOUNCER_POOLS: gauge "pgbouncer_pools" [] pbe "Count of pools";
+    PGBOUNCER_FREE_CLIENTS: gauge "pgbouncer_free_clients" [] pbe "Count of free clients";
+    PGBOUNCER_USED_CLIENTS: gauge "pgbouncer_used_clients" [] pbe "Count of used clients";
+    PGBOUNCER_LOGIN_CLIENTS: gauge "pgbouncer_login_clients" [] pbe "Count of clients in login state";
+    PGBOUNCER_FREE_SERVERS: gauge "pgbouncer_free_servers" [] pbe "Count of free servers";
+    PGBOUNCER_USED_SERVERS: gauge "pgbouncer_used_servers" [] pbe "Count of used servers";
+    PGBOUNCER_CACHED_DNS_NAMES: gauge "pgbouncer_cached_dns_names" [] pbe "Count of DNS names in the cache";
+    PGBOUNCER_CACHED_DNS_ZONES: gauge "pgbouncer_cached_dns_zones" [] pbe "Count of DNS zones in the cache";
+    PGBOUNCER_IN_FLIGHT_DNS_QUERIES: gauge "pgbouncer_in_flight_dns_queries" [] pbe "Count of in-flight DNS queries";
+    PGBOUNCER_CONFIG_MAX_CLIENT_CONNECTIONS: gauge "pgbouncer_config_max_client_connections" [] pbe "Config maximum number of client connections";
+    PGBOUNCER_CONFIG_MAX_USER_CONNECTIONS: gauge "pgbouncer_config_max_user_connections" [] pbe "Config maximum number of server connections per user";
+
     // --- PostgREST (admin server) ----------------------------------------------------
     PGVIGIL_POSTGREST_UP: gauge "pgvigil_postgrest_up" [] new "Whether PostgREST's admin /metrics answered the last scrape (1) or not (0).";
     PGVIGIL_POSTGREST_READY: gauge "pgvigil_postgrest_ready" [] new "Whether PostgREST's admin /ready answered 200 (1) or not (0): ready means connected to the database with a loaded schema cache.";

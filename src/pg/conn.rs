@@ -89,6 +89,36 @@ pub fn db_error_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Opens a session to a PgBouncer admin console: simple query protocol only, and no
+/// startup `options` (PgBouncer rejects unknown startup parameters with FATAL 08P01), so
+/// only user, database, application_name and client_encoding are sent.
+pub async fn connect_admin_console(
+    config: &Config,
+    timeout: Duration,
+) -> Result<Client, ConnectError> {
+    let mut config = config.clone();
+    let target = crate::config::display_dsn(&config);
+    if config.get_application_name().is_none() {
+        config.application_name("pgvigil");
+    }
+    config.connect_timeout(timeout);
+    let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            target: target.clone(),
+            timeout,
+        })?
+        .map_err(|source| ConnectError::Postgres {
+            target: target.clone(),
+            message: db_error_message(&source),
+            source,
+        })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 /// Opens a session to `dbname` (or the DSN's database) with pgvigil's standard settings.
 pub async fn connect(
     opts: &ConnectOptions,

@@ -4,7 +4,10 @@
 
 pub mod binaries;
 pub mod conn;
+pub(crate) mod process;
 pub mod temp_cluster;
+pub mod temp_pgbouncer;
 
-pub use conn::{connect, db_error_message, ConnectOptions, Connected};
+pub use conn::{connect, connect_admin_console, db_error_message, ConnectOptions, Connected};
 pub use temp_cluster::{TempCluster, TempClusterOptions};
+pub use temp_pgbouncer::TempPgbouncer;

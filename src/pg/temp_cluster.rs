@@ -4,12 +4,13 @@
 //! private postmaster with it, `pgvigil dev` runs on it, and the tests build primaries and
 //! streaming replicas from it.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use super::binaries::{chown_to_server_user, BinariesError, PgBinaries};
+use super::process::{free_port, io, run_blocking, run_checked, stop_child, tail};
+use nix::sys::signal::Signal;
 
 /// How to build the cluster.
 #[derive(Debug, Clone, Default)]
@@ -40,13 +41,8 @@ pub enum Error {
         status: String,
         output: String,
     },
-    #[error("postgres did not become ready within {0:?}; log tail: {1}")]
+    #[error("the server did not become ready within {0:?}; log tail: {1}")]
     NotReady(Duration, String),
-}
-
-fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let step = step.into();
-    move |source| Error::Io { step, source }
 }
 
 /// A running (or stopped) throwaway cluster; stopped and deleted on drop.
@@ -59,34 +55,6 @@ pub struct TempCluster {
     port: u16,
     unix_socket_only: bool,
     child: Option<Child>,
-}
-
-fn free_port() -> Result<u16, Error> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(l.local_addr().map_err(io("finding a free port"))?.port())
-}
-
-fn run_checked(mut cmd: std::process::Command, step: &str) -> Result<(), Error> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(io(step))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stdout));
-    Err(Error::Child {
-        step: step.into(),
-        status: out.status.to_string(),
-        output: tail(&text, 1500),
-    })
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let s = s.trim();
-    let start = s.len().saturating_sub(n);
-    let start = (start..s.len())
-        .find(|i| s.is_char_boundary(*i))
-        .unwrap_or(s.len());
-    s[start..].to_string()
 }
 
 impl TempCluster {
@@ -218,7 +186,7 @@ impl TempCluster {
     pub async fn stop(&mut self) {
         if let Some(child) = self.child.take() {
             run_blocking(move || {
-                stop_child(child);
+                stop_child(child, Signal::SIGINT);
                 Ok(())
             })
             .await
@@ -313,40 +281,10 @@ impl TempCluster {
     }
 }
 
-fn stop_child(mut child: Child) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    let Ok(raw) = i32::try_from(child.id()) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return;
-    };
-    let _ = kill(Pid::from_raw(raw), Signal::SIGINT);
-    for _ in 0..200 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Io {
-            step: "background task".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-}
-
 impl Drop for TempCluster {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
-            stop_child(child);
+            stop_child(child, Signal::SIGINT);
         }
     }
 }

@@ -4,6 +4,7 @@ mod harness;
 
 mod api_proxy;
 mod cli;
+mod pgbouncer;
 mod postgres_metrics;
 mod replication;
 mod scrape_contract;
