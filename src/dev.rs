@@ -99,6 +99,8 @@ impl DevEnvironment {
             postgrest: None,
             api_proxy: None,
             audit: Default::default(),
+            storage: Default::default(),
+            backup: Default::default(),
         };
         let running = match App::start(settings.clone()).await {
             Ok(r) => r,

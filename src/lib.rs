@@ -20,6 +20,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pg;
 pub mod proxy;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;

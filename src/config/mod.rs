@@ -10,9 +10,9 @@ use std::path::Path;
 
 pub use error::{Error, Location};
 pub use settings::{
-    display_dsn, ApiProxySettings, AuditSettings, CustomKind, CustomQuery, EnvLookup,
-    PgbouncerSettings, PgbouncerTarget, PostgresSettings, PostgrestSettings, ServerSettings,
-    Settings,
+    display_dsn, parse_schedule, ApiProxySettings, AuditSettings, BackupSettings, CustomKind,
+    CustomQuery, EnvLookup, PgbouncerSettings, PgbouncerTarget, PostgresSettings,
+    PostgrestSettings, S3Settings, ServerSettings, Settings, StorageSettings,
 };
 
 /// Reads, parses and validates a configuration file.

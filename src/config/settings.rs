@@ -28,6 +28,67 @@ pub struct Settings {
     /// Present when `[api_proxy] listen` and `upstream` are set.
     pub api_proxy: Option<ApiProxySettings>,
     pub audit: AuditSettings,
+    pub storage: StorageSettings,
+    pub backup: BackupSettings,
+}
+
+/// `[storage]`, validated.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// `file:///path` or `s3://bucket/prefix` (`${ENV}` expanded).
+    pub url: String,
+    /// Directory of this cluster's objects inside the repository.
+    pub cluster: String,
+    pub s3: S3Settings,
+}
+
+/// `[storage.s3]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// Region; default: the standard AWS chain (AWS_REGION, profile, IMDS).
+    pub region: Option<String>,
+    /// Custom endpoint for S3-compatible stores, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+}
+
+/// `[backup]`, validated.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    /// 5-field crontab, UTC.
+    pub schedule: String,
+    /// zstd level (1..=19).
+    pub compression_level: i32,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            url: "file:///var/lib/pgvigil/repo".into(),
+            cluster: "default".into(),
+            s3: S3Settings::default(),
+        }
+    }
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            schedule: "0 2 * * *".into(),
+            compression_level: 3,
+        }
+    }
+}
+
+/// Checks a 5-field crontab expression (UTC) the way the scheduler will read it.
+pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
+    if expr.split_whitespace().count() != 5 {
+        return Err(format!(
+            "{expr:?} is not a 5-field crontab (minute hour day-of-month month day-of-week)"
+        ));
+    }
+    expr.parse::<croner::Cron>()
+        .map_err(|e| format!("{expr:?} is not a valid crontab: {e}"))
 }
 
 /// `[pgbouncer]`, validated.
@@ -362,7 +423,75 @@ pub(super) fn validate(
         audit: AuditSettings {
             stdout: raw.audit.stdout,
         },
+        storage: StorageSettings {
+            url: validate_store_url(&ctx, &raw.storage.url)?,
+            cluster: validate_cluster(&ctx, &raw.storage.cluster)?,
+            s3: S3Settings {
+                region: raw.storage.s3.region.clone(),
+                endpoint: match &raw.storage.s3.endpoint {
+                    Some(e) => Some(ctx.expand(&["storage", "s3", "endpoint"], e)?),
+                    None => None,
+                },
+                force_path_style: raw.storage.s3.force_path_style,
+            },
+        },
+        backup: BackupSettings {
+            schedule: {
+                parse_schedule(&raw.backup.schedule)
+                    .map_err(|e| ctx.invalid(&["backup", "schedule"], e))?;
+                raw.backup.schedule.clone()
+            },
+            compression_level: match raw.backup.compression_level {
+                l @ 1..=19 => l,
+                l => {
+                    return Err(ctx.invalid(
+                        &["backup", "compression_level"],
+                        format!("{l} is outside 1..=19"),
+                    ))
+                }
+            },
+        },
     })
+}
+
+fn validate_store_url(ctx: &Ctx<'_>, url: &str) -> Result<String, Error> {
+    let path = ["storage", "url"];
+    let url = ctx.expand(&path, url)?;
+    if let Some(p) = url.strip_prefix("file://") {
+        if !p.starts_with('/') {
+            return Err(ctx.invalid(
+                &path,
+                format!(
+                    "{url:?}: file:// needs an absolute path, e.g. file:///var/lib/pgvigil/repo"
+                ),
+            ));
+        }
+    } else if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.split('/').next().unwrap_or("").is_empty() {
+            return Err(ctx.invalid(
+                &path,
+                format!("{url:?} names no bucket: use s3://bucket/prefix"),
+            ));
+        }
+    } else {
+        return Err(ctx.invalid(&path, format!("{url:?} must start with file:// or s3://")));
+    }
+    Ok(url)
+}
+
+fn validate_cluster(ctx: &Ctx<'_>, name: &str) -> Result<String, Error> {
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(ctx.invalid(
+            &["storage", "cluster"],
+            format!("{name:?} must be letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// Parses an `http://` URL (https is not supported yet: no TLS client).

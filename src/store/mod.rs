@@ -1,0 +1,165 @@
+//! The backup repository: an `ObjectStore` trait with a local-directory backend
+//! (`file://`, the default) and an S3 backend (`s3://bucket/prefix`, the only module that
+//! touches AWS SDK types). Keys are relative to the repository root (the URL's path, then
+//! `storage.cluster`).
+//!
+//! Invariants every backend keeps:
+//! - a streamed put becomes visible only when complete (local: temp file + rename; S3:
+//!   multipart completion) and leaves nothing behind when the stream fails;
+//! - memory stays bounded: bodies stream in parts, never whole;
+//! - `put_if_absent` never overwrites an existing object.
+
+pub mod local;
+pub mod s3;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// A stream of body chunks.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// User metadata stored with an object (e.g. the SHA-256 of a WAL segment's raw content),
+/// readable by `head` and `list` without downloading the object.
+pub type Metadata = BTreeMap<String, String>;
+
+/// What a listing or head returns about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the repository root.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// Errors of any backend; every variant names the object or operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {key} in {store}: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        store: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key} not found in {store}")]
+    NotFound { key: String, store: String },
+    #[error("{op} {key} in {store}: {message}")]
+    Backend {
+        op: &'static str,
+        key: String,
+        store: String,
+        message: String,
+    },
+    #[error("storage.url {url:?}: {message}")]
+    Url { url: String, message: String },
+}
+
+impl Error {
+    /// Whether this is a missing object (as opposed to a failure).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// A repository backend.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Where this store is, without credentials (for messages and labels).
+    fn describe(&self) -> String;
+
+    /// Streams `body` into `key`, replacing any existing object. Visible only once
+    /// complete; on a stream error nothing is left. Returns the stored size.
+    async fn put_stream(&self, key: &str, body: ByteStream, meta: Metadata) -> Result<u64, Error>;
+
+    /// Writes `bytes` to `key` unless it already exists; returns false (and writes
+    /// nothing) if it does.
+    async fn put_if_absent(&self, key: &str, bytes: Bytes, meta: Metadata) -> Result<bool, Error>;
+
+    /// Writes small `bytes` to `key`, replacing any existing object.
+    async fn put_bytes(&self, key: &str, bytes: Bytes, meta: Metadata) -> Result<(), Error> {
+        let stream: ByteStream =
+            Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]));
+        self.put_stream(key, stream, meta).await.map(|_| ())
+    }
+
+    /// Streams an object's content.
+    async fn get_stream(&self, key: &str) -> Result<ByteStream, Error>;
+
+    /// Reads a small object whole.
+    async fn get_bytes(&self, key: &str) -> Result<Bytes, Error> {
+        use futures_util::TryStreamExt;
+        let mut s = self.get_stream(key).await?;
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = s.try_next().await.map_err(|source| Error::Io {
+            op: "reading",
+            key: key.to_string(),
+            store: self.describe(),
+            source,
+        })? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Size, time and metadata of an object, or None if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<(ObjectMeta, Metadata)>, Error>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, Error>;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), Error>;
+}
+
+/// A repository: a backend plus the cluster directory inside it.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub store: Arc<dyn ObjectStore>,
+    /// `storage.cluster`: the top-level directory for this cluster's objects.
+    pub cluster: String,
+}
+
+impl Repo {
+    /// The key of `path` inside this cluster's directory.
+    pub fn key(&self, path: &str) -> String {
+        format!("{}/{}", self.cluster, path.trim_start_matches('/'))
+    }
+}
+
+/// Opens the store named by a `storage.url` (`file:///path` or `s3://bucket/prefix`).
+pub async fn open(
+    url: &str,
+    s3: &crate::config::S3Settings,
+) -> Result<Arc<dyn ObjectStore>, Error> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(Error::Url {
+                url: url.into(),
+                message: "file:// needs an absolute path, e.g. file:///var/lib/pgvigil/repo".into(),
+            });
+        }
+        return Ok(Arc::new(local::LocalStore::new(path.into())));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Url {
+                url: url.into(),
+                message: "names no bucket: use s3://bucket/prefix".into(),
+            });
+        }
+        return Ok(Arc::new(
+            s3::S3Store::connect(bucket, prefix.trim_matches('/'), s3).await?,
+        ));
+    }
+    Err(Error::Url {
+        url: url.into(),
+        message: "must start with file:// or s3://".into(),
+    })
+}
