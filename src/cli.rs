@@ -80,6 +80,57 @@ pub enum Command {
     )]
     CheckConfig,
 
+    /// Take a base backup now (streamed through zstd into the repository).
+    #[command(
+        long_about = "Take a base backup now: pg_basebackup -D - -Ft -X fetch --checkpoint=fast, streamed through \
+                      multi-threaded zstd into the repository (storage.url) as one object, SHA-256 computed on \
+                      the fly, backup.json written last as the commit marker. Only a primary is backed up, and a \
+                      lease in the repository keeps two sidecars from backing up at once. Shows a progress bar on \
+                      a terminal. The role needs the REPLICATION attribute and a replication line in pg_hba.conf."
+    )]
+    Backup(JsonArgs),
+
+    /// List the backups in the repository: id, times, sizes, duration, WAL range.
+    Backups(JsonArgs),
+
+    /// Archive one WAL file: use as archive_command = 'pgvigil wal-push -c FILE %p'.
+    #[command(
+        long_about = "Archive one WAL file into the repository (zstd, SHA-256 in the object's metadata). For \
+                      archive_command = 'pgvigil wal-push -c /etc/pgvigil/pgvigil.toml %p'. The first segment binds \
+                      the repository to the cluster's system identifier; WAL of another cluster is refused. A \
+                      segment already archived with identical content is success; with different content the push \
+                      fails and nothing is overwritten. Exit status 0 = archived; anything else makes PostgreSQL retry."
+    )]
+    WalPush {
+        /// Path of the WAL file (%p).
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+    },
+
+    /// Restore one archived WAL file: use as restore_command = 'pgvigil wal-fetch -c FILE %f %p'.
+    #[command(
+        long_about = "Fetch one WAL file from the repository, verify its SHA-256, and write it to DEST. For \
+                      restore_command = 'pgvigil wal-fetch -c /etc/pgvigil/pgvigil.toml %f %p'. Exits non-zero \
+                      when the file is not in the repository (which PostgreSQL expects for files that do not exist)."
+    )]
+    WalFetch {
+        /// WAL file name (%f).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Where to write it (%p).
+        #[arg(value_name = "DEST")]
+        dest: std::path::PathBuf,
+    },
+
+    /// Restore a backup into an empty directory, to the latest point or a target time, LSN or immediately.
+    #[command(
+        long_about = "Restore: picks the newest backup that ended before the target (or --backup), streams it \
+                      from the repository verifying its SHA-256, unpacks it into --to (which must be empty or \
+                      missing), and configures recovery: recovery.signal, restore_command through \
+                      `pgvigil wal-fetch`, and the recovery target. Start PostgreSQL on the directory to replay."
+    )]
+    Restore(RestoreArgs),
+
     /// Print the metric catalogue: every metric family pgvigil can export.
     #[command(
         long_about = "Print the metric catalogue: name, type, labels and help of every metric family pgvigil \
@@ -96,6 +147,40 @@ pub struct DevArgs {
     /// Where to serve /metrics; a free port is used instead if this one is taken.
     #[arg(long, default_value = "127.0.0.1:9432", value_name = "ADDR")]
     pub listen: SocketAddr,
+}
+
+/// A `--json` switch.
+#[derive(Debug, clap::Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `pgvigil restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Directory to restore into (must be empty or not exist).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Backup id, or "latest". Default: the newest backup that ended before the target.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// Recover to this time (RFC 3339, e.g. 2026-11-23T14:05:00Z).
+    #[arg(long, value_name = "T", conflicts_with_all = ["target_lsn", "target"])]
+    pub target_time: Option<String>,
+    /// Recover to this LSN (e.g. 0/3000028).
+    #[arg(long, value_name = "L", conflicts_with = "target")]
+    pub target_lsn: Option<String>,
+    /// `immediate`: stop as soon as the backup is consistent.
+    #[arg(long, value_name = "immediate", value_parser = ["immediate"])]
+    pub target: Option<String>,
+    /// What PostgreSQL does when it reaches the target.
+    #[arg(long, value_enum, default_value_t = crate::backup::restore::TargetAction::Promote)]
+    pub target_action: crate::backup::restore::TargetAction,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `pgvigil catalog`.

@@ -6,18 +6,225 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{CatalogArgs, Cli, Command, DevArgs};
+use crate::cli::{CatalogArgs, Cli, Command, DevArgs, JsonArgs, RestoreArgs};
 use crate::config::{self, EnvLookup};
 use crate::metrics::catalogue;
 
-/// Runs the parsed command line.
-pub async fn execute(cli: Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+/// Runs the parsed command line. `interactive` is true when stdout is a terminal.
+pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run => run(&cli, env).await,
         Command::Dev(args) => dev(args).await,
         Command::CheckConfig => check_config(&cli, env).await,
         Command::Catalog(args) => catalog(&cli, args, env),
+        Command::Backup(args) => backup(&cli, args, env, interactive).await,
+        Command::Backups(args) => backups(&cli, args, env).await,
+        Command::WalPush { path } => wal_push(&cli, path, env).await,
+        Command::WalFetch { name, dest } => wal_fetch(&cli, name, dest, env).await,
+        Command::Restore(args) => restore(&cli, args, env).await,
     }
+}
+
+async fn open_repo(settings: &config::Settings) -> anyhow::Result<crate::store::Repo> {
+    let store = crate::store::open(&settings.storage.url, &settings.storage.s3)
+        .await
+        .with_context(|| format!("opening repository {}", settings.storage.url))?;
+    Ok(crate::store::Repo {
+        store,
+        cluster: settings.storage.cluster.clone(),
+    })
+}
+
+async fn backup(
+    cli: &Cli,
+    args: &JsonArgs,
+    env: EnvLookup<'_>,
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
+    let settings = load(cli, env)?;
+    let repo = open_repo(&settings).await?;
+    let progress = std::sync::Arc::new(crate::backup::basebackup::Progress::default());
+    let bar = (interactive && !args.json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} backup {msg} [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
+    let ticker = bar.clone().map(|bar| {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                let raw = progress
+                    .raw_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let stored = progress
+                    .stored_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let rate = raw as f64 / start.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "{} read, {} stored, {}/s",
+                    indicatif::HumanBytes(raw),
+                    indicatif::HumanBytes(stored),
+                    indicatif::HumanBytes(rate as u64)
+                ));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let result = crate::backup::basebackup::run(&settings, &repo, progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let info = result.context("backup failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!(
+            "backup {} done: {} raw, {} stored in {:.1}s, WAL {} .. {} (timeline {})",
+            info.id,
+            indicatif::HumanBytes(info.raw_bytes),
+            indicatif::HumanBytes(info.stored_bytes),
+            info.duration_seconds,
+            info.start_lsn,
+            info.stop_lsn,
+            info.timeline
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backups(cli: &Cli, args: &JsonArgs, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+    let settings = load(cli, env)?;
+    let repo = open_repo(&settings).await?;
+    let list = crate::backup::catalog::list(&repo).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if list.is_empty() {
+        println!(
+            "no backups in {} (cluster {})",
+            repo.store.describe(),
+            repo.cluster
+        );
+    } else {
+        println!(
+            "{:<18} {:<25} {:<25} {:>10} {:>10} {:>8}  wal",
+            "id", "start", "stop", "raw", "stored", "seconds"
+        );
+        for b in &list {
+            println!(
+                "{:<18} {:<25} {:<25} {:>10} {:>10} {:>8.1}  {} .. {} (tl {})",
+                b.id,
+                b.start_time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                b.stop_time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                indicatif::HumanBytes(b.raw_bytes).to_string(),
+                indicatif::HumanBytes(b.stored_bytes).to_string(),
+                b.duration_seconds,
+                b.start_lsn,
+                b.stop_lsn,
+                b.timeline
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wal_push(
+    cli: &Cli,
+    path: &std::path::Path,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let settings = config::load(&cli.config, env)?;
+    let repo = open_repo(&settings).await?;
+    let start = tokio::time::Instant::now();
+    let result = crate::backup::wal::push(&repo, path, settings.backup.compression_level).await;
+    let seconds = start.elapsed().as_secs_f64();
+    crate::backup::report::wal_push(&settings, result.is_ok(), seconds).await;
+    let pushed = result.with_context(|| format!("wal-push {}", path.display()))?;
+    tracing::info!(
+        event = if pushed.already_archived { "wal.push.duplicate" } else { "wal.push.completed" },
+        wal = %pushed.name, raw_bytes = pushed.raw_bytes, stored_bytes = pushed.stored_bytes, seconds,
+        "archived"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wal_fetch(
+    cli: &Cli,
+    name: &str,
+    dest: &std::path::Path,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let settings = config::load(&cli.config, env)?;
+    let repo = open_repo(&settings).await?;
+    if crate::backup::wal::fetch(&repo, name, dest)
+        .await
+        .with_context(|| format!("wal-fetch {name}"))?
+    {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        // Normal during recovery (PostgreSQL probes for files that may not exist): quiet.
+        tracing::debug!(event = "wal.fetch.missing", wal = %name, "not in the repository");
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn restore(cli: &Cli, args: &RestoreArgs, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+    use crate::backup::catalog::{parse_lsn, Target};
+    let settings = load(cli, env)?;
+    let repo = open_repo(&settings).await?;
+    let target = match (&args.target_time, &args.target_lsn, &args.target) {
+        (Some(t), _, _) => Target::Time(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| {
+                    format!("--target-time {t:?} is not RFC 3339 (e.g. 2026-11-23T14:05:00Z)")
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+        (_, Some(l), _) => Target::Lsn(
+            parse_lsn(l)
+                .with_context(|| format!("--target-lsn {l:?} is not an LSN like 0/3000028"))?,
+        ),
+        (_, _, Some(_)) => Target::Immediate,
+        _ => Target::Latest,
+    };
+    let exe = std::env::current_exe().context("finding the pgvigil binary for restore_command")?;
+    let config_path = std::fs::canonicalize(&cli.config)
+        .with_context(|| format!("resolving {}", cli.config.display()))?;
+    let req = crate::backup::restore::RestoreRequest {
+        to: args.to.clone(),
+        backup: args.backup.clone(),
+        target,
+        action: args.target_action,
+        restore_command: format!(
+            "{} wal-fetch -c {} %f %p",
+            exe.display(),
+            config_path.display()
+        ),
+    };
+    let restored = crate::backup::restore::restore(&repo, &req)
+        .await
+        .context("restore failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&restored)?);
+    } else {
+        println!(
+            "restored backup {} ({} in {:.1}s) into {}; start PostgreSQL on it to replay WAL to the target",
+            restored.backup_id,
+            indicatif::HumanBytes(restored.bytes),
+            restored.seconds,
+            restored.data_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<config::Settings> {

@@ -9,6 +9,7 @@
 #![allow(missing_debug_implementations)]
 
 pub mod audit;
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod collectors;

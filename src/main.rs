@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         }
     };
     let env = |name: &str| std::env::var(name).ok();
-    match runtime.block_on(pgvigil::commands::execute(cli, &env)) {
+    let interactive = std::io::stdout().is_terminal();
+    match runtime.block_on(pgvigil::commands::execute(cli, &env, interactive)) {
         Ok(code) => code,
         Err(e) => {
             // The whole chain on one line: what failed, on what, and why.

@@ -78,3 +78,20 @@ pub fn chown_to_server_user(path: &Path) -> Result<(), std::io::Error> {
         Err(e) => Err(std::io::Error::other(e.to_string())),
     }
 }
+
+/// Hands a directory tree to the server user (no-op when not root).
+pub fn chown_tree_to_server_user(root: &Path) -> Result<(), std::io::Error> {
+    let Ok(Some((uid, gid))) = server_user() else {
+        return Ok(());
+    };
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+        if p.is_dir() && !p.is_symlink() {
+            for entry in std::fs::read_dir(&p)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}

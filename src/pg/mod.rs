@@ -11,3 +11,8 @@ pub mod temp_pgbouncer;
 pub use conn::{connect, connect_admin_console, db_error_message, ConnectOptions, Connected};
 pub use temp_cluster::{TempCluster, TempClusterOptions};
 pub use temp_pgbouncer::TempPgbouncer;
+
+/// The last `n` bytes of a child's output, for error messages.
+pub fn process_tail(s: &str, n: usize) -> String {
+    process::tail(s, n)
+}

@@ -48,7 +48,8 @@ pub enum Error {
 /// A running (or stopped) throwaway cluster; stopped and deleted on drop.
 pub struct TempCluster {
     bins: PgBinaries,
-    _dir: tempfile::TempDir,
+    /// The temp directory holding everything; None for an adopted data directory.
+    _dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     socket_dir: PathBuf,
     log_file: PathBuf,
@@ -99,7 +100,7 @@ impl TempCluster {
             port: free_port()?,
             unix_socket_only: opts.unix_socket_only,
             bins,
-            _dir: dir,
+            _dir: Some(dir),
             data_dir,
             socket_dir,
             child: None,
@@ -200,6 +201,22 @@ impl TempCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts a postmaster on an existing data directory (a restored backup), with a
+    /// private socket dir and port and the given extra settings; the data directory is
+    /// left in place on drop (its owner decides), the socket dir and log are removed.
+    pub async fn adopt(data_dir: &Path, opts: TempClusterOptions) -> Result<Self, Error> {
+        let bins = PgBinaries::discover()?;
+        let dir = tempfile::Builder::new()
+            .prefix("pgvigil-adopt-")
+            .tempdir()
+            .map_err(io("creating temp dir"))?;
+        chown_to_server_user(dir.path()).map_err(io("chown temp dir"))?;
+        let mut cluster = Self::prepare(bins, dir, data_dir.to_path_buf(), &opts)?;
+        cluster.write_conf(&opts.settings)?;
+        cluster.start_server().await?;
+        Ok(cluster)
     }
 
     /// Makes a streaming replica of this (running) cluster with `pg_basebackup -R`.

@@ -3,6 +3,7 @@
 mod harness;
 
 mod api_proxy;
+mod backup_restore;
 mod cli;
 mod pgbouncer;
 mod postgres_metrics;

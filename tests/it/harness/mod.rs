@@ -324,3 +324,56 @@ pub fn require_binary(path: &str, package: &str) {
         );
     }
 }
+
+/// The pgvigil binary at a path the `postgres` OS user can execute (archive_command and
+/// restore_command run as postgres, and the build directory may be under /root). Copied
+/// once per test run.
+pub fn pgvigil_bin() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join("pgvigil-test-bin");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        // Copies of earlier runs (bounded: one directory, files older than an hour).
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if old.is_some_and(|age| age > std::time::Duration::from_secs(3600)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dest = dir.join(format!("pgvigil-{}", std::process::id()));
+        std::fs::copy(env!("CARGO_BIN_EXE_pgvigil"), &dest)
+            .unwrap_or_else(|e| panic!("copying pgvigil: {e}"));
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        dest
+    })
+    .clone()
+}
+
+/// A directory the `postgres` OS user owns (for repositories and configs it must use).
+pub fn postgres_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("pgvigil-test-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("{e}"));
+    pgvigil::pg::binaries::chown_to_server_user(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// Runs the pgvigil binary (the postgres-executable copy) with `args`; returns success,
+/// stdout and stderr.
+pub fn run_pgvigil(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(pgvigil_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,551 @@
+//! A base backup: `pg_basebackup -D - -Ft -X fetch --checkpoint=fast` streamed through
+//! multi-threaded zstd into one repository object, `backups/<id>/base.tar.zst`, hashed on
+//! the fly; `backup.json` is written last. The pipeline runs the child's stdout through a
+//! tar inspector (to keep `backup_label` and the end of `backup_manifest`), the encoder and
+//! a bounded channel into the store's streamed put, so memory stays at a few MiB plus one
+//! upload part whatever the database size.
+//!
+//! Failure anywhere (child exit, upload error, a killed process) leaves no `backup.json`,
+//! so nothing lists as a backup; the streamed put removes its partial object (S3 aborts the
+//! multipart upload).
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::catalog::{self, BackupInfo, BackupObject};
+use super::compress::HashingWriter;
+use super::lease::Lease;
+use super::{wal, Error};
+use crate::config::Settings;
+use crate::pg::{connect, db_error_message, ConnectOptions};
+use crate::store::{ByteStream, Metadata, Repo};
+
+/// Progress of a running backup, readable from another task (the CLI's progress bar).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Uncompressed bytes read from pg_basebackup so far.
+    pub raw_bytes: AtomicU64,
+    /// Compressed bytes handed to the store so far.
+    pub stored_bytes: AtomicU64,
+}
+
+/// Keeps `backup_label` whole and the last 64 KiB of `backup_manifest` while a tar stream
+/// passes through (the manifest's WAL-Ranges are at its end).
+#[derive(Debug, Default)]
+struct TarInspector {
+    /// Bytes left in the current header block (512) being collected.
+    header: Vec<u8>,
+    /// Member data still to pass, including padding to 512.
+    remaining: u64,
+    /// Data bytes (without padding) still to pass for the current member.
+    data_left: u64,
+    capture: Option<&'static str>,
+    long_name: Option<String>,
+    label: Vec<u8>,
+    manifest_tail: Vec<u8>,
+}
+
+const MANIFEST_TAIL: usize = 64 * 1024;
+
+impl TarInspector {
+    fn feed(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            if self.remaining > 0 {
+                let n = (self.remaining as usize).min(buf.len());
+                let data_n = (self.data_left as usize).min(n);
+                match self.capture {
+                    Some("backup_label") => self.label.extend_from_slice(&buf[..data_n]),
+                    Some("backup_manifest") => {
+                        self.manifest_tail.extend_from_slice(&buf[..data_n]);
+                        if self.manifest_tail.len() > 2 * MANIFEST_TAIL {
+                            let cut = self.manifest_tail.len() - MANIFEST_TAIL;
+                            self.manifest_tail.drain(..cut);
+                        }
+                    }
+                    Some("longname") => {
+                        let name = String::from_utf8_lossy(&buf[..data_n])
+                            .trim_end_matches('\0')
+                            .to_string();
+                        self.long_name = Some(self.long_name.take().unwrap_or_default() + &name);
+                    }
+                    _ => {}
+                }
+                self.data_left -= data_n as u64;
+                self.remaining -= n as u64;
+                buf = &buf[n..];
+                continue;
+            }
+            let need = 512 - self.header.len();
+            let n = need.min(buf.len());
+            self.header.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if self.header.len() == 512 {
+                self.start_member();
+                self.header.clear();
+            }
+        }
+    }
+
+    fn start_member(&mut self) {
+        let h = &self.header;
+        if h.iter().all(|b| *b == 0) {
+            return; // end-of-archive blocks
+        }
+        let field = |a: usize, b: usize| {
+            String::from_utf8_lossy(&h[a..b])
+                .trim_end_matches('\0')
+                .to_string()
+        };
+        let size =
+            u64::from_str_radix(field(124, 136).trim().trim_end_matches('\0'), 8).unwrap_or(0);
+        let typeflag = h[156];
+        let mut name = field(0, 100);
+        let prefix = field(345, 500);
+        if !prefix.is_empty() && &h[257..262] == b"ustar" {
+            name = format!("{prefix}/{name}");
+        }
+        if let Some(long) = self.long_name.take() {
+            name = long;
+        }
+        self.capture = match (typeflag, name.trim_start_matches("./")) {
+            (b'L', _) => Some("longname"),
+            (b'0' | 0, "backup_label") => Some("backup_label"),
+            (b'0' | 0, "backup_manifest") => Some("backup_manifest"),
+            _ => None,
+        };
+        self.data_left = size;
+        self.remaining = size.div_ceil(512) * 512;
+    }
+}
+
+/// Facts parsed from `backup_label`.
+#[derive(Debug, Default, PartialEq)]
+struct Label {
+    start_lsn: String,
+    start_wal: String,
+    timeline: u32,
+    start_time: Option<DateTime<Utc>>,
+}
+
+fn parse_label(text: &str) -> Label {
+    let mut l = Label::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("START WAL LOCATION: ") {
+            let mut parts = rest.split_whitespace();
+            l.start_lsn = parts.next().unwrap_or("").to_string();
+            l.start_wal = rest
+                .split("(file ")
+                .nth(1)
+                .map(|s| s.trim_end_matches(')').to_string())
+                .unwrap_or_default();
+        } else if let Some(rest) = line.strip_prefix("START TIMELINE: ") {
+            l.timeline = rest.trim().parse().unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("START TIME: ") {
+            // "2026-11-23 14:45:01 UTC": only trusted when the server logs in UTC/GMT.
+            let rest = rest.trim();
+            if let Some(ts) = rest
+                .strip_suffix(" UTC")
+                .or_else(|| rest.strip_suffix(" GMT"))
+            {
+                l.start_time = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S")
+                    .ok()
+                    .map(|n| n.and_utc());
+            }
+        }
+    }
+    l
+}
+
+/// The last End-LSN of the manifest's WAL-Ranges.
+fn manifest_stop_lsn(tail: &str) -> Option<String> {
+    let i = tail.rfind("\"End-LSN\"")?;
+    let rest = &tail[i + "\"End-LSN\"".len()..];
+    let start = rest.find('"')? + 1;
+    let end = start + rest[start..].find('"')?;
+    Some(rest[start..end].to_string())
+}
+
+/// A `Write` that hands full chunks to the async side.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+    progress: Arc<Progress>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.progress
+            .stored_bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+struct PipelineResult {
+    label: Label,
+    stop_lsn: Option<String>,
+    raw_bytes: u64,
+    sha256: String,
+}
+
+/// Runs pg_basebackup and pushes its compressed stream into `tx`. Blocking: call from
+/// `spawn_blocking`.
+fn pipeline(
+    mut cmd: Command,
+    level: i32,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    progress: Arc<Progress>,
+) -> Result<PipelineResult, Error> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Io {
+            step: "starting pg_basebackup (is postgresql-client installed?)".into(),
+            source: e,
+        })?;
+    let stderr = child.stderr.take();
+    let stderr_tail = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut s) = stderr {
+            let _ = s.read_to_string(&mut text);
+        }
+        crate::pg::process_tail(&text, 2000)
+    });
+    let Some(mut stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err(Error::Invalid("pg_basebackup has no stdout".into()));
+    };
+    let sink = ChannelWriter {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+        progress: progress.clone(),
+    };
+    let run = || -> std::io::Result<(TarInspector, String, u64)> {
+        let hashing = HashingWriter::new(sink);
+        let mut enc = zstd::stream::write::Encoder::new(hashing, level)?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        if threads > 1 {
+            enc.multithread(threads)?;
+        }
+        let mut inspector = TarInspector::default();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut raw = 0u64;
+        loop {
+            let n = stdout.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            raw += n as u64;
+            progress.raw_bytes.store(raw, Ordering::Relaxed);
+            inspector.feed(&buf[..n]);
+            enc.write_all(&buf[..n])?;
+        }
+        let hashing = enc.finish()?;
+        let (sha, _stored, mut sink) = hashing.finish();
+        sink.flush()?;
+        Ok((inspector, sha, raw))
+    };
+    let result = run();
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| Error::Io {
+        step: "waiting for pg_basebackup".into(),
+        source: e,
+    })?;
+    let stderr = stderr_tail.join().unwrap_or_default();
+    if !status.success() {
+        return Err(Error::Child {
+            program: "pg_basebackup",
+            status: status.to_string(),
+            stderr,
+        });
+    }
+    let (inspector, sha256, raw_bytes) = result.map_err(|e| Error::Io {
+        step: "streaming the backup".into(),
+        source: e,
+    })?;
+    let label = parse_label(&String::from_utf8_lossy(&inspector.label));
+    if label.start_lsn.is_empty() {
+        return Err(Error::Invalid(
+            "the backup stream has no backup_label; is this a single-tablespace cluster?".into(),
+        ));
+    }
+    let stop_lsn = manifest_stop_lsn(&String::from_utf8_lossy(&inspector.manifest_tail));
+    Ok(PipelineResult {
+        label,
+        stop_lsn,
+        raw_bytes,
+        sha256,
+    })
+}
+
+/// libpq connection string for pg_basebackup (the password goes through PGPASSWORD, never
+/// the command line).
+fn conninfo(cfg: &tokio_postgres::Config) -> String {
+    let mut parts = Vec::new();
+    match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => parts.push(format!("host='{h}'")),
+        Some(tokio_postgres::config::Host::Unix(p)) => {
+            parts.push(format!("host='{}'", p.display()))
+        }
+        None => {}
+    }
+    if let Some(p) = cfg.get_ports().first() {
+        parts.push(format!("port={p}"));
+    }
+    if let Some(u) = cfg.get_user() {
+        parts.push(format!("user='{}'", u.replace('\'', "\\'")));
+    }
+    parts.push("application_name=pgvigil-backup".into());
+    parts.join(" ")
+}
+
+/// Takes a base backup into the repository and commits it.
+pub async fn run(
+    settings: &Settings,
+    repo: &Repo,
+    progress: Arc<Progress>,
+) -> Result<BackupInfo, Error> {
+    let pg = &settings.postgres;
+    let conn = connect(&ConnectOptions::from_settings(pg), None)
+        .await
+        .map_err(|e| Error::Postgres(e.to_string()))?;
+    let row = conn
+        .client
+        .query_one(
+            "SELECT pg_is_in_recovery(), (SELECT system_identifier::text FROM pg_control_system()), \
+                    (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Postgres(db_error_message(&e)))?;
+    let (in_recovery, sysid, tablespaces): (bool, String, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    if in_recovery {
+        return Err(Error::Refused(
+            "this server is a standby: only the primary's sidecar takes backups".into(),
+        ));
+    }
+    if tablespaces > 0 {
+        return Err(Error::Refused(format!(
+            "the cluster has {tablespaces} extra tablespace(s): pg_basebackup can stream only a single tablespace to stdout"
+        )));
+    }
+    let sysid_num: u64 = sysid
+        .parse()
+        .map_err(|_| Error::Postgres(format!("bad system identifier {sysid:?}")))?;
+    wal::check_binding(repo, sysid_num).await?;
+    let lease = Lease::acquire(repo, "backup", chrono::Duration::hours(12)).await?;
+    let result = take(settings, repo, progress, &sysid, conn.server_version_num).await;
+    lease.release().await;
+    result
+}
+
+async fn take(
+    settings: &Settings,
+    repo: &Repo,
+    progress: Arc<Progress>,
+    sysid: &str,
+    pg_version_num: i32,
+) -> Result<BackupInfo, Error> {
+    let pg = &settings.postgres;
+    let started = Utc::now();
+    let id = started.format("%Y%m%dT%H%M%SZ").to_string();
+    let bins =
+        crate::pg::binaries::PgBinaries::discover().map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut cmd = Command::new(bins.bin("pg_basebackup"));
+    cmd.args([
+        "-D",
+        "-",
+        "-F",
+        "tar",
+        "-X",
+        "fetch",
+        "--checkpoint=fast",
+        "--no-password",
+        "-l",
+    ])
+    .arg(format!("pgvigil {id}"))
+    .arg("-d")
+    .arg(conninfo(&pg.dsn));
+    let password = match &pg.password_file {
+        Some(p) => Some(
+            tokio::fs::read_to_string(p)
+                .await
+                .map_err(super::io(format!(
+                    "reading postgres.password_file {}",
+                    p.display()
+                )))?
+                .trim_end()
+                .to_string(),
+        ),
+        None => pg
+            .dsn
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+    };
+    if let Some(pw) = password {
+        cmd.env("PGPASSWORD", pw);
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let level = settings.backup.compression_level;
+    let worker = {
+        let tx = tx.clone();
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = pipeline(cmd, level, tx.clone(), progress);
+            if let Err(e) = &r {
+                // Fail the upload too, so nothing is committed.
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+            r
+        })
+    };
+    drop(tx);
+    let body: ByteStream = Box::pin(tokio_stream_from(rx));
+    let key = format!("{}/base.tar.zst", catalog::dir(repo, &id));
+    let upload = repo.store.put_stream(&key, body, Metadata::new()).await;
+    let piped = worker
+        .await
+        .map_err(|e| Error::Invalid(format!("backup task: {e}")))?;
+    // The child's failure is the cause to report, even if the upload failed because of it.
+    let piped = match (piped, upload) {
+        (Err(e), Ok(_)) => {
+            repo.store.delete(&key).await.ok();
+            return Err(e);
+        }
+        (Err(e), Err(_)) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e.into()),
+        (Ok(p), Ok(_)) => p,
+    };
+    let stored_bytes = progress.stored_bytes.load(Ordering::Relaxed);
+    let stopped = Utc::now();
+    let info = BackupInfo {
+        format: 1,
+        id: id.clone(),
+        pgvigil_version: crate::VERSION.into(),
+        system_identifier: sysid.into(),
+        pg_version_num,
+        timeline: piped.label.timeline,
+        start_lsn: piped.label.start_lsn.clone(),
+        stop_lsn: piped
+            .stop_lsn
+            .unwrap_or_else(|| piped.label.start_lsn.clone()),
+        start_wal: piped.label.start_wal.clone(),
+        start_time: piped.label.start_time.unwrap_or(started),
+        stop_time: stopped,
+        duration_seconds: (stopped - started).num_milliseconds() as f64 / 1000.0,
+        raw_bytes: piped.raw_bytes,
+        stored_bytes,
+        compression: "zstd".into(),
+        objects: vec![BackupObject {
+            name: "base.tar.zst".into(),
+            stored_bytes,
+            sha256: piped.sha256,
+        }],
+    };
+    catalog::commit(repo, &info).await?;
+    Ok(info)
+}
+
+/// Adapts an mpsc receiver into a stream.
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_backup_label() {
+        let l = parse_label(
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n\
+             BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-23 14:45:01 UTC\nLABEL: x\nSTART TIMELINE: 1\n",
+        );
+        assert_eq!(l.start_lsn, "0/2000028");
+        assert_eq!(l.start_wal, "000000010000000000000002");
+        assert_eq!(l.timeline, 1);
+        assert_eq!(
+            l.start_time.map(|t| t.to_rfc3339()),
+            Some("2026-11-23T14:45:01+00:00".into())
+        );
+        assert_eq!(
+            parse_label("START TIME: 2026-11-23 14:45:01 CET\n").start_time,
+            None
+        );
+    }
+
+    #[test]
+    fn finds_stop_lsn_in_manifest_tail() {
+        let tail = r#"..."WAL-Ranges": [
+{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000138" }
+],
+"Manifest-Checksum": "abc"}"#;
+        assert_eq!(manifest_stop_lsn(tail).as_deref(), Some("0/2000138"));
+    }
+
+    #[test]
+    fn tar_inspector_captures_members_across_chunks() {
+        let mut ar = tar::Builder::new(Vec::new());
+        for (name, body) in [
+            ("PG_VERSION", &b"15\n"[..]),
+            (
+                "backup_label",
+                b"START WAL LOCATION: 0/5 (file 000000010000000000000001)\n",
+            ),
+            ("backup_manifest", b"{\"End-LSN\": \"0/9\"}"),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            ar.append_data(&mut h, name, body).unwrap();
+        }
+        let data = ar.into_inner().unwrap();
+        let mut insp = TarInspector::default();
+        for chunk in data.chunks(7) {
+            insp.feed(chunk);
+        }
+        assert!(String::from_utf8_lossy(&insp.label).starts_with("START WAL LOCATION: 0/5"));
+        assert_eq!(
+            manifest_stop_lsn(&String::from_utf8_lossy(&insp.manifest_tail)).as_deref(),
+            Some("0/9")
+        );
+    }
+}

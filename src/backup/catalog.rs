@@ -1,0 +1,188 @@
+//! The repository's record of base backups. A backup exists only if its
+//! `backups/<id>/backup.json` exists: it is written last, as the commit marker, and holds
+//! what restore, verification and retention need (system identifier, versions, timeline,
+//! WAL range, times, sizes and the SHA-256 of every object).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use crate::store::{Metadata, Repo};
+
+/// One stored object of a backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupObject {
+    /// Key relative to the backup's directory, e.g. `base.tar.zst`.
+    pub name: String,
+    pub stored_bytes: u64,
+    pub sha256: String,
+}
+
+/// `backup.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupInfo {
+    pub format: u32,
+    pub id: String,
+    pub pgvigil_version: String,
+    pub system_identifier: String,
+    pub pg_version_num: i32,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    /// First WAL segment the backup needs.
+    pub start_wal: String,
+    pub start_time: DateTime<Utc>,
+    pub stop_time: DateTime<Utc>,
+    pub duration_seconds: f64,
+    /// Bytes of the uncompressed tar stream.
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub compression: String,
+    pub objects: Vec<BackupObject>,
+}
+
+/// Directory of a backup.
+pub fn dir(repo: &Repo, id: &str) -> String {
+    repo.key(&format!("backups/{id}"))
+}
+
+/// Writes the commit marker.
+pub async fn commit(repo: &Repo, info: &BackupInfo) -> Result<(), Error> {
+    let body = serde_json::to_vec_pretty(info)
+        .map_err(|e| Error::Invalid(format!("encoding backup.json: {e}")))?;
+    repo.store
+        .put_bytes(
+            &format!("{}/backup.json", dir(repo, &info.id)),
+            body.into(),
+            Metadata::new(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every committed backup, oldest first (by stop time, never by name).
+pub async fn list(repo: &Repo) -> Result<Vec<BackupInfo>, Error> {
+    let prefix = repo.key("backups/");
+    let mut out = Vec::new();
+    for obj in repo.store.list(&prefix).await? {
+        if !obj.key.ends_with("/backup.json") {
+            continue;
+        }
+        let body = repo.store.get_bytes(&obj.key).await?;
+        match serde_json::from_slice::<BackupInfo>(&body) {
+            Ok(info) => out.push(info),
+            Err(e) => {
+                tracing::warn!(event = "backup.catalog.invalid", key = %obj.key, error = %e, "ignoring unreadable backup.json")
+            }
+        }
+    }
+    out.sort_by(|a, b| a.stop_time.cmp(&b.stop_time).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Parses an LSN like `0/3000028` into a number.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Which backup to restore.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The newest backup, replayed to the end of the archive.
+    Latest,
+    /// A backup by id (to the end of the archive, or to `until`).
+    Id(String),
+    Time(DateTime<Utc>),
+    Lsn(u64),
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+}
+
+/// The backup a restore to `target` starts from: the newest that ended before it.
+pub fn select<'a>(
+    backups: &'a [BackupInfo],
+    backup: Option<&str>,
+    target: &Target,
+) -> Result<&'a BackupInfo, Error> {
+    if let Some(id) = backup.filter(|b| *b != "latest") {
+        return backups.iter().find(|b| b.id == id).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no backup {id:?} in the repository (see `pgvigil backups`)"
+            ))
+        });
+    }
+    let candidates = backups.iter().filter(|b| match target {
+        Target::Time(t) => b.stop_time < *t,
+        Target::Lsn(l) => parse_lsn(&b.stop_lsn).is_some_and(|s| s <= *l),
+        _ => true,
+    });
+    candidates
+        .max_by(|a, b| a.stop_time.cmp(&b.stop_time))
+        .ok_or_else(|| match target {
+            Target::Time(t) => Error::Invalid(format!(
+                "no backup ended before {t}; the oldest ended at {}",
+                backups
+                    .first()
+                    .map(|b| b.stop_time.to_rfc3339())
+                    .unwrap_or_else(|| "(no backups)".into())
+            )),
+            Target::Lsn(_) => Error::Invalid("no backup ended before that LSN".into()),
+            _ => Error::Invalid(
+                "the repository has no backups; take one with `pgvigil backup`".into(),
+            ),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, stop: &str, lsn: &str) -> BackupInfo {
+        let t: DateTime<Utc> = stop.parse().unwrap();
+        BackupInfo {
+            format: 1,
+            id: id.into(),
+            pgvigil_version: "0".into(),
+            system_identifier: "1".into(),
+            pg_version_num: 150000,
+            timeline: 1,
+            start_lsn: "0/1".into(),
+            stop_lsn: lsn.into(),
+            start_wal: "000000010000000000000001".into(),
+            start_time: t,
+            stop_time: t,
+            duration_seconds: 1.0,
+            raw_bytes: 1,
+            stored_bytes: 1,
+            compression: "zstd".into(),
+            objects: vec![],
+        }
+    }
+
+    #[test]
+    fn selects_newest_before_target() {
+        let b = vec![
+            info("b1", "2026-01-01T00:00:00Z", "0/100"),
+            info("b2", "2026-01-02T00:00:00Z", "0/200"),
+        ];
+        let t = |s: &str| Target::Time(s.parse().unwrap());
+        assert_eq!(
+            select(&b, None, &t("2026-01-01T12:00:00Z")).unwrap().id,
+            "b1"
+        );
+        assert_eq!(
+            select(&b, None, &t("2026-01-03T00:00:00Z")).unwrap().id,
+            "b2"
+        );
+        assert!(select(&b, None, &t("2025-12-31T00:00:00Z")).is_err());
+        assert_eq!(select(&b, None, &Target::Lsn(0x150)).unwrap().id, "b1");
+        assert_eq!(select(&b, Some("b1"), &Target::Latest).unwrap().id, "b1");
+        assert_eq!(
+            select(&b, Some("latest"), &Target::Latest).unwrap().id,
+            "b2"
+        );
+        assert!(select(&b, Some("nope"), &Target::Latest).is_err());
+        assert_eq!(parse_lsn("1/0000002A"), Some((1 << 32) | 42));
+    }
+}

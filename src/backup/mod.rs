@@ -1,0 +1,56 @@
+//! Backups and the WAL archive: streamed base backups (`basebackup`), zstd and hashing
+//! (`compress`), the repository's record of backups (`catalog`), WAL push/fetch (`wal`),
+//! restore (`restore`), and the lease that keeps two sidecars from running one job twice
+//! (`lease`).
+
+pub mod basebackup;
+pub mod catalog;
+pub mod compress;
+pub mod lease;
+pub mod report;
+pub mod restore;
+pub mod wal;
+
+/// Errors of backup, WAL and restore operations; each names the object or step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    #[error("{program} failed ({status}): {stderr}")]
+    Child {
+        program: &'static str,
+        status: String,
+        stderr: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// A bounded label for metrics and audit events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Store(_) => "store",
+            Error::Refused(_) => "refused",
+            Error::Io { .. } => "io",
+            Error::Postgres(_) => "postgres",
+            Error::Child { .. } => "child",
+            Error::Invalid(_) => "invalid",
+        }
+    }
+}
+
+pub(crate) fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let step = step.into();
+    move |source| Error::Io { step, source }
+}

@@ -1,0 +1,183 @@
+//! Restore: pick the newest backup that ended before the target, stream it from the
+//! repository, verify its SHA-256 while unpacking into an empty directory, and configure
+//! recovery (`recovery.signal`, `restore_command` through `pgvigil wal-fetch`, the target).
+//! A directory that is not empty is refused, and a failed restore removes what it wrote.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::catalog::{self, BackupInfo, Target};
+use super::compress::HashingReader;
+use super::{io, Error};
+use crate::store::Repo;
+
+/// What to do when the recovery target is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+    Shutdown,
+}
+
+/// A restore request.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub to: PathBuf,
+    /// A backup id or "latest"; default: chosen from the target.
+    pub backup: Option<String>,
+    pub target: Target,
+    pub action: TargetAction,
+    /// The restore_command PostgreSQL will run, e.g. `/usr/bin/pgvigil wal-fetch -c /etc/pgvigil.toml %f %p`.
+    pub restore_command: String,
+}
+
+/// What was restored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub backup_id: String,
+    pub backup_stop_time: DateTime<Utc>,
+    pub data_dir: PathBuf,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+fn check_empty(dir: &Path) -> Result<(), Error> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::Refused(format!(
+                    "{} is not empty: restore only into an empty or new directory, so nothing is overwritten",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))
+        }
+        Err(e) => Err(io(format!("reading {}", dir.display()))(e)),
+    }
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+/// Restores a backup into `req.to` and configures recovery.
+pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Error> {
+    let started = tokio::time::Instant::now();
+    let backups = catalog::list(repo).await?;
+    let backup = catalog::select(&backups, req.backup.as_deref(), &req.target)?.clone();
+    check_empty(&req.to)?;
+    match unpack(repo, &backup, &req.to).await {
+        Ok(bytes) => {
+            configure_recovery(&req.to, req)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                // PostgreSQL refuses a data directory others can read.
+                std::fs::set_permissions(&req.to, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(format!("chmod 0700 {}", req.to.display())))?;
+            }
+            crate::pg::binaries::chown_tree_to_server_user(&req.to)
+                .map_err(io(format!("chown {}", req.to.display())))?;
+            Ok(Restored {
+                backup_id: backup.id.clone(),
+                backup_stop_time: backup.stop_time,
+                data_dir: req.to.clone(),
+                bytes,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        Err(e) => {
+            // Leave the directory as we found it: empty.
+            if let Ok(rd) = std::fs::read_dir(&req.to) {
+                for entry in rd.flatten() {
+                    let p = entry.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Error> {
+    let object = backup
+        .objects
+        .first()
+        .ok_or_else(|| Error::Invalid(format!("backup {} lists no objects", backup.id)))?
+        .clone();
+    let key = format!("{}/{}", catalog::dir(repo, &backup.id), object.name);
+    let stream = repo.store.get_stream(&key).await?;
+    let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
+    let bridge = SyncIoBridge::new(reader);
+    let to = to.to_path_buf();
+    let describe = repo.store.describe();
+    tokio::task::spawn_blocking(move || {
+        let mut hashed = HashingReader::new(bridge);
+        let result = (|| -> std::io::Result<()> {
+            let dec = zstd::stream::read::Decoder::new(&mut hashed)?;
+            let mut ar = tar::Archive::new(dec);
+            ar.set_preserve_permissions(true);
+            ar.set_overwrite(false);
+            ar.unpack(&to)?;
+            // Drain anything after the tar end (zstd frame end) so the hash covers it all.
+            std::io::copy(&mut hashed, &mut std::io::sink())?;
+            Ok(())
+        })();
+        result.map_err(io(format!("unpacking {key} into {}", to.display())))?;
+        let (sha, bytes) = hashed.finish();
+        if sha != object.sha256 {
+            return Err(Error::Refused(format!(
+                "{key} in {describe} is corrupt: sha256 {sha}, recorded {}",
+                object.sha256
+            )));
+        }
+        Ok(bytes)
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("restore task: {e}")))?
+}
+
+fn configure_recovery(dir: &Path, req: &RestoreRequest) -> Result<(), Error> {
+    std::fs::write(dir.join("recovery.signal"), b"").map_err(io("writing recovery.signal"))?;
+    let mut conf = format!(
+        "\n# added by pgvigil restore\nrestore_command = '{}'\nrecovery_target_timeline = 'latest'\n",
+        quote(&req.restore_command)
+    );
+    match &req.target {
+        Target::Time(t) => conf.push_str(&format!("recovery_target_time = '{}'\n", t.to_rfc3339())),
+        Target::Lsn(l) => conf.push_str(&format!(
+            "recovery_target_lsn = '{:X}/{:X}'\n",
+            l >> 32,
+            l & 0xffff_ffff
+        )),
+        Target::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
+        Target::Latest | Target::Id(_) => {}
+    }
+    if !matches!(req.target, Target::Latest | Target::Id(_)) {
+        let action = match req.action {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+            TargetAction::Shutdown => "shutdown",
+        };
+        conf.push_str(&format!("recovery_target_action = '{action}'\n"));
+    }
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("postgresql.auto.conf"))
+        .and_then(|mut f| f.write_all(conf.as_bytes()))
+        .map_err(io("writing postgresql.auto.conf"))?;
+    // A restored cluster must not archive into the repository it came from until someone
+    // decides it is the new primary.
+    Ok(())
+}

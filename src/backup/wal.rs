@@ -1,0 +1,268 @@
+//! The WAL archive: `pgvigil wal-push %p` (archive_command) and `pgvigil wal-fetch %f %p`
+//! (restore_command). Segments, `.history`, `.backup` and `.partial` files are stored as
+//! `wal/<name>.zst` with the SHA-256 and size of the raw content in the object's metadata,
+//! so continuity checks never need to download WAL.
+//!
+//! The first segment pushed binds the repository to the cluster's system identifier (read
+//! from the segment's long page header); segments of another cluster are refused. A push
+//! never overwrites: an existing object with the same content is success (PostgreSQL may
+//! retry a push that succeeded), different content is a loud failure.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::compress::{compress, decompress, sha256_hex};
+use super::{io, Error};
+use crate::store::{Metadata, Repo};
+
+/// Key of the repository's cluster binding.
+pub const BINDING_KEY: &str = "state/cluster.json";
+
+/// What kind of file PostgreSQL hands to archive_command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalKind {
+    Segment,
+    History,
+    Backup,
+    Partial,
+}
+
+fn is_hex(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+}
+
+/// Classifies a WAL file name; None for anything PostgreSQL would not archive.
+pub fn classify(name: &str) -> Option<WalKind> {
+    if name.len() == 24 && is_hex(name) {
+        return Some(WalKind::Segment);
+    }
+    if let Some(tli) = name.strip_suffix(".history") {
+        return (tli.len() == 8 && is_hex(tli)).then_some(WalKind::History);
+    }
+    if let Some(seg) = name.strip_suffix(".partial") {
+        return (seg.len() == 24 && is_hex(seg)).then_some(WalKind::Partial);
+    }
+    if let Some(rest) = name.strip_suffix(".backup") {
+        let (seg, off) = rest.split_once('.')?;
+        return (seg.len() == 24 && is_hex(seg) && off.len() == 8 && is_hex(off))
+            .then_some(WalKind::Backup);
+    }
+    None
+}
+
+/// The repository key of a WAL file.
+pub fn key(repo: &Repo, name: &str) -> String {
+    repo.key(&format!("wal/{name}.zst"))
+}
+
+/// The system identifier in a segment's first (long) page header, if it has one.
+pub fn system_identifier(segment: &[u8]) -> Option<u64> {
+    // XLogPageHeaderData: magic u16, info u16, tli u32, pageaddr u64, rem_len u32 (24 bytes
+    // with padding); XLogLongPageHeaderData then adds sysid u64 at offset 24.
+    const XLP_LONG_HEADER: u16 = 0x0002;
+    let info = u16::from_le_bytes(segment.get(2..4)?.try_into().ok()?);
+    if info & XLP_LONG_HEADER == 0 {
+        return None;
+    }
+    Some(u64::from_le_bytes(segment.get(24..32)?.try_into().ok()?))
+}
+
+/// The repository's binding to one cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Binding {
+    pub system_identifier: String,
+}
+
+/// Binds the repository to `sysid`, or checks that it is already bound to it.
+pub async fn check_binding(repo: &Repo, sysid: u64) -> Result<(), Error> {
+    let key = repo.key(BINDING_KEY);
+    let wanted = Binding {
+        system_identifier: sysid.to_string(),
+    };
+    let body = Bytes::from(serde_json::to_vec(&wanted).unwrap_or_default());
+    if repo
+        .store
+        .put_if_absent(&key, body, Metadata::new())
+        .await?
+    {
+        tracing::info!(event = "repo.bound", system_identifier = sysid, store = %repo.store.describe(), "repository bound to this cluster");
+        return Ok(());
+    }
+    let existing: Binding =
+        serde_json::from_slice(&repo.store.get_bytes(&key).await?).map_err(|e| {
+            Error::Invalid(format!(
+                "{key} in {} is not a valid binding: {e}",
+                repo.store.describe()
+            ))
+        })?;
+    if existing != wanted {
+        return Err(Error::Refused(format!(
+            "repository {} (cluster {:?}) belongs to database system {}, not {sysid}: refusing to mix clusters; use another storage.cluster",
+            repo.store.describe(),
+            repo.cluster,
+            existing.system_identifier
+        )));
+    }
+    Ok(())
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    pub name: String,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// The same content was already archived.
+    pub already_archived: bool,
+}
+
+/// Archives one WAL file.
+pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Invalid(format!("{}: not a WAL file name", path.display())))?
+        .to_string();
+    let kind = classify(&name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{name:?} is not a WAL segment, .history, .backup or .partial file"
+        ))
+    })?;
+    let raw = tokio::fs::read(path)
+        .await
+        .map_err(io(format!("reading {}", path.display())))?;
+    if kind == WalKind::Segment {
+        let sysid = system_identifier(&raw).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no long page header; not a WAL segment",
+                path.display()
+            ))
+        })?;
+        check_binding(repo, sysid).await?;
+    }
+    let raw_sha = sha256_hex(&raw);
+    let raw_len = raw.len() as u64;
+    let compressed = tokio::task::spawn_blocking(move || compress(&raw, level))
+        .await
+        .map_err(|e| Error::Invalid(format!("compression task: {e}")))?
+        .map_err(io(format!("compressing {name}")))?;
+    let stored = compressed.len() as u64;
+    let key = key(repo, &name);
+    let meta: Metadata = [
+        ("sha256".to_string(), raw_sha.clone()),
+        ("raw-size".to_string(), raw_len.to_string()),
+    ]
+    .into();
+    if repo
+        .store
+        .put_if_absent(&key, Bytes::from(compressed), meta)
+        .await?
+    {
+        return Ok(Pushed {
+            name,
+            raw_bytes: raw_len,
+            stored_bytes: stored,
+            already_archived: false,
+        });
+    }
+    // Already there: identical content is success (a retried push), anything else is not.
+    let existing_sha = match repo
+        .store
+        .head(&key)
+        .await?
+        .and_then(|(_, m)| m.get("sha256").cloned())
+    {
+        Some(sha) => sha,
+        None => {
+            let body = repo.store.get_bytes(&key).await?;
+            sha256_hex(&decompress(&body).map_err(io(format!("decompressing existing {key}")))?)
+        }
+    };
+    if existing_sha == raw_sha {
+        Ok(Pushed {
+            name,
+            raw_bytes: raw_len,
+            stored_bytes: stored,
+            already_archived: true,
+        })
+    } else {
+        Err(Error::Refused(format!(
+            "{name} is already archived in {} with different content (sha256 {existing_sha}, this file {raw_sha}); refusing to overwrite. Two clusters may be archiving into one repository",
+            repo.store.describe()
+        )))
+    }
+}
+
+/// Restores one archived WAL file to `dest` (written to a temp name, then renamed).
+/// `Ok(false)` when the repository does not have it (PostgreSQL asks for files that may
+/// not exist, such as the next timeline's history).
+pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<bool, Error> {
+    if classify(name).is_none() {
+        return Err(Error::Invalid(format!("{name:?} is not a WAL file name")));
+    }
+    let key = key(repo, name);
+    let body = match repo.store.get_bytes(&key).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let raw = tokio::task::spawn_blocking(move || decompress(&body))
+        .await
+        .map_err(|e| Error::Invalid(format!("decompression task: {e}")))?
+        .map_err(io(format!("decompressing {key}")))?;
+    if let Some((_, meta)) = repo.store.head(&key).await? {
+        if let Some(expected) = meta.get("sha256") {
+            let actual = sha256_hex(&raw);
+            if &actual != expected {
+                return Err(Error::Refused(format!(
+                    "{key} in {} is corrupt: sha256 {actual}, recorded at push {expected}",
+                    repo.store.describe()
+                )));
+            }
+        }
+    }
+    let tmp = dest.with_extension("pgvigil-tmp");
+    tokio::fs::write(&tmp, &raw)
+        .await
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    tokio::fs::rename(&tmp, dest)
+        .await
+        .map_err(io(format!("renaming into {}", dest.display())))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_wal_names() {
+        assert_eq!(classify("000000010000000000000002"), Some(WalKind::Segment));
+        assert_eq!(classify("00000002.history"), Some(WalKind::History));
+        assert_eq!(
+            classify("000000010000000000000002.00000028.backup"),
+            Some(WalKind::Backup)
+        );
+        assert_eq!(
+            classify("000000010000000000000002.partial"),
+            Some(WalKind::Partial)
+        );
+        assert_eq!(classify("00000001000000000000000g"), None);
+        assert_eq!(classify("000000010000000000000002.zst"), None);
+        assert_eq!(classify("../etc/passwd"), None);
+    }
+
+    #[test]
+    fn reads_sysid_from_long_header() {
+        let mut seg = vec![0u8; 64];
+        seg[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        seg[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        seg[24..32].copy_from_slice(&7_300_000_000_000_000_001u64.to_le_bytes());
+        assert_eq!(system_identifier(&seg), Some(7_300_000_000_000_000_001));
+        seg[2..4].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(system_identifier(&seg), None);
+    }
+}

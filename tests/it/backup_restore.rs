@@ -1,0 +1,237 @@
+//! Backups, the WAL archive and point-in-time restore on real clusters.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgvigil::pg::{TempCluster, TempClusterOptions};
+
+use crate::harness::{self, client, eventually, exec, postgres_dir, query_value, run_pgvigil};
+
+/// A primary archiving through `pgvigil wal-push` into the repository of `config`.
+async fn archiving_cluster(config: &Path) -> TempCluster {
+    let cmd = format!(
+        "'{} wal-push -c {} %p'",
+        harness::pgvigil_bin().display(),
+        config.display()
+    );
+    harness::cluster_with(vec![
+        ("archive_mode", "on"),
+        ("archive_command", cmd.as_str()),
+    ])
+    .await
+}
+
+/// Writes the config (repository `store_url`) once the cluster's port is known.
+fn write_config(path: &Path, dsn: &str, storage: &str) {
+    let text =
+        format!("[server]\nlisten = \"127.0.0.1:1\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n");
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Switches WAL and waits until the segment it closed is archived.
+async fn switch_and_archive(c: &tokio_postgres::Client) {
+    let seg: String = query_value(c, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    eventually(Duration::from_secs(30), || async {
+        let last: Option<String> = c
+            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        match last {
+            Some(l) if l >= seg => Ok(()),
+            other => Err(format!("waiting for {seg} to be archived, last {other:?}")),
+        }
+    })
+    .await;
+}
+
+async fn start_restored(dir: &Path) -> TempCluster {
+    let opts = TempClusterOptions {
+        settings: vec![("archive_mode".into(), "off".into())],
+        ..Default::default()
+    };
+    match TempCluster::adopt(dir, opts).await {
+        Ok(c) => c,
+        Err(e) => panic!("starting the restored cluster: {e}"),
+    }
+}
+
+async fn point_in_time(storage: &str, repo_owner: &tempfile::TempDir) {
+    let config = repo_owner.path().join("pgvigil.toml");
+    let primary = archiving_cluster(&config).await;
+    write_config(&config, &primary.dsn("postgres"), storage);
+    let cfg = config.display().to_string();
+    let db = client(&primary, "postgres").await;
+    exec(&db, "CREATE TABLE markers (id int primary key, at timestamptz not null default clock_timestamp())").await;
+    exec(&db, "INSERT INTO markers (id) VALUES (1)").await;
+    switch_and_archive(&db).await;
+
+    let (ok, out, err) = run_pgvigil(&["backup", "-c", &cfg, "--json"]);
+    assert!(ok, "backup failed: {err}");
+    let info: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(info["timeline"], 1);
+    assert!(info["stored_bytes"].as_u64().unwrap_or(0) > 0);
+
+    exec(&db, "INSERT INTO markers (id) VALUES (2)").await;
+    switch_and_archive(&db).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target: String = query_value(
+        &db,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    exec(&db, "INSERT INTO markers (id) VALUES (3)").await;
+    switch_and_archive(&db).await;
+
+    let (ok, out, _) = run_pgvigil(&["backups", "-c", &cfg, "--json"]);
+    assert!(ok);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(list.len(), 1);
+
+    // Restore to the time between markers 2 and 3.
+    let restore_dir: PathBuf = repo_owner.path().join("restored");
+    let (ok, out, err) = run_pgvigil(&[
+        "restore",
+        "-c",
+        &cfg,
+        "--to",
+        &restore_dir.display().to_string(),
+        "--target-time",
+        &target,
+        "--json",
+    ]);
+    assert!(ok, "restore failed: {err}");
+    assert!(out.contains(info["id"].as_str().unwrap_or("?")));
+    let restored = start_restored(&restore_dir).await;
+    let rc = client(&restored, "postgres").await;
+    eventually(Duration::from_secs(60), || async {
+        let in_recovery: bool = rc
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if in_recovery {
+            Err("still recovering".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let ids: Vec<i32> = rc
+        .query("SELECT id FROM markers ORDER BY id", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        ids,
+        [1, 2],
+        "restored to {target}: exactly the markers written before it"
+    );
+
+    // A second restore into the (now non-empty) directory is refused.
+    let (ok, _, err) = run_pgvigil(&[
+        "restore",
+        "-c",
+        &cfg,
+        "--to",
+        &restore_dir.display().to_string(),
+    ]);
+    assert!(!ok && err.contains("is not empty"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_restore_from_a_local_repository() {
+    let owner = postgres_dir();
+    let storage = format!(
+        "[storage]\nurl = \"file://{}/repo\"\n",
+        owner.path().display()
+    );
+    point_in_time(&storage, &owner).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
+    let owner = postgres_dir();
+    let config = owner.path().join("pgvigil.toml");
+    let storage = format!(
+        "[storage]\nurl = \"file://{}/repo\"\n",
+        owner.path().display()
+    );
+    let a = archiving_cluster(&config).await;
+    write_config(&config, &a.dsn("postgres"), &storage);
+    let db = client(&a, "postgres").await;
+    exec(&db, "CREATE TABLE t AS SELECT 1").await;
+    switch_and_archive(&db).await;
+    let cfg = config.display().to_string();
+
+    // A segment of this cluster, pushed again by hand: identical content is success.
+    let seg: String = query_value(&db, "SELECT last_archived_wal FROM pg_stat_archiver").await;
+    let seg_path = a.data_dir().join("pg_wal").join(&seg);
+    let copy = owner.path().join(&seg);
+    if seg_path.exists() {
+        std::fs::copy(&seg_path, &copy).unwrap_or_else(|e| panic!("{e}"));
+    } else {
+        // Already recycled: fetch it back from the repository instead.
+        let (ok, _, err) =
+            run_pgvigil(&["wal-fetch", "-c", &cfg, &seg, &copy.display().to_string()]);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &copy.display().to_string()]);
+    assert!(ok, "re-pushing identical content must succeed: {err}");
+
+    // Same name, different content: refused, and the archived copy is unchanged.
+    let mut altered = std::fs::read(&copy).unwrap_or_default();
+    let n = altered.len();
+    altered[n - 1] ^= 0xff;
+    std::fs::write(&copy, &altered).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &copy.display().to_string()]);
+    assert!(!ok, "a conflicting push must fail");
+    assert!(
+        err.contains("different content") && err.contains(&seg),
+        "{err}"
+    );
+    let fetched = owner.path().join("fetched");
+    let (ok, _, err) = run_pgvigil(&[
+        "wal-fetch",
+        "-c",
+        &cfg,
+        &seg,
+        &fetched.display().to_string(),
+    ]);
+    assert!(ok, "{err}");
+    assert_ne!(
+        std::fs::read(&fetched).unwrap_or_default(),
+        altered,
+        "never overwritten"
+    );
+
+    // A segment from another cluster is refused by the binding.
+    let b = harness::cluster().await;
+    let bdb = client(&b, "postgres").await;
+    let other: String = query_value(&bdb, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
+    let other_copy = owner.path().join(format!("other-{other}"));
+    std::fs::copy(b.data_dir().join("pg_wal").join(&other), &other_copy)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let renamed = owner.path().join("x").join(&other);
+    std::fs::create_dir_all(renamed.parent().unwrap_or(owner.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&other_copy, &renamed).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &renamed.display().to_string()]);
+    assert!(!ok);
+    assert!(err.contains("belongs to database system"), "{err}");
+
+    // wal-fetch of a missing file exits non-zero (PostgreSQL's "not available").
+    let (ok, _, _) = run_pgvigil(&[
+        "wal-fetch",
+        "-c",
+        &cfg,
+        "00000009.history",
+        &owner.path().join("h").display().to_string(),
+    ]);
+    assert!(!ok);
+}
