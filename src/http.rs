@@ -21,6 +21,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Required bearer token for /metrics, if configured.
     pub bearer_token: Option<String>,
+    /// Where `wal-push` reports land.
+    pub backup_metrics: Option<crate::backup::jobs::BackupMetrics>,
 }
 
 /// Builds the router.
@@ -29,6 +31,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/internal/wal-push", axum::routing::post(wal_push_report))
         .route("/", get(index))
         .with_state(state)
 }
@@ -40,6 +43,33 @@ async fn index() -> impl IntoResponse {
          <p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; \
          <a href=\"/readyz\">/readyz</a></p></body></html>\n",
     )
+}
+
+#[derive(serde::Deserialize)]
+struct WalPushReport {
+    ok: bool,
+    seconds: f64,
+}
+
+/// `wal-push` processes report each push here; only loopback peers are accepted (the
+/// archive_command runs in the same pod or host).
+async fn wal_push_report(
+    State(state): State<Arc<HttpState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if !peer.ip().is_loopback() {
+        return StatusCode::FORBIDDEN;
+    }
+    let Ok(r) = serde_json::from_slice::<WalPushReport>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    if let Some(m) = &state.backup_metrics {
+        if r.seconds.is_finite() && r.seconds >= 0.0 {
+            m.wal_pushed(r.ok, r.seconds);
+        }
+    }
+    StatusCode::NO_CONTENT
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {

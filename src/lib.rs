@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pg;
 pub mod proxy;
+pub mod schedule;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -56,6 +57,10 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Proxy(#[from] proxy::ProxyError),
+    #[error("opening the repository: {0}")]
+    Store(#[from] store::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The daemon.
@@ -132,17 +137,55 @@ impl App {
         let ready = Arc::new(AtomicBool::new(false));
         tracker.spawn(warm_up(scraper.clone(), ready.clone(), token.clone()));
 
+        let repo = store::Repo {
+            store: store::open(&settings.storage.url, &settings.storage.s3).await?,
+            cluster: settings.storage.cluster.clone(),
+        };
+        let backup_metrics = backup::jobs::BackupMetrics::register(&registry)?;
+        tracker.spawn(backup::jobs::refresh_loop(
+            backup_metrics.clone(),
+            repo.clone(),
+            Duration::from_secs(600),
+            token.clone(),
+        ));
+        if settings.backup.schedule != "off" {
+            let cron =
+                config::parse_schedule(&settings.backup.schedule).map_err(StartError::Config)?;
+            let next_run = backup_metrics.next_run.clone();
+            tracker.spawn(schedule::run_job(
+                "backup",
+                cron,
+                repo.clone(),
+                Arc::new(tokio::sync::Mutex::new(())),
+                backup::jobs::backup_job(
+                    Arc::new(settings.clone()),
+                    repo.clone(),
+                    backup_metrics.clone(),
+                ),
+                move |t| {
+                    next_run
+                        .with_label_values(&["backup"])
+                        .set(t.timestamp() as f64)
+                },
+                token.clone(),
+            ));
+        }
+
         let state = Arc::new(http::HttpState {
             scraper: scraper.clone(),
             registry,
             ready,
             bearer_token,
+            backup_metrics: Some(backup_metrics),
         });
         let router = http::router(state);
         let shutdown = token.clone();
         tracker.spawn(async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            let serve = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(event = "http.failed", error = %e, "HTTP server failed");
             }

@@ -231,7 +231,7 @@ fn pipeline(
         .spawn()
         .map_err(|e| Error::Io {
             step: "starting pg_basebackup (is postgresql-client installed?)".into(),
-            source: e,
+            cause: e,
         })?;
     let stderr = child.stderr.take();
     let stderr_tail = std::thread::spawn(move || {
@@ -283,7 +283,7 @@ fn pipeline(
     }
     let status = child.wait().map_err(|e| Error::Io {
         step: "waiting for pg_basebackup".into(),
-        source: e,
+        cause: e,
     })?;
     let stderr = stderr_tail.join().unwrap_or_default();
     if !status.success() {
@@ -295,7 +295,7 @@ fn pipeline(
     }
     let (inspector, sha256, raw_bytes) = result.map_err(|e| Error::Io {
         step: "streaming the backup".into(),
-        source: e,
+        cause: e,
     })?;
     let label = parse_label(&String::from_utf8_lossy(&inspector.label));
     if label.start_lsn.is_empty() {
@@ -368,7 +368,7 @@ pub async fn run(
         .parse()
         .map_err(|_| Error::Postgres(format!("bad system identifier {sysid:?}")))?;
     wal::check_binding(repo, sysid_num).await?;
-    let lease = Lease::acquire(repo, "backup", chrono::Duration::hours(12)).await?;
+    let lease = Lease::acquire(repo, "backup").await?;
     let result = take(settings, repo, progress, &sysid, conn.server_version_num).await;
     lease.release().await;
     result

@@ -6,6 +6,7 @@
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
+pub mod jobs;
 pub mod lease;
 pub mod report;
 pub mod restore;
@@ -18,12 +19,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error("{0}")]
     Refused(String),
-    #[error("{step}: {source}")]
-    Io {
-        step: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{step}: {cause}")]
+    Io { step: String, cause: std::io::Error },
     #[error("PostgreSQL: {0}")]
     Postgres(String),
     #[error("{program} failed ({status}): {stderr}")]
@@ -34,6 +31,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    /// Not this sidecar's turn: a standby, or another sidecar holds the job's lease.
+    #[error("skipped: {0}")]
+    Skipped(String),
 }
 
 impl Error {
@@ -46,11 +46,12 @@ impl Error {
             Error::Postgres(_) => "postgres",
             Error::Child { .. } => "child",
             Error::Invalid(_) => "invalid",
+            Error::Skipped(_) => "skipped",
         }
     }
 }
 
 pub(crate) fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let step = step.into();
-    move |source| Error::Io { step, source }
+    move |cause| Error::Io { step, cause }
 }

@@ -55,7 +55,7 @@ pub struct S3Settings {
 /// `[backup]`, validated.
 #[derive(Debug, Clone)]
 pub struct BackupSettings {
-    /// 5-field crontab, UTC.
+    /// 5-field crontab, UTC, or "off".
     pub schedule: String,
     /// zstd level (1..=19).
     pub compression_level: i32,
@@ -437,8 +437,10 @@ pub(super) fn validate(
         },
         backup: BackupSettings {
             schedule: {
-                parse_schedule(&raw.backup.schedule)
-                    .map_err(|e| ctx.invalid(&["backup", "schedule"], e))?;
+                if raw.backup.schedule != "off" {
+                    parse_schedule(&raw.backup.schedule)
+                        .map_err(|e| ctx.invalid(&["backup", "schedule"], e))?;
+                }
                 raw.backup.schedule.clone()
             },
             compression_level: match raw.backup.compression_level {

@@ -335,6 +335,18 @@ catalogue! {
     PGVIGIL_API_UPSTREAM_ERRORS_TOTAL: counter "pgvigil_api_upstream_errors_total" ["route", "error"] new "Errors by code: PostgREST's Proxy-Status error (e.g. PGRST116), or upstream_unreachable / upstream_timeout when the proxy got no response.";
     PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS: histogram "pgvigil_api_upstream_stage_duration_seconds" ["stage"] new "PostgREST's Server-Timing stages (jwt, parse, plan, transaction, response), in seconds; only when PostgREST sends Server-Timing.";
 
+    // --- backups and the WAL archive ----------------------------------------------------
+    PGVIGIL_BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS: gauge "pgvigil_backup_last_success_timestamp_seconds" [] new "Stop time of the newest committed backup in the repository (Unix seconds); absent until there is one.";
+    PGVIGIL_BACKUP_LAST_DURATION_SECONDS: gauge "pgvigil_backup_last_duration_seconds" [] new "How long the newest committed backup took, in seconds.";
+    PGVIGIL_BACKUP_LAST_SIZE_BYTES: gauge "pgvigil_backup_last_size_bytes" ["kind"] new "Size of the newest committed backup: kind=raw (the tar stream) or kind=stored (compressed, in the repository).";
+    PGVIGIL_BACKUP_FAILURES_TOTAL: counter "pgvigil_backup_failures_total" [] new "Scheduled backups that failed (skipped runs on a standby or without the lease do not count).";
+    PGVIGIL_BACKUP_RUNNING: gauge "pgvigil_backup_running" [] new "1 while this daemon runs a scheduled backup.";
+    PGVIGIL_BACKUPS: gauge "pgvigil_backups" [] new "Committed backups in the repository.";
+    PGVIGIL_WAL_PUSH_TOTAL: counter "pgvigil_wal_push_total" ["outcome"] new "WAL files pushed by archive_command (pgvigil wal-push), reported to this daemon over loopback: outcome=success or failure.";
+    PGVIGIL_WAL_PUSH_DURATION_SECONDS: histogram "pgvigil_wal_push_duration_seconds" [] new "Time per WAL push, in seconds (read, compress, upload).";
+    PGVIGIL_WAL_LAST_PUSHED_TIMESTAMP_SECONDS: gauge "pgvigil_wal_last_pushed_timestamp_seconds" [] new "When the last successful WAL push was reported (Unix seconds).";
+    PGVIGIL_JOB_NEXT_RUN_TIMESTAMP_SECONDS: gauge "pgvigil_job_next_run_timestamp_seconds" ["job"] new "When the scheduled job runs next (Unix seconds).";
+
     // --- pgvigil itself ---------------------------------------------------------------
     PGVIGIL_BUILD_INFO: gauge "pgvigil_build_info" ["version"] new "pgvigil build information; always 1.";
     PGVIGIL_SCRAPES_TOTAL: counter "pgvigil_scrapes_total" [] new "Collections run (concurrent scrapes that share one collection count once).";

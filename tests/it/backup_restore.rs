@@ -181,6 +181,7 @@ async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
             run_pgvigil(&["wal-fetch", "-c", &cfg, &seg, &copy.display().to_string()]);
         assert!(ok, "{err}");
     }
+    give_to_postgres(&copy);
     let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &copy.display().to_string()]);
     assert!(ok, "re-pushing identical content must succeed: {err}");
 
@@ -221,6 +222,8 @@ async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
     std::fs::create_dir_all(renamed.parent().unwrap_or(owner.path()))
         .unwrap_or_else(|e| panic!("{e}"));
     std::fs::rename(&other_copy, &renamed).unwrap_or_else(|e| panic!("{e}"));
+    give_to_postgres(renamed.parent().unwrap_or(owner.path()));
+    give_to_postgres(&renamed);
     let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &renamed.display().to_string()]);
     assert!(!ok);
     assert!(err.contains("belongs to database system"), "{err}");
@@ -234,4 +237,187 @@ async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
         &owner.path().join("h").display().to_string(),
     ]);
     assert!(!ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
+    let owner = postgres_dir();
+    let config = owner.path().join("pgvigil.toml");
+    let repo_dir = owner.path().join("repo");
+    let storage = format!("[storage]\nurl = \"file://{}\"\n", repo_dir.display());
+    let pg = archiving_cluster(&config).await;
+    write_config(&config, &pg.dsn("postgres"), &storage);
+    let cfg = config.display().to_string();
+    let db = client(&pg, "postgres").await;
+    // ~100 MB that compresses poorly, so the stream lasts long enough to be killed.
+    exec(&db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
+
+    let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Wait until the stream is flowing into the repository, then kill pg_basebackup.
+    let backups_dir = repo_dir.join("default/backups");
+    eventually(Duration::from_secs(30), || async {
+        let flowing = std::fs::read_dir(&backups_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .any(|f| {
+                f.file_name().to_string_lossy().starts_with(".tmp-")
+                    && f.metadata().map(|m| m.len() > 0).unwrap_or(false)
+            });
+        if flowing {
+            Ok(())
+        } else {
+            Err("no upload in progress yet".to_string())
+        }
+    })
+    .await;
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "application_name=pgvigil-backup"])
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed.success(), "pg_basebackup was running");
+    let out = backup.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a killed backup must fail");
+    assert!(
+        err.contains("pg_basebackup failed") && err.contains("signal"),
+        "the cause is named: {err}"
+    );
+
+    let (ok, out, _) = run_pgvigil(&["backups", "-c", &cfg, "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .map(|v| v.len())
+            .unwrap_or(99),
+        0,
+        "nothing lists as a backup"
+    );
+    let leftovers: Vec<_> = walk(&backups_dir)
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the partial object was removed: {leftovers:?}"
+    );
+
+    // The lease was released: the next run succeeds at once.
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &cfg]);
+    assert!(ok, "{err}");
+    let (_, out, _) = run_pgvigil(&["backups", "-c", &cfg, "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .map(|v| v.len())
+            .unwrap_or(0),
+        1
+    );
+}
+
+fn give_to_postgres(p: &Path) {
+    pgvigil::pg::binaries::chown_to_server_user(p).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reports_backups_wal_pushes_and_the_next_run() {
+    let owner = postgres_dir();
+    let config = owner.path().join("pgvigil.toml");
+    let storage = format!(
+        "[storage]\nurl = \"file://{}/repo\"\n[backup]\nschedule = \"0 2 * * *\"\n",
+        owner.path().display()
+    );
+    let pg = archiving_cluster(&config).await;
+    write_config(&config, &pg.dsn("postgres"), &storage);
+    let cfg = config.display().to_string();
+    let (ok, out, err) = run_pgvigil(&["backup", "-c", &cfg, "--json"]);
+    assert!(ok, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+
+    let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &storage)).await;
+    // wal-push processes report to the daemon at server.listen: point the config at it.
+    let text = std::fs::read_to_string(&config)
+        .unwrap_or_default()
+        .replace(
+            "listen = \"127.0.0.1:1\"",
+            &format!("listen = \"{}\"", running.addr),
+        );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let db = client(&pg, "postgres").await;
+    exec(&db, "CREATE TABLE t AS SELECT 1").await;
+    switch_and_archive(&db).await;
+
+    let s = eventually(Duration::from_secs(20), || async {
+        let s = harness::scrape(&running).await;
+        let pushed = s
+            .metric("pgvigil_wal_push_total")
+            .label("outcome", "success")
+            .get()?;
+        if pushed >= 1.0 {
+            Ok(s)
+        } else {
+            Err(format!("{pushed} pushes reported"))
+        }
+    })
+    .await;
+    let stop: chrono::DateTime<chrono::Utc> = info["stop_time"]
+        .as_str()
+        .unwrap_or("")
+        .parse()
+        .unwrap_or_default();
+    let last = s
+        .metric("pgvigil_backup_last_success_timestamp_seconds")
+        .get()
+        .unwrap_or(0.0);
+    assert!(
+        (last - stop.timestamp_millis() as f64 / 1000.0).abs() < 0.01,
+        "{last} vs {stop}"
+    );
+    assert_eq!(
+        s.metric("pgvigil_backup_last_size_bytes")
+            .label("kind", "stored")
+            .value(),
+        info["stored_bytes"].as_f64()
+    );
+    assert_eq!(s.metric("pgvigil_backups").value(), Some(1.0));
+    assert_eq!(s.metric("pgvigil_backup_running").value(), Some(0.0));
+    assert!(
+        s.metric("pgvigil_wal_push_duration_seconds_count")
+            .get()
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        s.metric("pgvigil_wal_last_pushed_timestamp_seconds")
+            .get()
+            .unwrap_or(0.0)
+            > 1.7e9
+    );
+    let next = s
+        .metric("pgvigil_job_next_run_timestamp_seconds")
+        .label("job", "backup")
+        .get()
+        .unwrap_or(0.0);
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(next > now && next <= now + 86400.0, "next backup at {next}");
+    running.shutdown(Duration::from_secs(5)).await;
 }

@@ -336,7 +336,11 @@ pub fn pgvigil_bin() -> std::path::PathBuf {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         // Copies of earlier runs (bounded: one directory, files older than an hour).
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            let old = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok());
             if old.is_some_and(|age| age > std::time::Duration::from_secs(3600)) {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -363,12 +367,23 @@ pub fn postgres_dir() -> tempfile::TempDir {
     dir
 }
 
-/// Runs the pgvigil binary (the postgres-executable copy) with `args`; returns success,
-/// stdout and stderr.
+/// A command for the pgvigil binary that runs as the `postgres` OS user when the tests run
+/// as root: in production the CLI, archive_command and the daemon all run as one user, and
+/// the repository's files must be writable by all of them.
+pub fn pgvigil_command(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(pgvigil_bin());
+    cmd.args(args).env("RUST_LOG", "warn");
+    if let Ok(Some((uid, gid))) = pgvigil::pg::binaries::server_user() {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+/// Runs the pgvigil binary (as `pgvigil_command`) with `args`; returns success, stdout
+/// and stderr.
 pub fn run_pgvigil(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(pgvigil_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
+    let out = pgvigil_command(args)
         .output()
         .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
     (
