@@ -246,7 +246,8 @@ async fn run(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
 
 async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
     let signals = ShutdownSignals::install()?;
-    let env = crate::dev::DevEnvironment::start(args.listen)
+    let exe = std::env::current_exe().context("finding the pgvigil binary")?;
+    let env = crate::dev::DevEnvironment::start(args.listen, &exe)
         .await
         .context("pgvigil dev")?;
     let addr = env.running.addr;
@@ -257,6 +258,21 @@ async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
     println!("  health:     http://{addr}/healthz   http://{addr}/readyz");
     println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
     println!("  data dir:   {}", env.cluster.data_dir().display());
+    println!("  repository: {}", env.repo_url);
+    println!(
+        "  config:     {}   (try: pgvigil backups -c {})",
+        env.config_file.display(),
+        env.config_file.display()
+    );
+    match &env.first_backup {
+        Ok(b) => println!(
+            "  backup:     {} taken ({} stored in {:.1}s); WAL is archived through pgvigil wal-push",
+            b.id,
+            indicatif::HumanBytes(b.stored_bytes),
+            b.duration_seconds
+        ),
+        Err(e) => println!("  backup:     FAILED: {e}"),
+    }
     match &env.pgbouncer {
         Some(b) => println!(
             "  pgbouncer:  psql '{}'   (admin: psql '{}')",

@@ -1,11 +1,17 @@
-//! `pgvigil dev`: a disposable PostgreSQL (TempCluster with pg_stat_statements) and the
-//! daemon running against it, torn down together.
+//! `pgvigil dev`: a disposable PostgreSQL (TempCluster with pg_stat_statements, archiving
+//! WAL through `pgvigil wal-push` into a local repository), PgBouncer in front of it when
+//! installed, the daemon, and a first backup; torn down together.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{PostgresSettings, ServerSettings, Settings};
+use crate::backup::catalog::BackupInfo;
+use crate::config::Settings;
+use crate::pg::binaries::{chown_to_server_user, server_user};
 use crate::pg::{TempCluster, TempClusterOptions, TempPgbouncer};
+use crate::store::Repo;
 use crate::{App, Running};
 
 /// Why dev mode could not start.
@@ -13,23 +19,87 @@ use crate::{App, Running};
 pub enum DevError {
     #[error("starting the throwaway PostgreSQL: {0}")]
     Cluster(#[from] crate::pg::temp_cluster::Error),
-    #[error("preparing the throwaway PostgreSQL: {0}")]
+    #[error("preparing the dev environment: {0}")]
     Setup(String),
     #[error(transparent)]
     Start(#[from] crate::StartError),
 }
 
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DevError + '_ {
+    move |e| DevError::Setup(format!("{what}: {e}"))
+}
+
 /// A running dev environment.
 pub struct DevEnvironment {
+    /// Holds the repository, the config file and (as root) a copy of the binary.
+    pub work: tempfile::TempDir,
     pub cluster: TempCluster,
     /// PgBouncer in front of the cluster, when it is installed.
     pub pgbouncer: Option<TempPgbouncer>,
     pub running: Running,
+    /// The config file `wal-push` uses (and that works with every CLI command).
+    pub config_file: PathBuf,
+    pub repo_url: String,
+    /// The first backup, or why it failed.
+    pub first_backup: Result<BackupInfo, String>,
+}
+
+/// The binary archive_command runs: as root, a copy the postgres user can execute.
+fn archive_binary(exe: &Path, work: &Path) -> Result<PathBuf, DevError> {
+    if !matches!(server_user(), Ok(Some(_))) {
+        return Ok(exe.to_path_buf());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dest = work.join("pgvigil");
+    std::fs::copy(exe, &dest).map_err(setup("copying the pgvigil binary for archive_command"))?;
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
+        .map_err(setup("chmod"))?;
+    Ok(dest)
 }
 
 impl DevEnvironment {
-    /// Starts the cluster and the daemon; listens on `listen`, or a free port if taken.
-    pub async fn start(listen: SocketAddr) -> Result<Self, DevError> {
+    /// Starts everything; listens on `listen`, or a free port if taken. `exe` is this
+    /// binary (for archive_command).
+    pub async fn start(listen: SocketAddr, exe: &Path) -> Result<Self, DevError> {
+        let work = tempfile::Builder::new()
+            .prefix("pgvigil-dev-")
+            .tempdir()
+            .map_err(setup("temp dir"))?;
+        chown_to_server_user(work.path()).map_err(setup("chown temp dir"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))
+                .map_err(setup("chmod"))?;
+        }
+        let bin = archive_binary(exe, work.path())?;
+        let repo_dir = work.path().join("repo");
+        // The repository's directories belong to the user archive_command runs as.
+        for sub in [
+            "default/wal",
+            "default/state/jobs",
+            "default/state/locks",
+            "default/backups",
+        ] {
+            let p = repo_dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(setup("creating the repository"))?;
+        }
+        for p in [
+            repo_dir.clone(),
+            repo_dir.join("default"),
+            repo_dir.join("default/wal"),
+            repo_dir.join("default/state"),
+            repo_dir.join("default/state/jobs"),
+            repo_dir.join("default/state/locks"),
+            repo_dir.join("default/backups"),
+        ] {
+            chown_to_server_user(&p).map_err(setup("chown repository"))?;
+        }
+        let config_file = work.path().join("pgvigil.toml");
+        let archive_command = format!(
+            "'{} wal-push -c {} %p'",
+            bin.display(),
+            config_file.display()
+        );
         let cluster = TempCluster::start(TempClusterOptions {
             settings: vec![
                 (
@@ -37,35 +107,24 @@ impl DevEnvironment {
                     "'pg_stat_statements'".into(),
                 ),
                 ("track_io_timing".into(), "on".into()),
+                ("archive_mode".into(), "on".into()),
+                ("archive_command".into(), archive_command),
             ],
             ..Default::default()
         })
         .await?;
         let dsn = cluster.dsn("postgres");
-        let setup = async {
-            let conn = crate::pg::connect(
-                &crate::pg::ConnectOptions {
-                    config: dsn
-                        .parse()
-                        .map_err(|e: tokio_postgres::Error| e.to_string())?,
-                    password_file: None,
-                    statement_timeout: Duration::from_secs(30),
-                    lock_timeout: Duration::from_secs(5),
-                    connect_timeout: Duration::from_secs(5),
-                    application_name: "pgvigil-dev".into(),
-                },
-                None,
-            )
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
             .await
-            .map_err(|e| e.to_string())?;
-            conn.client
-                .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-                .await
-                .map_err(|e| crate::pg::db_error_message(&e))
-        };
-        setup.await.map_err(DevError::Setup)?;
-        let postgres =
-            PostgresSettings::for_dsn(&dsn).map_err(|e| DevError::Setup(e.to_string()))?;
+            .map_err(setup("connecting"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .map_err(|e| DevError::Setup(crate::pg::db_error_message(&e)))?;
+
         let pgbouncer = if TempPgbouncer::available() {
             let dbs = [format!(
                 "postgres = host=127.0.0.1 port={} dbname=postgres pool_size=5",
@@ -75,49 +134,56 @@ impl DevEnvironment {
         } else {
             None
         };
-        let pgbouncer_settings = match &pgbouncer {
-            Some(b) => crate::config::PgbouncerSettings {
-                targets: vec![crate::config::PgbouncerTarget {
-                    dsn: b
-                        .admin_dsn("postgres")
-                        .parse()
-                        .map_err(|e: tokio_postgres::Error| DevError::Setup(e.to_string()))?,
-                    instance: format!("127.0.0.1:{}", b.port()),
-                }],
-                timeout: Duration::from_secs(1),
-            },
-            None => Default::default(),
+        let repo_url = format!("file://{}", repo_dir.display());
+        let text = |listen: SocketAddr| {
+            let bouncer = pgbouncer
+                .as_ref()
+                .map(|b| format!("[pgbouncer]\ndsns = [\"{}\"]\n", b.admin_dsn("postgres")))
+                .unwrap_or_default();
+            format!(
+                "# written by pgvigil dev\n[server]\nlisten = \"{listen}\"\n[postgres]\ndsn = \"{dsn}\"\n{bouncer}[storage]\nurl = \"{repo_url}\"\n"
+            )
         };
-        let mut settings = Settings {
-            file: "(pgvigil dev)".into(),
-            server: ServerSettings {
-                listen,
-                bearer_token_file: None,
-            },
-            postgres,
-            pgbouncer: pgbouncer_settings,
-            postgrest: None,
-            api_proxy: None,
-            audit: Default::default(),
-            storage: Default::default(),
-            backup: Default::default(),
+        let parse = |t: &str| {
+            let env = |_: &str| None;
+            crate::config::parse(t, &config_file, &env).map_err(|e| DevError::Setup(e.to_string()))
         };
+        let mut settings: Settings = parse(&text(listen))?;
         let running = match App::start(settings.clone()).await {
             Ok(r) => r,
             Err(crate::StartError::Bind { .. }) => {
-                settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-                App::start(settings).await?
+                settings = parse(&text(SocketAddr::from(([127, 0, 0, 1], 0))))?;
+                App::start(settings.clone()).await?
             }
             Err(e) => return Err(e.into()),
         };
+        // The file the CLI and archive_command use names the daemon's real address, so
+        // wal-push reports reach it.
+        std::fs::write(&config_file, text(running.addr)).map_err(setup("writing the config"))?;
+        chown_to_server_user(&config_file).map_err(setup("chown config"))?;
+
+        let repo = Repo {
+            store: crate::store::open(&settings.storage.url, &settings.storage.s3)
+                .await
+                .map_err(setup("opening the repository"))?,
+            cluster: settings.storage.cluster.clone(),
+        };
+        let first_backup =
+            crate::backup::basebackup::run(&settings, &repo, Arc::new(Default::default()))
+                .await
+                .map_err(|e| e.to_string());
         Ok(Self {
+            work,
             cluster,
             pgbouncer,
             running,
+            config_file,
+            repo_url,
+            first_backup,
         })
     }
 
-    /// Stops the daemon, PgBouncer, then the cluster (deleting their directories).
+    /// Stops the daemon, PgBouncer, then the cluster, and deletes everything.
     pub async fn stop(self) {
         self.running.shutdown(Duration::from_secs(10)).await;
         if let Some(mut b) = self.pgbouncer {
@@ -125,5 +191,6 @@ impl DevEnvironment {
         }
         let mut cluster = self.cluster;
         cluster.stop().await;
+        drop(self.work);
     }
 }

@@ -145,7 +145,7 @@ impl App {
         tracker.spawn(backup::jobs::refresh_loop(
             backup_metrics.clone(),
             repo.clone(),
-            Duration::from_secs(600),
+            Duration::from_secs(60),
             token.clone(),
         ));
         if settings.backup.schedule != "off" {

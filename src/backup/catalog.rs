@@ -80,6 +80,24 @@ pub async fn list(repo: &Repo) -> Result<Vec<BackupInfo>, Error> {
     Ok(out)
 }
 
+/// The number of committed backups and the newest one (by id, which is its UTC start
+/// time), reading only that one `backup.json`: cheap enough to run every minute.
+pub async fn newest(repo: &Repo) -> Result<(usize, Option<BackupInfo>), Error> {
+    let markers: Vec<String> = repo
+        .store
+        .list(&repo.key("backups/"))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with("/backup.json"))
+        .collect();
+    let Some(last) = markers.last() else {
+        return Ok((0, None));
+    };
+    let info = serde_json::from_slice::<BackupInfo>(&repo.store.get_bytes(last).await?).ok();
+    Ok((markers.len(), info))
+}
+
 /// Parses an LSN like `0/3000028` into a number.
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;

@@ -97,10 +97,10 @@ impl BackupMetrics {
 
     /// Sets the repository gauges from the catalog.
     pub async fn refresh(&self, repo: &Repo) {
-        match catalog::list(repo).await {
-            Ok(list) => {
-                self.count.set(list.len() as f64);
-                if let Some(b) = list.last() {
+        match catalog::newest(repo).await {
+            Ok((count, newest)) => {
+                self.count.set(count as f64);
+                if let Some(b) = newest {
                     self.last_success
                         .set(b.stop_time.timestamp_millis() as f64 / 1000.0);
                     self.last_duration.set(b.duration_seconds);
