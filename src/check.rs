@@ -97,6 +97,7 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
             },
         });
     }
+    out.push(probe_storage(settings).await);
     if let Some(p) = &settings.api_proxy {
         let target = p.upstream.to_string();
         let addr = p
@@ -134,6 +135,54 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
         });
     }
     out
+}
+
+async fn probe_storage(settings: &Settings) -> Check {
+    let target = settings.storage.url.clone();
+    let result = async {
+        let store = crate::store::open(&settings.storage.url, &settings.storage.s3)
+            .await
+            .map_err(|e| e.to_string())?;
+        let repo = crate::store::Repo {
+            store,
+            cluster: settings.storage.cluster.clone(),
+        };
+        let (count, newest) = crate::backup::catalog::newest(&repo)
+            .await
+            .map_err(|e| e.to_string())?;
+        let binding = match repo
+            .store
+            .get_bytes(&repo.key(crate::backup::wal::BINDING_KEY))
+            .await
+        {
+            Ok(b) => serde_json::from_slice::<crate::backup::wal::Binding>(&b)
+                .map(|b| format!("bound to system {}", b.system_identifier))
+                .unwrap_or_else(|_| "binding unreadable".into()),
+            Err(e) if e.is_not_found() => "not bound to a cluster yet".into(),
+            Err(e) => return Err(e.to_string()),
+        };
+        let newest = newest
+            .map(|b| format!(", newest {} ({})", b.id, b.stop_time.to_rfc3339()))
+            .unwrap_or_default();
+        Ok::<_, String>(format!(
+            "cluster {:?}: {count} backup(s){newest}; {binding}",
+            settings.storage.cluster
+        ))
+    };
+    match result.await {
+        Ok(d) => Check {
+            status: Status::Ok,
+            name: "storage".into(),
+            target,
+            detail: d,
+        },
+        Err(e) => Check {
+            status: Status::Fail,
+            name: "storage".into(),
+            target,
+            detail: e,
+        },
+    }
 }
 
 async fn probe_postgres(settings: &Settings) -> Vec<Check> {

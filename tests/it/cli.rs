@@ -84,6 +84,10 @@ async fn check_config_probes_a_live_server_and_a_dead_one() {
             .any(|l| l.starts_with("ok") && l.contains("postgres") && l.contains("PostgreSQL 15")),
         "{out}"
     );
+    assert!(
+        out.lines().any(|l| l.starts_with("ok") && l.contains("storage") && l.contains("0 backup(s)")),
+        "{out}"
+    );
 
     let path = write_config(
         &dir,
