@@ -131,6 +131,17 @@ pub enum Command {
     )]
     Restore(RestoreArgs),
 
+    /// Check PITR continuity: every WAL segment from the oldest backup to the newest is archived.
+    #[command(
+        long_about = "Check that the repository can restore to any point between its oldest backup and its \
+                      newest WAL, from listings only (no WAL is downloaded): every segment from the oldest \
+                      backup's start to the newest archived segment is present, following .history files across \
+                      timelines; every backup's own WAL is present; and the last WAL file pg_stat_archiver reports \
+                      is in the repository. Prints the recovery window and the archive age (RPO), names every \
+                      missing segment, and exits non-zero on any gap."
+    )]
+    Verify(JsonArgs),
+
     /// Print the metric catalogue: every metric family pgvigil can export.
     #[command(
         long_about = "Print the metric catalogue: name, type, labels and help of every metric family pgvigil \

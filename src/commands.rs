@@ -22,6 +22,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> anyhow:
         Command::WalPush { path } => wal_push(&cli, path, env).await,
         Command::WalFetch { name, dest } => wal_fetch(&cli, name, dest, env).await,
         Command::Restore(args) => restore(&cli, args, env).await,
+        Command::Verify(args) => verify(&cli, args, env).await,
     }
 }
 
@@ -175,6 +176,52 @@ async fn wal_fetch(
         tracing::debug!(event = "wal.fetch.missing", wal = %name, "not in the repository");
         Ok(ExitCode::from(1))
     }
+}
+
+async fn verify(cli: &Cli, args: &JsonArgs, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+    let settings = load(cli, env)?;
+    let repo = open_repo(&settings).await?;
+    let archiver = crate::backup::jobs::archiver_state(&settings.postgres).await;
+    let report = crate::backup::pitr::verify(&repo, archiver)
+        .await
+        .context("verify failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let t = |x: Option<chrono::DateTime<chrono::Utc>>| {
+            x.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{}: {} backup(s), timelines {:?}, {} segments checked, newest {}",
+            if report.ok { "ok" } else { "FAILED" },
+            report.backups,
+            report.timelines,
+            report.segments_checked,
+            report.newest_segment.as_deref().unwrap_or("-")
+        );
+        println!(
+            "recovery window: {} .. {}",
+            t(report.window_start),
+            t(report.window_end)
+        );
+        if let Some(a) = report.archive_age_seconds {
+            println!(
+                "archive age (RPO): {a:.0}s (limit {}s)",
+                settings.pitr.rpo.as_secs()
+            );
+        }
+        for m in &report.missing {
+            println!("missing: {m}");
+        }
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn restore(cli: &Cli, args: &RestoreArgs, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {

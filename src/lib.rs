@@ -142,6 +142,23 @@ impl App {
             cluster: settings.storage.cluster.clone(),
         };
         let backup_metrics = backup::jobs::BackupMetrics::register(&registry)?;
+        let pitr_metrics = backup::jobs::PitrMetrics::register(&registry)?;
+        let shared_settings = Arc::new(settings.clone());
+        tracker.spawn(backup::jobs::verify_loop(
+            shared_settings.clone(),
+            repo.clone(),
+            pitr_metrics.clone(),
+            settings.pitr.check_interval,
+            token.clone(),
+        ));
+        if !settings.pitr.heartbeat_interval.is_zero() {
+            tracker.spawn(backup::heartbeat::run(
+                settings.postgres.clone(),
+                settings.pitr.heartbeat_interval,
+                pitr_metrics.heartbeat_lag.clone(),
+                token.clone(),
+            ));
+        }
         tracker.spawn(backup::jobs::refresh_loop(
             backup_metrics.clone(),
             repo.clone(),

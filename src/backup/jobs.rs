@@ -166,3 +166,121 @@ pub async fn refresh_loop(
         }
     }
 }
+
+/// PITR, heartbeat and drill metrics.
+#[derive(Clone)]
+pub struct PitrMetrics {
+    pub window_start: Gauge,
+    pub window_end: Gauge,
+    pub missing: Gauge,
+    pub continuity_ok: Gauge,
+    pub last_check: Gauge,
+    pub archive_age: Gauge,
+    pub heartbeat_lag: Gauge,
+    pub drill_last_success: Gauge,
+    pub drill_last_duration: Gauge,
+    pub drill_last_skew: Gauge,
+    pub drill_failures: IntCounter,
+}
+
+impl PitrMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let g = |d: &MetricDef| Gauge::with_opts(opts(d));
+        let m = Self {
+            window_start: g(&cat::PGVIGIL_PITR_WINDOW_START_TIMESTAMP_SECONDS)?,
+            window_end: g(&cat::PGVIGIL_PITR_WINDOW_END_TIMESTAMP_SECONDS)?,
+            missing: g(&cat::PGVIGIL_PITR_MISSING_SEGMENTS)?,
+            continuity_ok: g(&cat::PGVIGIL_PITR_CONTINUITY_OK)?,
+            last_check: g(&cat::PGVIGIL_PITR_LAST_CHECK_TIMESTAMP_SECONDS)?,
+            archive_age: g(&cat::PGVIGIL_WAL_ARCHIVE_AGE_SECONDS)?,
+            heartbeat_lag: g(&cat::PGVIGIL_HEARTBEAT_LAG_SECONDS)?,
+            drill_last_success: g(&cat::PGVIGIL_DRILL_LAST_SUCCESS_TIMESTAMP_SECONDS)?,
+            drill_last_duration: g(&cat::PGVIGIL_DRILL_LAST_DURATION_SECONDS)?,
+            drill_last_skew: g(&cat::PGVIGIL_DRILL_LAST_TARGET_SKEW_SECONDS)?,
+            drill_failures: IntCounter::with_opts(opts(&cat::PGVIGIL_DRILL_FAILURES_TOTAL))?,
+        };
+        for c in [
+            &m.window_start,
+            &m.window_end,
+            &m.missing,
+            &m.continuity_ok,
+            &m.last_check,
+            &m.archive_age,
+            &m.heartbeat_lag,
+            &m.drill_last_success,
+            &m.drill_last_duration,
+            &m.drill_last_skew,
+        ] {
+            r.register(Box::new(c.clone()))?;
+        }
+        r.register(Box::new(m.drill_failures.clone()))?;
+        Ok(m)
+    }
+
+    /// Publishes a verification report.
+    pub fn publish(&self, report: &super::pitr::Report) {
+        let ts = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+        self.window_start
+            .set(report.window_start.map(ts).unwrap_or(0.0));
+        self.window_end
+            .set(report.window_end.map(ts).unwrap_or(0.0));
+        self.missing.set(report.missing.len() as f64);
+        self.continuity_ok.set(if report.ok { 1.0 } else { 0.0 });
+        if let Some(a) = report.archive_age_seconds {
+            self.archive_age.set(a);
+        }
+        self.last_check.set(ts(chrono::Utc::now()));
+    }
+}
+
+/// Asks PostgreSQL what it last archived (None if it cannot be asked).
+pub async fn archiver_state(
+    pg: &crate::config::PostgresSettings,
+) -> Option<super::pitr::ArchiverState> {
+    let conn = crate::pg::connect(&crate::pg::ConnectOptions::from_settings(pg), None)
+        .await
+        .ok()?;
+    let row = conn
+        .client
+        .query_one(
+            "SELECT last_archived_wal, last_archived_time FROM pg_stat_archiver",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(super::pitr::ArchiverState {
+        last_archived_wal: row.get(0),
+        last_archived_time: row
+            .get::<_, Option<std::time::SystemTime>>(1)
+            .map(chrono::DateTime::<chrono::Utc>::from),
+    })
+}
+
+/// Runs the PITR check now and every `every` until cancelled.
+pub async fn verify_loop(
+    settings: Arc<Settings>,
+    repo: Repo,
+    metrics: PitrMetrics,
+    every: Duration,
+    token: CancellationToken,
+) {
+    loop {
+        let archiver = archiver_state(&settings.postgres).await;
+        match super::pitr::verify(&repo, archiver).await {
+            Ok(report) => {
+                if !report.ok {
+                    tracing::warn!(event = "pitr.check.failed", missing = report.missing.len(), first_missing = report.missing.first().map(String::as_str).unwrap_or(""), problems = ?report.problems, "PITR continuity broken");
+                }
+                metrics.publish(&report);
+            }
+            Err(e) => {
+                tracing::warn!(event = "pitr.check.error", error = %e, "PITR check could not run")
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -6,8 +6,10 @@
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
+pub mod heartbeat;
 pub mod jobs;
 pub mod lease;
+pub mod pitr;
 pub mod report;
 pub mod restore;
 pub mod wal;

@@ -314,7 +314,6 @@ impl Default for DrillConfig {
 }
 
 /// `[[drill.checks]]`: a user SQL check run on the restored cluster.
-#[allow(dead_code)] // read by restore drills
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillCheckConfig {

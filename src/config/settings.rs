@@ -30,6 +30,57 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub storage: StorageSettings,
     pub backup: BackupSettings,
+    pub pitr: PitrSettings,
+    pub drill: DrillSettings,
+}
+
+/// `[pitr]`, validated.
+#[derive(Debug, Clone)]
+pub struct PitrSettings {
+    pub check_interval: Duration,
+    /// Zero disables the heartbeat table.
+    pub heartbeat_interval: Duration,
+    pub rpo: Duration,
+}
+
+impl Default for PitrSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(10),
+            rpo: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[drill]`, validated.
+#[derive(Debug, Clone)]
+pub struct DrillSettings {
+    /// 5-field crontab, UTC, or "off".
+    pub schedule: String,
+    pub work_dir: PathBuf,
+    pub amcheck: bool,
+    pub checks: Vec<DrillCheck>,
+}
+
+impl Default for DrillSettings {
+    fn default() -> Self {
+        Self {
+            schedule: "0 4 1 * *".into(),
+            work_dir: "/var/lib/pgvigil/drill".into(),
+            amcheck: true,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// A user check run on a restored cluster: the first column of the first row, as text,
+/// must equal `expect`.
+#[derive(Debug, Clone)]
+pub struct DrillCheck {
+    pub name: String,
+    pub sql: String,
+    pub expect: String,
 }
 
 /// `[storage]`, validated.
@@ -434,6 +485,40 @@ pub(super) fn validate(
                 },
                 force_path_style: raw.storage.s3.force_path_style,
             },
+        },
+        pitr: PitrSettings {
+            check_interval: ctx.duration(&["pitr", "check_interval"], &raw.pitr.check_interval)?,
+            heartbeat_interval: ctx.duration(
+                &["pitr", "heartbeat_interval"],
+                &raw.pitr.heartbeat_interval,
+            )?,
+            rpo: ctx.duration(&["pitr", "rpo"], &raw.pitr.rpo)?,
+        },
+        drill: DrillSettings {
+            schedule: {
+                if raw.drill.schedule != "off" {
+                    parse_schedule(&raw.drill.schedule)
+                        .map_err(|e| ctx.invalid(&["drill", "schedule"], e))?;
+                }
+                raw.drill.schedule.clone()
+            },
+            work_dir: {
+                if !raw.drill.work_dir.starts_with('/') {
+                    return Err(ctx.invalid(&["drill", "work_dir"], "must be an absolute path"));
+                }
+                PathBuf::from(&raw.drill.work_dir)
+            },
+            amcheck: raw.drill.amcheck,
+            checks: raw
+                .drill
+                .checks
+                .iter()
+                .map(|c| DrillCheck {
+                    name: c.name.clone(),
+                    sql: c.sql.clone(),
+                    expect: c.expect.clone(),
+                })
+                .collect(),
         },
         backup: BackupSettings {
             schedule: {

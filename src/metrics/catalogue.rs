@@ -347,6 +347,19 @@ catalogue! {
     PGVIGIL_WAL_LAST_PUSHED_TIMESTAMP_SECONDS: gauge "pgvigil_wal_last_pushed_timestamp_seconds" [] new "When the last successful WAL push was reported (Unix seconds).";
     PGVIGIL_JOB_NEXT_RUN_TIMESTAMP_SECONDS: gauge "pgvigil_job_next_run_timestamp_seconds" ["job"] new "When the scheduled job runs next (Unix seconds).";
 
+    // --- PITR verification, heartbeat, drills --------------------------------------------
+    PGVIGIL_PITR_WINDOW_START_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_window_start_timestamp_seconds" [] new "Earliest recoverable time: the end of the oldest backup (Unix seconds).";
+    PGVIGIL_PITR_WINDOW_END_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_window_end_timestamp_seconds" [] new "Latest recoverable time: when the newest archived segment before any gap arrived (Unix seconds).";
+    PGVIGIL_PITR_MISSING_SEGMENTS: gauge "pgvigil_pitr_missing_segments" [] new "WAL files expected in the repository but missing (0 when the archive is continuous).";
+    PGVIGIL_PITR_CONTINUITY_OK: gauge "pgvigil_pitr_continuity_ok" [] new "1 when every WAL segment from the oldest backup to the newest archived one is present, every backup's WAL is present and the last WAL PostgreSQL archived is in the repository.";
+    PGVIGIL_PITR_LAST_CHECK_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_last_check_timestamp_seconds" [] new "When the last PITR check finished (Unix seconds).";
+    PGVIGIL_WAL_ARCHIVE_AGE_SECONDS: gauge "pgvigil_wal_archive_age_seconds" [] new "Seconds since the last WAL file was archived (pg_stat_archiver, else the repository): the current RPO.";
+    PGVIGIL_HEARTBEAT_LAG_SECONDS: gauge "pgvigil_heartbeat_lag_seconds" [] new "Age of the row in pgvigil.heartbeat as this server sees it: on a replica, the replication lag (exact to the heartbeat interval).";
+    PGVIGIL_DRILL_LAST_SUCCESS_TIMESTAMP_SECONDS: gauge "pgvigil_drill_last_success_timestamp_seconds" [] new "When the last successful restore drill finished (Unix seconds).";
+    PGVIGIL_DRILL_LAST_DURATION_SECONDS: gauge "pgvigil_drill_last_duration_seconds" [] new "RTO of the last restore drill: download + replay + checks, in seconds.";
+    PGVIGIL_DRILL_LAST_TARGET_SKEW_SECONDS: gauge "pgvigil_drill_last_target_skew_seconds" [] new "How far before its target time the last drill's recovery stopped (target minus last replayed commit), in seconds.";
+    PGVIGIL_DRILL_FAILURES_TOTAL: counter "pgvigil_drill_failures_total" [] new "Restore drills that failed.";
+
     // --- pgvigil itself ---------------------------------------------------------------
     PGVIGIL_BUILD_INFO: gauge "pgvigil_build_info" ["version"] new "pgvigil build information; always 1.";
     PGVIGIL_SCRAPES_TOTAL: counter "pgvigil_scrapes_total" [] new "Collections run (concurrent scrapes that share one collection count once).";

@@ -85,7 +85,8 @@ async fn check_config_probes_a_live_server_and_a_dead_one() {
         "{out}"
     );
     assert!(
-        out.lines().any(|l| l.starts_with("ok") && l.contains("storage") && l.contains("0 backup(s)")),
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains("storage") && l.contains("0 backup(s)")),
         "{out}"
     );
 

@@ -40,7 +40,13 @@ async fn statements_per_scrape_stay_constant_with_more_tables() {
     .await;
     exec(&admin, "CREATE DATABASE app").await;
     let dsn = format!("postgresql://pgvigil@127.0.0.1:{}/postgres", pg.port());
-    let running = daemon(settings(&dsn, "")).await;
+    // Only scrapes may run statements as this role while we count: no heartbeat, and the
+    // PITR check runs once at start, then hourly.
+    let running = daemon(settings(
+        &dsn,
+        "[pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"",
+    ))
+    .await;
     harness::wait_ready(&running).await;
     scrape(&running).await;
 

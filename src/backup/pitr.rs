@@ -1,0 +1,318 @@
+//! Continuous PITR verification, from listings only: every WAL segment from the oldest
+//! backup's start to the newest archived segment is present, following `.history` files
+//! across timelines (a segment number belongs to the timeline that was current for it, so
+//! a failover creates no false gap: the old timeline's last, partial segment is not
+//! expected); every backup's own WAL range is present; and the last WAL file that
+//! `pg_stat_archiver` reports archived is in the repository. Segments are never downloaded
+//! (their SHA-256 was recorded at push time); only the small `.history` files are read.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::catalog::{self, parse_lsn, BackupInfo};
+use super::compress::decompress;
+use super::wal::{classify, WalKind};
+use super::Error;
+use crate::store::Repo;
+
+/// Default WAL segment size; the real one is read from a pushed segment's metadata.
+const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
+
+/// The result of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Continuity holds, there is a backup, and the end-to-end check passed.
+    pub ok: bool,
+    /// Every expected WAL file that is not in the repository.
+    pub missing: Vec<String>,
+    pub backups: usize,
+    pub timelines: Vec<u32>,
+    pub segments_checked: u64,
+    pub newest_segment: Option<String>,
+    /// Earliest recoverable time: the oldest backup's end.
+    pub window_start: Option<DateTime<Utc>>,
+    /// Latest recoverable time: when the newest archived segment (before any gap) arrived.
+    pub window_end: Option<DateTime<Utc>>,
+    /// Seconds since the last WAL file was archived (the RPO now).
+    pub archive_age_seconds: Option<f64>,
+    /// `pg_stat_archiver.last_archived_wal`, and whether the repository has it.
+    pub last_archived_wal: Option<String>,
+    pub last_archived_in_repository: Option<bool>,
+    /// Human-readable problems besides missing segments.
+    pub problems: Vec<String>,
+}
+
+/// A segment: timeline and segment number.
+type Seg = (u32, u64);
+
+fn parse_segment(name: &str, segs_per_id: u64) -> Option<Seg> {
+    let tli = u32::from_str_radix(&name[0..8], 16).ok()?;
+    let hi = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let lo = u64::from_str_radix(&name[16..24], 16).ok()?;
+    Some((tli, hi * segs_per_id + lo))
+}
+
+/// The file name of a segment.
+pub fn segment_name((tli, segno): Seg, segs_per_id: u64) -> String {
+    format!(
+        "{tli:08X}{:08X}{:08X}",
+        segno / segs_per_id,
+        segno % segs_per_id
+    )
+}
+
+/// Switch points of a timeline's ancestors, from its `.history` file: `(parent_tli, lsn)`,
+/// meaning the parent ended at `lsn` and its child began there.
+pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                return None;
+            }
+            let mut f = l.split_whitespace();
+            Some((f.next()?.parse().ok()?, parse_lsn(f.next()?)?))
+        })
+        .collect()
+}
+
+/// Which timeline owns each segment number on the path to `latest`: a sorted list of
+/// `(first_segno, tli)`.
+fn timeline_path(latest: u32, history: &[(u32, u64)], seg_size: u64) -> Vec<(u64, u32)> {
+    let mut path = Vec::new();
+    let mut start = 0u64;
+    for (parent, lsn) in history {
+        path.push((start, *parent));
+        start = lsn / seg_size;
+    }
+    path.push((start, latest));
+    path
+}
+
+fn owner(path: &[(u64, u32)], segno: u64) -> u32 {
+    path.iter()
+        .rev()
+        .find(|(first, _)| segno >= *first)
+        .map(|(_, t)| *t)
+        .unwrap_or(1)
+}
+
+fn to_utc(t: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(t)
+}
+
+/// What pg_stat_archiver says (None when PostgreSQL could not be asked).
+#[derive(Debug, Clone, Default)]
+pub struct ArchiverState {
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<DateTime<Utc>>,
+}
+
+/// Checks the repository.
+pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Report, Error> {
+    let backups = catalog::list(repo).await?;
+    let wal_prefix = repo.key("wal/");
+    let objects = repo.store.list(&wal_prefix).await?;
+    let mut names: HashSet<String> = HashSet::new();
+    let mut segments: BTreeMap<Seg, Option<SystemTime>> = BTreeMap::new();
+    let mut history_tlis = Vec::new();
+    let mut newest_any: Option<SystemTime> = None;
+    let mut seg_key_sample = None;
+    for o in &objects {
+        let Some(name) = o
+            .key
+            .strip_prefix(&wal_prefix)
+            .and_then(|n| n.strip_suffix(".zst"))
+        else {
+            continue;
+        };
+        let Some(kind) = classify(name) else { continue };
+        names.insert(name.to_string());
+        newest_any = newest_any.max(o.last_modified);
+        match kind {
+            WalKind::Segment => {
+                seg_key_sample.get_or_insert_with(|| o.key.clone());
+            }
+            WalKind::History => {
+                if let Ok(t) = u32::from_str_radix(&name[..8], 16) {
+                    history_tlis.push(t);
+                }
+            }
+            _ => {}
+        }
+    }
+    // The segment size is recorded with each pushed segment.
+    let seg_size = match &seg_key_sample {
+        Some(k) => repo
+            .store
+            .head(k)
+            .await?
+            .and_then(|(_, m)| m.get("raw-size").and_then(|s| s.parse().ok()))
+            .unwrap_or(DEFAULT_SEGMENT_SIZE),
+        None => DEFAULT_SEGMENT_SIZE,
+    };
+    let segs_per_id = (0x1_0000_0000u64 / seg_size).max(1);
+    for o in &objects {
+        let Some(name) = o
+            .key
+            .strip_prefix(&wal_prefix)
+            .and_then(|n| n.strip_suffix(".zst"))
+        else {
+            continue;
+        };
+        if classify(name) == Some(WalKind::Segment) {
+            if let Some(seg) = parse_segment(name, segs_per_id) {
+                segments.insert(seg, o.last_modified);
+            }
+        }
+    }
+
+    let mut problems = Vec::new();
+    let latest_tli = segments
+        .keys()
+        .map(|(t, _)| *t)
+        .chain(history_tlis.iter().copied())
+        .max()
+        .unwrap_or(1);
+    let history = if latest_tli > 1 {
+        let key = repo.key(&format!("wal/{latest_tli:08X}.history.zst"));
+        match repo.store.get_bytes(&key).await {
+            Ok(b) => parse_history(&String::from_utf8_lossy(
+                &decompress(&b).unwrap_or_default(),
+            )),
+            Err(e) => {
+                problems.push(format!(
+                    "timeline {latest_tli} has no readable history file ({e})"
+                ));
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let path = timeline_path(latest_tli, &history, seg_size);
+    let mut timelines: Vec<u32> = path.iter().map(|(_, t)| *t).collect();
+    timelines.dedup();
+
+    let mut missing = Vec::new();
+    let mut checked = 0u64;
+    let newest_segno = segments
+        .keys()
+        .filter(|(t, _)| *t == latest_tli)
+        .map(|(_, s)| *s)
+        .max();
+    let newest_segment = newest_segno.map(|s| segment_name((latest_tli, s), segs_per_id));
+    let mut first_gap: Option<u64> = None;
+    if let (Some(oldest), Some(end)) = (backups.first(), newest_segno) {
+        if let Some((_, start)) = parse_segment(&oldest.start_wal, segs_per_id) {
+            for segno in start..=end {
+                let seg = (owner(&path, segno), segno);
+                checked += 1;
+                if !segments.contains_key(&seg) {
+                    first_gap.get_or_insert(segno);
+                    missing.push(segment_name(seg, segs_per_id));
+                }
+            }
+        }
+    }
+    // Every backup's own WAL range (also those on timelines off the current path).
+    for b in &backups {
+        let (Some((tli, start)), Some(stop)) = (
+            parse_segment(&b.start_wal, segs_per_id),
+            parse_lsn(&b.stop_lsn),
+        ) else {
+            problems.push(format!("backup {} has an unreadable WAL range", b.id));
+            continue;
+        };
+        for segno in start..=(stop / seg_size).max(start) {
+            let name = segment_name((tli, segno), segs_per_id);
+            if !segments.contains_key(&(tli, segno)) && !missing.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    if backups.is_empty() {
+        problems.push("the repository has no backups: nothing can be restored".into());
+    }
+
+    // End to end: what PostgreSQL says it archived must be in the repository.
+    let (last_archived_wal, last_archived_in_repository) = match &archiver {
+        Some(ArchiverState {
+            last_archived_wal: Some(w),
+            ..
+        }) => {
+            let present = names.contains(w);
+            if !present {
+                problems.push(format!(
+                    "pg_stat_archiver reports {w} archived, but the repository does not have it"
+                ));
+                missing.push(w.clone());
+            }
+            (Some(w.clone()), Some(present))
+        }
+        _ => (None, None),
+    };
+
+    let window_start = backups.first().map(|b: &BackupInfo| b.stop_time);
+    let window_end = match (first_gap, newest_segno) {
+        (Some(gap), _) => segments
+            .range(..(owner(&path, gap), gap))
+            .next_back()
+            .and_then(|(_, t)| t.map(to_utc)),
+        (None, Some(n)) => segments
+            .get(&(latest_tli, n))
+            .copied()
+            .flatten()
+            .map(to_utc),
+        (None, None) => None,
+    }
+    .filter(|_| !backups.is_empty());
+    let last_archive = archiver
+        .as_ref()
+        .and_then(|a| a.last_archived_time)
+        .or_else(|| newest_any.map(to_utc));
+    let archive_age_seconds =
+        last_archive.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0);
+    missing.sort();
+    missing.dedup();
+    Ok(Report {
+        ok: missing.is_empty() && problems.is_empty(),
+        missing,
+        backups: backups.len(),
+        timelines,
+        segments_checked: checked,
+        newest_segment,
+        window_start,
+        window_end,
+        archive_age_seconds,
+        last_archived_wal,
+        last_archived_in_repository,
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_histories() {
+        let n = 256;
+        assert_eq!(parse_segment("000000020000000100000003", n), Some((2, 259)));
+        assert_eq!(segment_name((2, 259), n), "000000020000000100000003");
+        let h = parse_history(
+            "1\t0/3000000\tno recovery target specified\n\n2\t0/5800000\tbefore 2026\n",
+        );
+        assert_eq!(h, vec![(1, 0x3000000), (2, 0x5800000)]);
+        let seg = 16 * 1024 * 1024;
+        let path = timeline_path(3, &h, seg);
+        // Segment 2 is timeline 1's, 3 and 4 are timeline 2's, 5 onwards timeline 3's:
+        // the old timeline's last (partial) segment is never expected.
+        assert_eq!(owner(&path, 2), 1);
+        assert_eq!(owner(&path, 3), 2);
+        assert_eq!(owner(&path, 5), 3);
+    }
+}
