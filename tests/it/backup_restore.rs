@@ -8,7 +8,7 @@ use pgvigil::pg::{TempCluster, TempClusterOptions};
 use crate::harness::{self, client, eventually, exec, postgres_dir, query_value, run_pgvigil};
 
 /// A primary archiving through `pgvigil wal-push` into the repository of `config`.
-async fn archiving_cluster(config: &Path) -> TempCluster {
+pub(crate) async fn archiving_cluster(config: &Path) -> TempCluster {
     let cmd = format!(
         "'{} wal-push -c {} %p'",
         harness::pgvigil_bin().display(),
@@ -22,7 +22,7 @@ async fn archiving_cluster(config: &Path) -> TempCluster {
 }
 
 /// Writes the config (repository `store_url`) once the cluster's port is known.
-fn write_config(path: &Path, dsn: &str, storage: &str) {
+pub(crate) fn write_config(path: &Path, dsn: &str, storage: &str) {
     let text =
         format!("[server]\nlisten = \"127.0.0.1:1\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n");
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
@@ -30,7 +30,7 @@ fn write_config(path: &Path, dsn: &str, storage: &str) {
 }
 
 /// Switches WAL and waits until the segment it closed is archived.
-async fn switch_and_archive(c: &tokio_postgres::Client) {
+pub(crate) async fn switch_and_archive(c: &tokio_postgres::Client) {
     let seg: String = query_value(c, "SELECT pg_walfile_name(pg_switch_wal())").await;
     eventually(Duration::from_secs(30), || async {
         let last: Option<String> = c
@@ -46,7 +46,7 @@ async fn switch_and_archive(c: &tokio_postgres::Client) {
     .await;
 }
 
-async fn start_restored(dir: &Path) -> TempCluster {
+pub(crate) async fn start_restored(dir: &Path) -> TempCluster {
     let opts = TempClusterOptions {
         settings: vec![("archive_mode".into(), "off".into())],
         ..Default::default()

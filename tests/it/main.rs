@@ -6,6 +6,7 @@ mod api_proxy;
 mod backup_restore;
 mod cli;
 mod pgbouncer;
+mod pitr;
 mod postgres_metrics;
 mod replication;
 mod scrape_contract;

@@ -1,0 +1,135 @@
+//! PITR verification on real clusters: a gap is named, a failover is not a gap.
+
+use std::time::Duration;
+
+use crate::backup_restore::{archiving_cluster, switch_and_archive, write_config};
+use crate::harness::{self, client, eventually, exec, postgres_dir, run_pgvigil};
+
+fn verify_json(cfg: &str) -> (bool, serde_json::Value) {
+    let (ok, out, err) = run_pgvigil(&["verify", "-c", cfg, "--json"]);
+    let v =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("verify output {out:?} {err}: {e}"));
+    (ok, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_wal_segment_is_named_and_breaks_continuity() {
+    let owner = postgres_dir();
+    let config = owner.path().join("pgvigil.toml");
+    let repo_dir = owner.path().join("repo");
+    let storage = format!("[storage]\nurl = \"file://{}\"\n", repo_dir.display());
+    let pg = archiving_cluster(&config).await;
+    write_config(&config, &pg.dsn("postgres"), &storage);
+    let cfg = config.display().to_string();
+    let db = client(&pg, "postgres").await;
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &cfg]);
+    assert!(ok, "{err}");
+    for i in 0..4 {
+        exec(
+            &db,
+            &format!("CREATE TABLE t{i} AS SELECT generate_series(1, 1000)"),
+        )
+        .await;
+        switch_and_archive(&db).await;
+    }
+    let (ok, report) = verify_json(&cfg);
+    assert!(ok, "a healthy archive verifies: {report}");
+    assert_eq!(report["missing"].as_array().map(Vec::len), Some(0));
+    assert_eq!(report["last_archived_in_repository"], true);
+    assert!(report["window_start"].is_string() && report["window_end"].is_string());
+    assert!(report["archive_age_seconds"]
+        .as_f64()
+        .is_some_and(|a| a >= 0.0 && a < 60.0));
+
+    // Remove one segment from the middle of the range.
+    let mut segs: Vec<String> = std::fs::read_dir(repo_dir.join("default/wal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 28 && n.ends_with(".zst"))
+        .collect();
+    segs.sort();
+    let victim = segs[segs.len() - 2].trim_end_matches(".zst").to_string();
+    std::fs::remove_file(repo_dir.join("default/wal").join(format!("{victim}.zst")))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let (ok, report) = verify_json(&cfg);
+    assert!(!ok, "verify must fail on a gap");
+    assert_eq!(report["missing"], serde_json::json!([victim]), "{report}");
+    let (_, text, _) = run_pgvigil(&["verify", "-c", &cfg]);
+    assert!(text.contains(&format!("missing: {victim}")), "{text}");
+
+    // The daemon's check says the same.
+    let extra = format!("{storage}[pitr]\ncheck_interval = \"1s\"\n");
+    let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &extra)).await;
+    eventually(Duration::from_secs(20), || async {
+        let s = harness::scrape(&running).await;
+        match (
+            s.metric("pgvigil_pitr_continuity_ok").value(),
+            s.metric("pgvigil_pitr_missing_segments").value(),
+        ) {
+            (Some(0.0), Some(1.0)) => Ok(()),
+            other => Err(format!("continuity/missing {other:?}")),
+        }
+    })
+    .await;
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_archiving_into_the_same_store_stays_green() {
+    let owner = postgres_dir();
+    let config = owner.path().join("pgvigil.toml");
+    let storage = format!(
+        "[storage]\nurl = \"file://{}/repo\"\n",
+        owner.path().display()
+    );
+    let mut primary = archiving_cluster(&config).await;
+    write_config(&config, &primary.dsn("postgres"), &storage);
+    let cfg = config.display().to_string();
+    let db = client(&primary, "postgres").await;
+    exec(&db, "CREATE TABLE t AS SELECT 1 AS x").await;
+    switch_and_archive(&db).await;
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &cfg]);
+    assert!(ok, "{err}");
+    let replica = primary.replica().await.unwrap_or_else(|e| panic!("{e}"));
+    exec(&db, "INSERT INTO t VALUES (2)").await;
+    switch_and_archive(&db).await;
+    drop(db);
+
+    // Failover: stop the primary, promote the replica; it archives timeline 2 into the
+    // same repository (same system identifier).
+    primary.stop().await;
+    let rdb = client(&replica, "postgres").await;
+    exec(&rdb, "SELECT pg_promote()").await;
+    eventually(Duration::from_secs(30), || async {
+        let r: bool = rdb
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if r {
+            Err("still a standby".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    exec(&rdb, "INSERT INTO t VALUES (3)").await;
+    switch_and_archive(&rdb).await;
+    exec(&rdb, "INSERT INTO t VALUES (4)").await;
+    switch_and_archive(&rdb).await;
+
+    // verify asks pg_stat_archiver of the DSN's server: point it at the new primary.
+    write_config(&config, &replica.dsn("postgres"), &storage);
+    let (ok, report) = verify_json(&cfg);
+    assert!(ok, "a timeline switch is not a gap: {report}");
+    assert_eq!(report["timelines"], serde_json::json!([1, 2]), "{report}");
+    assert!(
+        report["newest_segment"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("00000002")),
+        "{report}"
+    );
+}
