@@ -39,7 +39,7 @@ async fn a_deleted_wal_segment_is_named_and_breaks_continuity() {
     assert!(report["window_start"].is_string() && report["window_end"].is_string());
     assert!(report["archive_age_seconds"]
         .as_f64()
-        .is_some_and(|a| a >= 0.0 && a < 60.0));
+        .is_some_and(|a| (0.0..60.0).contains(&a)));
 
     // Remove one segment from the middle of the range.
     let mut segs: Vec<String> = std::fs::read_dir(repo_dir.join("default/wal"))
