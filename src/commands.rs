@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{CatalogArgs, Cli, Command, DevArgs, JsonArgs, RestoreArgs};
+use crate::cli::{CatalogArgs, Cli, Command, DevArgs, DrillArgs, JsonArgs, RestoreArgs};
 use crate::config::{self, EnvLookup};
 use crate::metrics::catalogue;
 
@@ -23,6 +23,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> anyhow:
         Command::WalFetch { name, dest } => wal_fetch(&cli, name, dest, env).await,
         Command::Restore(args) => restore(&cli, args, env).await,
         Command::Verify(args) => verify(&cli, args, env).await,
+        Command::Drill(args) => drill(&cli, args, env).await,
     }
 }
 
@@ -178,6 +179,79 @@ async fn wal_fetch(
     }
 }
 
+/// `<this binary> wal-fetch -c <absolute config path>`, for restore_command.
+fn wal_fetch_command(config: &std::path::Path) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("finding the pgvigil binary for restore_command")?;
+    let config =
+        std::fs::canonicalize(config).with_context(|| format!("resolving {}", config.display()))?;
+    Ok(format!(
+        "{} wal-fetch -c {}",
+        exe.display(),
+        config.display()
+    ))
+}
+
+async fn drill(cli: &Cli, args: &DrillArgs, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+    let settings = load(cli, env)?;
+    let repo = open_repo(&settings).await?;
+    let target = match &args.target_time {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("--target-time {t:?} is not RFC 3339"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        None => None,
+    };
+    let wal_fetch = wal_fetch_command(&cli.config)?;
+    let signals = ShutdownSignals::install()?;
+    // On SIGTERM/SIGINT the drill future is dropped: its guard stops the postmaster and
+    // removes the drill directory.
+    let evidence = tokio::select! {
+        ev = crate::backup::drill::run(&settings, &repo, &wal_fetch, target, args.timeout) => ev,
+        _ = signals.wait() => anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&evidence)?);
+    } else {
+        println!(
+            "drill {}: {} (target {}, backup {}, skew {:.1}s)",
+            evidence.id,
+            if evidence.success { "PASSED" } else { "FAILED" },
+            evidence
+                .target_time
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "-".into()),
+            evidence.backup_id.as_deref().unwrap_or("-"),
+            evidence.target_skew_seconds.unwrap_or(f64::NAN)
+        );
+        let t = &evidence.timings;
+        println!(
+            "RTO {:.1}s = download {:.1}s + replay {:.1}s + checks {:.1}s; {} restored",
+            t.total_seconds,
+            t.download_seconds,
+            t.replay_seconds,
+            t.checks_seconds,
+            indicatif::HumanBytes(evidence.bytes_restored)
+        );
+        for c in &evidence.checks {
+            println!(
+                "  {} {}: {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        if let Some(e) = &evidence.error {
+            println!("error: {e}");
+        }
+    }
+    Ok(if evidence.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 async fn verify(cli: &Cli, args: &JsonArgs, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
     let settings = load(cli, env)?;
     let repo = open_repo(&settings).await?;
@@ -243,19 +317,13 @@ async fn restore(cli: &Cli, args: &RestoreArgs, env: EnvLookup<'_>) -> anyhow::R
         (_, _, Some(_)) => Target::Immediate,
         _ => Target::Latest,
     };
-    let exe = std::env::current_exe().context("finding the pgvigil binary for restore_command")?;
-    let config_path = std::fs::canonicalize(&cli.config)
-        .with_context(|| format!("resolving {}", cli.config.display()))?;
+    let wal_fetch = wal_fetch_command(&cli.config)?;
     let req = crate::backup::restore::RestoreRequest {
         to: args.to.clone(),
         backup: args.backup.clone(),
         target,
         action: args.target_action,
-        restore_command: format!(
-            "{} wal-fetch -c {} %f %p",
-            exe.display(),
-            config_path.display()
-        ),
+        restore_command: format!("{wal_fetch} %f %p"),
     };
     let restored = crate::backup::restore::restore(&repo, &req)
         .await

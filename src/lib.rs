@@ -165,6 +165,30 @@ impl App {
             Duration::from_secs(60),
             token.clone(),
         ));
+        // Scheduled jobs never overlap.
+        let exclusive = Arc::new(tokio::sync::Mutex::new(()));
+        if settings.drill.schedule != "off" {
+            let cron =
+                config::parse_schedule(&settings.drill.schedule).map_err(StartError::Config)?;
+            let next_run = backup_metrics.next_run.clone();
+            tracker.spawn(schedule::run_job(
+                "drill",
+                cron,
+                repo.clone(),
+                exclusive.clone(),
+                backup::jobs::drill_job(
+                    shared_settings.clone(),
+                    repo.clone(),
+                    pitr_metrics.clone(),
+                ),
+                move |t| {
+                    next_run
+                        .with_label_values(&["drill"])
+                        .set(t.timestamp() as f64)
+                },
+                token.clone(),
+            ));
+        }
         if settings.backup.schedule != "off" {
             let cron =
                 config::parse_schedule(&settings.backup.schedule).map_err(StartError::Config)?;
@@ -173,7 +197,7 @@ impl App {
                 "backup",
                 cron,
                 repo.clone(),
-                Arc::new(tokio::sync::Mutex::new(())),
+                exclusive.clone(),
                 backup::jobs::backup_job(
                     Arc::new(settings.clone()),
                     repo.clone(),

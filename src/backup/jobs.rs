@@ -284,3 +284,55 @@ pub async fn verify_loop(
         }
     }
 }
+
+/// The body of the scheduled drill job. The restore_command runs this binary's wal-fetch
+/// with the daemon's own config file.
+pub fn drill_job(settings: Arc<Settings>, repo: Repo, metrics: PitrMetrics) -> JobFn {
+    Arc::new(move || {
+        let (settings, repo, metrics) = (settings.clone(), repo.clone(), metrics.clone());
+        Box::pin(async move {
+            let wal_fetch = match (
+                std::env::current_exe(),
+                std::fs::canonicalize(&settings.file),
+            ) {
+                (Ok(exe), Ok(cfg)) => format!("{} wal-fetch -c {}", exe.display(), cfg.display()),
+                (e1, e2) => {
+                    let why = format!(
+                        "cannot build restore_command (binary {:?}, config {:?})",
+                        e1.err(),
+                        e2.err()
+                    );
+                    metrics.drill_failures.inc();
+                    return (Outcome::Failure, why);
+                }
+            };
+            let ev = super::drill::run(
+                &settings,
+                &repo,
+                &wal_fetch,
+                None,
+                Duration::from_secs(7200),
+            )
+            .await;
+            metrics.drill_last_duration.set(ev.timings.total_seconds);
+            if let Some(skew) = ev.target_skew_seconds {
+                metrics.drill_last_skew.set(skew);
+            }
+            if ev.success {
+                metrics
+                    .drill_last_success
+                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                tracing::info!(event = "drill.completed", id = %ev.id, rto_seconds = ev.timings.total_seconds, "restore drill passed");
+                (
+                    Outcome::Success,
+                    format!("drill {} passed in {:.1}s", ev.id, ev.timings.total_seconds),
+                )
+            } else {
+                metrics.drill_failures.inc();
+                let why = ev.error.clone().unwrap_or_else(|| "failed".into());
+                tracing::error!(event = "drill.failed", id = %ev.id, error = %why, "restore drill failed");
+                (Outcome::Failure, why)
+            }
+        })
+    })
+}

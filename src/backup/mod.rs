@@ -6,6 +6,7 @@
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
+pub mod drill;
 pub mod heartbeat;
 pub mod jobs;
 pub mod lease;

@@ -5,6 +5,7 @@ mod harness;
 mod api_proxy;
 mod backup_restore;
 mod cli;
+mod drill;
 mod pgbouncer;
 mod pitr;
 mod postgres_metrics;

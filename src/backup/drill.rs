@@ -1,0 +1,458 @@
+//! Restore drills: prove a backup by restoring it. Pick a target time in the recovery
+//! window (at least one run in three inside its oldest day, where retention bugs show),
+//! restore the newest backup that ended before it into `drill.work_dir` (after checking the
+//! free space), run `pg_verifybackup`, start a private postmaster (unix socket only,
+//! `archive_mode = off`, WAL through `pgvigil wal-fetch`), wait until recovery reaches the
+//! target, and check: the heartbeat row lies within `[T - heartbeat_interval - 1s, T]`,
+//! `pg_amcheck` passes on every database, and the user's SQL checks return what they
+//! expect. The evidence (RTO split into download, replay and checks; target skew; bytes)
+//! goes to `state/drills/<id>.json`. Everything is removed afterwards, whatever happened:
+//! the guard below stops the postmaster and deletes the directory on drop, which also runs
+//! when the drill future is dropped on timeout or SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::catalog::{self, Target};
+use super::restore::{restore, RestoreRequest, TargetAction};
+use super::{pitr, Error};
+use crate::config::Settings;
+use crate::pg::binaries::PgBinaries;
+use crate::pg::{TempCluster, TempClusterOptions};
+use crate::store::{Metadata, Repo};
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub download_seconds: f64,
+    pub replay_seconds: f64,
+    pub checks_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// The drill's evidence, stored as `state/drills/<id>.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub id: String,
+    pub success: bool,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub target_time: Option<DateTime<Utc>>,
+    /// The target was drawn from the oldest day of the window.
+    pub oldest_day: bool,
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+    pub backup_id: Option<String>,
+    pub bytes_restored: u64,
+    /// Target time minus the last replayed commit.
+    pub target_skew_seconds: Option<f64>,
+    pub timings: Timings,
+    pub checks: Vec<CheckResult>,
+}
+
+/// Stops the postmaster and deletes the drill directory when dropped.
+struct Cleanup {
+    dir: PathBuf,
+    cluster: Option<TempCluster>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        drop(self.cluster.take());
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(event = "drill.cleanup.failed", dir = %self.dir.display(), error = %e, "could not remove the drill directory");
+            }
+        }
+    }
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// How many drills the repository remembers (for the one-in-three oldest-day rule).
+async fn drill_count(repo: &Repo) -> usize {
+    repo.store
+        .list(&repo.key("state/drills/"))
+        .await
+        .map(|l| l.len())
+        .unwrap_or(0)
+}
+
+fn pick_target(start: DateTime<Utc>, end: DateTime<Utc>, oldest_day: bool) -> DateTime<Utc> {
+    let end = if oldest_day {
+        end.min(start + chrono::Duration::days(1))
+    } else {
+        end
+    };
+    let span = (end - start).num_milliseconds().max(0) as f64;
+    start + chrono::Duration::milliseconds((fastrand::f64() * span) as i64)
+}
+
+/// Runs a drill. `wal_fetch` is the restore_command prefix (`<pgvigil> wal-fetch -c <file>`).
+pub async fn run(
+    settings: &Settings,
+    repo: &Repo,
+    wal_fetch: &str,
+    requested: Option<DateTime<Utc>>,
+    patience: Duration,
+) -> Evidence {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
+    let mut ev = Evidence {
+        id: id.clone(),
+        success: false,
+        error: None,
+        started_at,
+        finished_at: None,
+        target_time: None,
+        oldest_day: false,
+        window_start: None,
+        window_end: None,
+        backup_id: None,
+        bytes_restored: 0,
+        target_skew_seconds: None,
+        timings: Timings::default(),
+        checks: Vec::new(),
+    };
+    let result = drill(settings, repo, wal_fetch, requested, patience, &mut ev).await;
+    ev.timings.total_seconds = started.elapsed().as_secs_f64();
+    ev.finished_at = Some(Utc::now());
+    match result {
+        Ok(()) => ev.success = ev.checks.iter().all(|c| c.ok),
+        Err(e) => ev.error = Some(e.to_string()),
+    }
+    if ev.error.is_none() && !ev.success {
+        let failed: Vec<&str> = ev
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name.as_str())
+            .collect();
+        ev.error = Some(format!("checks failed: {}", failed.join(", ")));
+    }
+    let body = Bytes::from(serde_json::to_vec_pretty(&ev).unwrap_or_default());
+    if let Err(e) = repo
+        .store
+        .put_bytes(
+            &repo.key(&format!("state/drills/{id}.json")),
+            body,
+            Metadata::new(),
+        )
+        .await
+    {
+        tracing::warn!(event = "drill.evidence.failed", error = %e, "could not store the drill evidence");
+    }
+    ev
+}
+
+async fn drill(
+    settings: &Settings,
+    repo: &Repo,
+    wal_fetch: &str,
+    requested: Option<DateTime<Utc>>,
+    patience: Duration,
+    ev: &mut Evidence,
+) -> Result<(), Error> {
+    let report = pitr::verify(repo, None).await?;
+    let (Some(start), Some(end)) = (report.window_start, report.window_end) else {
+        return Err(Error::Refused(
+            "there is no recovery window (no backup, or no WAL after it)".into(),
+        ));
+    };
+    ev.window_start = Some(start);
+    ev.window_end = Some(end);
+    let target = match requested {
+        Some(t) if t < start || t > end => {
+            return Err(Error::Refused(format!(
+                "target {t} is outside the recovery window {start} .. {end}"
+            )))
+        }
+        Some(t) => t,
+        None => {
+            ev.oldest_day = drill_count(repo).await % 3 == 0;
+            pick_target(start, end, ev.oldest_day)
+        }
+    };
+    ev.target_time = Some(target);
+    let backups = catalog::list(repo).await?;
+    let backup = catalog::select(&backups, None, &Target::Time(target))?.clone();
+    ev.backup_id = Some(backup.id.clone());
+
+    let work = &settings.drill.work_dir;
+    std::fs::create_dir_all(work).map_err(super::io(format!(
+        "creating drill.work_dir {}",
+        work.display()
+    )))?;
+    let needed = backup.raw_bytes + backup.raw_bytes / 5 + (256 << 20);
+    if let Some(free) = free_bytes(work) {
+        if free < needed {
+            return Err(Error::Refused(format!(
+                "drill.work_dir {} has {} MiB free; restoring backup {} needs about {} MiB",
+                work.display(),
+                free >> 20,
+                backup.id,
+                needed >> 20
+            )));
+        }
+    }
+    let dir = work.join(&ev.id);
+    let mut guard = Cleanup {
+        dir: dir.clone(),
+        cluster: None,
+    };
+    std::fs::create_dir_all(&dir).map_err(super::io(format!("creating {}", dir.display())))?;
+    crate::pg::binaries::chown_to_server_user(&dir).map_err(super::io("chown drill directory"))?;
+    let data = dir.join("data");
+
+    // Download and unpack.
+    let t = Instant::now();
+    let restored = restore(
+        repo,
+        &RestoreRequest {
+            to: data.clone(),
+            backup: Some(backup.id.clone()),
+            target: Target::Time(target),
+            action: TargetAction::Promote,
+            restore_command: format!("{wal_fetch} %f %p"),
+        },
+    )
+    .await?;
+    ev.bytes_restored = restored.bytes;
+    ev.timings.download_seconds = t.elapsed().as_secs_f64();
+
+    // pg_verifybackup before the postmaster touches anything (it ignores recovery.signal
+    // and postgresql.auto.conf, which restore wrote).
+    let t_checks_a = Instant::now();
+    let bins = PgBinaries::discover().map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut verify = bins
+        .command("pg_verifybackup")
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    verify.arg(&data);
+    ev.checks.push(run_check("pg_verifybackup", verify).await);
+    // Only the drill connects, over a private socket: trust is safe and independent of the
+    // source cluster's pg_hba.conf.
+    std::fs::write(data.join("pg_hba.conf"), "local all all trust\n")
+        .map_err(super::io("writing pg_hba.conf"))?;
+    crate::pg::binaries::chown_to_server_user(&data.join("pg_hba.conf"))
+        .map_err(super::io("chown pg_hba.conf"))?;
+    let mut checks_seconds = t_checks_a.elapsed().as_secs_f64();
+
+    // Replay until the target is reached and the server promoted.
+    let t = Instant::now();
+    let opts = TempClusterOptions {
+        // Only what a private replay needs: the source's max_connections and friends must
+        // stay (recovery refuses lower values), and so must its preloaded libraries.
+        settings: vec![("archive_mode".into(), "off".into())],
+        unix_socket_only: true,
+        parent_dir: Some(dir.clone()),
+    };
+    let cluster = TempCluster::adopt(&data, opts)
+        .await
+        .map_err(|e| Error::Invalid(format!("the restored cluster did not start: {e}")))?;
+    let socket = cluster.socket_config("postgres");
+    guard.cluster = Some(cluster);
+    let (client, conn) = socket
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Postgres(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let deadline = Instant::now() + patience;
+    loop {
+        let in_recovery = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map(|r| r.get::<_, bool>(0));
+        match in_recovery {
+            Ok(false) => break,
+            Ok(true) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(true) => {
+                return Err(Error::Refused(format!(
+                    "recovery did not reach {target} within {patience:?}"
+                )))
+            }
+            Err(_) => {
+                let log = guard
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.log_tail())
+                    .unwrap_or_default();
+                let last = log
+                    .lines()
+                    .rev()
+                    .find(|l| {
+                        l.contains("FATAL")
+                            || l.contains("restored log file")
+                            || l.contains("LOG:  redo")
+                    })
+                    .unwrap_or("")
+                    .to_string();
+                return Err(Error::Refused(format!(
+                    "recovery to {target} failed: {last}"
+                )));
+            }
+        }
+    }
+    ev.timings.replay_seconds = t.elapsed().as_secs_f64();
+    let last_replay: Option<std::time::SystemTime> = client
+        .query_one("SELECT pg_last_xact_replay_timestamp()", &[])
+        .await
+        .ok()
+        .and_then(|r| r.get(0));
+    ev.target_skew_seconds =
+        last_replay.map(|t| (target - DateTime::<Utc>::from(t)).num_milliseconds() as f64 / 1000.0);
+
+    // Checks on the restored cluster.
+    let t = Instant::now();
+    let hb = settings.pitr.heartbeat_interval;
+    if !hb.is_zero() {
+        let row = client
+            .query_one("SELECT max(ts) FROM pgvigil.heartbeat", &[])
+            .await;
+        let lower =
+            target - chrono::Duration::from_std(hb + Duration::from_secs(1)).unwrap_or_default();
+        ev.checks.push(
+            match row.map(|r| r.get::<_, Option<std::time::SystemTime>>(0)) {
+                Ok(Some(ts)) => {
+                    let ts = DateTime::<Utc>::from(ts);
+                    CheckResult {
+                        name: "heartbeat".into(),
+                        ok: ts >= lower && ts <= target,
+                        detail: format!("heartbeat at {ts}, expected within [{lower}, {target}]"),
+                    }
+                }
+                Ok(None) => CheckResult {
+                    name: "heartbeat".into(),
+                    ok: false,
+                    detail: "pgvigil.heartbeat is empty".into(),
+                },
+                Err(e) => CheckResult {
+                    name: "heartbeat".into(),
+                    ok: false,
+                    detail: format!(
+                        "reading pgvigil.heartbeat: {}",
+                        crate::pg::db_error_message(&e)
+                    ),
+                },
+            },
+        );
+    }
+    if settings.drill.amcheck {
+        if let Some(c) = guard.cluster.as_ref() {
+            let mut cmd = bins
+                .command("pg_amcheck")
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            cmd.arg("-h").arg(c.socket_dir()).args([
+                "-p",
+                &c.port().to_string(),
+                "-U",
+                "postgres",
+                "--all",
+                "--install-missing",
+            ]);
+            ev.checks.push(run_check("pg_amcheck", cmd).await);
+        }
+    }
+    for check in &settings.drill.checks {
+        let got = client.simple_query(&check.sql).await;
+        let first = got.as_ref().ok().and_then(|msgs| {
+            msgs.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some(r.get(0).unwrap_or("").to_string())
+                }
+                _ => None,
+            })
+        });
+        ev.checks.push(match (got, first) {
+            (Err(e), _) => CheckResult {
+                name: check.name.clone(),
+                ok: false,
+                detail: crate::pg::db_error_message(&e),
+            },
+            (Ok(_), Some(v)) => CheckResult {
+                name: check.name.clone(),
+                ok: v == check.expect,
+                detail: format!("got {v:?}, expected {:?}", check.expect),
+            },
+            (Ok(_), None) => CheckResult {
+                name: check.name.clone(),
+                ok: false,
+                detail: "the query returned no row".into(),
+            },
+        });
+    }
+    checks_seconds += t.elapsed().as_secs_f64();
+    ev.timings.checks_seconds = checks_seconds;
+    drop(client);
+    drop(guard);
+    Ok(())
+}
+
+async fn run_check(name: &str, mut cmd: std::process::Command) -> CheckResult {
+    let out =
+        tokio::task::spawn_blocking(move || cmd.stdin(std::process::Stdio::null()).output()).await;
+    match out {
+        Ok(Ok(o)) if o.status.success() => CheckResult {
+            name: name.into(),
+            ok: true,
+            detail: "passed".into(),
+        },
+        Ok(Ok(o)) => {
+            let mut text = String::from_utf8_lossy(&o.stderr).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stdout));
+            CheckResult {
+                name: name.into(),
+                ok: false,
+                detail: format!("{}: {}", o.status, crate::pg::process_tail(&text, 1000)),
+            }
+        }
+        Ok(Err(e)) => CheckResult {
+            name: name.into(),
+            ok: false,
+            detail: format!("could not run: {e}"),
+        },
+        Err(e) => CheckResult {
+            name: name.into(),
+            ok: false,
+            detail: format!("task failed: {e}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_fall_inside_the_window_and_the_oldest_day() {
+        let start: DateTime<Utc> = "2026-10-19T02:00:00Z".parse().unwrap();
+        let end: DateTime<Utc> = "2026-11-23T02:00:00Z".parse().unwrap();
+        for _ in 0..200 {
+            let t = pick_target(start, end, false);
+            assert!(t >= start && t <= end);
+            let t = pick_target(start, end, true);
+            assert!(t >= start && t <= start + chrono::Duration::days(1));
+        }
+    }
+}
