@@ -33,9 +33,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$want_moto" = 1 ] && ! command -v moto_server >/dev/null 2>&1; then
-  echo "deps: pip install moto[server]" >&2
-  timeout 900 python3 -m pip install -q 'moto[server]'
+# moto 5.2.0/5.2.1 answer CompleteMultipartUpload with the wrong XML root element, which
+# the AWS SDK rejects (getmoto/moto#10055): require 5.2.5 or newer.
+moto_ok() {
+  command -v moto_server >/dev/null 2>&1 || return 1
+  python3 - <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+v = tuple(int(x) for x in version("moto").split(".")[:3] if x.isdigit())
+sys.exit(0 if v >= (5, 2, 5) else 1)
+PY
+}
+if [ "$want_moto" = 1 ] && ! moto_ok; then
+  echo "deps: pip install 'moto[server]>=5.2.5'" >&2
+  timeout 900 python3 -m pip install -q -U 'moto[server]>=5.2.5'
 fi
 
 # Fail here, with the package to install, rather than deep inside a test.

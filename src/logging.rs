@@ -5,8 +5,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-/// Installs the global subscriber. `filter` is the RUST_LOG value, if any.
-pub fn init(format: LogFormat, filter: Option<&str>, stdout_is_terminal: bool) {
+/// Where log lines go. The daemon logs to stdout (what collectors read); one-shot commands
+/// log to stderr, so their stdout carries only their output (`--json` stays parseable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    Stderr,
+}
+
+/// Installs the global subscriber. `filter` is the RUST_LOG value, if any; `is_terminal`
+/// tells whether the target is a terminal.
+pub fn init(format: LogFormat, filter: Option<&str>, is_terminal: bool, target: Target) {
+    let stdout_is_terminal = is_terminal;
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
@@ -15,9 +25,13 @@ pub fn init(format: LogFormat, filter: Option<&str>, stdout_is_terminal: bool) {
         LogFormat::Text => false,
         LogFormat::Auto => !stdout_is_terminal,
     };
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(match target {
+        Target::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+        Target::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let result = if json {
         builder
             .json()

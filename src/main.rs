@@ -8,11 +8,17 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = pgvigil::cli::Cli::parse();
     let rust_log = std::env::var("RUST_LOG").ok();
-    pgvigil::logging::init(
-        cli.log_format,
-        rust_log.as_deref(),
-        std::io::stdout().is_terminal(),
-    );
+    let (target, terminal) = match cli.command {
+        pgvigil::cli::Command::Run | pgvigil::cli::Command::Dev(_) => (
+            pgvigil::logging::Target::Stdout,
+            std::io::stdout().is_terminal(),
+        ),
+        _ => (
+            pgvigil::logging::Target::Stderr,
+            std::io::stderr().is_terminal(),
+        ),
+    };
+    pgvigil::logging::init(cli.log_format, rust_log.as_deref(), terminal, target);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

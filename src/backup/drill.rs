@@ -263,6 +263,7 @@ async fn drill(
         settings: vec![("archive_mode".into(), "off".into())],
         unix_socket_only: true,
         parent_dir: Some(dir.clone()),
+        env: Vec::new(),
     };
     let cluster = TempCluster::adopt(&data, opts)
         .await

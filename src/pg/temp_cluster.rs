@@ -21,6 +21,9 @@ pub struct TempClusterOptions {
     pub unix_socket_only: bool,
     /// Where to create the cluster's directory; default: the system temp dir.
     pub parent_dir: Option<PathBuf>,
+    /// Extra environment for the postmaster (inherited by archive_command and
+    /// restore_command), e.g. AWS credentials for an S3 repository.
+    pub env: Vec<(String, String)>,
 }
 
 /// Errors while creating or running a temp cluster; each names the step and, for a child
@@ -55,6 +58,7 @@ pub struct TempCluster {
     log_file: PathBuf,
     port: u16,
     unix_socket_only: bool,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -99,6 +103,7 @@ impl TempCluster {
             log_file: dir.path().join("postgres.log"),
             port: free_port()?,
             unix_socket_only: opts.unix_socket_only,
+            env: opts.env.clone(),
             bins,
             _dir: Some(dir),
             data_dir,
@@ -145,6 +150,7 @@ impl TempCluster {
             .map_err(io("opening server log"))?;
         let log2 = log.try_clone().map_err(io("opening server log"))?;
         let mut cmd = self.bins.command("postgres")?;
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("-D")
             .arg(&self.data_dir)
             .stdin(Stdio::null())
@@ -246,6 +252,7 @@ impl TempCluster {
         run_blocking(move || run_checked(cmd, "pg_basebackup for replica")).await?;
         let opts = TempClusterOptions {
             unix_socket_only: self.unix_socket_only,
+            env: self.env.clone(),
             ..Default::default()
         };
         let mut replica = Self::prepare(bins, dir, data_dir, &opts)?;

@@ -9,16 +9,37 @@ use crate::harness::{self, client, eventually, exec, postgres_dir, query_value, 
 
 /// A primary archiving through `pgvigil wal-push` into the repository of `config`.
 pub(crate) async fn archiving_cluster(config: &Path) -> TempCluster {
+    archiving_cluster_env(config, Vec::new()).await
+}
+
+/// An archiving primary whose postmaster (and so archive_command) has `env`.
+pub(crate) async fn archiving_cluster_env(
+    config: &Path,
+    env: Vec<(String, String)>,
+) -> TempCluster {
     let cmd = format!(
         "'{} wal-push -c {} %p'",
         harness::pgvigil_bin().display(),
         config.display()
     );
-    harness::cluster_with(vec![
-        ("archive_mode", "on"),
-        ("archive_command", cmd.as_str()),
-    ])
+    let settings = vec![
+        (
+            "shared_preload_libraries".to_string(),
+            "'pg_stat_statements'".to_string(),
+        ),
+        ("archive_mode".to_string(), "on".to_string()),
+        ("archive_command".to_string(), cmd),
+    ];
+    match TempCluster::start(TempClusterOptions {
+        settings,
+        env,
+        ..Default::default()
+    })
     .await
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start a test PostgreSQL (install it with `make deps`): {e}"),
+    }
 }
 
 /// Writes the config (repository `store_url`) once the cluster's port is known.
@@ -46,9 +67,11 @@ pub(crate) async fn switch_and_archive(c: &tokio_postgres::Client) {
     .await;
 }
 
-pub(crate) async fn start_restored(dir: &Path) -> TempCluster {
+/// Starts a restored data directory; `env` reaches its restore_command.
+pub(crate) async fn start_restored_env(dir: &Path, env: Vec<(String, String)>) -> TempCluster {
     let opts = TempClusterOptions {
         settings: vec![("archive_mode".into(), "off".into())],
+        env,
         ..Default::default()
     };
     match TempCluster::adopt(dir, opts).await {
@@ -57,9 +80,10 @@ pub(crate) async fn start_restored(dir: &Path) -> TempCluster {
     }
 }
 
-async fn point_in_time(storage: &str, repo_owner: &tempfile::TempDir) {
+async fn point_in_time(storage: &str, repo_owner: &tempfile::TempDir, env: Vec<(String, String)>) {
+    let run_pgvigil = |args: &[&str]| harness::run_pgvigil_env(args, &env);
     let config = repo_owner.path().join("pgvigil.toml");
-    let primary = archiving_cluster(&config).await;
+    let primary = archiving_cluster_env(&config, env.clone()).await;
     write_config(&config, &primary.dsn("postgres"), storage);
     let cfg = config.display().to_string();
     let db = client(&primary, "postgres").await;
@@ -105,7 +129,7 @@ async fn point_in_time(storage: &str, repo_owner: &tempfile::TempDir) {
     ]);
     assert!(ok, "restore failed: {err}");
     assert!(out.contains(info["id"].as_str().unwrap_or("?")));
-    let restored = start_restored(&restore_dir).await;
+    let restored = start_restored_env(&restore_dir, env.clone()).await;
     let rc = client(&restored, "postgres").await;
     eventually(Duration::from_secs(60), || async {
         let in_recovery: bool = rc
@@ -151,7 +175,54 @@ async fn point_in_time_restore_from_a_local_repository() {
         "[storage]\nurl = \"file://{}/repo\"\n",
         owner.path().display()
     );
-    point_in_time(&storage, &owner).await;
+    point_in_time(&storage, &owner, Vec::new()).await;
+}
+
+fn aws_env() -> Vec<(String, String)> {
+    let c = harness::moto::MotoServer::credentials();
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), c.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key),
+        // Never fall back to the instance metadata service (not loopback).
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
+fn s3_storage(moto: &harness::moto::MotoServer, bucket: &str) -> String {
+    format!(
+        "[storage]\nurl = \"s3://{bucket}/pgvigil\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"{}\"\nforce_path_style = true\n",
+        moto.endpoint()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_restore_from_s3() {
+    let moto = harness::moto::MotoServer::start().await;
+    moto.create_bucket("pitr", "eu-central-1").await;
+    let owner = postgres_dir();
+    point_in_time(&s3_storage(&moto, "pitr"), &owner, aws_env()).await;
+    // The objects really are in the bucket.
+    let listed = moto
+        .client()
+        .list_objects_v2()
+        .bucket("pitr")
+        .prefix("pgvigil/default/")
+        .send()
+        .await;
+    let keys: Vec<String> = listed
+        .map(|o| {
+            o.contents()
+                .iter()
+                .filter_map(|c| c.key().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(keys.iter().any(|k| k.ends_with("/backup.json")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.contains("/wal/") && k.ends_with(".zst")),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

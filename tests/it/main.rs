@@ -11,3 +11,4 @@ mod pitr;
 mod postgres_metrics;
 mod replication;
 mod scrape_contract;
+mod store_s3;

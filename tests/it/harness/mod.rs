@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod moto;
 pub mod postgrest;
 
 use std::collections::BTreeMap;
@@ -375,7 +376,7 @@ pub fn pgvigil_command(args: &[&str]) -> std::process::Command {
     cmd.args(args).env("RUST_LOG", "warn");
     if let Ok(Some((uid, gid))) = pgvigil::pg::binaries::server_user() {
         use std::os::unix::process::CommandExt;
-        cmd.uid(uid).gid(gid);
+        cmd.uid(uid).gid(gid).env("HOME", "/var/lib/postgresql");
     }
     cmd
 }
@@ -384,6 +385,19 @@ pub fn pgvigil_command(args: &[&str]) -> std::process::Command {
 /// and stderr.
 pub fn run_pgvigil(args: &[&str]) -> (bool, String, String) {
     let out = pgvigil_command(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Like `run_pgvigil`, with extra environment (e.g. AWS credentials for S3).
+pub fn run_pgvigil_env(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
+    let out = pgvigil_command(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
     (
