@@ -38,6 +38,29 @@ fn holder() -> String {
     format!("{host}/{}", std::process::id())
 }
 
+/// Whether a lease holder is a process on this host that no longer runs (its release may
+/// have failed because the repository was unreachable), or carries our own PID (a restarted
+/// container reusing it): then the lease is stale before its expiry.
+fn holder_is_gone(holder_id: &str) -> bool {
+    let Some((host, pid)) = holder_id.rsplit_once('/') else {
+        return false;
+    };
+    let this_host = holder();
+    if this_host.rsplit_once('/').map(|(h, _)| h) != Some(host) {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if pid == std::process::id() as i32 {
+        return true;
+    }
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 fn body(holder: &str, acquired_at: DateTime<Utc>) -> Bytes {
     let b = LeaseBody {
         holder: holder.into(),
@@ -78,7 +101,7 @@ impl Lease {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<LeaseBody>(&b).ok());
             match existing {
-                Some(l) if l.expires_at > Utc::now() => {
+                Some(l) if l.expires_at > Utc::now() && !holder_is_gone(&l.holder) => {
                     return Err(Error::Skipped(format!(
                         "{job} is already running on {} (lease {key} taken at {}, expires {})",
                         l.holder, l.acquired_at, l.expires_at

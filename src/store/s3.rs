@@ -106,7 +106,14 @@ impl S3Store {
         credentials: Option<StaticCredentials>,
     ) -> Result<Self, Error> {
         let prefix = prefix.trim_matches('/').to_string();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // Without these the SDK waits forever on a stalled endpoint, and a backup would hang
+        // instead of failing. A 16 MiB part gets five minutes per attempt.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .operation_attempt_timeout(std::time::Duration::from_secs(300))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
         if let Some(region) = settings.region.as_deref().filter(|r| !r.is_empty()) {
             loader = loader.region(Region::new(region.to_string()));
         }

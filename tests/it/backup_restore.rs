@@ -492,3 +492,97 @@ async fn the_daemon_reports_backups_wal_pushes_and_the_next_run() {
     assert!(next > now && next <= now + 86400.0, "next backup at {next}");
     running.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_vanishing_mid_upload_leaves_no_backup_and_the_next_run_succeeds() {
+    let moto = harness::moto::MotoServer::start().await;
+    moto.create_bucket("flaky", "eu-central-1").await;
+    let moto_addr: std::net::SocketAddr = moto
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let relay = harness::relay::Relay::start(moto_addr).await;
+    let owner = postgres_dir();
+    let config = owner.path().join("pgvigil.toml");
+    let storage = format!(
+        "[storage]\nurl = \"s3://flaky/pgvigil\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"http://{}\"\nforce_path_style = true\n",
+        relay.addr
+    );
+    let env = aws_env();
+    let pg = archiving_cluster_env(&config, env.clone()).await;
+    write_config(&config, &pg.dsn("postgres"), &storage);
+    let cfg = config.display().to_string();
+    let db = client(&pg, "postgres").await;
+    exec(&db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
+
+    let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Wait until a multipart upload is under way, then make S3 vanish.
+    let s3 = moto.client();
+    eventually(Duration::from_secs(60), || async {
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket("flaky")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if uploads.uploads().is_empty() {
+            Err("no upload in progress yet".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    relay.cut();
+    let out = backup.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the backup must fail when S3 goes away"
+    );
+    assert!(
+        err.contains("s3://flaky/pgvigil"),
+        "the failure names the store: {err}"
+    );
+
+    // S3 comes back: nothing lists as a backup, and the next run succeeds.
+    relay.restore().await;
+    let (ok, out, err) = harness::run_pgvigil_env(&["backups", "-c", &cfg, "--json"], &env);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .map(|v| v.len())
+            .unwrap_or(99),
+        0,
+        "{out}"
+    );
+    let listed = s3
+        .list_objects_v2()
+        .bucket("flaky")
+        .prefix("pgvigil/default/backups/")
+        .send()
+        .await;
+    let keys: Vec<String> = listed
+        .map(|o| {
+            o.contents()
+                .iter()
+                .filter_map(|c| c.key().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(keys.iter().all(|k| !k.ends_with("backup.json")), "{keys:?}");
+    let (ok, _, err) = harness::run_pgvigil_env(&["backup", "-c", &cfg], &env);
+    assert!(ok, "the next backup succeeds: {err}");
+    let (_, out, _) = harness::run_pgvigil_env(&["backups", "-c", &cfg, "--json"], &env);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .map(|v| v.len())
+            .unwrap_or(0),
+        1
+    );
+}
