@@ -13,7 +13,7 @@ use super::event::Event;
 /// A handle for emitting audit events; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: Option<mpsc::UnboundedSender<Event>>,
+    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
 }
 
 impl AuditLog {
@@ -29,13 +29,23 @@ impl AuditLog {
 
     /// Queues one event.
     pub fn emit(&self, event: Event) {
+        self.emit_record(&event);
+    }
+
+    /// Queues any record in the event schema, serialized here (on the caller's thread, from
+    /// typed fields: no intermediate JSON tree) as one line.
+    pub fn emit_record<T: serde::Serialize>(&self, record: &T) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(event);
+            let mut line = Vec::with_capacity(384);
+            if serde_json::to_writer(&mut line, record).is_ok() {
+                line.push(b'\n');
+                let _ = tx.send(line);
+            }
         }
     }
 }
 
-async fn write_loop(mut rx: mpsc::UnboundedReceiver<Event>, token: CancellationToken) {
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Vec<u8>>, token: CancellationToken) {
     let mut out = tokio::io::stdout();
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
@@ -63,8 +73,6 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Event>, token: CancellationT
     }
 }
 
-fn append(buf: &mut Vec<u8>, e: &Event) {
-    if serde_json::to_writer(&mut *buf, e).is_ok() {
-        buf.push(b'\n');
-    }
+fn append(buf: &mut Vec<u8>, line: &[u8]) {
+    buf.extend_from_slice(line);
 }

@@ -7,12 +7,47 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use serde_json::json;
 use tokio::time::Instant;
 
 use super::jwt::Identity;
 use super::Shared;
-use crate::audit::{event::now_rfc3339, Event, EventKind, Outcome};
+use crate::audit::{event::now_rfc3339, EventKind, Outcome};
+
+/// One access line in the audit schema, serialized straight from these fields.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    ts: String,
+    kind: EventKind,
+    event: &'static str,
+    outcome: Outcome,
+    actor: Actor<'a>,
+    target: Target<'a>,
+    details: Details<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Actor<'a> {
+    role: &'a str,
+    role_verified: bool,
+    sub: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct Target<'a> {
+    method: &'static str,
+    route: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Details<'a> {
+    request_id: &'a str,
+    code: u16,
+    rows: Option<u64>,
+    total: Option<u64>,
+    latency_ms: f64,
+    bytes: u64,
+    upstream_error: Option<&'a str>,
+}
 
 /// What is known about a request by the time its response starts.
 pub(crate) struct Finish {
@@ -62,26 +97,29 @@ impl Finish {
         } else {
             Outcome::Success
         };
-        self.shared.audit.emit(Event {
+        self.shared.audit.emit_record(&AccessLine {
             ts: now_rfc3339(),
             kind: EventKind::Access,
             event: "api.request",
             outcome,
-            actor: json!({
-                "role": self.identity.role,
-                "role_verified": self.identity.verified,
-                "sub": self.identity.sub,
-            }),
-            target: json!({"method": self.method, "route": self.route}),
-            details: json!({
-                "request_id": self.request_id,
-                "code": self.code,
-                "rows": self.rows,
-                "total": self.total,
-                "latency_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                "bytes": bytes,
-                "upstream_error": self.upstream_error,
-            }),
+            actor: Actor {
+                role: &self.identity.role,
+                role_verified: self.identity.verified,
+                sub: self.identity.sub.as_deref(),
+            },
+            target: Target {
+                method: self.method,
+                route: &self.route,
+            },
+            details: Details {
+                request_id: &self.request_id,
+                code: self.code,
+                rows: self.rows,
+                total: self.total,
+                latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                bytes,
+                upstream_error: self.upstream_error.as_deref(),
+            },
         });
     }
 }
