@@ -167,50 +167,39 @@ impl App {
         ));
         // Scheduled jobs never overlap.
         let exclusive = Arc::new(tokio::sync::Mutex::new(()));
-        if settings.drill.schedule != "off" {
-            let cron =
-                config::parse_schedule(&settings.drill.schedule).map_err(StartError::Config)?;
-            let next_run = backup_metrics.next_run.clone();
-            tracker.spawn(schedule::run_job(
-                "drill",
-                cron,
-                repo.clone(),
-                exclusive.clone(),
-                backup::jobs::drill_job(
-                    shared_settings.clone(),
+        let next_run = backup_metrics.next_run.clone();
+        let schedule_job =
+            |job: &'static str, expr: &str, body: schedule::JobFn| -> Result<(), StartError> {
+                if expr == "off" {
+                    return Ok(());
+                }
+                let cron = config::parse_schedule(expr).map_err(StartError::Config)?;
+                let next_run = next_run.clone();
+                tracker.spawn(schedule::run_job(
+                    job,
+                    cron,
                     repo.clone(),
-                    pitr_metrics.clone(),
-                ),
-                move |t| {
-                    next_run
-                        .with_label_values(&["drill"])
-                        .set(t.timestamp() as f64)
-                },
-                token.clone(),
-            ));
-        }
-        if settings.backup.schedule != "off" {
-            let cron =
-                config::parse_schedule(&settings.backup.schedule).map_err(StartError::Config)?;
-            let next_run = backup_metrics.next_run.clone();
-            tracker.spawn(schedule::run_job(
-                "backup",
-                cron,
+                    exclusive.clone(),
+                    body,
+                    move |t| next_run.with_label_values(&[job]).set(t.timestamp() as f64),
+                    token.clone(),
+                ));
+                Ok(())
+            };
+        schedule_job(
+            "drill",
+            &settings.drill.schedule,
+            backup::jobs::drill_job(shared_settings.clone(), repo.clone(), pitr_metrics.clone()),
+        )?;
+        schedule_job(
+            "backup",
+            &settings.backup.schedule,
+            backup::jobs::backup_job(
+                shared_settings.clone(),
                 repo.clone(),
-                exclusive.clone(),
-                backup::jobs::backup_job(
-                    Arc::new(settings.clone()),
-                    repo.clone(),
-                    backup_metrics.clone(),
-                ),
-                move |t| {
-                    next_run
-                        .with_label_values(&["backup"])
-                        .set(t.timestamp() as f64)
-                },
-                token.clone(),
-            ));
-        }
+                backup_metrics.clone(),
+            ),
+        )?;
 
         let state = Arc::new(http::HttpState {
             scraper: scraper.clone(),

@@ -115,60 +115,45 @@ pub struct ArchiverState {
 pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Report, Error> {
     let backups = catalog::list(repo).await?;
     let wal_prefix = repo.key("wal/");
-    let objects = repo.store.list(&wal_prefix).await?;
-    let mut names: HashSet<String> = HashSet::new();
-    let mut segments: BTreeMap<Seg, Option<SystemTime>> = BTreeMap::new();
-    let mut history_tlis = Vec::new();
-    let mut newest_any: Option<SystemTime> = None;
-    let mut seg_key_sample = None;
-    for o in &objects {
-        let Some(name) = o
-            .key
-            .strip_prefix(&wal_prefix)
-            .and_then(|n| n.strip_suffix(".zst"))
-        else {
-            continue;
-        };
-        let Some(kind) = classify(name) else { continue };
-        names.insert(name.to_string());
-        newest_any = newest_any.max(o.last_modified);
-        match kind {
-            WalKind::Segment => {
-                seg_key_sample.get_or_insert_with(|| o.key.clone());
-            }
-            WalKind::History => {
-                if let Ok(t) = u32::from_str_radix(&name[..8], 16) {
-                    history_tlis.push(t);
-                }
-            }
-            _ => {}
-        }
-    }
+    // One pass over the listing: (name, kind, arrival) of every WAL file.
+    let wal: Vec<(String, WalKind, Option<SystemTime>)> = repo
+        .store
+        .list(&wal_prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o
+                .key
+                .strip_prefix(&wal_prefix)?
+                .strip_suffix(".zst")?
+                .to_string();
+            let kind = classify(&name)?;
+            Some((name, kind, o.last_modified))
+        })
+        .collect();
+    let names: HashSet<String> = wal.iter().map(|(n, _, _)| n.clone()).collect();
+    let newest_any = wal.iter().filter_map(|(_, _, t)| *t).max();
+    let history_tlis: Vec<u32> = wal
+        .iter()
+        .filter(|(_, k, _)| *k == WalKind::History)
+        .filter_map(|(n, _, _)| u32::from_str_radix(&n[..8], 16).ok())
+        .collect();
     // The segment size is recorded with each pushed segment.
-    let seg_size = match &seg_key_sample {
-        Some(k) => repo
+    let seg_size = match wal.iter().find(|(_, k, _)| *k == WalKind::Segment) {
+        Some((name, _, _)) => repo
             .store
-            .head(k)
+            .head(&super::wal::key(repo, name))
             .await?
             .and_then(|(_, m)| m.get("raw-size").and_then(|s| s.parse().ok()))
             .unwrap_or(DEFAULT_SEGMENT_SIZE),
         None => DEFAULT_SEGMENT_SIZE,
     };
     let segs_per_id = (0x1_0000_0000u64 / seg_size).max(1);
-    for o in &objects {
-        let Some(name) = o
-            .key
-            .strip_prefix(&wal_prefix)
-            .and_then(|n| n.strip_suffix(".zst"))
-        else {
-            continue;
-        };
-        if classify(name) == Some(WalKind::Segment) {
-            if let Some(seg) = parse_segment(name, segs_per_id) {
-                segments.insert(seg, o.last_modified);
-            }
-        }
-    }
+    let segments: BTreeMap<Seg, Option<SystemTime>> = wal
+        .iter()
+        .filter(|(_, k, _)| *k == WalKind::Segment)
+        .filter_map(|(n, _, t)| Some((parse_segment(n, segs_per_id)?, *t)))
+        .collect();
 
     let mut problems = Vec::new();
     let latest_tli = segments

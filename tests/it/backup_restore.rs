@@ -321,7 +321,7 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     let cfg = config.display().to_string();
     let db = client(&pg, "postgres").await;
     // ~100 MB that compresses poorly, so the stream lasts long enough to be killed.
-    exec(&db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
+    make_big_table(&db).await;
 
     let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
         .stdout(std::process::Stdio::null())
@@ -388,6 +388,11 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
             .unwrap_or(0),
         1
     );
+}
+
+/// About 100 MB that compresses poorly, so a backup stream lasts long enough to be cut.
+async fn make_big_table(db: &tokio_postgres::Client) {
+    exec(db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
 }
 
 fn give_to_postgres(p: &Path) {
@@ -514,7 +519,7 @@ async fn s3_vanishing_mid_upload_leaves_no_backup_and_the_next_run_succeeds() {
     write_config(&config, &pg.dsn("postgres"), &storage);
     let cfg = config.display().to_string();
     let db = client(&pg, "postgres").await;
-    exec(&db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
+    make_big_table(&db).await;
 
     let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
         .envs(env.iter().map(|(k, v)| (k, v)))
