@@ -1,30 +1,46 @@
-//! Writes audit events as JSON lines on stdout from a background task, in batches (one
-//! write and flush per batch), so a request never waits on the terminal or the log
-//! collector. The channel is unbounded on purpose: an audit line is never dropped; if stdout
-//! stalls, memory grows instead, which `pgvigil_audit_queue` would show (issue: audit log).
+//! Writes audit events as JSON lines on stdout from a background task. Callers append
+//! serialized lines to a shared buffer; the writer flushes it every 20 ms, or as soon as it
+//! holds 256 KiB, with one write per flush. A request therefore never waits on the terminal
+//! or the log collector, and the proxy does not wake a thread per request. The buffer is
+//! unbounded on purpose: an audit line is never dropped; if stdout stalls, memory grows.
+//! On shutdown everything buffered is written.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::event::Event;
 
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+const FLUSH_AT: usize = 256 * 1024;
+
+#[derive(Debug, Default)]
+struct Shared {
+    buf: Mutex<Vec<u8>>,
+    wake: Notify,
+}
+
 /// A handle for emitting audit events; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl AuditLog {
     /// A log that writes to stdout (or discards everything when `stdout` is false).
     pub fn start(stdout: bool, tracker: &TaskTracker, token: CancellationToken) -> Self {
         if !stdout {
-            return Self { tx: None };
+            return Self { shared: None };
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        tracker.spawn(write_loop(rx, token));
-        Self { tx: Some(tx) }
+        let shared = Arc::new(Shared::default());
+        tracker.spawn(write_loop(shared.clone(), token));
+        Self {
+            shared: Some(shared),
+        }
     }
 
     /// Queues one event.
@@ -35,44 +51,63 @@ impl AuditLog {
     /// Queues any record in the event schema, serialized here (on the caller's thread, from
     /// typed fields: no intermediate JSON tree) as one line.
     pub fn emit_record<T: serde::Serialize>(&self, record: &T) {
-        if let Some(tx) = &self.tx {
-            let mut line = Vec::with_capacity(384);
-            if serde_json::to_writer(&mut line, record).is_ok() {
-                line.push(b'\n');
-                let _ = tx.send(line);
-            }
+        let Some(shared) = &self.shared else { return };
+        let mut line = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut line, record).is_err() {
+            return;
         }
-    }
-}
-
-async fn write_loop(mut rx: mpsc::UnboundedReceiver<Vec<u8>>, token: CancellationToken) {
-    let mut out = tokio::io::stdout();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    loop {
-        let first = tokio::select! {
-            e = rx.recv() => e,
-            _ = token.cancelled() => {
-                // Drain what is queued, then stop.
-                rx.close();
-                rx.recv().await
+        line.push(b'\n');
+        // Wake the writer only when the buffer stops being empty (it then coalesces for
+        // FLUSH_EVERY) or fills up: no wakeup per line under load, none at all when idle.
+        let wake = match shared.buf.lock() {
+            Ok(mut buf) => {
+                let was_empty = buf.is_empty();
+                buf.extend_from_slice(&line);
+                was_empty || buf.len() >= FLUSH_AT
             }
+            Err(_) => false,
         };
-        let Some(first) = first else { break };
-        append(&mut buf, &first);
-        while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(e) => append(&mut buf, &e),
-                Err(_) => break,
-            }
+        if wake {
+            shared.wake.notify_one();
         }
-        if out.write_all(&buf).await.is_err() || out.flush().await.is_err() {
-            // stdout is gone (closed pipe): nothing sensible left to do with the lines.
-            break;
-        }
-        buf.clear();
     }
 }
 
-fn append(buf: &mut Vec<u8>, line: &[u8]) {
-    buf.extend_from_slice(line);
+fn take(shared: &Shared) -> Vec<u8> {
+    shared
+        .buf
+        .lock()
+        .map(|mut b| std::mem::take(&mut *b))
+        .unwrap_or_default()
+}
+
+async fn write_loop(shared: Arc<Shared>, token: CancellationToken) {
+    let mut out = tokio::io::stdout();
+    loop {
+        let mut stopping = tokio::select! {
+            _ = token.cancelled() => true,
+            _ = shared.wake.notified() => false,
+        };
+        if !stopping {
+            // Coalesce: let more lines arrive, unless the buffer is already full.
+            stopping = tokio::select! {
+                _ = token.cancelled() => true,
+                _ = tokio::time::sleep(FLUSH_EVERY) => false,
+                _ = shared.wake.notified() => false,
+            };
+        }
+        let chunk = take(&shared);
+        if !chunk.is_empty() && (out.write_all(&chunk).await.is_err() || out.flush().await.is_err())
+        {
+            // stdout is gone (closed pipe): nothing sensible left to do with the lines.
+            return;
+        }
+        if stopping {
+            // Lines emitted while the last chunk was written.
+            let rest = take(&shared);
+            let _ = out.write_all(&rest).await;
+            let _ = out.flush().await;
+            return;
+        }
+    }
 }
