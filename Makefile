@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev build dev test lint bench clean
+.PHONY: all deps deps-dev build dev test lint bench bench-scrape bench-proxy bench-backup clean
 
 all: build
 
@@ -30,9 +30,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## bench: side-by-side scrape benchmark against postgres_exporter (see bench/README.md)
-bench:
+## bench: every side-by-side benchmark (see bench/README.md); each also runs alone
+bench: bench-scrape bench-proxy bench-backup
+
+bench-scrape:   ## scrape cost vs postgres_exporter
 	bench/scrape.sh
+
+bench-proxy:    ## API proxy vs nginx
+	bench/proxy.sh
+
+bench-backup:   ## backup/restore vs pgBackRest and pg_basebackup, wal-push per segment
+	bench/backup.sh
 
 clean:
 	$(CARGO) clean
