@@ -67,6 +67,7 @@ RUNS=${RUNS:-3}
 WALPUSH_N=${WALPUSH_N:-20}          # hand-run wal-push / archive-push per pass
 WAL_SEGMENTS=${WAL_SEGMENTS:-40}    # at least this many segments in the archiver backlog
 WALGEN_SECONDS=${WALGEN_SECONDS:-10} # pgbench -T for the WAL generation
+if [ "$SMOKE" = 1 ]; then QUIET_WAIT=${QUIET_WAIT:-30} QUIET_PHASE_WAIT=${QUIET_PHASE_WAIT:-10}; fi
 RESTORE_PORT=${RESTORE_PORT:-55443}
 # pgvigil's [server] listen in the bench configs: wal-push reports each push to
 # 127.0.0.1:<this port> (best effort, 200 ms bound); nothing listens here, so the
@@ -606,6 +607,34 @@ set_archive_command_nosleep() {
   psql_b -d postgres -c "ALTER SYSTEM SET archive_command = '$q'" -c "SELECT pg_reload_conf()" >/dev/null
 }
 
+# ---------------------------------------------------------------- quiet host
+
+# busy and total jiffies of the host, from /proc/stat
+host_cpu() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+
+# wait_quiet PHASE : this is a shared 2-core machine; wait (at most QUIET_WAIT s
+# before the first phase, QUIET_PHASE_WAIT before later ones) until the host is
+# nearly idle (busy < QUIET_BUSY % over 3 s). Notes go to $RES/quiet.txt.
+QUIET_FIRST=1
+wait_quiet() {
+  local phase=$1 limit max=${QUIET_BUSY:-15} waited=0 a b busy note
+  limit=$([ "$QUIET_FIRST" = 1 ] && echo "${QUIET_WAIT:-600}" || echo "${QUIET_PHASE_WAIT:-180}")
+  QUIET_FIRST=0
+  while :; do
+    a=$(host_cpu); sleep 3; b=$(host_cpu)
+    busy=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }')
+    note="$phase: host busy ${busy}% before measuring (waited ${waited}s)"
+    ((busy < max)) && break
+    ((waited == 0)) && log "host busy ${busy}% (other jobs?); waiting until below ${max}% (at most ${limit}s)"
+    if ((waited >= limit)); then
+      note="$note — NOT QUIET: other processes competed for the CPUs"
+      log "still ${busy}% busy after ${limit}s; measuring anyway"; break
+    fi
+    waited=$((waited + 3))
+  done
+  echo "$note" >>"$RES/quiet.txt"
+}
+
 # ---------------------------------------------------------------- cleanup
 
 cleanup() {
@@ -749,6 +778,7 @@ summary() {
       echo "errors: none"
     fi
     echo
+    echo "quiet host checks:"; sed 's/^/  /' "$RES/quiet.txt" 2>/dev/null || true
     echo "loadavg_after: $(cut -d' ' -f1-3 /proc/loadavg); other heavy work running at the end: $(busy_others) process(es)"
     echo "total: $(since "$T_TOTAL") s; raw: backup.runs restore.runs walpush.runs walpush-archiver.txt; logs: $RL"
   } >"$f"
@@ -781,10 +811,10 @@ main() {
   # every tool reads a warm page cache (the cluster fits in RAM): one untimed read first
   log "warming the page cache: reading $PGDATA once"
   timeout 300 tar -C "$PGDATA" --exclude=./pg_wal -cf - . | cat >/dev/null || true
-  phase_pgbr
-  phase_pgvigil
-  phase_restore
-  phase_walpush
+  wait_quiet pgbr; phase_pgbr
+  wait_quiet pgvigil; phase_pgvigil
+  wait_quiet restore; phase_restore
+  wait_quiet wal-push; phase_walpush
 
   summary
   [ ! -s "$RES/errors.txt" ]
