@@ -35,6 +35,22 @@ fn secret_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     p
 }
 
+/// A PostgREST stand-in and a daemon proxying to it; returns the proxy's base URL too.
+async fn proxy_daemon(extra: &str) -> (FakePostgrest, tempfile::TempDir, pgvigil::Running, String) {
+    let fake = FakePostgrest::start().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let running = daemon(settings(
+        DEAD_PG,
+        &proxy_toml(&fake, &secret_file(&dir), extra),
+    ))
+    .await;
+    let base = format!(
+        "http://{}",
+        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
+    );
+    (fake, dir, running, base)
+}
+
 fn count(s: &Scrape, route: &str, method: &str, code: &str, role: &str) -> f64 {
     s.metric("pgvigil_api_requests_total")
         .label("route", route)
@@ -47,17 +63,7 @@ fn count(s: &Scrape, route: &str, method: &str, code: &str, role: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_counts_routes_roles_codes_and_rows() {
-    let fake = FakePostgrest::start().await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let running = daemon(settings(
-        DEAD_PG,
-        &proxy_toml(&fake, &secret_file(&dir), ""),
-    ))
-    .await;
-    let base = format!(
-        "http://{}",
-        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
-    );
+    let (_fake, _dir, running, base) = proxy_daemon("").await;
     let c = http_client();
     let author = format!(
         "Bearer {}",
@@ -223,17 +229,7 @@ async fn proxy_counts_routes_roles_codes_and_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_forwards_request_ids_and_drops_hop_by_hop_headers() {
-    let fake = FakePostgrest::start().await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let running = daemon(settings(
-        DEAD_PG,
-        &proxy_toml(&fake, &secret_file(&dir), ""),
-    ))
-    .await;
-    let base = format!(
-        "http://{}",
-        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
-    );
+    let (fake, _dir, running, base) = proxy_daemon("").await;
     let c = http_client();
     let r = c
         .get(format!("{base}/articles"))
@@ -296,17 +292,7 @@ async fn proxy_forwards_request_ids_and_drops_hop_by_hop_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_dead_upstreams_are_bounded() {
-    let fake = FakePostgrest::start().await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let running = daemon(settings(
-        DEAD_PG,
-        &proxy_toml(&fake, &secret_file(&dir), "upstream_timeout = \"1s\""),
-    ))
-    .await;
-    let base = format!(
-        "http://{}",
-        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
-    );
+    let (fake, _dir, running, base) = proxy_daemon("upstream_timeout = \"1s\"").await;
     let c = http_client();
     let t = Instant::now();
     let r = c
