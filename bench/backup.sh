@@ -68,6 +68,7 @@ WALPUSH_N=${WALPUSH_N:-20}          # hand-run wal-push / archive-push per pass
 WAL_SEGMENTS=${WAL_SEGMENTS:-40}    # at least this many segments in the archiver backlog
 WALGEN_SECONDS=${WALGEN_SECONDS:-10} # pgbench -T for the WAL generation
 if [ "$SMOKE" = 1 ]; then QUIET_WAIT=${QUIET_WAIT:-30} QUIET_PHASE_WAIT=${QUIET_PHASE_WAIT:-10}; fi
+QUIET_ROUND_WAIT=${QUIET_ROUND_WAIT:-60}
 RESTORE_PORT=${RESTORE_PORT:-55443}
 # pgvigil's [server] listen in the bench configs: wal-push reports each push to
 # 127.0.0.1:<this port> (best effort, 200 ms bound); nothing listens here, so the
@@ -350,6 +351,7 @@ phase_pgbr() {
   pgbr check >"$RL/pgbr-check.out" 2>&1 || { cat "$RL/pgbr-check.out" >&2; die "pgbackrest check failed"; }
   local i label repo
   for ((i = 1; i <= RUNS; i++)); do
+    ((i == 1)) || wait_quiet "pgbr round $i" "$QUIET_ROUND_WAIT"
     sync
     measured "pgbackrest-$i" 900 "$PGBACKREST" --config="$PGBR_CONF" --stanza=bench --type=full backup
     read -r label _ repo < <(pgbr_last_backup)
@@ -380,6 +382,7 @@ phase_pgvigil() {
   fi
   local id stored
   for ((i = 1; i <= RUNS; i++)); do
+    ((i == 1)) || wait_quiet "pgvigil round $i" "$QUIET_ROUND_WAIT"
     rm -rf "${BB_OUT:?}"/*; sync
     measured "pg_basebackup-$i" 900 "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U postgres \
       -c fast -D "$BB_OUT/run$i" -Ft -X fetch --compress=client-zstd
@@ -483,6 +486,7 @@ phase_restore() {
   log "== phase restore: $RUNS rounds of pgvigil restore and pgbackrest restore (+ start until accepting / promoted)"
   local i
   for ((i = 1; i <= RUNS; i++)); do
+    ((i == 1)) || wait_quiet "restore round $i" "$QUIET_ROUND_WAIT"
     restore_one pgvigil "$i" || true
     restore_one pgbackrest "$i" || true
   done
@@ -612,13 +616,15 @@ set_archive_command_nosleep() {
 # busy and total jiffies of the host, from /proc/stat
 host_cpu() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 
-# wait_quiet PHASE : this is a shared 2-core machine; wait (at most QUIET_WAIT s
-# before the first phase, QUIET_PHASE_WAIT before later ones) until the host is
+# wait_quiet PHASE [LIMIT] : this is a shared 2-core machine; wait (at most QUIET_WAIT s
+# before the first phase, QUIET_PHASE_WAIT before later ones, LIMIT if given:
+# QUIET_ROUND_WAIT before each round of a phase) until the host is
 # nearly idle (busy < QUIET_BUSY % over 3 s). Notes go to $RES/quiet.txt.
 QUIET_FIRST=1
 wait_quiet() {
   local phase=$1 limit max=${QUIET_BUSY:-15} waited=0 a b busy note
   limit=$([ "$QUIET_FIRST" = 1 ] && echo "${QUIET_WAIT:-600}" || echo "${QUIET_PHASE_WAIT:-180}")
+  [ -n "${2:-}" ] && limit=$2
   QUIET_FIRST=0
   while :; do
     a=$(host_cpu); sleep 3; b=$(host_cpu)
