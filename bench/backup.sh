@@ -108,32 +108,9 @@ ensure_tools() {
 # where the postgres user can execute it (restore_command points at this copy).
 PGVIGIL_NOTE=""
 ensure_pgvigil_bin() {
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pgvigil-target}
-  local explicit=${PGVIGIL_BIN:+1} src
-  src=${PGVIGIL_BIN:-$CARGO_TARGET_DIR/release/pgvigil}
-  if [ -z "$explicit" ]; then
-    local stale=""
-    if [ ! -x "$src" ]; then
-      stale="missing"
-    elif [ -n "$(cd "$REPO_ROOT" && find src Cargo.toml Cargo.lock build.rs -newer "$src" -print -quit 2>/dev/null)" ]; then
-      stale="older than the sources"
-    fi
-    if [ -n "$stale" ]; then
-      command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
-      log "pgvigil binary $stale: cargo build --release (log $LOGDIR/cargo-build-backup.log)"
-      local t0; t0=$(now)
-      if ! (cd "$REPO_ROOT" && timeout "${BUILD_TIMEOUT:-2700}" cargo build --release --bin pgvigil) \
-        >"$LOGDIR/cargo-build-backup.log" 2>&1; then
-        tail -n 30 "$LOGDIR/cargo-build-backup.log" >&2
-        PGVIGIL_NOTE="cargo build --release failed, see $LOGDIR/cargo-build-backup.log"
-        return 1
-      fi
-      log "build done in $(since "$t0") s"
-    fi
-  fi
-  [ -x "$src" ] || { PGVIGIL_NOTE="$src not found"; return 1; }
-  install -m 0755 "$src" "$PGVIGIL"
-  PGVIGIL_SRC=$src
+  build_pgvigil "$LOGDIR/cargo-build-backup.log" || return 1
+  install -m 0755 "$PGVIGIL_BIN" "$PGVIGIL"
+  PGVIGIL_SRC=$PGVIGIL_BIN
 }
 
 # ---------------------------------------------------------------- dirs, configs

@@ -1,4 +1,5 @@
-# Helpers for bench/scrape.sh. Source it; do not run it.
+# shellcheck shell=bash
+# Helpers shared by the bench scripts (scrape.sh, proxy.sh, backup.sh). Source it; do not run it.
 #
 # Everything here works from a clone of the repository alone: no file outside
 # the repo is sourced. Settings are environment variables with defaults, so a
@@ -210,4 +211,37 @@ div() {
   awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {
     if (a == "" || b == "" || a == "n/a" || b == "n/a" || b + 0 == 0) { print "n/a"; exit }
     printf f "\n", a / b }'
+}
+
+# build_pgvigil LOGFILE : sets PGVIGIL_BIN to a release binary, building it with cargo when
+# it is missing or older than the sources (an explicit PGVIGIL_BIN is used as is, never
+# built). Sets BUILD_SECONDS when it built. Returns 1 (build failed) or 2 (no binary) with
+# PGVIGIL_NOTE saying why.
+build_pgvigil() {
+  local logfile=$1 explicit=${PGVIGIL_BIN:+1}
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pgvigil-target}
+  PGVIGIL_BIN=${PGVIGIL_BIN:-$CARGO_TARGET_DIR/release/pgvigil}
+  BUILD_SECONDS=
+  if [ -z "$explicit" ]; then
+    local stale=""
+    if [ ! -x "$PGVIGIL_BIN" ]; then
+      stale="missing"
+    elif [ -n "$(cd "$REPO_ROOT" && find src Cargo.toml Cargo.lock build.rs -newer "$PGVIGIL_BIN" -print -quit 2>/dev/null)" ]; then
+      stale="older than the sources"
+    fi
+    if [ -n "$stale" ]; then
+      command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
+      log "pgvigil binary $stale: cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR, log $logfile)"
+      local t0; t0=$(now)
+      if ! (cd "$REPO_ROOT" && timeout "${BUILD_TIMEOUT:-2700}" cargo build --release --bin pgvigil) \
+        >"$logfile" 2>&1; then
+        tail -n 30 "$logfile" >&2
+        PGVIGIL_NOTE="cargo build --release failed, see $logfile"
+        return 1
+      fi
+      BUILD_SECONDS=$(since "$t0")
+      log "build done in $BUILD_SECONDS s"
+    fi
+  fi
+  [ -x "$PGVIGIL_BIN" ] || { PGVIGIL_NOTE="$PGVIGIL_BIN not found"; return 2; }
 }

@@ -173,30 +173,7 @@ ensure_tools() {
 
 # Build (if missing or older than the sources) unless PGVIGIL_BIN is given.
 ensure_pgvigil_bin() {
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pgvigil-target}
-  local explicit=${PGVIGIL_BIN:+1}
-  PGVIGIL_BIN=${PGVIGIL_BIN:-$CARGO_TARGET_DIR/release/pgvigil}
-  if [ -z "$explicit" ]; then
-    local stale=""
-    if [ ! -x "$PGVIGIL_BIN" ]; then
-      stale="missing"
-    elif [ -n "$(cd "$REPO_ROOT" && find src Cargo.toml Cargo.lock build.rs -newer "$PGVIGIL_BIN" -print -quit 2>/dev/null)" ]; then
-      stale="older than the sources"
-    fi
-    if [ -n "$stale" ]; then
-      command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
-      log "pgvigil binary $stale: cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR, log $RES/cargo-build.log)"
-      local t0; t0=$(now)
-      if ! (cd "$REPO_ROOT" && timeout "${BUILD_TIMEOUT:-2700}" cargo build --release --bin pgvigil) \
-        >"$RES/cargo-build.log" 2>&1; then
-        tail -n 30 "$RES/cargo-build.log" >&2
-        die "cargo build --release failed, see $RES/cargo-build.log"
-      fi
-      BUILD_SECONDS=$(since "$t0")
-      log "build done in $BUILD_SECONDS s"
-    fi
-  fi
-  [ -x "$PGVIGIL_BIN" ] || die "$PGVIGIL_BIN not found"
+  build_pgvigil "$RES/cargo-build.log" || die "$PGVIGIL_NOTE"
 }
 
 # ---------------------------------------------------------------- configs

@@ -97,34 +97,14 @@ PGVIGIL_NOTE=""
 # $BINDIR, where the postgres user can execute it ($HOME/.cache is root's).
 # Done before the cluster is touched so compile CPU never overlaps a measurement.
 ensure_pgvigil_bin() {
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pgvigil-target}
-  local explicit=${PGVIGIL_BIN:+1}
-  PGVIGIL_BIN=${PGVIGIL_BIN:-$CARGO_TARGET_DIR/release/pgvigil}
-  if [ -z "$explicit" ]; then
-    local stale=""
-    if [ ! -x "$PGVIGIL_BIN" ]; then
-      stale="missing"
-    elif [ -n "$(cd "$REPO_ROOT" && find src Cargo.toml Cargo.lock build.rs -newer "$PGVIGIL_BIN" -print -quit 2>/dev/null)" ]; then
-      stale="older than the sources"
-    fi
-    if [ -n "$stale" ]; then
-      command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
-      log "pgvigil binary $stale: cargo build --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR, log $LOGDIR/cargo-build.log)"
-      local t0; t0=$(now)
-      if ! (cd "$REPO_ROOT" && timeout "${BUILD_TIMEOUT:-2700}" cargo build --release --bin pgvigil) \
-        >"$LOGDIR/cargo-build.log" 2>&1; then
-        tail -n 30 "$LOGDIR/cargo-build.log" >&2
-        PGVIGIL_STATUS=build-failed PGVIGIL_NOTE="cargo build --release failed, see $LOGDIR/cargo-build.log"
-        return 1
-      fi
-      echo "cargo_build_seconds $(since "$t0")" >>"$BENCH_DIR/timing.txt"
-      log "build done in $(since "$t0") s"
-    fi
-  fi
-  if [ ! -x "$PGVIGIL_BIN" ]; then
-    PGVIGIL_STATUS=missing PGVIGIL_NOTE="$PGVIGIL_BIN not found"
-    return 1
-  fi
+  local rc=0
+  build_pgvigil "$LOGDIR/cargo-build.log" || rc=$?
+  case $rc in
+    0) ;;
+    1) PGVIGIL_STATUS=build-failed; return 1 ;;
+    *) PGVIGIL_STATUS=missing; return 1 ;;
+  esac
+  [ -z "$BUILD_SECONDS" ] || echo "cargo_build_seconds $BUILD_SECONDS" >>"$BENCH_DIR/timing.txt"
   install -m 0755 "$PGVIGIL_BIN" "$BINDIR/pgvigil"
   PGVIGIL_STATUS=ready
 }
