@@ -360,6 +360,21 @@ catalogue! {
     PGVIGIL_DRILL_LAST_TARGET_SKEW_SECONDS: gauge "pgvigil_drill_last_target_skew_seconds" [] new "How far before its target time the last drill's recovery stopped (target minus last replayed commit), in seconds.";
     PGVIGIL_DRILL_FAILURES_TOTAL: counter "pgvigil_drill_failures_total" [] new "Restore drills that failed.";
 
+    // --- retention, residency, Object Lock, off-site copies ----------------------------------
+    PGVIGIL_RETENTION_LAST_RUN_TIMESTAMP_SECONDS: gauge "pgvigil_retention_last_run_timestamp_seconds" [] new "When the last retention run finished without error (Unix seconds).";
+    PGVIGIL_RETENTION_DELETED_OBJECTS_TOTAL: counter "pgvigil_retention_deleted_objects_total" ["store", "reason"] new "Objects deleted by retention, by store (primary or offsite) and reason (expired_backup, expired_wal, orphan).";
+    PGVIGIL_RETENTION_LOCKED_OBJECTS: gauge "pgvigil_retention_locked_objects" ["store"] new "Objects the last retention run wanted to delete but left because their Object Lock retain-until date has not passed.";
+    PGVIGIL_RETENTION_FAILURES_TOTAL: counter "pgvigil_retention_failures_total" [] new "Retention runs that failed.";
+    PGVIGIL_STORAGE_RESIDENCY_OK: gauge "pgvigil_storage_residency_ok" ["store"] new "1 when the store's real location (asked of the bucket, not taken from the config) is allowed by storage.residency / allowed_regions; 0 when it is not or cannot be determined (writes are then refused).";
+    PGVIGIL_STORAGE_OBJECT_LOCK_ENABLED: gauge "pgvigil_storage_object_lock_enabled" ["store"] new "1 when the store writes every object with an Object Lock retain-until date (storage.s3.object_lock) and the bucket has Object Lock enabled.";
+    PGVIGIL_OFFSITE_LAST_SUCCESS_TIMESTAMP_SECONDS: gauge "pgvigil_offsite_last_success_timestamp_seconds" [] new "When the last verified off-site copy finished (Unix seconds).";
+    PGVIGIL_OFFSITE_FAILURES_TOTAL: counter "pgvigil_offsite_failures_total" [] new "Off-site copies that failed.";
+
+    // --- audit log ---------------------------------------------------------------------
+    PGVIGIL_AUDIT_EVENTS_TOTAL: counter "pgvigil_audit_events_total" ["kind"] new "Audit lines written, by kind (ops, data, access).";
+    PGVIGIL_AUDIT_FORWARD_LAG_SECONDS: gauge "pgvigil_audit_forward_lag_seconds" [] new "Age of the newest database change row forwarded from the audit table when it was forwarded, or of the oldest row still waiting (seconds).";
+    PGVIGIL_AUDIT_CURSOR_ID: gauge "pgvigil_audit_cursor_id" [] new "The audit table id up to which every row has been forwarded (the persisted cursor).";
+
     // --- pgvigil itself ---------------------------------------------------------------
     PGVIGIL_BUILD_INFO: gauge "pgvigil_build_info" ["version"] new "pgvigil build information; always 1.";
     PGVIGIL_SCRAPES_TOTAL: counter "pgvigil_scrapes_total" [] new "Collections run (concurrent scrapes that share one collection count once).";
