@@ -98,6 +98,7 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
         });
     }
     out.push(probe_storage(settings).await);
+    out.extend(probe_residency(settings).await);
     if let Some(p) = &settings.api_proxy {
         let target = p.upstream.to_string();
         let addr = p
@@ -137,12 +138,46 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
     out
 }
 
+/// Where each repository really is, judged by the residency policy (and Object Lock).
+async fn probe_residency(settings: &Settings) -> Vec<Check> {
+    let mut stores = vec![("residency", &settings.storage.url, &settings.storage.s3)];
+    if let Some(o) = &settings.offsite {
+        stores.push(("offsite.residency", &o.url, &o.s3));
+    }
+    let mut out = Vec::new();
+    for (name, url, s3) in stores {
+        let check = match crate::store::open(url, s3, &settings.storage.residency).await {
+            Ok(guard) => {
+                let v = guard.check().await;
+                Check {
+                    status: if v.ok { Status::Ok } else { Status::Fail },
+                    name: name.into(),
+                    target: url.clone(),
+                    detail: v.message,
+                }
+            }
+            Err(e) => Check {
+                status: Status::Fail,
+                name: name.into(),
+                target: url.clone(),
+                detail: e.to_string(),
+            },
+        };
+        out.push(check);
+    }
+    out
+}
+
 async fn probe_storage(settings: &Settings) -> Check {
     let target = settings.storage.url.clone();
     let result = async {
-        let store = crate::store::open(&settings.storage.url, &settings.storage.s3)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = crate::store::open(
+            &settings.storage.url,
+            &settings.storage.s3,
+            &settings.storage.residency,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let repo = crate::store::Repo {
             store,
             cluster: settings.storage.cluster.clone(),

@@ -155,6 +155,33 @@ pub enum Command {
     )]
     Drill(DrillArgs),
 
+    /// Apply the recovery-window retention: delete expired backups, WAL and orphans (--dry-run to preview).
+    #[command(
+        long_about = "Apply retention to the repository (and the off-site repository, when [offsite] url is \
+                      set). Recovery-window semantics: every backup that ended inside retention.recovery_window \
+                      (default 35 days) is kept, plus the newest backup that ended before it, so any point in \
+                      the window stays recoverable; never fewer than retention.min_backups and never the last \
+                      valid backup. WAL older than the oldest kept backup's start is deleted (.history files \
+                      stay), and objects of backups that never committed (no backup.json) are deleted after a \
+                      day. Backups are ordered by the times in backup.json. Objects under S3 Object Lock whose \
+                      retention has not passed are reported as locked and left. Every deletion is logged \
+                      (event retention.deleted). --dry-run prints what would be deleted and why, and deletes \
+                      nothing."
+    )]
+    Retention(RetentionArgs),
+
+    /// Copy the newest backup and the WAL it needs to the off-site repository ([offsite] url) and verify it.
+    #[command(
+        long_about = "Copy the newest valid backup, the WAL from its start to the newest archived segment and \
+                      every .history file to [offsite] url, a second repository with the same residency checks. \
+                      Objects are copied server-side when both repositories are on one S3 service, streamed \
+                      otherwise; objects already there with the same size are skipped. Every copied object is \
+                      read back and checked against its recorded SHA-256 (a copy that does not verify is \
+                      deleted and the command fails); backup.json is written last. The result is recorded in \
+                      the primary repository (state/offsite/last.json)."
+    )]
+    Offsite(JsonArgs),
+
     /// Print the metric catalogue: every metric family pgvigil can export.
     #[command(
         long_about = "Print the metric catalogue: name, type, labels and help of every metric family pgvigil \
@@ -203,6 +230,17 @@ pub struct RestoreArgs {
     #[arg(long, value_enum, default_value_t = crate::backup::restore::TargetAction::Promote)]
     pub target_action: crate::backup::restore::TargetAction,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `pgvigil retention`.
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    /// Print every object that would be deleted and why; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

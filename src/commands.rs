@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{CatalogArgs, Cli, Command, DevArgs, DrillArgs, JsonArgs, RestoreArgs};
+use crate::cli::{
+    CatalogArgs, Cli, Command, DevArgs, DrillArgs, JsonArgs, RestoreArgs, RetentionArgs,
+};
 use crate::config::{self, EnvLookup};
 use crate::metrics::catalogue;
 
@@ -24,17 +26,136 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> anyhow:
         Command::Restore(args) => restore(&cli, args, env).await,
         Command::Verify(args) => verify(&cli, args, env).await,
         Command::Drill(args) => drill(&cli, args, env).await,
+        Command::Retention(args) => retention(&cli, args, env).await,
+        Command::Offsite(args) => offsite(&cli, args, env).await,
     }
 }
 
 async fn open_repo(settings: &config::Settings) -> anyhow::Result<crate::store::Repo> {
-    let store = crate::store::open(&settings.storage.url, &settings.storage.s3)
+    open_repo_at(settings, &settings.storage.url, &settings.storage.s3).await
+}
+
+/// The off-site repository, if `[offsite] url` is set.
+async fn open_offsite(settings: &config::Settings) -> anyhow::Result<Option<crate::store::Repo>> {
+    match &settings.offsite {
+        Some(o) => Ok(Some(open_repo_at(settings, &o.url, &o.s3).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn open_repo_at(
+    settings: &config::Settings,
+    url: &str,
+    s3: &config::S3Settings,
+) -> anyhow::Result<crate::store::Repo> {
+    let store = crate::store::open(url, s3, &settings.storage.residency)
         .await
-        .with_context(|| format!("opening repository {}", settings.storage.url))?;
+        .with_context(|| format!("opening repository {url}"))?;
     Ok(crate::store::Repo {
         store,
         cluster: settings.storage.cluster.clone(),
     })
+}
+
+async fn retention(
+    cli: &Cli,
+    args: &RetentionArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    use crate::backup::retention::{self, Fate, Policy};
+    let settings = load(cli, env)?;
+    let policy = Policy {
+        recovery_window: settings.retention.recovery_window,
+        min_backups: settings.retention.min_backups,
+    };
+    let mut repos = vec![open_repo(&settings).await?];
+    repos.extend(open_offsite(&settings).await?);
+    let mut reports = Vec::new();
+    for repo in &repos {
+        let report = retention::run(repo, policy, chrono::Utc::now(), args.dry_run, &|_| {})
+            .await
+            .with_context(|| format!("retention on {}", repo.store.describe()))?;
+        reports.push(report);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &reports {
+        println!(
+            "{}{}: recovery window from {} ({} backup(s) kept)",
+            r.store,
+            if r.dry_run { " (dry run)" } else { "" },
+            r.window_start
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            r.kept.len()
+        );
+        for k in &r.kept {
+            println!(
+                "  keep    backup {} (ended {}): {}",
+                k.id,
+                k.stop_time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                k.why
+            );
+        }
+        for o in &r.objects {
+            let verb = match &o.fate {
+                Fate::Deleted => "deleted".to_string(),
+                Fate::WouldDelete => "would delete".to_string(),
+                Fate::Locked { until } => format!("locked until {until}, kept"),
+            };
+            println!(
+                "  {verb} {} ({}, {}): {}",
+                o.object.key,
+                o.object.reason.label(),
+                indicatif::HumanBytes(o.object.bytes),
+                o.object.why
+            );
+        }
+        let would = r
+            .objects
+            .iter()
+            .filter(|o| o.fate == Fate::WouldDelete)
+            .count();
+        println!(
+            "  {} object(s) deleted ({}), {} would be deleted, {} locked",
+            r.deleted_objects,
+            indicatif::HumanBytes(r.deleted_bytes),
+            would,
+            r.locked_objects
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn offsite(cli: &Cli, args: &JsonArgs, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+    let settings = load(cli, env)?;
+    let Some(dest) = open_offsite(&settings).await? else {
+        anyhow::bail!(
+            "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
+            cli.config.display()
+        );
+    };
+    let repo = open_repo(&settings).await?;
+    let report = crate::backup::offsite::run(&repo, &dest)
+        .await
+        .context("off-site copy failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "backup {} copied to {}: {} object(s) copied ({} server-side, {}), {} already there, {} WAL file(s) needed; every copy verified",
+            report.backup_id,
+            report.destination,
+            report.objects_copied,
+            report.server_side,
+            indicatif::HumanBytes(report.bytes_copied),
+            report.objects_present,
+            report.wal_files
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn backup(

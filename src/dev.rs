@@ -163,9 +163,13 @@ impl DevEnvironment {
         chown_to_server_user(&config_file).map_err(setup("chown config"))?;
 
         let repo = Repo {
-            store: crate::store::open(&settings.storage.url, &settings.storage.s3)
-                .await
-                .map_err(setup("opening the repository"))?,
+            store: crate::store::open(
+                &settings.storage.url,
+                &settings.storage.s3,
+                &settings.storage.residency,
+            )
+            .await
+            .map_err(setup("opening the repository"))?,
             cluster: settings.storage.cluster.clone(),
         };
         let first_backup =

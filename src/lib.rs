@@ -135,12 +135,51 @@ impl App {
         let pgbouncer = collectors::pgbouncer::PgbouncerCollector::new(&settings.pgbouncer);
         let scraper = Arc::new(Scraper::new(postgres, postgrest, pgbouncer, scrape_metrics));
         let ready = Arc::new(AtomicBool::new(false));
-        tracker.spawn(warm_up(scraper.clone(), ready.clone(), token.clone()));
+        let residency_checked = Arc::new(AtomicBool::new(false));
+        tracker.spawn(warm_up(
+            scraper.clone(),
+            ready.clone(),
+            residency_checked.clone(),
+            token.clone(),
+        ));
 
-        let repo = store::Repo {
-            store: store::open(&settings.storage.url, &settings.storage.s3).await?,
-            cluster: settings.storage.cluster.clone(),
+        if settings.storage.residency == store::Residency::Any {
+            tracing::warn!(
+                event = "storage.residency.disabled",
+                "storage.residency = \"any\": bucket locations are not checked"
+            );
+        }
+        let primary = open_custodied(
+            backup::custody::PRIMARY,
+            &settings.storage.url,
+            &settings.storage.s3,
+            &settings,
+        )
+        .await?;
+        let repo = primary.repo.clone();
+        let offsite = match &settings.offsite {
+            Some(o) => {
+                Some(open_custodied(backup::custody::OFFSITE, &o.url, &o.s3, &settings).await?)
+            }
+            None => None,
         };
+        let custodied: Vec<_> = std::iter::once(primary.clone())
+            .chain(offsite.clone())
+            .collect();
+        let custody_metrics = backup::custody::CustodyMetrics::register(&registry)?;
+        tracker.spawn(backup::custody::residency_loop(
+            custodied.clone(),
+            custody_metrics.clone(),
+            audit.clone(),
+            residency_checked,
+            backup::custody::RESIDENCY_RECHECK,
+            token.clone(),
+        ));
+        if let Some(last) = backup::offsite::last(&repo).await {
+            custody_metrics
+                .offsite_last_success
+                .set(last.finished.timestamp_millis() as f64 / 1000.0);
+        }
         let backup_metrics = backup::jobs::BackupMetrics::register(&registry)?;
         let pitr_metrics = backup::jobs::PitrMetrics::register(&registry)?;
         let shared_settings = Arc::new(settings.clone());
@@ -200,6 +239,28 @@ impl App {
                 backup_metrics.clone(),
             ),
         )?;
+        schedule_job(
+            "retention",
+            &settings.retention.schedule,
+            backup::custody::retention_job(
+                shared_settings.clone(),
+                custodied,
+                custody_metrics.clone(),
+                audit.clone(),
+            ),
+        )?;
+        if let (Some(o), Some(offsite)) = (&settings.offsite, &offsite) {
+            schedule_job(
+                "offsite",
+                &o.schedule,
+                backup::custody::offsite_job(
+                    repo.clone(),
+                    offsite.repo.clone(),
+                    custody_metrics.clone(),
+                    audit.clone(),
+                ),
+            )?;
+        }
 
         let state = Arc::new(http::HttpState {
             scraper: scraper.clone(),
@@ -231,16 +292,42 @@ impl App {
     }
 }
 
+/// Opens a repository guarded by the configured residency policy.
+async fn open_custodied(
+    label: &'static str,
+    url: &str,
+    s3: &config::S3Settings,
+    settings: &Settings,
+) -> Result<backup::custody::Custodied, StartError> {
+    let guard = store::open(url, s3, &settings.storage.residency).await?;
+    Ok(backup::custody::Custodied {
+        label,
+        repo: store::Repo {
+            store: guard.clone(),
+            cluster: settings.storage.cluster.clone(),
+        },
+        guard,
+    })
+}
+
 /// Collects once a second until the first success, so /readyz turns true without waiting
-/// for Prometheus to scrape.
-async fn warm_up(scraper: Arc<Scraper>, ready: Arc<AtomicBool>, token: CancellationToken) {
+/// for Prometheus to scrape; readiness also waits for the first residency check.
+async fn warm_up(
+    scraper: Arc<Scraper>,
+    ready: Arc<AtomicBool>,
+    residency_checked: Arc<AtomicBool>,
+    token: CancellationToken,
+) {
     use std::sync::atomic::Ordering;
     // Bounded by the daemon's lifetime; stops at the first success.
     loop {
         if ready.load(Ordering::Acquire) {
             return;
         }
-        if scraper.postgres().is_connected().await && scraper.scrape().await.postgres_up {
+        if residency_checked.load(Ordering::Acquire)
+            && scraper.postgres().is_connected().await
+            && scraper.scrape().await.postgres_up
+        {
             ready.store(true, Ordering::Release);
             return;
         }

@@ -6,13 +6,16 @@
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
+pub mod custody;
 pub mod drill;
 pub mod heartbeat;
 pub mod jobs;
 pub mod lease;
+pub mod offsite;
 pub mod pitr;
 pub mod report;
 pub mod restore;
+pub mod retention;
 pub mod wal;
 
 /// Errors of backup, WAL and restore operations; each names the object or step.

@@ -11,8 +11,9 @@ use std::path::Path;
 pub use error::{Error, Location};
 pub use settings::{
     display_dsn, parse_schedule, ApiProxySettings, AuditSettings, BackupSettings, CustomKind,
-    CustomQuery, EnvLookup, PgbouncerSettings, PgbouncerTarget, PostgresSettings,
-    PostgrestSettings, S3Settings, ServerSettings, Settings, StorageSettings,
+    CustomQuery, EnvLookup, ObjectLockSettings, OffsiteSettings, PgbouncerSettings,
+    PgbouncerTarget, PostgresSettings, PostgrestSettings, RetentionSettings, S3Settings,
+    ServerSettings, Settings, StorageSettings,
 };
 
 /// Reads, parses and validates a configuration file.

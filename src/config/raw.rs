@@ -236,7 +236,7 @@ impl Default for StorageConfig {
 }
 
 /// `[storage.s3]`: S3 client settings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     pub region: Option<String>,
@@ -345,8 +345,12 @@ impl Default for RetentionConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OffsiteConfig {
+    /// The second repository (`s3://bucket/prefix` or `file:///path`). Default: none.
     pub url: Option<String>,
+    /// 5-field crontab, UTC, or "off". Default `0 5 * * 0` (Sundays 05:00).
     pub schedule: String,
+    /// S3 client settings of the second repository. Default: `[storage.s3]`'s.
+    pub s3: Option<S3Config>,
 }
 
 impl Default for OffsiteConfig {
@@ -354,6 +358,7 @@ impl Default for OffsiteConfig {
         Self {
             url: None,
             schedule: "0 5 * * 0".into(),
+            s3: None,
         }
     }
 }

@@ -32,6 +32,41 @@ pub struct Settings {
     pub backup: BackupSettings,
     pub pitr: PitrSettings,
     pub drill: DrillSettings,
+    pub retention: RetentionSettings,
+    /// Present when `[offsite] url` is set.
+    pub offsite: Option<OffsiteSettings>,
+}
+
+/// `[retention]`, validated.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Every point in time this far back stays recoverable.
+    pub recovery_window: Duration,
+    /// Never fewer backups than this (and never zero).
+    pub min_backups: usize,
+    /// 5-field crontab, UTC, or "off".
+    pub schedule: String,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            recovery_window: Duration::from_secs(35 * 86_400),
+            min_backups: 1,
+            schedule: "30 3 * * *".into(),
+        }
+    }
+}
+
+/// `[offsite]`, validated.
+#[derive(Debug, Clone)]
+pub struct OffsiteSettings {
+    /// The second repository's URL.
+    pub url: String,
+    /// 5-field crontab, UTC, or "off".
+    pub schedule: String,
+    /// Its S3 client settings (`[offsite.s3]`, default `[storage.s3]`).
+    pub s3: S3Settings,
 }
 
 /// `[pitr]`, validated.
@@ -91,6 +126,8 @@ pub struct StorageSettings {
     /// Directory of this cluster's objects inside the repository.
     pub cluster: String,
     pub s3: S3Settings,
+    /// Where repositories may keep data (`residency`, `allowed_regions`).
+    pub residency: crate::store::Residency,
 }
 
 /// `[storage.s3]`, validated.
@@ -101,6 +138,18 @@ pub struct S3Settings {
     /// Custom endpoint for S3-compatible stores, e.g. `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+    /// Object Lock on backup and WAL objects; None when `object_lock = "off"`.
+    pub object_lock: Option<ObjectLockSettings>,
+}
+
+/// `storage.s3.object_lock`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLockSettings {
+    pub mode: crate::store::LockMode,
+    /// How long each object stays locked after it is written: the recovery window, one
+    /// backup interval and a day of margin, so that retention finds it unlocked exactly
+    /// when it is due.
+    pub retain_for: Duration,
 }
 
 /// `[backup]`, validated.
@@ -118,7 +167,33 @@ impl Default for StorageSettings {
             url: "file:///var/lib/pgvigil/repo".into(),
             cluster: "default".into(),
             s3: S3Settings::default(),
+            residency: crate::store::Residency::eu(),
         }
+    }
+}
+
+/// The longest gap between consecutive runs of `cron` (over the next 16 runs): "one backup
+/// interval" for Object Lock dates. A day when the schedule is off or has no runs.
+pub fn longest_interval(cron: Option<&croner::Cron>) -> Duration {
+    let day = Duration::from_secs(86_400);
+    let Some(cron) = cron else { return day };
+    let mut longest = Duration::ZERO;
+    let mut at = chrono::Utc::now();
+    let Ok(mut prev) = cron.find_next_occurrence(&at, false) else {
+        return day;
+    };
+    for _ in 0..16 {
+        at = prev;
+        let Ok(next) = cron.find_next_occurrence(&at, false) else {
+            break;
+        };
+        longest = longest.max((next - prev).to_std().unwrap_or_default());
+        prev = next;
+    }
+    if longest.is_zero() {
+        day
+    } else {
+        longest
     }
 }
 
@@ -434,19 +509,40 @@ pub(super) fn validate(
     };
     let api_proxy = validate_api_proxy(&ctx, &raw.api_proxy)?;
 
-    // Sections implemented by later components: their durations are still checked now,
-    // so a typo is caught the day the file is written, not the day the feature ships.
-    for (path, value) in [
-        (["pitr", "check_interval"], &raw.pitr.check_interval),
-        (["pitr", "heartbeat_interval"], &raw.pitr.heartbeat_interval),
-        (["pitr", "rpo"], &raw.pitr.rpo),
-        (
-            ["retention", "recovery_window"],
+    let backup_schedule = validate_schedule(&ctx, &["backup", "schedule"], &raw.backup.schedule)?;
+    let retention = RetentionSettings {
+        recovery_window: ctx.duration(
+            &["retention", "recovery_window"],
             &raw.retention.recovery_window,
-        ),
-    ] {
-        ctx.duration(&path, value)?;
+        )?,
+        min_backups: raw.retention.min_backups.max(1),
+        schedule: {
+            validate_schedule(&ctx, &["retention", "schedule"], &raw.retention.schedule)?;
+            raw.retention.schedule.clone()
+        },
+    };
+    if retention.recovery_window.is_zero() {
+        return Err(ctx.invalid(&["retention", "recovery_window"], "must be longer than 0s"));
     }
+    let retain_for = retention.recovery_window
+        + longest_interval(backup_schedule.as_ref())
+        + Duration::from_secs(86_400);
+    let residency = validate_residency(&ctx, &raw.storage)?;
+    let storage_s3 = validate_s3(&ctx, &["storage", "s3"], &raw.storage.s3, retain_for)?;
+    let offsite = match &raw.offsite.url {
+        None => None,
+        Some(url) => Some(OffsiteSettings {
+            url: validate_store_url(&ctx, &["offsite", "url"], url)?,
+            schedule: {
+                validate_schedule(&ctx, &["offsite", "schedule"], &raw.offsite.schedule)?;
+                raw.offsite.schedule.clone()
+            },
+            s3: match &raw.offsite.s3 {
+                Some(s3) => validate_s3(&ctx, &["offsite", "s3"], s3, retain_for)?,
+                None => storage_s3.clone(),
+            },
+        }),
+    };
 
     Ok(Settings {
         file: ctx.file.clone(),
@@ -475,17 +571,13 @@ pub(super) fn validate(
             stdout: raw.audit.stdout,
         },
         storage: StorageSettings {
-            url: validate_store_url(&ctx, &raw.storage.url)?,
+            url: validate_store_url(&ctx, &["storage", "url"], &raw.storage.url)?,
             cluster: validate_cluster(&ctx, &raw.storage.cluster)?,
-            s3: S3Settings {
-                region: raw.storage.s3.region.clone(),
-                endpoint: match &raw.storage.s3.endpoint {
-                    Some(e) => Some(ctx.expand(&["storage", "s3", "endpoint"], e)?),
-                    None => None,
-                },
-                force_path_style: raw.storage.s3.force_path_style,
-            },
+            s3: storage_s3,
+            residency,
         },
+        retention,
+        offsite,
         pitr: PitrSettings {
             check_interval: ctx.duration(&["pitr", "check_interval"], &raw.pitr.check_interval)?,
             heartbeat_interval: ctx.duration(
@@ -521,13 +613,7 @@ pub(super) fn validate(
                 .collect(),
         },
         backup: BackupSettings {
-            schedule: {
-                if raw.backup.schedule != "off" {
-                    parse_schedule(&raw.backup.schedule)
-                        .map_err(|e| ctx.invalid(&["backup", "schedule"], e))?;
-                }
-                raw.backup.schedule.clone()
-            },
+            schedule: raw.backup.schedule.clone(),
             compression_level: match raw.backup.compression_level {
                 l @ 1..=19 => l,
                 l => {
@@ -541,13 +627,101 @@ pub(super) fn validate(
     })
 }
 
-fn validate_store_url(ctx: &Ctx<'_>, url: &str) -> Result<String, Error> {
-    let path = ["storage", "url"];
-    let url = ctx.expand(&path, url)?;
+/// Checks a schedule ("off" or a 5-field crontab); the parsed crontab unless off.
+fn validate_schedule(
+    ctx: &Ctx<'_>,
+    path: &[&str],
+    expr: &str,
+) -> Result<Option<croner::Cron>, Error> {
+    if expr == "off" {
+        return Ok(None);
+    }
+    parse_schedule(expr)
+        .map(Some)
+        .map_err(|e| ctx.invalid(path, e))
+}
+
+fn validate_residency(
+    ctx: &Ctx<'_>,
+    raw: &super::raw::StorageConfig,
+) -> Result<crate::store::Residency, Error> {
+    use crate::store::Residency;
+    if let Some(regions) = &raw.allowed_regions {
+        let path = ["storage", "allowed_regions"];
+        if regions.is_empty() {
+            return Err(ctx.invalid(
+                &path,
+                "is empty: list the regions data may live in, or remove the key",
+            ));
+        }
+        if let Some(bad) = regions
+            .iter()
+            .find(|r| r.trim().is_empty() || r.trim() != r.as_str())
+        {
+            return Err(ctx.invalid(&path, format!("{bad:?} is not a region name")));
+        }
+        if raw.residency == "any" {
+            return Err(ctx.invalid(
+                &path,
+                "conflicts with residency = \"any\" (which turns the check off)",
+            ));
+        }
+        return Ok(Residency::Regions {
+            policy: "allowed_regions".into(),
+            regions: regions.clone(),
+        });
+    }
+    match raw.residency.as_str() {
+        "eu" => Ok(Residency::eu()),
+        "any" => Ok(Residency::Any),
+        other => Err(ctx.invalid(
+            &["storage", "residency"],
+            format!(
+                "{other:?} is not \"eu\" or \"any\"; for another region list use allowed_regions = [\"...\"]"
+            ),
+        )),
+    }
+}
+
+fn validate_s3(
+    ctx: &Ctx<'_>,
+    path: &[&str],
+    raw: &super::raw::S3Config,
+    retain_for: Duration,
+) -> Result<S3Settings, Error> {
+    let at = |key: &'static str| {
+        let mut p = path.to_vec();
+        p.push(key);
+        p
+    };
+    let object_lock = match raw.object_lock.as_str() {
+        "off" => None,
+        "governance" => Some(crate::store::LockMode::Governance),
+        "compliance" => Some(crate::store::LockMode::Compliance),
+        other => {
+            return Err(ctx.invalid(
+                &at("object_lock"),
+                format!("{other:?} is not \"off\", \"governance\" or \"compliance\""),
+            ))
+        }
+    };
+    Ok(S3Settings {
+        region: raw.region.clone(),
+        endpoint: match &raw.endpoint {
+            Some(e) => Some(ctx.expand(&at("endpoint"), e)?),
+            None => None,
+        },
+        force_path_style: raw.force_path_style,
+        object_lock: object_lock.map(|mode| ObjectLockSettings { mode, retain_for }),
+    })
+}
+
+fn validate_store_url(ctx: &Ctx<'_>, path: &[&str], url: &str) -> Result<String, Error> {
+    let url = ctx.expand(path, url)?;
     if let Some(p) = url.strip_prefix("file://") {
         if !p.starts_with('/') {
             return Err(ctx.invalid(
-                &path,
+                path,
                 format!(
                     "{url:?}: file:// needs an absolute path, e.g. file:///var/lib/pgvigil/repo"
                 ),
@@ -556,12 +730,12 @@ fn validate_store_url(ctx: &Ctx<'_>, url: &str) -> Result<String, Error> {
     } else if let Some(rest) = url.strip_prefix("s3://") {
         if rest.split('/').next().unwrap_or("").is_empty() {
             return Err(ctx.invalid(
-                &path,
+                path,
                 format!("{url:?} names no bucket: use s3://bucket/prefix"),
             ));
         }
     } else {
-        return Err(ctx.invalid(&path, format!("{url:?} must start with file:// or s3://")));
+        return Err(ctx.invalid(path, format!("{url:?} must start with file:// or s3://")));
     }
     Ok(url)
 }

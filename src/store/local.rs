@@ -219,6 +219,10 @@ impl ObjectStore for LocalStore {
         Ok(out)
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     async fn delete(&self, key: &str) -> Result<(), Error> {
         let path = self.path(key);
         let _ = tokio::fs::remove_file(Self::meta_path(&path)).await;

@@ -8,9 +8,14 @@
 //!   multipart completion) and leaves nothing behind when the stream fails;
 //! - memory stays bounded: bodies stream in parts, never whole;
 //! - `put_if_absent` never overwrites an existing object.
+//! - every store opened with [`open`] checks residency before its first write
+//!   (`residency.rs`); with Object Lock, backup and WAL objects are written locked.
 
 pub mod local;
+pub mod residency;
 pub mod s3;
+
+pub use residency::{BucketFacts, Guarded, Residency, Verdict};
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -58,6 +63,38 @@ pub enum Error {
     },
     #[error("storage.url {url:?}: {message}")]
     Url { url: String, message: String },
+    /// A write refused by the residency (or Object Lock) check.
+    #[error("writing {key} to {store}: {message}")]
+    Refused {
+        key: String,
+        store: String,
+        message: String,
+    },
+    /// A delete refused because the object's Object Lock retention has not passed.
+    #[error("{key} in {store} is locked until {until}")]
+    Locked {
+        key: String,
+        store: String,
+        until: String,
+    },
+}
+
+/// S3 Object Lock retention mode (`storage.s3.object_lock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` can still delete.
+    Governance,
+    /// Nobody, not even the root account, can delete before the date.
+    Compliance,
+}
+
+/// Whether `key` (relative to the repository root) holds backup or WAL data, which is
+/// written with Object Lock when enabled. State objects (leases, job history) are rewritten
+/// and deleted in normal operation, so they are never locked.
+pub fn is_protected(key: &str) -> bool {
+    let mut parts = key.trim_start_matches('/').split('/');
+    let _cluster = parts.next();
+    matches!(parts.next(), Some("backups") | Some("wal"))
 }
 
 impl Error {
@@ -113,8 +150,37 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, Error>;
 
-    /// Deletes an object; deleting a missing object is not an error.
+    /// Deletes an object; deleting a missing object is not an error. In a store written
+    /// with Object Lock every version is deleted, and an object whose retention has not
+    /// passed yields `Error::Locked`.
     async fn delete(&self, key: &str) -> Result<(), Error>;
+
+    /// Where the bucket is and what it is configured with (asked of the service, never
+    /// taken from the configuration); None for a backend without regions (a local
+    /// directory). `object_lock` asks whether the bucket has Object Lock enabled.
+    async fn bucket_facts(&self, _object_lock: bool) -> Result<Option<BucketFacts>, Error> {
+        Ok(None)
+    }
+
+    /// The Object Lock mode this store writes backup and WAL objects with, if any.
+    fn object_lock_mode(&self) -> Option<LockMode> {
+        None
+    }
+
+    /// Copies `source_key` of `source` to `key` without the data passing through pgvigil,
+    /// when both are on one service; `Ok(false)` when that is not possible (the caller
+    /// then streams the object).
+    async fn copy_from(
+        &self,
+        _source: &dyn ObjectStore,
+        _source_key: &str,
+        _key: &str,
+    ) -> Result<bool, Error> {
+        Ok(false)
+    }
+
+    /// The concrete backend, for [`ObjectStore::copy_from`].
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// A repository: a backend plus the cluster directory inside it.
@@ -132,8 +198,20 @@ impl Repo {
     }
 }
 
-/// Opens the store named by a `storage.url` (`file:///path` or `s3://bucket/prefix`).
+/// Opens the store named by a `storage.url` (`file:///path` or `s3://bucket/prefix`),
+/// guarded by `residency`: its first write checks where the bucket really is.
 pub async fn open(
+    url: &str,
+    s3: &crate::config::S3Settings,
+    residency: &Residency,
+) -> Result<Arc<Guarded>, Error> {
+    Ok(Arc::new(Guarded::new(
+        open_backend(url, s3).await?,
+        residency.clone(),
+    )))
+}
+
+async fn open_backend(
     url: &str,
     s3: &crate::config::S3Settings,
 ) -> Result<Arc<dyn ObjectStore>, Error> {

@@ -32,11 +32,19 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::DateTime as SdkDateTime;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+    ObjectLockEnabled, ObjectLockMode,
+};
 use aws_sdk_s3::Client;
 
-use super::{ByteStream, Error, Metadata, ObjectMeta, ObjectStore};
-use crate::config::S3Settings;
+use super::residency::{normalize_location, BucketFacts};
+use super::{is_protected, ByteStream, Error, LockMode, Metadata, ObjectMeta, ObjectStore};
+use crate::config::{ObjectLockSettings, S3Settings};
+
+/// The largest object one `CopyObject` may copy (5 GiB); larger ones are streamed.
+const MAX_COPY_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Size of every multipart part but the last. S3 allows at most 10,000 parts per upload,
 /// so one object can hold up to 10,000 × 16 MiB = 156 GiB (about 168 GB); a larger stream
@@ -77,6 +85,10 @@ pub struct S3Store {
     bucket: String,
     /// No leading or trailing slash; may be empty.
     prefix: String,
+    /// The custom endpoint, if any (server-side copies need both stores on one service).
+    endpoint: Option<String>,
+    /// Object Lock for backup and WAL objects (`storage.s3.object_lock`).
+    lock: Option<ObjectLockSettings>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -146,7 +158,111 @@ impl S3Store {
             client: Client::from_conf(conf.build()),
             bucket: bucket.to_string(),
             prefix,
+            endpoint: settings.endpoint.clone().filter(|e| !e.is_empty()),
+            lock: settings.object_lock,
         })
+    }
+
+    /// The lock mode and retain-until date to write `key` with, if it is locked: backup
+    /// and WAL objects, when Object Lock is configured. The date is now + the recovery
+    /// window + one backup interval + a margin, computed by the configuration.
+    fn lock_for(&self, key: &str) -> Option<(ObjectLockMode, SdkDateTime)> {
+        let lock = self.lock.filter(|_| is_protected(key))?;
+        let mode = match lock.mode {
+            LockMode::Governance => ObjectLockMode::Governance,
+            LockMode::Compliance => ObjectLockMode::Compliance,
+        };
+        let until = std::time::SystemTime::now() + lock.retain_for;
+        Some((mode, SdkDateTime::from(until)))
+    }
+
+    /// The bucket's region as `GetBucketLocation` tells it, for `bucket` (ours or a
+    /// replication destination).
+    async fn location_of(&self, bucket: &str) -> Result<String, String> {
+        self.client
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(|o| normalize_location(o.location_constraint().map(|c| c.as_str())))
+            .map_err(|e| sdk_message(&e))
+    }
+
+    /// Every version id of `full_key` (objects and delete markers), for deleting an
+    /// object from a versioned (Object Lock) bucket for good.
+    async fn versions_of(&self, key: &str, full_key: &str) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        // Bounded: one key has few versions; stop after 100 pages whatever the server says.
+        for _ in 0..100 {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(full_key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.backend("listing versions of", key, &e))?;
+            let versions = page
+                .versions()
+                .iter()
+                .filter(|v| v.key() == Some(full_key))
+                .filter_map(|v| v.version_id());
+            let markers = page
+                .delete_markers()
+                .iter()
+                .filter(|m| m.key() == Some(full_key))
+                .filter_map(|m| m.version_id());
+            out.extend(versions.chain(markers).map(str::to_string));
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every version of `key`; a version still under retention is `Locked`.
+    async fn delete_versions(&self, key: &str) -> Result<(), Error> {
+        let full_key = self.full_key(key);
+        for version in self.versions_of(key, &full_key).await? {
+            let deleted = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&full_key)
+                .version_id(&version)
+                .send()
+                .await;
+            let Err(e) = deleted else { continue };
+            if e.code() == Some("NoSuchVersion") || e.code() == Some("NoSuchKey") {
+                continue;
+            }
+            if e.code() == Some("AccessDenied") || status(&e) == Some(403) {
+                let until = self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&full_key)
+                    .version_id(&version)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|h| h.object_lock_retain_until_date().map(|d| d.to_string()));
+                if let Some(until) = until {
+                    return Err(Error::Locked {
+                        key: key.to_string(),
+                        store: self.describe(),
+                        until,
+                    });
+                }
+            }
+            return Err(self.backend("deleting", key, &e));
+        }
+        Ok(())
     }
 
     /// The bucket key of repository key `key`.
@@ -178,11 +294,16 @@ impl S3Store {
     }
 
     async fn put_single(&self, key: &str, body: Bytes, meta: &Metadata) -> Result<(), Error> {
+        let lock = self.lock_for(key);
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .set_metadata(Some(user_metadata(meta)))
+            // S3 requires a checksum on every locked write.
+            .set_checksum_algorithm(lock.as_ref().map(|_| ChecksumAlgorithm::Crc32))
+            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.1))
             .body(SdkByteStream::from(body))
             .send()
             .await
@@ -228,7 +349,11 @@ impl S3Store {
                 upload.upload_id.clone(),
                 number,
                 part.freeze(),
-                (key.to_string(), self.describe()),
+                PartContext {
+                    key: key.to_string(),
+                    store: self.describe(),
+                    checksum: upload.checksums,
+                },
             )));
             let (following, _) = reader
                 .next_part()
@@ -272,12 +397,17 @@ impl S3Store {
         meta: &Metadata,
     ) -> Result<u64, Error> {
         let full_key = self.full_key(key);
+        let lock = self.lock_for(key);
+        let locked = lock.is_some();
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full_key)
             .set_metadata(Some(user_metadata(meta)))
+            .set_checksum_algorithm(lock.as_ref().map(|_| ChecksumAlgorithm::Crc32))
+            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.1))
             .send()
             .await
             .map_err(|e| self.backend("starting a multipart upload of", key, &e))?;
@@ -296,6 +426,7 @@ impl S3Store {
             upload_id,
             in_flight: None,
             armed: true,
+            checksums: locked,
         };
         let result = async {
             let parts = self
@@ -388,6 +519,14 @@ impl PartReader {
     }
 }
 
+/// For messages about a part, and whether it carries a checksum.
+struct PartContext {
+    key: String,
+    store: String,
+    /// CRC32 (required for objects written with Object Lock).
+    checksum: bool,
+}
+
 /// Uploads one part (run as a task, so the next part can fill meanwhile).
 async fn upload_part(
     client: Client,
@@ -396,7 +535,11 @@ async fn upload_part(
     upload_id: String,
     number: i32,
     part: Bytes,
-    (key, store): (String, String),
+    PartContext {
+        key,
+        store,
+        checksum,
+    }: PartContext,
 ) -> Result<CompletedPart, Error> {
     let out = client
         .upload_part()
@@ -404,6 +547,7 @@ async fn upload_part(
         .key(full_key)
         .upload_id(upload_id)
         .part_number(number)
+        .set_checksum_algorithm(checksum.then_some(ChecksumAlgorithm::Crc32))
         .body(SdkByteStream::from(part))
         .send()
         .await
@@ -415,6 +559,7 @@ async fn upload_part(
         })?;
     Ok(CompletedPart::builder()
         .set_e_tag(out.e_tag)
+        .set_checksum_crc32(out.checksum_crc32)
         .part_number(number)
         .build())
 }
@@ -429,6 +574,8 @@ struct Multipart {
     upload_id: String,
     in_flight: Option<tokio::task::JoinHandle<Result<CompletedPart, Error>>>,
     armed: bool,
+    /// Parts carry CRC32 checksums (required for locked objects).
+    checksums: bool,
 }
 
 impl Multipart {
@@ -521,6 +668,7 @@ impl ObjectStore for S3Store {
         let metadata = user_metadata(&meta);
         let mut attempt = 0;
         loop {
+            let lock = self.lock_for(key);
             let sent = self
                 .client
                 .put_object()
@@ -528,6 +676,9 @@ impl ObjectStore for S3Store {
                 .key(&full_key)
                 .if_none_match("*")
                 .set_metadata(Some(metadata.clone()))
+                .set_checksum_algorithm(lock.as_ref().map(|_| ChecksumAlgorithm::Crc32))
+                .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+                .set_object_lock_retain_until_date(lock.map(|l| l.1))
                 .body(SdkByteStream::from(bytes.clone()))
                 .send()
                 .await;
@@ -645,6 +796,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
+        if self.lock.is_some() {
+            // Versioned: a plain DELETE would only hide the object behind a delete marker.
+            return self.delete_versions(key).await;
+        }
         match self
             .client
             .delete_object()
@@ -659,6 +814,146 @@ impl ObjectStore for S3Store {
             Err(e) => Err(self.backend("deleting", key, &e)),
         }
     }
+
+    async fn bucket_facts(&self, object_lock: bool) -> Result<Option<BucketFacts>, Error> {
+        let mut facts = BucketFacts {
+            bucket: self.bucket.clone(),
+            ..Default::default()
+        };
+        // HeadBucket answers x-amz-bucket-region even on a 301 from the wrong region.
+        facts.head_region = match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(out) => out.bucket_region().map(str::to_string),
+            Err(e) => match e
+                .raw_response()
+                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            {
+                Some(r) => Some(r.to_string()),
+                None if status(&e) == Some(404) => {
+                    return Err(self.failed(
+                        "checking",
+                        "",
+                        format!(
+                            "bucket {} does not exist ({})",
+                            self.bucket,
+                            sdk_message(&e)
+                        ),
+                    ))
+                }
+                None => None,
+            },
+        };
+        match self.location_of(&self.bucket).await {
+            Ok(r) => facts.location = Some(r),
+            Err(e) => facts.location_error = Some(format!("GetBucketLocation: {e}")),
+        }
+        match self
+            .client
+            .get_bucket_replication()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let rules = out
+                    .replication_configuration()
+                    .map(|c| c.rules())
+                    .unwrap_or_default();
+                for rule in rules {
+                    let Some(dest) = rule.destination() else {
+                        continue;
+                    };
+                    // arn:aws:s3:::bucket
+                    let name = dest.bucket().rsplit(':').next().unwrap_or("").to_string();
+                    let region = self.location_of(&name).await.ok();
+                    facts.replication.push((name, region));
+                }
+            }
+            Err(e) if e.code() == Some("ReplicationConfigurationNotFoundError") => {}
+            Err(e) => facts.replication_error = Some(sdk_message(&e)),
+        }
+        if object_lock {
+            facts.object_lock_enabled = match self
+                .client
+                .get_object_lock_configuration()
+                .bucket(&self.bucket)
+                .send()
+                .await
+            {
+                Ok(out) => Some(
+                    out.object_lock_configuration()
+                        .and_then(|c| c.object_lock_enabled())
+                        == Some(&ObjectLockEnabled::Enabled),
+                ),
+                Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Some(false),
+                Err(e) => {
+                    return Err(self.backend("reading the Object Lock configuration of", "", &e))
+                }
+            };
+        }
+        Ok(Some(facts))
+    }
+
+    fn object_lock_mode(&self) -> Option<LockMode> {
+        self.lock.map(|l| l.mode)
+    }
+
+    async fn copy_from(
+        &self,
+        source: &dyn ObjectStore,
+        source_key: &str,
+        key: &str,
+    ) -> Result<bool, Error> {
+        let Some(src) = source.as_any().downcast_ref::<S3Store>() else {
+            return Ok(false);
+        };
+        if src.endpoint != self.endpoint {
+            return Ok(false);
+        }
+        let size = match src.head(source_key).await? {
+            Some((m, _)) => m.size,
+            None => {
+                return Err(Error::NotFound {
+                    key: source_key.to_string(),
+                    store: src.describe(),
+                })
+            }
+        };
+        if size > MAX_COPY_BYTES {
+            return Ok(false);
+        }
+        let lock = self.lock_for(key);
+        let copy_source = format!("{}/{}", src.bucket, src.full_key(source_key));
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .copy_source(percent_encode_path(&copy_source))
+            .metadata_directive(MetadataDirective::Copy)
+            .set_checksum_algorithm(lock.as_ref().map(|_| ChecksumAlgorithm::Crc32))
+            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.1))
+            .send()
+            .await
+            .map_err(|e| self.backend("copying", key, &e))?;
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// `x-amz-copy-source` is a URL path: escape everything but unreserved characters and `/`.
+fn percent_encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `s3://bucket/prefix`, or `s3://bucket` with no prefix.

@@ -10,5 +10,6 @@ mod pgbouncer;
 mod pitr;
 mod postgres_metrics;
 mod replication;
+mod retention;
 mod scrape_contract;
 mod store_s3;

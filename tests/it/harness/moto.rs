@@ -146,6 +146,7 @@ impl MotoServer {
             region: Some(REGION.into()),
             endpoint: Some(self.endpoint()),
             force_path_style: true,
+            ..S3Settings::default()
         }
     }
 
@@ -167,10 +168,16 @@ impl MotoServer {
     /// A plain SDK client for what the store does not offer (creating buckets, listing
     /// multipart uploads).
     pub fn client(&self) -> aws_sdk_s3::Client {
+        self.client_in(REGION)
+    }
+
+    /// A plain SDK client signing for `region` (moto, like S3, only creates a bucket in
+    /// the region the request is addressed to).
+    pub fn client_in(&self, region: &str) -> aws_sdk_s3::Client {
         let creds = Self::credentials();
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(REGION))
+            .region(aws_sdk_s3::config::Region::new(region.to_string()))
             .endpoint_url(self.endpoint())
             .force_path_style(true)
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
@@ -187,7 +194,7 @@ impl MotoServer {
     /// Creates `bucket` in `region`.
     pub async fn create_bucket(&self, bucket: &str, region: &str) {
         use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
-        let mut req = self.client().create_bucket().bucket(bucket);
+        let mut req = self.client_in(region).create_bucket().bucket(bucket);
         // us-east-1 is the one region whose LocationConstraint must be absent.
         if region != "us-east-1" {
             req = req.create_bucket_configuration(

@@ -1,0 +1,600 @@
+//! Retention by recovery window (Barman's `RECOVERY WINDOW OF 35 DAYS`): every point in
+//! time in the last `recovery_window` must stay recoverable. So every backup that ended
+//! inside the window is kept, plus the newest one that ended before it (the base for the
+//! window's first moments); never fewer than `min_backups`, never the last valid backup.
+//! WAL older than the oldest kept backup's start goes (`.history` files stay: they are
+//! tiny and recovery across timelines needs them). Objects of backups that never committed
+//! (no `backup.json`, e.g. a killed run) are removed after a day's grace.
+//!
+//! Backups are ordered by the times in `backup.json`, never by names or timelines. The
+//! plan is a pure function of the listing and `now` ([`plan`]), so it is tested with an
+//! injected clock; [`run`] executes it: a backup's `backup.json` goes first (from then on
+//! it no longer counts as valid, and if the run dies, its other objects are orphans that
+//! the next run removes). An object under Object Lock whose retain-until date has not
+//! passed is reported as locked, not deleted, and does not fail the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::catalog::{self, BackupInfo};
+use super::lease::Lease;
+use super::wal::{classify, WalKind};
+use super::Error;
+use crate::store::{ObjectMeta, Repo};
+
+/// How long an uncommitted backup's objects are left alone (a backup may be running).
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(86_400);
+
+/// What to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub recovery_window: Duration,
+    /// Never fewer backups than this; at least 1 whatever is configured.
+    pub min_backups: usize,
+}
+
+/// Why an object goes (the `reason` label of `pgvigil_retention_deleted_objects_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    ExpiredBackup,
+    ExpiredWal,
+    Orphan,
+}
+
+impl Reason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::ExpiredBackup => "expired_backup",
+            Reason::ExpiredWal => "expired_wal",
+            Reason::Orphan => "orphan",
+        }
+    }
+}
+
+/// One object the plan removes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Doomed {
+    pub key: String,
+    pub bytes: u64,
+    pub reason: Reason,
+    /// For humans: which backup, or which backup's start makes this WAL unnecessary.
+    pub why: String,
+}
+
+/// A kept backup and why it is kept.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Kept {
+    pub id: String,
+    pub stop_time: DateTime<Utc>,
+    pub why: String,
+}
+
+/// What retention will do, in the order it does it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Plan {
+    /// Start of the recovery window: `now - recovery_window`.
+    pub window_start: DateTime<Utc>,
+    pub kept: Vec<Kept>,
+    /// In deletion order: per expired backup its `backup.json` first, then its objects;
+    /// then orphans; then WAL.
+    pub delete: Vec<Doomed>,
+    /// WAL before this segment position is not needed (the oldest kept backup's start).
+    pub oldest_needed_wal: Option<String>,
+}
+
+/// The WAL position (log, seg) of a segment-like name (segment, `.partial`, `.backup`).
+fn position(name: &str) -> Option<(u32, u32)> {
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+    Some((hex(name.get(8..16)?)?, hex(name.get(16..24)?)?))
+}
+
+/// The backup id of a key `<cluster>/backups/<id>/<object>`.
+fn backup_id_of<'a>(repo: &Repo, key: &'a str) -> Option<&'a str> {
+    let rest = key.strip_prefix(&repo.key("backups/"))?;
+    let (id, object) = rest.split_once('/')?;
+    (!object.is_empty()).then_some(id)
+}
+
+/// Decides what to keep and delete. `backups` are the committed backups, `objects` every
+/// object under `backups/` and `wal/`.
+pub fn plan(
+    repo: &Repo,
+    backups: &[BackupInfo],
+    objects: &[ObjectMeta],
+    now: DateTime<Utc>,
+    policy: Policy,
+) -> Plan {
+    let window = chrono::Duration::from_std(policy.recovery_window)
+        .unwrap_or_else(|_| chrono::Duration::days(36_500));
+    let window_start = now - window;
+    let mut sorted: Vec<&BackupInfo> = backups.iter().collect();
+    sorted.sort_by(|a, b| a.stop_time.cmp(&b.stop_time).then_with(|| a.id.cmp(&b.id)));
+
+    let mut keep: BTreeMap<&str, String> = BTreeMap::new();
+    for b in sorted.iter().filter(|b| b.stop_time >= window_start) {
+        keep.insert(&b.id, "ended inside the recovery window".into());
+    }
+    if let Some(b) = sorted.iter().rev().find(|b| b.stop_time < window_start) {
+        keep.entry(&b.id).or_insert_with(|| {
+            "newest backup before the window: the base for its first moments".into()
+        });
+    }
+    for b in sorted.iter().rev().take(policy.min_backups.max(1)) {
+        keep.entry(&b.id).or_insert_with(|| {
+            format!(
+                "one of the newest {} (retention.min_backups)",
+                policy.min_backups.max(1)
+            )
+        });
+    }
+
+    let committed: BTreeSet<&str> = sorted.iter().map(|b| b.id.as_str()).collect();
+    let mut by_backup: BTreeMap<&str, Vec<&ObjectMeta>> = BTreeMap::new();
+    let mut markers: BTreeSet<&str> = BTreeSet::new();
+    for o in objects {
+        if let Some(id) = backup_id_of(repo, &o.key) {
+            by_backup.entry(id).or_default().push(o);
+            if o.key.ends_with("/backup.json") {
+                markers.insert(id);
+            }
+        }
+    }
+
+    let mut delete = Vec::new();
+    for b in sorted.iter().filter(|b| !keep.contains_key(b.id.as_str())) {
+        let why = format!(
+            "backup {} ended {}, before the window ({}), and a newer backup covers it",
+            b.id,
+            b.stop_time.to_rfc3339(),
+            window_start.to_rfc3339()
+        );
+        let mut objs = by_backup.get(b.id.as_str()).cloned().unwrap_or_default();
+        // The commit marker first: from then on the backup no longer counts.
+        objs.sort_by_key(|o| (!o.key.ends_with("/backup.json"), o.key.clone()));
+        delete.extend(objs.into_iter().map(|o| Doomed {
+            key: o.key.clone(),
+            bytes: o.size,
+            reason: Reason::ExpiredBackup,
+            why: why.clone(),
+        }));
+    }
+
+    // Orphans: a backup directory without a commit marker (by key: an unreadable
+    // backup.json is not an orphan), old enough not to be a running backup.
+    let grace_start = now - chrono::Duration::from_std(ORPHAN_GRACE).unwrap_or_default();
+    for (id, objs) in &by_backup {
+        if markers.contains(id) || committed.contains(id) {
+            continue;
+        }
+        for o in objs {
+            let modified = o.last_modified.map(DateTime::<Utc>::from);
+            if modified.is_some_and(|m| m < grace_start) {
+                delete.push(Doomed {
+                    key: o.key.clone(),
+                    bytes: o.size,
+                    reason: Reason::Orphan,
+                    why: format!(
+                        "backup {id} never committed (no backup.json) and is older than a day"
+                    ),
+                });
+            }
+        }
+    }
+
+    // WAL before the oldest kept backup's start. No backup, no WAL deletion.
+    let oldest_kept = sorted
+        .iter()
+        .find(|b| keep.contains_key(b.id.as_str()))
+        .copied();
+    let oldest_needed_wal = oldest_kept.map(|b| b.start_wal.clone());
+    if let Some(keep_from) = oldest_kept.and_then(|b| position(&b.start_wal)) {
+        let wal_prefix = repo.key("wal/");
+        for o in objects {
+            let Some(name) = o
+                .key
+                .strip_prefix(&wal_prefix)
+                .and_then(|n| n.strip_suffix(".zst"))
+            else {
+                continue;
+            };
+            let old = match classify(name) {
+                Some(WalKind::Segment | WalKind::Partial | WalKind::Backup) => {
+                    position(name).is_some_and(|p| p < keep_from)
+                }
+                Some(WalKind::History) | None => false,
+            };
+            if old {
+                delete.push(Doomed {
+                    key: o.key.clone(),
+                    bytes: o.size,
+                    reason: Reason::ExpiredWal,
+                    why: format!(
+                        "before {}, where the oldest kept backup ({}) starts",
+                        oldest_kept.map(|b| b.start_wal.as_str()).unwrap_or(""),
+                        oldest_kept.map(|b| b.id.as_str()).unwrap_or("")
+                    ),
+                });
+            }
+        }
+    }
+
+    let kept = sorted
+        .iter()
+        .filter_map(|b| {
+            keep.get(b.id.as_str()).map(|why| Kept {
+                id: b.id.clone(),
+                stop_time: b.stop_time,
+                why: why.clone(),
+            })
+        })
+        .collect();
+    Plan {
+        window_start,
+        kept,
+        delete,
+        oldest_needed_wal,
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    Deleted,
+    /// A dry run.
+    WouldDelete,
+    /// Under Object Lock until this date.
+    Locked {
+        until: String,
+    },
+}
+
+/// One object retention handled.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub object: Doomed,
+    pub fate: Fate,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub store: String,
+    pub dry_run: bool,
+    pub now: DateTime<Utc>,
+    pub window_start: DateTime<Utc>,
+    pub kept: Vec<Kept>,
+    pub oldest_needed_wal: Option<String>,
+    pub objects: Vec<Outcome>,
+    pub deleted_objects: usize,
+    pub deleted_bytes: u64,
+    pub locked_objects: usize,
+}
+
+/// Called for every object as it is deleted or found locked (for audit events and
+/// metrics); not called in a dry run.
+pub type Observer<'a> = &'a (dyn Fn(&Outcome) + Send + Sync);
+
+/// Plans and (unless `dry_run`) applies retention to `repo`, as of `now`.
+pub async fn run(
+    repo: &Repo,
+    policy: Policy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    observe: Observer<'_>,
+) -> Result<Report, Error> {
+    let lease = if dry_run {
+        None
+    } else {
+        Some(Lease::acquire(repo, "retention").await?)
+    };
+    let result = apply(repo, policy, now, dry_run, observe).await;
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    result
+}
+
+async fn apply(
+    repo: &Repo,
+    policy: Policy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    observe: Observer<'_>,
+) -> Result<Report, Error> {
+    let backups = catalog::list(repo).await?;
+    let mut objects = repo.store.list(&repo.key("backups/")).await?;
+    objects.extend(repo.store.list(&repo.key("wal/")).await?);
+    let plan = plan(repo, &backups, &objects, now, policy);
+    let store = repo.store.describe();
+    let mut outcomes = Vec::with_capacity(plan.delete.len());
+    // A backup whose marker is locked stays valid: leave the rest of its objects too.
+    let mut locked_backups: BTreeSet<String> = BTreeSet::new();
+    for doomed in plan.delete {
+        if dry_run {
+            outcomes.push(Outcome {
+                object: doomed,
+                fate: Fate::WouldDelete,
+            });
+            continue;
+        }
+        if let Some(id) = backup_id_of(repo, &doomed.key) {
+            if locked_backups.contains(id) {
+                continue;
+            }
+        }
+        let fate = match repo.store.delete(&doomed.key).await {
+            Ok(()) => {
+                tracing::info!(event = "retention.deleted", store = %store, key = %doomed.key, reason = doomed.reason.label(), bytes = doomed.bytes, why = %doomed.why, "deleted");
+                Fate::Deleted
+            }
+            Err(crate::store::Error::Locked { until, .. }) => {
+                tracing::info!(event = "retention.locked", store = %store, key = %doomed.key, until = %until, "due for deletion but under Object Lock; left in place");
+                if doomed.key.ends_with("/backup.json") {
+                    if let Some(id) = backup_id_of(repo, &doomed.key) {
+                        locked_backups.insert(id.to_string());
+                    }
+                }
+                Fate::Locked { until }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let outcome = Outcome {
+            object: doomed,
+            fate,
+        };
+        observe(&outcome);
+        outcomes.push(outcome);
+    }
+    let deleted: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.fate == Fate::Deleted)
+        .collect();
+    Ok(Report {
+        store,
+        dry_run,
+        now,
+        window_start: plan.window_start,
+        kept: plan.kept,
+        oldest_needed_wal: plan.oldest_needed_wal,
+        deleted_objects: deleted.len(),
+        deleted_bytes: deleted.iter().map(|o| o.object.bytes).sum(),
+        locked_objects: outcomes
+            .iter()
+            .filter(|o| matches!(o.fate, Fate::Locked { .. }))
+            .count(),
+        objects: outcomes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::local::LocalStore;
+
+    fn repo() -> Repo {
+        Repo {
+            store: Arc::new(LocalStore::new("/nonexistent".into())),
+            cluster: "c".into(),
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// A backup that ran at `stop` and starts at WAL position `seg`.
+    fn backup(id: &str, stop: &str, seg: u32, tli: u32) -> BackupInfo {
+        BackupInfo {
+            format: 1,
+            id: id.into(),
+            pgvigil_version: "0".into(),
+            system_identifier: "1".into(),
+            pg_version_num: 150000,
+            timeline: tli,
+            start_lsn: "0/1".into(),
+            stop_lsn: "0/2".into(),
+            start_wal: format!("{tli:08X}00000000{seg:08X}"),
+            start_time: t(stop),
+            stop_time: t(stop),
+            duration_seconds: 1.0,
+            raw_bytes: 1,
+            stored_bytes: 1,
+            compression: "zstd".into(),
+            objects: vec![],
+        }
+    }
+
+    fn obj(key: &str, modified: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size: 10,
+            last_modified: Some(t(modified).into()),
+        }
+    }
+
+    fn objects_of(backups: &[BackupInfo]) -> Vec<ObjectMeta> {
+        let mut out = Vec::new();
+        for b in backups {
+            let at = b.stop_time.to_rfc3339();
+            out.push(obj(&format!("c/backups/{}/base.tar.zst", b.id), &at));
+            out.push(obj(&format!("c/backups/{}/backup.json", b.id), &at));
+        }
+        out
+    }
+
+    fn wal(names: &[&str]) -> Vec<ObjectMeta> {
+        names
+            .iter()
+            .map(|n| obj(&format!("c/wal/{n}.zst"), "2026-01-01T00:00:00Z"))
+            .collect()
+    }
+
+    const POLICY: Policy = Policy {
+        recovery_window: Duration::from_secs(35 * 86_400),
+        min_backups: 1,
+    };
+
+    fn deleted(p: &Plan) -> Vec<&str> {
+        p.delete.iter().map(|d| d.key.as_str()).collect()
+    }
+
+    #[test]
+    fn keeps_the_window_and_the_newest_backup_before_it() {
+        let b = vec![
+            backup("b1", "2026-01-01T02:00:00Z", 0x10, 1),
+            backup("b2", "2026-01-20T02:00:00Z", 0x20, 1),
+            backup("b3", "2026-02-10T02:00:00Z", 0x30, 1),
+            backup("b4", "2026-03-01T02:00:00Z", 0x40, 1),
+        ];
+        let mut objects = objects_of(&b);
+        objects.extend(wal(&[
+            "000000010000000000000010",
+            "00000001000000000000001F",
+            "000000010000000000000020",
+            "000000010000000000000020.00000028.backup",
+            "00000002.history",
+            "000000010000000000000041",
+        ]));
+        // Window start 2026-02-01: b3 and b4 inside, b2 the base for the window's start.
+        let p = plan(&repo(), &b, &objects, t("2026-03-08T00:00:00Z"), POLICY);
+        assert_eq!(p.window_start, t("2026-02-01T00:00:00Z"));
+        let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(kept, ["b2", "b3", "b4"]);
+        assert_eq!(
+            deleted(&p),
+            [
+                "c/backups/b1/backup.json",
+                "c/backups/b1/base.tar.zst",
+                "c/wal/000000010000000000000010.zst",
+                "c/wal/00000001000000000000001F.zst",
+            ]
+        );
+        assert_eq!(
+            p.oldest_needed_wal.as_deref(),
+            Some("000000010000000000000020")
+        );
+    }
+
+    #[test]
+    fn forty_days_later_only_the_newest_of_three_stays() {
+        let b = vec![
+            backup("b1", "2026-11-30T10:00:00Z", 0x02, 1),
+            backup("b2", "2026-11-30T10:05:00Z", 0x04, 1),
+            backup("b3", "2026-11-30T10:10:00Z", 0x06, 1),
+        ];
+        let mut objects = objects_of(&b);
+        objects.extend(wal(&[
+            "000000010000000000000002",
+            "000000010000000000000005",
+            "000000010000000000000006",
+            "000000010000000000000007",
+        ]));
+        let now = t("2026-11-30T10:15:00Z") + chrono::Duration::days(40);
+        let p = plan(&repo(), &b, &objects, now, POLICY);
+        let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(kept, ["b3"]);
+        assert_eq!(
+            deleted(&p),
+            [
+                "c/backups/b1/backup.json",
+                "c/backups/b1/base.tar.zst",
+                "c/backups/b2/backup.json",
+                "c/backups/b2/base.tar.zst",
+                "c/wal/000000010000000000000002.zst",
+                "c/wal/000000010000000000000005.zst",
+            ]
+        );
+        // The same listing the day after the backups: everything is inside the window.
+        let p = plan(&repo(), &b, &objects, t("2026-12-01T00:00:00Z"), POLICY);
+        assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn ordered_by_backup_json_times_not_names_or_timelines() {
+        // Names sort the other way round, and the newer backup is on an older timeline's
+        // name prefix: only the stop times count.
+        let b = vec![
+            backup("zzz", "2026-01-01T00:00:00Z", 0x10, 2),
+            backup("aaa", "2026-03-01T00:00:00Z", 0x20, 1),
+        ];
+        let p = plan(
+            &repo(),
+            &b,
+            &objects_of(&b),
+            t("2026-05-01T00:00:00Z"),
+            POLICY,
+        );
+        let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(kept, ["aaa"]);
+        assert!(deleted(&p).contains(&"c/backups/zzz/backup.json"));
+    }
+
+    #[test]
+    fn never_fewer_than_min_backups_and_never_the_last() {
+        let b = vec![
+            backup("b1", "2025-01-01T00:00:00Z", 0x10, 1),
+            backup("b2", "2025-01-02T00:00:00Z", 0x20, 1),
+            backup("b3", "2025-01-03T00:00:00Z", 0x30, 1),
+        ];
+        let now = t("2026-06-01T00:00:00Z");
+        let p = plan(
+            &repo(),
+            &b,
+            &objects_of(&b),
+            now,
+            Policy {
+                min_backups: 2,
+                ..POLICY
+            },
+        );
+        let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(kept, ["b2", "b3"]);
+        let p = plan(
+            &repo(),
+            &b,
+            &objects_of(&b),
+            now,
+            Policy {
+                min_backups: 0,
+                ..POLICY
+            },
+        );
+        let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(kept, ["b3"]);
+        // No backups at all: no WAL is deleted either.
+        let p = plan(
+            &repo(),
+            &[],
+            &wal(&["000000010000000000000001"]),
+            now,
+            POLICY,
+        );
+        assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn orphans_go_after_a_day_and_markers_are_judged_by_key() {
+        let b = vec![backup("b1", "2026-01-10T00:00:00Z", 0x10, 1)];
+        let mut objects = objects_of(&b);
+        objects.push(obj("c/backups/killed/base.tar.zst", "2026-01-05T00:00:00Z"));
+        objects.push(obj(
+            "c/backups/running/base.tar.zst",
+            "2026-01-10T11:00:00Z",
+        ));
+        // An unreadable backup.json (not in `backups`) is not an orphan.
+        objects.push(obj("c/backups/future/backup.json", "2026-01-01T00:00:00Z"));
+        objects.push(obj("c/backups/future/base.tar.zst", "2026-01-01T00:00:00Z"));
+        let p = plan(&repo(), &b, &objects, t("2026-01-10T12:00:00Z"), POLICY);
+        assert_eq!(deleted(&p), ["c/backups/killed/base.tar.zst"]);
+        assert_eq!(p.delete[0].reason, Reason::Orphan);
+    }
+}
