@@ -141,4 +141,44 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn residency_object_lock_and_offsite_are_validated() {
+        let base = "[postgres]\ndsn = \"postgresql://u@h/db\"\n";
+        let err = |extra: &str| {
+            parse_str(&format!("{base}{extra}"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            err("[storage]\nresidency = \"us\"\n")
+                .starts_with("pgvigil.toml:4: storage.residency: \"us\" is not"),
+            "{}",
+            err("[storage]\nresidency = \"us\"\n")
+        );
+        assert!(err("[storage.s3]\nobject_lock = \"strict\"\n")
+            .contains("storage.s3.object_lock: \"strict\" is not"));
+        assert!(err("[offsite]\nurl = \"ftp://x\"\n").contains("offsite.url: "));
+        assert!(err("[retention]\nschedule = \"daily\"\n").contains("retention.schedule: "));
+        assert!(
+            err("[storage]\nallowed_regions = []\n").contains("storage.allowed_regions: is empty")
+        );
+
+        let s = parse_str(&format!(
+            "{base}[storage]\nallowed_regions = [\"fsn1\"]\n[storage.s3]\nobject_lock = \"compliance\"\n[offsite]\nurl = \"s3://b/p\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.storage.residency.allows("fsn1") && !s.storage.residency.allows("eu-central-1"));
+        let lock = s
+            .storage
+            .s3
+            .object_lock
+            .unwrap_or_else(|| panic!("no lock"));
+        assert_eq!(lock.mode, crate::store::LockMode::Compliance);
+        // 35 days + one daily backup interval + a day of margin.
+        assert_eq!(lock.retain_for, std::time::Duration::from_secs(37 * 86_400));
+        // The off-site store inherits [storage.s3].
+        assert_eq!(s.offsite.map(|o| o.s3.object_lock), Some(Some(lock)));
+    }
 }

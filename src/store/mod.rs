@@ -241,3 +241,19 @@ async fn open_backend(
         message: "must start with file:// or s3://".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_backup_and_wal_objects_are_protected() {
+        assert!(super::is_protected(
+            "default/backups/20261130T000000Z/base.tar.zst"
+        ));
+        assert!(super::is_protected(
+            "default/wal/000000010000000000000001.zst"
+        ));
+        assert!(!super::is_protected("default/state/locks/backup.json"));
+        assert!(!super::is_protected("default/state/jobs/backup.json"));
+        assert!(!super::is_protected("backups"));
+    }
+}
