@@ -293,6 +293,56 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
             "{out}"
         );
     }
+    // An EU bucket that replicates to a bucket outside the EU is refused too.
+    moto.create_bucket("replicated", "eu-central-1").await;
+    let eu = moto.client_in("eu-central-1");
+    for b in ["replicated", "virginia"] {
+        moto.client_in(if b == "virginia" { "us-east-1" } else { "eu-central-1" })
+            .put_bucket_versioning()
+            .bucket(b)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+    }
+    let rule = aws_sdk_s3::types::ReplicationRule::builder()
+        .id("all")
+        .status(aws_sdk_s3::types::ReplicationRuleStatus::Enabled)
+        .prefix("")
+        .destination(
+            aws_sdk_s3::types::Destination::builder()
+                .bucket("arn:aws:s3:::virginia")
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    eu.put_bucket_replication()
+        .bucket("replicated")
+        .replication_configuration(
+            aws_sdk_s3::types::ReplicationConfiguration::builder()
+                .role("arn:aws:iam::123456789012:role/replication")
+                .rules(rule)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+    let config = owner.path().join("replicated.toml");
+    write_config(&config, &pg.dsn("postgres"), &s3_storage(&moto, "replicated", ""));
+    let (ok, _, err) = run_pgvigil_env(&["backup", "-c", &config.display().to_string()], &env);
+    assert!(!ok);
+    assert!(
+        err.contains("bucket replicated replicates to bucket virginia in us-east-1"),
+        "{err}"
+    );
+    assert!(bucket_keys(&moto, "replicated").await.is_empty());
+
     let config = owner.path().join("frankfurt.toml");
     write_config(
         &config,
@@ -555,4 +605,91 @@ async fn offsite_copy_between_buckets_is_server_side_verified_incremental_and_re
     assert!(!ok);
     assert!(err.contains("bucket abroad is in us-east-1"), "{err}");
     assert!(bucket_keys(&moto, "abroad").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metrics() {
+    let owner = postgres_dir();
+    let config = owner.path().join("pgvigil.toml");
+    let repo_dir = owner.path().join("repo");
+    let storage = format!(
+        "[storage]\nurl = \"file://{}\"\n[offsite]\nurl = \"file://{}/offsite\"\n",
+        repo_dir.display(),
+        owner.path().display()
+    );
+    let pg = archiving_cluster(&config).await;
+    write_config(&config, &pg.dsn("postgres"), &storage);
+    let cfg = config.display().to_string();
+    let db = client(&pg, "postgres").await;
+    // WAL from before the backup, which retention will find unnecessary.
+    exec(&db, "CREATE TABLE t AS SELECT 1 AS x").await;
+    switch_and_archive(&db).await;
+    switch_and_archive(&db).await;
+    take_backup(&cfg, &[]);
+
+    // Both jobs last ran long ago (by their history in the repository): the scheduler
+    // catches each missed run up once, right away.
+    let jobs = repo_dir.join("default/state/jobs");
+    std::fs::create_dir_all(&jobs).unwrap_or_else(|e| panic!("{e}"));
+    for job in ["retention", "offsite"] {
+        std::fs::write(
+            jobs.join(format!("{job}.json")),
+            r#"{"last_scheduled": "2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let extra = format!(
+        "{storage}[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n[retention]\nschedule = \"0 3 * * *\"\n"
+    );
+    let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &extra)).await;
+    harness::wait_ready(&running).await;
+    let s = eventually(Duration::from_secs(60), || async {
+        let s = harness::scrape(&running).await;
+        let last = |name: &str| s.metric(name).value().unwrap_or(0.0);
+        if last("pgvigil_retention_last_run_timestamp_seconds") > 0.0
+            && last("pgvigil_offsite_last_success_timestamp_seconds") > 0.0
+        {
+            Ok(s)
+        } else {
+            Err("retention and offsite have not both run yet".to_string())
+        }
+    })
+    .await;
+    running.shutdown(Duration::from_secs(5)).await;
+    for store in ["primary", "offsite"] {
+        assert_eq!(
+            s.metric("pgvigil_storage_residency_ok").label("store", store).value(),
+            Some(1.0),
+            "{store}"
+        );
+        assert_eq!(
+            s.metric("pgvigil_storage_object_lock_enabled").label("store", store).value(),
+            Some(0.0)
+        );
+    }
+    let now = chrono::Utc::now().timestamp() as f64;
+    let ran = s
+        .metric("pgvigil_retention_last_run_timestamp_seconds")
+        .value()
+        .unwrap_or(0.0);
+    assert!((now - ran).abs() < 120.0, "{ran} vs {now}");
+    // The WAL from before the backup was deleted and counted.
+    let deleted = s
+        .metric("pgvigil_retention_deleted_objects_total")
+        .label("store", "primary")
+        .label("reason", "expired_wal")
+        .value()
+        .unwrap_or(0.0);
+    let left = segment_files(&repo_dir.join("default/wal"));
+    assert!(deleted >= 1.0, "deleted {deleted}, left {left:?}");
+    assert_eq!(s.metric("pgvigil_retention_failures_total").value(), Some(0.0));
+    assert_eq!(s.metric("pgvigil_offsite_failures_total").value(), Some(0.0));
+    // The copy is there, committed.
+    let ids = backup_ids(&cfg, &[]);
+    assert!(owner
+        .path()
+        .join("offsite/default/backups")
+        .join(&ids[0])
+        .join("backup.json")
+        .exists());
 }
