@@ -6,6 +6,7 @@ mod api_proxy;
 mod artefacts;
 mod backup_restore;
 mod cli;
+mod dashboards_live;
 mod drill;
 mod pgbouncer;
 mod pitr;
