@@ -556,6 +556,7 @@ fn every_alert_is_labelled_annotated_has_a_runbook_and_firing_and_silent_tests()
         "PgvigilResidencyViolation",
         "PgvigilOffsiteCopyTooOld",
         "PgvigilMetricMissing",
+        "PgvigilAuditForwardLag",
     ] {
         if !names.contains(required) {
             problems.push(format!("required alert {required} is missing"));

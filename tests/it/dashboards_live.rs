@@ -37,6 +37,16 @@ const PANELS_WITHOUT_DATA: &[(&str, &str, &str)] = &[
         "Off-site copy age",
         "pgvigil_offsite_* arrive with the off-site issue",
     ),
+    (
+        "pgvigil-backups",
+        "Audit lines written",
+        "pgvigil_audit_* arrive with the audit issue",
+    ),
+    (
+        "pgvigil-backups",
+        "Audit table forwarding lag",
+        "pgvigil_audit_* arrive with the audit issue (and need [audit] table)",
+    ),
 ];
 
 /// Single queries that cannot have data here: (part of the expression, why).
