@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pgvigil::metrics::catalogue::Naming;
 use serde_norway::Value;
 
 use crate::harness::require_binary;
@@ -267,6 +268,39 @@ const LABEL_LIST: &[&str] = &[
 /// The metric names an expression selects: identifiers that are not functions, keywords,
 /// label names (in `{...}` or after by/on/...), strings, numbers or durations.
 pub fn metric_names(expr: &str) -> Vec<String> {
+    selectors(expr).into_iter().map(|(name, _)| name).collect()
+}
+
+/// The label names matched in `{...}` from index `open` (the brace).
+fn matcher_labels(chars: &[char], open: usize) -> Vec<String> {
+    let mut labels = Vec::new();
+    let mut j = open + 1;
+    while j < chars.len() && chars[j] != '}' {
+        let c = chars[j];
+        if c == '"' || c == '\'' || c == '`' {
+            j += 1;
+            while j < chars.len() && chars[j] != c {
+                if chars[j] == '\\' {
+                    j += 1;
+                }
+                j += 1;
+            }
+            j += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = j;
+            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
+                j += 1;
+            }
+            labels.push(chars[start..j].iter().collect());
+        } else {
+            j += 1;
+        }
+    }
+    labels
+}
+
+/// Every metric selector of an expression: its name and the label names it matches on.
+pub fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
     let chars: Vec<char> = expr.chars().collect();
     let mut names = Vec::new();
     let mut i = 0;
@@ -368,7 +402,12 @@ pub fn metric_names(expr: &str) -> Vec<String> {
             } else if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') {
                 // A keyword, or a function / aggregation.
             } else {
-                names.push(word);
+                let labels = if chars.get(next) == Some(&'{') {
+                    matcher_labels(&chars, next)
+                } else {
+                    Vec::new()
+                };
+                names.push((word, labels));
             }
         } else {
             i += 1;
@@ -404,6 +443,16 @@ fn metric_names_are_extracted_without_labels_functions_or_keywords() {
             "x_bucket",
             "pg_up",
             "pgvigil_api:error_ratio:rate5m"
+        ]
+    );
+    assert_eq!(
+        selectors(r#"rate(a_total{code=~"5..", route!="x,y=z"}[5m]) / b"#),
+        [
+            (
+                "a_total".to_string(),
+                vec!["code".to_string(), "route".to_string()]
+            ),
+            ("b".to_string(), vec![])
         ]
     );
     // The catalogue lookup the check relies on: compat names without `_total`, prefixes.
@@ -580,12 +629,29 @@ fn every_promql_expression_parses_and_uses_only_catalogue_metrics() {
         if names.is_empty() && !e.expr.contains("time()") {
             unknown.push(format!("{}: selects no metric: {}", e.origin, e.expr));
         }
-        for n in names {
-            let known = pgvigil::metrics::catalogue::lookup(&n).is_some()
-                || recorded.contains(&n)
-                || PROMETHEUS_SERIES.contains(&n.as_str());
+        for (n, labels) in selectors(&substitute(&e.expr, "1m", "1h")) {
+            let def = pgvigil::metrics::catalogue::lookup(&n);
+            let known =
+                def.is_some() || recorded.contains(&n) || PROMETHEUS_SERIES.contains(&n.as_str());
             if !known {
                 unknown.push(format!("{}: {n} is not in the catalogue", e.origin));
+            }
+            // Label matchers: the entry's labels, the scrape's job/instance, le on buckets.
+            // Prefix entries (pg_settings_*, pgrst_*) have labels the catalogue cannot know.
+            let Some(def) = def else { continue };
+            if def.naming != Naming::Exact {
+                continue;
+            }
+            for l in labels {
+                let ok = def.labels.contains(&l.as_str())
+                    || ["job", "instance"].contains(&l.as_str())
+                    || (l == "le" && n.ends_with("_bucket"));
+                if !ok {
+                    unknown.push(format!(
+                        "{}: {n} has no label {l} (labels: {:?})",
+                        e.origin, def.labels
+                    ));
+                }
             }
         }
     }
