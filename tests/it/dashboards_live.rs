@@ -3,7 +3,8 @@
 //! pushed through `pgvigil wal-push`, a PgBouncer with a pool in use, and API traffic through
 //! pgvigil's proxy to the PostgREST stand-in. Every panel query of `dashboards/*.json` and
 //! every variable query must return data, except the few listed below with their reason; every
-//! rule of `alerts/*.yml` must evaluate without error on the real series.
+//! rule of `alerts/*.yml` must evaluate without error on the real series, and stopping
+//! PgBouncer and PostgreSQL must make `PgbouncerDown` and `PostgresDown` pending.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -77,7 +78,7 @@ async fn dashboard_queries_return_data_from_a_real_prometheus() {
         "[storage]\nurl = \"file://{}/repo\"\n",
         owner.path().display()
     );
-    let pg = archiving_cluster(&config).await;
+    let mut pg = archiving_cluster(&config).await;
     write_config(&config, &pg.dsn("postgres"), &storage);
     let cfg = config.display().to_string();
     let db = client(&pg, "postgres").await;
@@ -96,7 +97,7 @@ async fn dashboard_queries_return_data_from_a_real_prometheus() {
         .unwrap_or_else(|e| panic!("replica: {e}"));
 
     // PgBouncer in front of the primary, PostgREST stand-in, then the daemon.
-    let pgb = TempPgbouncer::start(
+    let mut pgb = TempPgbouncer::start(
         &[format!(
             "app = host=127.0.0.1 port={} dbname=postgres pool_size=2",
             pg.port()
@@ -261,6 +262,29 @@ async fn dashboard_queries_return_data_from_a_real_prometheus() {
             "{quiet} is pending or firing on a healthy setup: {firing:?}"
         );
     }
+
+    // And the outage alerts do select what pgvigil exports when things break: PgBouncer
+    // killed, PostgreSQL stopped -> PgbouncerDown and PostgresDown pending (their `for`
+    // is minutes; pending proves the expression matches).
+    pgb.kill();
+    drop(bouncer_client);
+    drop(db);
+    pg.stop().await;
+    eventually(Duration::from_secs(30), || async {
+        let pending = prom
+            .query("ALERTS{alertname=~\"PgbouncerDown|PostgresDown\"}")
+            .await?;
+        let names: BTreeSet<&str> = pending
+            .iter()
+            .filter_map(|a| a["metric"]["alertname"].as_str())
+            .collect();
+        if names.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("pending or firing: {names:?}"))
+        }
+    })
+    .await;
 
     drop(prom);
     running.shutdown(Duration::from_secs(5)).await;
