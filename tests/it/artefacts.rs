@@ -1,9 +1,9 @@
 //! Artefact tests: the Prometheus rules in `alerts/`, the Grafana dashboards in `dashboards/`,
 //! the Kubernetes manifests in `deploy/kubernetes/` and the Alertmanager example in
 //! `deploy/alertmanager/`. Every PromQL expression is parsed by promtool and every metric name
-//! in it is checked against the catalogue (`src/metrics/catalogue.rs`), so a dashboard or an
-//! alert on a metric pgvigil does not export cannot be merged. The live check against a real
-//! Prometheus is in `dashboards_live.rs`.
+//! and label matcher in it is checked against the catalogue (`src/metrics/catalogue.rs`), so a
+//! dashboard or an alert on a metric pgvigil does not export cannot be merged. The live check
+//! against a real Prometheus is in `dashboards_live.rs`.
 //!
 //! Generated files (`deploy/kubernetes/prometheusrule.yaml`, `grafana-dashboards.yaml`) are
 //! rebuilt in memory and compared; `PGVIGIL_BLESS=1 cargo test --test it artefacts` rewrites
