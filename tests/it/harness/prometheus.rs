@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, http_client, require_binary};
+use super::{http_client, require_binary};
 
 pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
 
@@ -39,45 +39,39 @@ impl TempPrometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("{e}"));
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let log_err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let port = free_port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new(PROMETHEUS_BIN)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--storage.tsdb.retention.time=1h")
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {PROMETHEUS_BIN}: {e}"));
-        let mut p = Self { child, dir, addr };
-        let url = format!("http://{addr}/-/ready");
-        eventually(Duration::from_secs(30), || {
-            let exited = p.child.try_wait().ok().flatten();
-            let url = url.clone();
-            let log = p.log_tail();
-            async move {
-                if let Some(status) = exited {
-                    panic!("prometheus exited ({status}) while starting:\n{log}");
-                }
-                let resp = http_client().get(&url).send().await;
-                match resp {
-                    Ok(r) if r.status().is_success() => Ok(()),
-                    Ok(r) => Err(format!("{url}: {}", r.status())),
-                    Err(e) => Err(format!("{url}: {e}")),
+        // The port is chosen before Prometheus binds it; if another process takes it in
+        // between, Prometheus exits with "address already in use" and another port is tried.
+        for attempt in 1..=3 {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let log = std::fs::File::create(dir.path().join("prometheus.log"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let log_err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
+            let mut child = Command::new(PROMETHEUS_BIN)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--storage.tsdb.retention.time=1h")
+                .arg("--log.level=warn")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {PROMETHEUS_BIN}: {e}"));
+            match wait_ready(&mut child, addr, dir.path()).await {
+                Ok(()) => return Self { child, dir, addr },
+                Err(log) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    if attempt == 3 || !log.contains("address already in use") {
+                        panic!("prometheus did not start on {addr}: {log}");
+                    }
                 }
             }
-        })
-        .await;
-        p
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Runs an instant query; returns the result vector (or an error with Prometheus's
@@ -108,10 +102,7 @@ impl TempPrometheus {
 
     /// The last lines of Prometheus's log.
     pub fn log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(self.dir.path())
     }
 
     /// Where the config and TSDB live.
@@ -125,6 +116,31 @@ impl Drop for TempPrometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (at most 30 s) until /-/ready answers 200; Err with the log if Prometheus exits.
+async fn wait_ready(child: &mut Child, addr: SocketAddr, dir: &Path) -> Result<(), String> {
+    let url = format!("http://{addr}/-/ready");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited ({status}):\n{}", log_tail(dir)));
+        }
+        match http_client().get(&url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("not ready after 30 s:\n{}", log_tail(dir)))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The last lines of the Prometheus log in `dir`.
+fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// A loopback port nobody listens on right now (Prometheus takes the port as a flag).
