@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgvigil's dev loop and tests need, and only what is missing:
 # Debian packages by name (apt-get update runs only when something is missing),
-# and moto[server] from PyPI. Nothing is downloaded from anywhere else.
+# and moto[server] and kubernetes-validate from PyPI. Nothing is downloaded from anywhere else.
 #   scripts/deps.sh            everything `make test` needs
 #   scripts/deps.sh dev        only what `make dev` needs (PostgreSQL)
 set -euo pipefail
@@ -47,6 +47,13 @@ PY
 if [ "$want_moto" = 1 ] && ! moto_ok; then
   echo "deps: pip install 'moto[server]>=5.2.5'" >&2
   timeout 900 python3 -m pip install -q -U 'moto[server]>=5.2.5'
+fi
+
+# kubernetes-validate checks deploy/kubernetes against the Kubernetes OpenAPI schemas
+# (bundled in the package: no network at test time).
+if [ "$want_moto" = 1 ] && ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "deps: pip install kubernetes-validate" >&2
+  timeout 900 python3 -m pip install -q kubernetes-validate
 fi
 
 # Fail here, with the package to install, rather than deep inside a test.

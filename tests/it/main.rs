@@ -3,8 +3,10 @@
 mod harness;
 
 mod api_proxy;
+mod artefacts;
 mod backup_restore;
 mod cli;
+mod dashboards_live;
 mod drill;
 mod pgbouncer;
 mod pitr;

@@ -1,0 +1,1078 @@
+//! Artefact tests: the Prometheus rules in `alerts/`, the Grafana dashboards in `dashboards/`,
+//! the Kubernetes manifests in `deploy/kubernetes/` and the Alertmanager example in
+//! `deploy/alertmanager/`. Every PromQL expression is parsed by promtool and every metric name
+//! and label matcher in it is checked against the catalogue (`src/metrics/catalogue.rs`), so a
+//! dashboard or an alert on a metric pgvigil does not export cannot be merged. The live check
+//! against a real Prometheus is in `dashboards_live.rs`.
+//!
+//! Generated files (`deploy/kubernetes/prometheusrule.yaml`, `grafana-dashboards.yaml`) are
+//! rebuilt in memory and compared; `PGVIGIL_BLESS=1 cargo test --test it artefacts` rewrites
+//! them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pgvigil::metrics::catalogue::Naming;
+use serde_norway::Value;
+
+use crate::harness::require_binary;
+
+pub const PROMTOOL: &str = "/usr/bin/promtool";
+pub const AMTOOL: &str = "/usr/bin/amtool";
+
+/// Series that Prometheus itself creates: allowed beside the catalogue.
+const PROMETHEUS_SERIES: &[&str] = &["up"];
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Files in `dir` (relative to the repository) ending in `ext`, sorted.
+pub fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.to_string_lossy().ends_with(ext))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no {ext} files in {dir}");
+    v
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub fn yaml(p: &Path) -> Value {
+    serde_norway::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(root()).unwrap_or(p).display().to_string()
+}
+
+/// One PromQL expression and where it comes from.
+#[derive(Debug, Clone)]
+pub struct Expr {
+    pub origin: String,
+    pub expr: String,
+}
+
+/// Every rule (alert or record) of `alerts/*.yml`, with its file.
+fn rules() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for f in files("alerts", ".yml") {
+        let doc = yaml(&f);
+        let groups = doc["groups"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{}: no groups", rel(&f)));
+        for g in groups {
+            for r in g["rules"].as_sequence().into_iter().flatten() {
+                out.push((rel(&f), r.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Names defined by recording rules.
+fn recorded() -> BTreeSet<String> {
+    rules()
+        .iter()
+        .filter_map(|(_, r)| r["record"].as_str().map(str::to_string))
+        .collect()
+}
+
+pub fn alert_exprs() -> Vec<Expr> {
+    rules()
+        .into_iter()
+        .map(|(file, r)| {
+            let name = r["alert"]
+                .as_str()
+                .or_else(|| r["record"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            let expr = r["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file}: {name} has no expr"))
+                .to_string();
+            Expr {
+                origin: format!("{file} {name}"),
+                expr,
+            }
+        })
+        .collect()
+}
+
+/// A panel's queries: (dashboard uid, panel title, expressions).
+pub struct Panel {
+    pub dashboard: String,
+    pub title: String,
+    pub exprs: Vec<String>,
+}
+
+fn collect_panels(uid: &str, panels: &serde_json::Value, out: &mut Vec<Panel>) {
+    for p in panels.as_array().into_iter().flatten() {
+        if let Some(inner) = p.get("panels") {
+            collect_panels(uid, inner, out);
+        }
+        let exprs: Vec<String> = p["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["expr"].as_str().map(str::to_string))
+            .collect();
+        if !exprs.is_empty() {
+            out.push(Panel {
+                dashboard: uid.to_string(),
+                title: p["title"].as_str().unwrap_or("?").to_string(),
+                exprs,
+            });
+        }
+    }
+}
+
+pub fn dashboard_panels() -> Vec<Panel> {
+    let mut out = Vec::new();
+    for f in files("dashboards", ".json") {
+        let d = json(&f);
+        let uid = d["uid"].as_str().unwrap_or("?").to_string();
+        collect_panels(&uid, &d["panels"], &mut out);
+    }
+    out
+}
+
+/// Templating queries, as PromQL: `label_values(selector, label)` becomes `selector`.
+pub fn dashboard_variable_exprs() -> Vec<Expr> {
+    let mut out = Vec::new();
+    for f in files("dashboards", ".json") {
+        let d = json(&f);
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            if v["type"] != "query" {
+                continue;
+            }
+            let q = v["query"]["query"]
+                .as_str()
+                .or_else(|| v["query"].as_str())
+                .unwrap_or_else(|| panic!("{}: variable {} has no query", rel(&f), v["name"]));
+            let expr = match q
+                .strip_prefix("label_values(")
+                .and_then(|s| s.strip_suffix(')'))
+                .and_then(|s| s.rsplit_once(','))
+            {
+                Some((sel, _label)) => sel.trim().to_string(),
+                None => q.to_string(),
+            };
+            out.push(Expr {
+                origin: format!("{} variable {}", rel(&f), v["name"]),
+                expr,
+            });
+        }
+    }
+    out
+}
+
+pub fn dashboard_exprs() -> Vec<Expr> {
+    let mut out: Vec<Expr> = dashboard_panels()
+        .into_iter()
+        .flat_map(|p| {
+            let origin = format!("dashboard {} panel {:?}", p.dashboard, p.title);
+            p.exprs.into_iter().map(move |expr| Expr {
+                origin: origin.clone(),
+                expr,
+            })
+        })
+        .collect();
+    out.extend(dashboard_variable_exprs());
+    out
+}
+
+/// Replaces Grafana's variables with concrete values: `$__rate_interval` and `$__interval`
+/// with `rate_interval`, `$__range` with `range`, every other `$var` / `${var}` with `.+`
+/// (they only appear inside `=~"..."` matchers).
+pub fn substitute(expr: &str, rate_interval: &str, range: &str) -> String {
+    let mut out = String::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(s) => {
+                let end = s.find('}').unwrap_or(s.len());
+                let name = s[..end].split(':').next().unwrap_or("");
+                (name, end + 2)
+            }
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        out.push_str(match name {
+            "__rate_interval" | "__interval" => rate_interval,
+            "__range" => range,
+            _ => ".+",
+        });
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+const KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+    "atan2",
+    // Aggregations may be followed by `by (...)` instead of their parenthesis.
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+];
+/// Keywords followed by a parenthesised label list.
+const LABEL_LIST: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+
+/// The metric names an expression selects: identifiers that are not functions, keywords,
+/// label names (in `{...}` or after by/on/...), strings, numbers or durations.
+pub fn metric_names(expr: &str) -> Vec<String> {
+    selectors(expr).into_iter().map(|(name, _)| name).collect()
+}
+
+/// The label names matched in `{...}` from index `open` (the brace).
+fn matcher_labels(chars: &[char], open: usize) -> Vec<String> {
+    let mut labels = Vec::new();
+    let mut j = open + 1;
+    while j < chars.len() && chars[j] != '}' {
+        let c = chars[j];
+        if c == '"' || c == '\'' || c == '`' {
+            j += 1;
+            while j < chars.len() && chars[j] != c {
+                if chars[j] == '\\' {
+                    j += 1;
+                }
+                j += 1;
+            }
+            j += 1;
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = j;
+            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
+                j += 1;
+            }
+            labels.push(chars[start..j].iter().collect());
+        } else {
+            j += 1;
+        }
+    }
+    labels
+}
+
+/// Every metric selector of an expression: its name and the label names it matches on.
+pub fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = Vec::new();
+    let mut i = 0;
+    let skip_ws = |mut j: usize| {
+        while j < chars.len() && chars[j].is_whitespace() {
+            j += 1;
+        }
+        j
+    };
+    // Index just past the bracket that closes the one at `open`, skipping strings.
+    let close = |open: usize| {
+        let (o, c) = (chars[open], if chars[open] == '(' { ')' } else { ']' });
+        let mut depth = 0;
+        let mut j = open;
+        while j < chars.len() {
+            match chars[j] {
+                q @ ('"' | '\'' | '`') => {
+                    j += 1;
+                    while j < chars.len() && chars[j] != q {
+                        if chars[j] == '\\' {
+                            j += 1;
+                        }
+                        j += 1;
+                    }
+                }
+                x if x == o => depth += 1,
+                x if x == c => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return j + 1;
+                    }
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        chars.len()
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+        } else if c == '{' {
+            // Label matchers: skip to the closing brace (strings may contain braces).
+            i += 1;
+            while i < chars.len() && chars[i] != '}' {
+                if chars[i] == '"' || chars[i] == '\'' || chars[i] == '`' {
+                    let q = chars[i];
+                    i += 1;
+                    while i < chars.len() && chars[i] != q {
+                        if chars[i] == '\\' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
+            i += 1;
+        } else if c == '[' {
+            i = close(i);
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '.' || chars[i] == '_')
+            {
+                // 1e+3
+                if (chars[i] == 'e' || chars[i] == 'E')
+                    && matches!(chars.get(i + 1), Some('+') | Some('-'))
+                {
+                    i += 1;
+                }
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let next = skip_ws(i);
+            let lower = word.to_ascii_lowercase();
+            if LABEL_LIST.contains(&lower.as_str()) {
+                if chars.get(next) == Some(&'(') {
+                    i = close(next);
+                }
+            } else if lower == "offset" {
+                // The duration that follows is skipped as a number.
+            } else if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') {
+                // A keyword, or a function / aggregation.
+            } else {
+                let labels = if chars.get(next) == Some(&'{') {
+                    matcher_labels(&chars, next)
+                } else {
+                    Vec::new()
+                };
+                names.push((word, labels));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// Runs a command, returning (success, stdout + stderr).
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn metric_names_are_extracted_without_labels_functions_or_keywords() {
+    let e = r#"sum by (job, instance) (rate(pgvigil_api_requests_total{code=~"5..",route!="{x}"}[5m] offset 1h)) / on(job) group_left(version) pgvigil_build_info > 1e+3 and bool up == 0.5 or histogram_quantile(0.9, x_bucket) unless absent(pg_up{job="a"}) or pgvigil_api:error_ratio:rate5m"#;
+    assert_eq!(
+        metric_names(e),
+        [
+            "pgvigil_api_requests_total",
+            "pgvigil_build_info",
+            "up",
+            "x_bucket",
+            "pg_up",
+            "pgvigil_api:error_ratio:rate5m"
+        ]
+    );
+    assert_eq!(
+        selectors(r#"rate(a_total{code=~"5..", route!="x,y=z"}[5m]) / b"#),
+        [
+            (
+                "a_total".to_string(),
+                vec!["code".to_string(), "route".to_string()]
+            ),
+            ("b".to_string(), vec![])
+        ]
+    );
+    // The catalogue lookup the check relies on: compat names without `_total`, prefixes.
+    use pgvigil::metrics::catalogue::lookup;
+    assert!(lookup("pg_stat_database_xact_commit").is_some());
+    assert!(lookup("pg_stat_database_xact_commit_total").is_none());
+    assert!(lookup("pg_settings_max_connections").is_some());
+    assert!(lookup("pgvigil_api_request_duration_seconds_bucket").is_some());
+    assert!(lookup("pg_replication_lag").is_none());
+    assert_eq!(
+        substitute(
+            r#"rate(x{job=~"$job",i=~"${instance}"}[$__rate_interval]) + increase(y[$__range])"#,
+            "1m",
+            "1h"
+        ),
+        r#"rate(x{job=~".+",i=~".+"}[1m]) + increase(y[1h])"#
+    );
+}
+
+#[test]
+fn rule_files_pass_promtool_check_and_unit_tests() {
+    require_binary(PROMTOOL, "prometheus");
+    let mut check = Command::new(PROMTOOL);
+    check.args(["check", "rules"]).args(files("alerts", ".yml"));
+    let (ok, out) = run(&mut check);
+    assert!(ok, "promtool check rules:\n{out}");
+
+    let tests = files("alerts/tests", ".yml");
+    let mut unit = Command::new(PROMTOOL);
+    unit.current_dir(root().join("alerts/tests"))
+        .args(["test", "rules"])
+        .args(&tests);
+    let (ok, out) = run(&mut unit);
+    assert!(ok, "promtool test rules:\n{out}");
+}
+
+#[test]
+fn every_alert_is_labelled_annotated_has_a_runbook_and_firing_and_silent_tests() {
+    // Which alerts the unit tests show firing and silent, and which rule files they load.
+    let mut firing = BTreeSet::new();
+    let mut silent = BTreeSet::new();
+    let mut tested_files = BTreeSet::new();
+    for f in files("alerts/tests", ".yml") {
+        let doc = yaml(&f);
+        for rf in doc["rule_files"].as_sequence().into_iter().flatten() {
+            let p = root().join("alerts/tests").join(rf.as_str().unwrap_or(""));
+            tested_files.insert(rel(&p.canonicalize().unwrap_or(p)));
+        }
+        for t in doc["tests"].as_sequence().into_iter().flatten() {
+            for a in t["alert_rule_test"].as_sequence().into_iter().flatten() {
+                let name = a["alertname"].as_str().unwrap_or("").to_string();
+                match a["exp_alerts"].as_sequence() {
+                    Some(v) if !v.is_empty() => firing.insert(name),
+                    _ => silent.insert(name),
+                };
+            }
+        }
+    }
+    for f in files("alerts", ".yml") {
+        assert!(
+            tested_files.contains(&rel(&f)),
+            "{} is not loaded by any file in alerts/tests/",
+            rel(&f)
+        );
+    }
+
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    for (file, r) in rules() {
+        let Some(name) = r["alert"].as_str() else {
+            continue;
+        };
+        names.insert(name.to_string());
+        let at = format!("{file} {name}");
+        match r["labels"]["severity"].as_str() {
+            Some("page") | Some("ticket") => {}
+            other => problems.push(format!("{at}: severity {other:?}, want page or ticket")),
+        }
+        let ann = &r["annotations"];
+        if ann["summary"].as_str().is_none_or(|s| s.trim().is_empty()) {
+            problems.push(format!("{at}: no summary"));
+        }
+        let desc = ann["description"].as_str().unwrap_or("");
+        // Staleness rules (label `metric`) fire on absence: the missing metric is the value.
+        let staleness = r["labels"]["metric"].is_string();
+        if !desc.contains("$value") && !staleness {
+            problems.push(format!("{at}: description does not show $value"));
+        }
+        let expr = r["expr"].as_str().unwrap_or("");
+        if !desc.contains("$labels.") && !expr.trim_start().starts_with("absent(") {
+            problems.push(format!("{at}: description names no object ($labels.…)"));
+        }
+        let want = format!("/docs/runbooks/{name}.md");
+        match ann["runbook_url"].as_str() {
+            Some(u) if u.ends_with(&want) => {}
+            other => problems.push(format!("{at}: runbook_url {other:?} must end in {want}")),
+        }
+        let runbook = root().join(format!("docs/runbooks/{name}.md"));
+        match std::fs::read_to_string(&runbook) {
+            Ok(text) => {
+                for heading in ["## Meaning", "## Confirm", "## Act"] {
+                    if !text.contains(heading) {
+                        problems.push(format!("{}: no {heading:?} section", rel(&runbook)));
+                    }
+                }
+            }
+            Err(_) => problems.push(format!("{at}: {} is missing", rel(&runbook))),
+        }
+    }
+    for name in &names {
+        if !firing.contains(name) {
+            problems.push(format!("{name}: no promtool test shows it firing"));
+        }
+        if !silent.contains(name) {
+            problems.push(format!("{name}: no promtool test shows it silent"));
+        }
+    }
+    for name in firing.union(&silent) {
+        if !names.contains(name) {
+            problems.push(format!("alerts/tests names {name}, which no rule defines"));
+        }
+    }
+    // The issue's list, so that none is dropped by accident.
+    for required in [
+        "PostgresDown",
+        "PgvigilScrapeFailing",
+        "PostgresTooManyConnections",
+        "PostgresReplicationLag",
+        "PostgresReplicationLagBytes",
+        "PostgresReplicationSlotInactive",
+        "PostgresLongRunningTransaction",
+        "PostgresIdleInTransaction",
+        "PostgresXidWraparound",
+        "PostgresDeadlocks",
+        "PgbouncerPoolExhausted",
+        "PgbouncerPoolUtilizationHigh",
+        "PgbouncerDown",
+        "PostgrestNotReady",
+        "PostgrestPoolTimeouts",
+        "ApiErrorRatioHigh",
+        "ApiLatencyHigh",
+        "PgvigilBackupFailed",
+        "PgvigilBackupTooOld",
+        "PgvigilWalArchiveFailing",
+        "PgvigilWalArchiveTooOld",
+        "PgvigilPitrContinuityBroken",
+        "PgvigilRecoveryWindowShort",
+        "PgvigilRestoreDrillFailed",
+        "PgvigilRestoreDrillTooOld",
+        "PgvigilResidencyViolation",
+        "PgvigilOffsiteCopyTooOld",
+        "PgvigilMetricMissing",
+        "PgvigilAuditForwardLag",
+    ] {
+        if !names.contains(required) {
+            problems.push(format!("required alert {required} is missing"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_promql_expression_parses_and_uses_only_catalogue_metrics() {
+    require_binary(PROMTOOL, "prometheus");
+    let recorded = recorded();
+    let mut all = alert_exprs();
+    all.extend(dashboard_exprs());
+    assert!(all.len() > 50, "only {} expressions found", all.len());
+
+    // Names: every one must be in the catalogue, recorded by alerts/, or made by Prometheus.
+    let mut unknown = Vec::new();
+    for e in &all {
+        let names = metric_names(&substitute(&e.expr, "1m", "1h"));
+        if names.is_empty() && !e.expr.contains("time()") {
+            unknown.push(format!("{}: selects no metric: {}", e.origin, e.expr));
+        }
+        for (n, labels) in selectors(&substitute(&e.expr, "1m", "1h")) {
+            let def = pgvigil::metrics::catalogue::lookup(&n);
+            let known =
+                def.is_some() || recorded.contains(&n) || PROMETHEUS_SERIES.contains(&n.as_str());
+            if !known {
+                unknown.push(format!("{}: {n} is not in the catalogue", e.origin));
+            }
+            // Label matchers: the entry's labels, the scrape's job/instance, le on buckets.
+            // Prefix entries (pg_settings_*, pgrst_*) have labels the catalogue cannot know.
+            let Some(def) = def else { continue };
+            if def.naming != Naming::Exact {
+                continue;
+            }
+            for l in labels {
+                let ok = def.labels.contains(&l.as_str())
+                    || ["job", "instance"].contains(&l.as_str())
+                    || (l == "le" && n.ends_with("_bucket"));
+                if !ok {
+                    unknown.push(format!(
+                        "{}: {n} has no label {l} (labels: {:?})",
+                        e.origin, def.labels
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics not exported by pgvigil (see `pgvigil catalog`):\n{}",
+        unknown.join("\n")
+    );
+
+    // Syntax: every expression as a recording rule, checked by promtool.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut text = String::from("groups:\n  - name: expressions\n    rules:\n");
+    for (i, e) in all.iter().enumerate() {
+        let expr = serde_json::to_string(&substitute(&e.expr, "1m", "1h"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        text.push_str(&format!(
+            "      - record: check:expr{i}\n        expr: {expr}\n"
+        ));
+    }
+    let path = dir.path().join("expressions.yml");
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = run(Command::new(PROMTOOL).args(["check", "rules"]).arg(&path));
+    if !ok {
+        let bad: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| out.contains(&format!("check:expr{i}\"")))
+            .map(|(_, e)| format!("{}: {}", e.origin, e.expr))
+            .collect();
+        panic!(
+            "promtool rejects expressions:\n{}\n\npromtool said:\n{out}",
+            bad.join("\n")
+        );
+    }
+}
+
+#[test]
+fn dashboards_use_a_datasource_variable_and_job_instance_variables() {
+    let mut uids = BTreeSet::new();
+    let mut problems = Vec::new();
+    for f in files("dashboards", ".json") {
+        let d = json(&f);
+        let at = rel(&f);
+        let uid = d["uid"].as_str().unwrap_or("").to_string();
+        if uid.is_empty() || !uids.insert(uid.clone()) {
+            problems.push(format!("{at}: missing or duplicate uid {uid:?}"));
+        }
+        let vars: BTreeMap<String, serde_json::Value> = d["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| (v["name"].as_str().unwrap_or("").to_string(), v.clone()))
+            .collect();
+        match vars.get("datasource") {
+            Some(v) if v["type"] == "datasource" && v["query"] == "prometheus" => {}
+            _ => problems.push(format!("{at}: no Prometheus datasource variable")),
+        }
+        for name in ["job", "instance"] {
+            if !vars.contains_key(name) {
+                problems.push(format!("{at}: no ${name} variable"));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        let mut stack: Vec<serde_json::Value> = d["panels"].as_array().cloned().unwrap_or_default();
+        while let Some(p) = stack.pop() {
+            if let Some(inner) = p["panels"].as_array() {
+                stack.extend(inner.iter().cloned());
+            }
+            let title = p["title"].as_str().unwrap_or("?");
+            if !ids.insert(p["id"].as_i64().unwrap_or(-1)) {
+                problems.push(format!("{at}: panel {title:?}: duplicate id"));
+            }
+            if p["type"] == "row" {
+                continue;
+            }
+            if p["datasource"]["uid"] != "${datasource}" {
+                problems.push(format!(
+                    "{at}: panel {title:?}: datasource is not ${{datasource}}"
+                ));
+            }
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or("");
+                let scoped = expr.contains("$job") && expr.contains("$instance");
+                if !scoped {
+                    problems.push(format!(
+                        "{at}: panel {title:?}: query not filtered by $job and $instance: {expr}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes
+
+/// The PrometheusRule the kustomize base ships: every group of alerts/*.yml, in file order.
+fn prometheus_rule() -> String {
+    let mut groups = Vec::new();
+    for f in files("alerts", ".yml") {
+        groups.extend(
+            yaml(&f)["groups"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    let doc: Value = serde_norway::from_str(
+        "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: pgvigil\n  labels:\n    app.kubernetes.io/name: pgvigil\n    app.kubernetes.io/component: alerts\nspec:\n  groups: []\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut doc = doc;
+    doc["spec"]["groups"] = Value::Sequence(groups);
+    format!(
+        "# GENERATED from alerts/*.yml by tests/it/artefacts.rs: do not edit.\n# Regenerate: PGVIGIL_BLESS=1 cargo test --test it artefacts::\n{}",
+        serde_norway::to_string(&doc).unwrap_or_else(|e| panic!("{e}"))
+    )
+}
+
+/// One ConfigMap per dashboard, labelled for the Grafana dashboard sidecar.
+fn dashboard_configmaps() -> String {
+    let mut out = String::from(
+        "# GENERATED from dashboards/*.json by tests/it/artefacts.rs: do not edit.\n# Regenerate: PGVIGIL_BLESS=1 cargo test --test it artefacts::\n",
+    );
+    for f in files("dashboards", ".json") {
+        let stem = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut doc: Value = serde_norway::from_str(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pgvigil-dashboard-{stem}\n  labels:\n    app.kubernetes.io/name: pgvigil\n    app.kubernetes.io/component: dashboards\n    grafana_dashboard: \"1\"\n  annotations:\n    grafana_folder: pgvigil\ndata: {{}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        doc["data"][format!("pgvigil-{stem}.json").as_str()] = Value::String(read(&f));
+        out.push_str("---\n");
+        out.push_str(&serde_norway::to_string(&doc).unwrap_or_else(|e| panic!("{e}")));
+    }
+    out
+}
+
+fn check_generated(path: &str, want: String) {
+    let p = root().join(path);
+    if std::env::var_os("PGVIGIL_BLESS").is_some() {
+        std::fs::write(&p, &want).unwrap_or_else(|e| panic!("{path}: {e}"));
+        return;
+    }
+    let have = std::fs::read_to_string(&p).unwrap_or_default();
+    assert!(
+        have == want,
+        "{path} is out of date with its sources; regenerate it with\n  PGVIGIL_BLESS=1 cargo test --test it artefacts::"
+    );
+}
+
+#[test]
+fn generated_kubernetes_files_match_alerts_and_dashboards() {
+    check_generated("deploy/kubernetes/prometheusrule.yaml", prometheus_rule());
+    check_generated(
+        "deploy/kubernetes/grafana-dashboards.yaml",
+        dashboard_configmaps(),
+    );
+}
+
+/// Every document of the kustomize base's resources.
+fn kubernetes_documents() -> Vec<(String, Value)> {
+    let base = root().join("deploy/kubernetes");
+    let k = yaml(&base.join("kustomization.yaml"));
+    let mut docs = Vec::new();
+    for r in k["resources"].as_sequence().into_iter().flatten() {
+        let name = r.as_str().unwrap_or_else(|| panic!("resource {r:?}"));
+        let p = base.join(name);
+        let text = read(&p);
+        for d in serde_norway::Deserializer::from_str(&text) {
+            let v = <Value as serde::Deserialize>::deserialize(d)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            if !v.is_null() {
+                docs.push((name.to_string(), v));
+            }
+        }
+    }
+    docs
+}
+
+#[test]
+fn kubernetes_base_is_a_hardened_sidecar_deployment() {
+    let docs = kubernetes_documents();
+    let kinds: BTreeMap<String, &Value> = docs
+        .iter()
+        .map(|(_, d)| (d["kind"].as_str().unwrap_or("").to_string(), d))
+        .collect();
+    for kind in [
+        "StatefulSet",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "ServiceAccount",
+    ] {
+        assert!(kinds.contains_key(kind), "no {kind} in deploy/kubernetes");
+    }
+    assert!(
+        !kinds.contains_key("CronJob"),
+        "the sidecar schedules its jobs: no CronJob"
+    );
+    for (file, d) in &docs {
+        for key in ["apiVersion", "kind"] {
+            assert!(d[key].is_string(), "{file}: document without {key}");
+        }
+        assert!(
+            d["metadata"]["name"].is_string(),
+            "{file}: a document without a name"
+        );
+    }
+
+    // The sidecar's configuration parses with pgvigil's own loader.
+    let toml = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "pgvigil-config")
+        .and_then(|(_, d)| d["data"]["pgvigil.toml"].as_str())
+        .unwrap_or_else(|| panic!("pgvigil-config has no pgvigil.toml"));
+    let no_env = |_: &str| None;
+    if let Err(e) = pgvigil::config::parse(toml, Path::new("configmap.yaml"), &no_env) {
+        panic!("deploy/kubernetes/configmap.yaml pgvigil.toml: {e}");
+    }
+
+    let sts = kinds["StatefulSet"];
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], Value::Bool(true));
+    let containers = pod["containers"].as_sequence().cloned().unwrap_or_default();
+    let init = pod["initContainers"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    let by_name = |v: &[Value], n: &str| v.iter().find(|c| c["name"] == n).cloned();
+    let pgvigil = by_name(&containers, "pgvigil").unwrap_or_else(|| panic!("no pgvigil sidecar"));
+    let postgres =
+        by_name(&containers, "postgres").unwrap_or_else(|| panic!("no postgres container"));
+    let copy = by_name(&init, "install-pgvigil")
+        .unwrap_or_else(|| panic!("no init container copying the binary"));
+
+    for c in containers.iter().chain(init.iter()) {
+        let name = c["name"].as_str().unwrap_or("?");
+        let sc = &c["securityContext"];
+        assert_eq!(
+            sc["readOnlyRootFilesystem"],
+            Value::Bool(true),
+            "{name}: readOnlyRootFilesystem"
+        );
+        assert_eq!(
+            sc["allowPrivilegeEscalation"],
+            Value::Bool(false),
+            "{name}: allowPrivilegeEscalation"
+        );
+        assert!(
+            sc["capabilities"]["drop"]
+                .as_sequence()
+                .is_some_and(|d| d.iter().any(|x| x == "ALL")),
+            "{name}: capabilities.drop ALL"
+        );
+        for r in ["requests", "limits"] {
+            for k in ["cpu", "memory"] {
+                assert!(
+                    !c["resources"][r][k].is_null() || (r == "limits" && k == "cpu"),
+                    "{name}: resources.{r}.{k}"
+                );
+            }
+        }
+    }
+    // Probes on /healthz and /readyz of the metrics port.
+    assert_eq!(pgvigil["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(pgvigil["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The binary reaches postgres's archive_command through a shared volume.
+    let mount = |c: &Value, vol: &str| {
+        c["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == vol)
+            .and_then(|m| m["mountPath"].as_str().map(str::to_string))
+    };
+    let bin_dir = mount(&copy, "pgvigil-bin")
+        .unwrap_or_else(|| panic!("init container does not mount pgvigil-bin"));
+    let pg_bin_dir = mount(&postgres, "pgvigil-bin")
+        .unwrap_or_else(|| panic!("postgres does not mount pgvigil-bin"));
+    let args = serde_norway::to_string(&postgres["args"]).unwrap_or_default();
+    assert!(
+        args.contains(&format!("archive_command={pg_bin_dir}/pgvigil wal-push")),
+        "postgres archive_command must call the copied binary: {args}"
+    );
+    let copy_cmd = serde_norway::to_string(&copy["command"]).unwrap_or_default();
+    assert!(
+        copy_cmd.contains(&bin_dir),
+        "init container must copy into {bin_dir}: {copy_cmd}"
+    );
+    // S3 credentials from a Secret (optional) and IRSA on the ServiceAccount.
+    let env = serde_norway::to_string(&pgvigil["env"]).unwrap_or_default();
+    assert!(env.contains("secretKeyRef"), "S3 credentials from a Secret");
+    let sa = kinds["ServiceAccount"];
+    assert!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string(),
+        "IRSA annotation on the ServiceAccount"
+    );
+    // The ServiceMonitor scrapes the Service's metrics port.
+    let sm = kinds["ServiceMonitor"];
+    let port = sm["spec"]["endpoints"][0]["port"].as_str().unwrap_or("");
+    let svc_ports = docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "Service")
+        .flat_map(|(_, d)| {
+            d["spec"]["ports"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect::<Vec<_>>();
+    assert!(
+        svc_ports.iter().any(|p| p == port),
+        "ServiceMonitor port {port:?} not in {svc_ports:?}"
+    );
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // Core kinds against the Kubernetes OpenAPI schemas (kubernetes-validate, PyPI).
+    let core: Vec<&str> = docs
+        .iter()
+        .filter(|(_, d)| {
+            !d["apiVersion"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("monitoring.coreos.com")
+        })
+        .map(|(f, _)| f.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let validator = kubernetes_validate();
+    let mut cmd = Command::new(&validator);
+    cmd.current_dir(root().join("deploy/kubernetes"))
+        .args(["--strict", "--kubernetes-version", "1.29.0"])
+        .args(&core);
+    let (ok, out) = run(&mut cmd);
+    assert!(ok, "kubernetes-validate:\n{out}");
+}
+
+/// The `kubernetes-validate` command (pip installs it into a user or venv bin directory).
+fn kubernetes_validate() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("kubernetes-validate"))
+        .find(|p| p.exists());
+    found.unwrap_or_else(|| {
+        panic!("kubernetes-validate is missing: install it with `python3 -m pip install kubernetes-validate` (or run `make deps`)")
+    })
+}
+
+#[test]
+fn alertmanager_example_passes_amtool_and_routes_by_severity() {
+    require_binary(AMTOOL, "prometheus-alertmanager");
+    let cfg = root().join("deploy/alertmanager/alertmanager.yml");
+    let (ok, out) = run(Command::new(AMTOOL).args(["check-config"]).arg(&cfg));
+    assert!(ok, "amtool check-config:\n{out}");
+    let route = |labels: &[&str]| {
+        let out = Command::new(AMTOOL)
+            .args(["config", "routes", "test", "--config.file"])
+            .arg(&cfg)
+            .args(labels)
+            .output()
+            .unwrap_or_else(|e| panic!("running amtool: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "amtool config routes test {labels:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    assert_eq!(
+        route(&["severity=page", "alertname=PostgresDown", "cluster=a"]),
+        "pager"
+    );
+    assert_eq!(
+        route(&[
+            "severity=ticket",
+            "alertname=PgvigilBackupFailed",
+            "cluster=a"
+        ]),
+        "tickets"
+    );
+    assert_eq!(route(&["alertname=Unlabelled"]), "tickets");
+
+    // PostgresDown inhibits what fails because PostgreSQL is down.
+    let doc = yaml(&cfg);
+    let inhibits = doc["inhibit_rules"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    let down = inhibits
+        .iter()
+        .find(|r| {
+            serde_norway::to_string(&r["source_matchers"])
+                .unwrap_or_default()
+                .contains("PostgresDown")
+        })
+        .unwrap_or_else(|| panic!("no inhibition from PostgresDown"));
+    let targets = serde_norway::to_string(&down["target_matchers"]).unwrap_or_default();
+    let alerts: BTreeSet<String> = rules()
+        .iter()
+        .filter_map(|(_, r)| r["alert"].as_str().map(str::to_string))
+        .collect();
+    for dependent in [
+        "PgvigilCollectorFailing",
+        "PgbouncerPoolExhausted",
+        "PgvigilWalArchiveFailing",
+        "PostgrestNotReady",
+    ] {
+        assert!(alerts.contains(dependent), "{dependent} is not an alert");
+        assert!(
+            targets.contains(dependent),
+            "PostgresDown does not inhibit {dependent}: {targets}"
+        );
+    }
+}
