@@ -167,6 +167,9 @@ impl App {
             .chain(offsite.clone())
             .collect();
         let custody_metrics = backup::custody::CustodyMetrics::register(&registry)?;
+        for c in &custodied {
+            custody_metrics.init_store(c.label);
+        }
         tracker.spawn(backup::custody::residency_loop(
             custodied.clone(),
             custody_metrics.clone(),
@@ -175,13 +178,25 @@ impl App {
             backup::custody::RESIDENCY_RECHECK,
             token.clone(),
         ));
+        // What the repository remembers, so a restarted daemon does not report "never".
+        let unix = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
         if let Some(last) = backup::offsite::last(&repo).await {
             custody_metrics
                 .offsite_last_success
-                .set(last.finished.timestamp_millis() as f64 / 1000.0);
+                .set(unix(last.finished));
+        }
+        let retention_history = schedule::load_history(&repo, "retention").await;
+        if let (Some(schedule::Outcome::Success), Some(t)) = (
+            retention_history.last_outcome,
+            retention_history.last_finished,
+        ) {
+            custody_metrics.retention_last_run.set(unix(t));
         }
         let backup_metrics = backup::jobs::BackupMetrics::register(&registry)?;
         let pitr_metrics = backup::jobs::PitrMetrics::register(&registry)?;
+        if let Some(t) = backup::drill::last_success(&repo).await {
+            pitr_metrics.drill_last_success.set(unix(t));
+        }
         let shared_settings = Arc::new(settings.clone());
         tracker.spawn(backup::jobs::verify_loop(
             shared_settings.clone(),

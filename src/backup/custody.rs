@@ -84,6 +84,20 @@ impl CustodyMetrics {
         r.register(Box::new(m.offsite_failures.clone()))?;
         Ok(m)
     }
+
+    /// Creates the labelled series of `store` at zero, so rate() and alerts see zeros from
+    /// the start rather than gaps.
+    pub fn init_store(&self, store: &str) {
+        for reason in [
+            retention::Reason::ExpiredBackup,
+            retention::Reason::ExpiredWal,
+            retention::Reason::Orphan,
+        ] {
+            self.retention_deleted
+                .with_label_values(&[store, reason.label()]);
+        }
+        self.retention_locked.with_label_values(&[store]).set(0.0);
+    }
 }
 
 /// One audit line for an operational event of this module.

@@ -86,6 +86,39 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
+/// When the newest successful drill in the repository finished (the daemon's
+/// `pgvigil_drill_last_success_timestamp_seconds` survives restarts through this). Reads
+/// evidence newest first, at most 100 files.
+pub async fn last_success(repo: &Repo) -> Option<DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        success: bool,
+        finished_at: Option<DateTime<Utc>>,
+    }
+    let mut keys: Vec<String> = repo
+        .store
+        .list(&repo.key("state/drills/"))
+        .await
+        .ok()?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    keys.sort();
+    for key in keys.iter().rev().take(100) {
+        let Ok(body) = repo.store.get_bytes(key).await else {
+            continue;
+        };
+        if let Ok(Stored {
+            success: true,
+            finished_at: Some(t),
+        }) = serde_json::from_slice(&body)
+        {
+            return Some(t);
+        }
+    }
+    None
+}
+
 /// How many drills the repository remembers (for the one-in-three oldest-day rule).
 async fn drill_count(repo: &Repo) -> usize {
     repo.store

@@ -25,21 +25,6 @@ use crate::harness::{
 const PANELS_WITHOUT_DATA: &[(&str, &str, &str)] = &[
     (
         "pgvigil-backups",
-        "Retention",
-        "pgvigil_retention_* arrive with the retention issue",
-    ),
-    (
-        "pgvigil-backups",
-        "Residency and Object Lock",
-        "pgvigil_storage_residency_ok / object_lock_enabled arrive with the residency issue",
-    ),
-    (
-        "pgvigil-backups",
-        "Off-site copy age",
-        "pgvigil_offsite_* arrive with the off-site issue",
-    ),
-    (
-        "pgvigil-backups",
         "Audit lines written",
         "pgvigil_audit_* arrive with the audit issue",
     ),

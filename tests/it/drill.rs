@@ -142,4 +142,19 @@ async fn drills_pass_on_a_healthy_repository_and_fail_clearly_otherwise() {
     );
     assert_empty(&work);
     daemon.shutdown(Duration::from_secs(5)).await;
+
+    // A restarted daemon remembers the last successful drill (from its stored evidence),
+    // not "never": the failed drills after it do not count.
+    let restarted = harness::daemon(harness::settings(&pg.dsn("postgres"), &section("2"))).await;
+    let last = harness::scrape(&restarted)
+        .await
+        .metric("pgvigil_drill_last_success_timestamp_seconds")
+        .value()
+        .unwrap_or(0.0);
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        last > 0.0 && now - last < 600.0,
+        "last successful drill at {last}, now {now}"
+    );
+    restarted.shutdown(Duration::from_secs(5)).await;
 }

@@ -297,22 +297,36 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
     moto.create_bucket("replicated", "eu-central-1").await;
     let eu = moto.client_in("eu-central-1");
     for b in ["replicated", "virginia"] {
-        moto.client_in(if b == "virginia" { "us-east-1" } else { "eu-central-1" })
-            .put_bucket_versioning()
-            .bucket(b)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        moto.client_in(if b == "virginia" {
+            "us-east-1"
+        } else {
+            "eu-central-1"
+        })
+        .put_bucket_versioning()
+        .bucket(b)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
     }
     let rule = aws_sdk_s3::types::ReplicationRule::builder()
         .id("all")
         .status(aws_sdk_s3::types::ReplicationRuleStatus::Enabled)
-        .prefix("")
+        .filter(
+            aws_sdk_s3::types::ReplicationRuleFilter::builder()
+                .prefix("")
+                .build(),
+        )
+        .priority(1)
+        .delete_marker_replication(
+            aws_sdk_s3::types::DeleteMarkerReplication::builder()
+                .status(aws_sdk_s3::types::DeleteMarkerReplicationStatus::Disabled)
+                .build(),
+        )
         .destination(
             aws_sdk_s3::types::Destination::builder()
                 .bucket("arn:aws:s3:::virginia")
@@ -334,7 +348,11 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
     let config = owner.path().join("replicated.toml");
-    write_config(&config, &pg.dsn("postgres"), &s3_storage(&moto, "replicated", ""));
+    write_config(
+        &config,
+        &pg.dsn("postgres"),
+        &s3_storage(&moto, "replicated", ""),
+    );
     let (ok, _, err) = run_pgvigil_env(&["backup", "-c", &config.display().to_string()], &env);
     assert!(!ok);
     assert!(
@@ -658,12 +676,16 @@ async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metric
     running.shutdown(Duration::from_secs(5)).await;
     for store in ["primary", "offsite"] {
         assert_eq!(
-            s.metric("pgvigil_storage_residency_ok").label("store", store).value(),
+            s.metric("pgvigil_storage_residency_ok")
+                .label("store", store)
+                .value(),
             Some(1.0),
             "{store}"
         );
         assert_eq!(
-            s.metric("pgvigil_storage_object_lock_enabled").label("store", store).value(),
+            s.metric("pgvigil_storage_object_lock_enabled")
+                .label("store", store)
+                .value(),
             Some(0.0)
         );
     }
@@ -682,8 +704,14 @@ async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metric
         .unwrap_or(0.0);
     let left = segment_files(&repo_dir.join("default/wal"));
     assert!(deleted >= 1.0, "deleted {deleted}, left {left:?}");
-    assert_eq!(s.metric("pgvigil_retention_failures_total").value(), Some(0.0));
-    assert_eq!(s.metric("pgvigil_offsite_failures_total").value(), Some(0.0));
+    assert_eq!(
+        s.metric("pgvigil_retention_failures_total").value(),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.metric("pgvigil_offsite_failures_total").value(),
+        Some(0.0)
+    );
     // The copy is there, committed.
     let ids = backup_ids(&cfg, &[]);
     assert!(owner
