@@ -281,6 +281,50 @@ pub struct Report {
 /// metrics); not called in a dry run.
 pub type Observer<'a> = &'a (dyn Fn(&Outcome) + Send + Sync);
 
+/// Deletes `batch`, recording and observing each object's fate; fails on the first
+/// error that is not a lock (after recording what was deleted).
+async fn delete_batch(
+    repo: &Repo,
+    batch: Vec<Doomed>,
+    observe: Observer<'_>,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<(), Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let store = repo.store.describe();
+    let keys: Vec<String> = batch.iter().map(|d| d.key.clone()).collect();
+    let mut failed: std::collections::HashMap<String, crate::store::Error> =
+        repo.store.delete_many(&keys).await.into_iter().collect();
+    let mut first_error = None;
+    for doomed in batch {
+        let fate = match failed.remove(&doomed.key) {
+            None => {
+                tracing::info!(event = "retention.deleted", store = %store, key = %doomed.key, reason = doomed.reason.label(), bytes = doomed.bytes, why = %doomed.why, "deleted");
+                Fate::Deleted
+            }
+            Some(crate::store::Error::Locked { until, .. }) => {
+                tracing::info!(event = "retention.locked", store = %store, key = %doomed.key, until = %until, "due for deletion but under Object Lock; left in place");
+                Fate::Locked { until }
+            }
+            Some(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let outcome = Outcome {
+            object: doomed,
+            fate,
+        };
+        observe(&outcome);
+        outcomes.push(outcome);
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
 /// Plans and (unless `dry_run`) applies retention to `repo`, as of `now`.
 pub async fn run(
     repo: &Repo,
@@ -316,6 +360,9 @@ async fn apply(
     let mut outcomes = Vec::with_capacity(plan.delete.len());
     // A backup whose marker is locked stays valid: leave the rest of its objects too.
     let mut locked_backups: BTreeSet<String> = BTreeSet::new();
+    // Deleted in batches (one request per 1,000 keys on S3), except each backup's
+    // backup.json, which goes alone and first, before the batch holding its objects.
+    let mut pending: Vec<Doomed> = Vec::new();
     for doomed in plan.delete {
         if dry_run {
             outcomes.push(Outcome {
@@ -329,29 +376,23 @@ async fn apply(
                 continue;
             }
         }
-        let fate = match repo.store.delete(&doomed.key).await {
-            Ok(()) => {
-                tracing::info!(event = "retention.deleted", store = %store, key = %doomed.key, reason = doomed.reason.label(), bytes = doomed.bytes, why = %doomed.why, "deleted");
-                Fate::Deleted
+        if !doomed.key.ends_with("/backup.json") {
+            pending.push(doomed);
+            continue;
+        }
+        delete_batch(repo, std::mem::take(&mut pending), observe, &mut outcomes).await?;
+        let marker = doomed.key.clone();
+        delete_batch(repo, vec![doomed], observe, &mut outcomes).await?;
+        if outcomes
+            .last()
+            .is_some_and(|o| o.object.key == marker && matches!(o.fate, Fate::Locked { .. }))
+        {
+            if let Some(id) = backup_id_of(repo, &marker) {
+                locked_backups.insert(id.to_string());
             }
-            Err(crate::store::Error::Locked { until, .. }) => {
-                tracing::info!(event = "retention.locked", store = %store, key = %doomed.key, until = %until, "due for deletion but under Object Lock; left in place");
-                if doomed.key.ends_with("/backup.json") {
-                    if let Some(id) = backup_id_of(repo, &doomed.key) {
-                        locked_backups.insert(id.to_string());
-                    }
-                }
-                Fate::Locked { until }
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let outcome = Outcome {
-            object: doomed,
-            fate,
-        };
-        observe(&outcome);
-        outcomes.push(outcome);
+        }
     }
+    delete_batch(repo, pending, observe, &mut outcomes).await?;
     let deleted: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| o.fate == Fate::Deleted)

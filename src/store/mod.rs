@@ -155,6 +155,18 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// passed yields `Error::Locked`.
     async fn delete(&self, key: &str) -> Result<(), Error>;
 
+    /// Deletes several objects (missing ones are not an error); returns the keys that
+    /// could not be deleted, with why. Backends with a batch API override this.
+    async fn delete_many(&self, keys: &[String]) -> Vec<(String, Error)> {
+        let mut failed = Vec::new();
+        for key in keys {
+            if let Err(e) = self.delete(key).await {
+                failed.push((key.clone(), e));
+            }
+        }
+        failed
+    }
+
     /// Where the bucket is and what it is configured with (asked of the service, never
     /// taken from the configuration); None for a backend without regions (a local
     /// directory). `object_lock` asks whether the bucket has Object Lock enabled.

@@ -327,6 +327,10 @@ impl ObjectStore for Guarded {
         self.inner.delete(key).await
     }
 
+    async fn delete_many(&self, keys: &[String]) -> Vec<(String, Error)> {
+        self.inner.delete_many(keys).await
+    }
+
     async fn bucket_facts(&self, lock: bool) -> Result<Option<BucketFacts>, Error> {
         self.inner.bucket_facts(lock).await
     }

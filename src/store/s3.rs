@@ -34,8 +34,8 @@ use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::primitives::DateTime as SdkDateTime;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective,
-    ObjectLockEnabled, ObjectLockMode,
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
+    ObjectIdentifier, ObjectLockEnabled, ObjectLockMode,
 };
 use aws_sdk_s3::Client;
 
@@ -813,6 +813,69 @@ impl ObjectStore for S3Store {
             Err(e) if e.code() == Some("NoSuchKey") => Ok(()),
             Err(e) => Err(self.backend("deleting", key, &e)),
         }
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<(String, Error)> {
+        if self.lock.is_some() {
+            // Every version, one key at a time, with the lock date of a locked one.
+            let mut failed = Vec::new();
+            for key in keys {
+                if let Err(e) = self.delete_versions(key).await {
+                    failed.push((key.clone(), e));
+                }
+            }
+            return failed;
+        }
+        let mut failed = Vec::new();
+        // DeleteObjects takes at most 1,000 keys per request.
+        for chunk in keys.chunks(1000) {
+            let objects: Result<Vec<ObjectIdentifier>, _> = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(self.full_key(k)).build())
+                .collect();
+            let delete =
+                objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+            let delete = match delete {
+                Ok(d) => d,
+                Err(e) => {
+                    failed.extend(
+                        chunk
+                            .iter()
+                            .map(|k| (k.clone(), self.failed("deleting", k, e.to_string()))),
+                    );
+                    continue;
+                }
+            };
+            match self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    for err in out.errors() {
+                        let full = err.key().unwrap_or("");
+                        let key = relative_key(&self.prefix, full).unwrap_or(full).to_string();
+                        let message = format!(
+                            "{}: {}",
+                            err.code().unwrap_or("error"),
+                            err.message().unwrap_or("")
+                        );
+                        failed.push((key.clone(), self.failed("deleting", &key, message)));
+                    }
+                }
+                Err(e) => {
+                    failed.extend(
+                        chunk
+                            .iter()
+                            .map(|k| (k.clone(), self.backend("deleting", k, &e))),
+                    );
+                }
+            }
+        }
+        failed
     }
 
     async fn bucket_facts(&self, object_lock: bool) -> Result<Option<BucketFacts>, Error> {

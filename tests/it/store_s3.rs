@@ -203,6 +203,21 @@ async fn listing_follows_pagination() {
         assert_eq!(m.key, format!("wal/{i:06}"));
         assert_eq!(m.size, (i % 7) as u64);
     }
+
+    // A batch delete across the 1,000-key request limit, with a key that does not exist:
+    // everything asked for is gone, nothing else is touched.
+    let mut doomed: Vec<String> = (0..1_002).map(|i| format!("wal/{i:06}")).collect();
+    doomed.push("wal/never-there".into());
+    let failed = store.delete_many(&doomed).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let left: Vec<String> = store
+        .list("wal/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(left, ["wal/001002", "wal/001003", "wal/001004"]);
 }
 
 #[tokio::test]
