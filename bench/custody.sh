@@ -92,6 +92,7 @@ ms_of() {
 # before today, WAL_PER_DAY zstd-compressed WAL files per day with their raw SHA-256 in
 # metadata sidecars, and the newest backup's base BIG_MB large when BIG=1.
 py_make_repo() {
+  rm -rf "$1"
   py "$@" <<'PY'
 import datetime, hashlib, json, os, sys
 root, days, per_day, base_kb, big_mb, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
@@ -210,6 +211,7 @@ read -r _ _ any_med _ < <(stats <"$RESULTS/walpush-any.ms")
 log "2. retention: $DAYS daily backups, $WAL_PER_DAY WAL per day"
 py_make_repo "$WORK/repo-file" "$DAYS" "$WAL_PER_DAY" "$BASE_KB" "$OFFSITE_MB" 0
 objects=$(find "$WORK/repo-file/default" -type f ! -name '.*' | wc -l)
+rm -rf "$WORK/repo-file.orig"
 cp -a "$WORK/repo-file" "$WORK/repo-file.orig"
 config "$WORK/ret-file.toml" "file://$WORK/repo-file" eu
 dry_file=$(ms_of timeout 300 "$PGVIGIL_BIN" retention --dry-run -c "$WORK/ret-file.toml")
@@ -254,7 +256,7 @@ t1=$(date +%s%N); off_again=$(((t1 - t0) / 1000000))
   echo "1. residency guard, wal-push of a 16 MiB segment into S3 (moto), median of $WALPUSH_N:"
   echo "   residency \"eu\" (checked before the first write): ${eu_med} ms"
   echo "   residency \"any\" (no check):                      ${any_med} ms"
-  echo "   overhead: $((eu_med - any_med)) ms per push; ratio eu/any $(div "$eu_med" "$any_med")"
+  echo "   overhead: $(awk -v a="$eu_med" -v b="$any_med" 'BEGIN { printf "%.1f", a - b }') ms per push; ratio eu/any $(div "$eu_med" "$any_med")"
   echo
   echo "2. retention, $DAYS daily backups, $objects objects, window 35 days ($deleted deleted):"
   echo "   file://  dry run ${dry_file} ms, run ${real_file} ms ($(div "$deleted" "$(div "$real_file" 1000 %.3f)" %.0f) objects/s)"
