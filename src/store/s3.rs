@@ -617,7 +617,14 @@ impl Drop for Multipart {
                 self.upload_id.clone(),
             );
             rt.spawn(async move {
-                let _ = abort_request(&client, &bucket, &key, &id).await;
+                // A few tries: nobody waits for this, and a failed abort leaves billed parts.
+                for attempt in 0..3u32 {
+                    if abort_request(&client, &bucket, &key, &id).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                tracing::warn!(event = "store.s3.abort_failed", bucket = %bucket, key = %key, "could not abort a cancelled multipart upload; a lifecycle rule will have to remove it");
             });
         }
     }
