@@ -9,6 +9,7 @@ mod settings;
 use std::path::Path;
 
 pub use error::{Error, Location};
+pub use settings::AuditTable;
 pub use settings::{
     display_dsn, parse_schedule, ApiProxySettings, AuditSettings, BackupSettings, CustomKind,
     CustomQuery, EnvLookup, PgbouncerSettings, PgbouncerTarget, PostgresSettings,

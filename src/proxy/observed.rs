@@ -97,30 +97,33 @@ impl Finish {
         } else {
             Outcome::Success
         };
-        self.shared.audit.emit_record(&AccessLine {
-            ts: now_rfc3339(),
-            kind: EventKind::Access,
-            event: "api.request",
-            outcome,
-            actor: Actor {
-                role: &self.identity.role,
-                role_verified: self.identity.verified,
-                sub: self.identity.sub.as_deref(),
+        self.shared.audit.emit_record(
+            EventKind::Access,
+            &AccessLine {
+                ts: now_rfc3339(),
+                kind: EventKind::Access,
+                event: "api.request",
+                outcome,
+                actor: Actor {
+                    role: &self.identity.role,
+                    role_verified: self.identity.verified,
+                    sub: self.identity.sub.as_deref(),
+                },
+                target: Target {
+                    method: self.method,
+                    route: &self.route,
+                },
+                details: Details {
+                    request_id: &self.request_id,
+                    code: self.code,
+                    rows: self.rows,
+                    total: self.total,
+                    latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                    bytes,
+                    upstream_error: self.upstream_error.as_deref(),
+                },
             },
-            target: Target {
-                method: self.method,
-                route: &self.route,
-            },
-            details: Details {
-                request_id: &self.request_id,
-                code: self.code,
-                rows: self.rows,
-                total: self.total,
-                latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                bytes,
-                upstream_error: self.upstream_error.as_deref(),
-            },
-        });
+        );
     }
 }
 

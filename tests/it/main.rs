@@ -3,6 +3,7 @@
 mod harness;
 
 mod api_proxy;
+mod audit;
 mod backup_restore;
 mod cli;
 mod drill;

@@ -1,0 +1,376 @@
+//! Forwards the rows of the database change audit table (`[audit] table`, normally
+//! `audit.logged_actions` from `deploy/sql/audit.sql`) as `kind: "data"` audit lines,
+//! losslessly and without duplicates across restarts.
+//!
+//! # The cursor and the transaction bound
+//!
+//! Row ids come from a sequence (CACHE 1), but transactions commit in any order: a
+//! transaction can draw id 7, stay open while ids 8..=300 commit, and commit last. Reading
+//! `id > cursor` alone would skip row 7 forever. So the cursor `C` is exact — every row with
+//! `id <= C` has been forwarded or can never appear — and it advances only to a *settled*
+//! bound:
+//!
+//! 1. read `M` = the sequence's `last_value` (every id `<= M` has been drawn), then, in a
+//!    later statement, `X = pg_snapshot_xmax(pg_current_snapshot())`. The trigger assigns
+//!    the transaction id before it draws a row id, so every transaction holding an id
+//!    `<= M` has an xid `< X`. `(M, X)` is a candidate.
+//! 2. a candidate is settled once a later snapshot has `xmin >= X`: all those transactions
+//!    have ended, and that snapshot sees every committed row with `id <= M`.
+//! 3. in that same snapshot (one statement) read the rows with `C < id <= M` in id order,
+//!    write them, wait until every sink has written them ([`AuditLog::flushed`]), then
+//!    persist `C = M` in `<schema>.pgvigil_cursor` (one row per consumer).
+//!
+//! Rows are therefore forwarded in id order, each once. The price: a transaction that stays
+//! open holds back rows drawn after it began (they are forwarded when it ends);
+//! `pgvigil_audit_forward_lag_seconds` shows the age of the oldest row waiting.
+//!
+//! A crash between writing a batch and committing the cursor would repeat that batch on
+//! stdout. With `[audit] file` the tailer starts from the newest `data` line in the file
+//! when it is ahead of the stored cursor, so the file never holds a row twice.
+//!
+//! Wake-ups come from `LISTEN pgvigil_audit` (the trigger notifies; a transaction's
+//! notifications arrive once, at commit), with a poll every second as a fallback. Columns in
+//! `[audit] redact_columns` are replaced by `"[redacted]"` in the SELECT, so their values
+//! never leave PostgreSQL.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use prometheus::{Gauge, Registry};
+use tokio_util::sync::CancellationToken;
+
+use super::event::EventKind;
+use super::sink::{self, AuditLog, SinkError};
+use crate::config::AuditTable;
+use crate::metrics::catalogue as cat;
+use crate::pg::{self, ConnectOptions};
+
+/// The `consumer` row of this daemon in the cursor table.
+pub const CONSUMER: &str = "pgvigil";
+/// The marker that replaces redacted values.
+pub const REDACTED: &str = "[redacted]";
+/// The NOTIFY channel of the audit trigger.
+pub const CHANNEL: &str = "pgvigil_audit";
+
+const MAX_CANDIDATES: usize = 64;
+
+/// Why a tailing session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error(transparent)]
+    Connect(#[from] pg::conn::ConnectError),
+    #[error("audit tail of {table}: {step}: {message}")]
+    Query {
+        table: String,
+        step: &'static str,
+        message: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("audit tail of {table}: {what}; run `pgvigil audit install -c FILE` first")]
+    NotInstalled { table: String, what: String },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// The tailer's metrics (catalogue entries `pgvigil_audit_cursor_id` and
+/// `pgvigil_audit_forward_lag_seconds`).
+#[derive(Clone)]
+pub struct TailMetrics {
+    pub cursor: Gauge,
+    pub lag: Gauge,
+}
+
+impl TailMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let g = |d: &cat::MetricDef| Gauge::with_opts(prometheus::Opts::new(d.name, d.help));
+        let m = Self {
+            cursor: g(&cat::PGVIGIL_AUDIT_CURSOR_ID)?,
+            lag: g(&cat::PGVIGIL_AUDIT_FORWARD_LAG_SECONDS)?,
+        };
+        r.register(Box::new(m.cursor.clone()))?;
+        r.register(Box::new(m.lag.clone()))?;
+        Ok(m)
+    }
+}
+
+/// What the tailer needs.
+#[derive(Clone)]
+pub struct Tailer {
+    pub connect: ConnectOptions,
+    pub table: AuditTable,
+    pub redact_columns: Vec<String>,
+    pub audit: AuditLog,
+    /// `[audit] file`, read on start to skip rows already written there.
+    pub file: Option<PathBuf>,
+    pub metrics: TailMetrics,
+    /// Rows per SELECT.
+    pub batch: i64,
+    /// Fallback poll when no notification arrives.
+    pub poll: Duration,
+}
+
+/// Tails until cancelled, reconnecting with backoff (250 ms doubling to 5 s) after errors.
+pub async fn run(tailer: Tailer, token: CancellationToken) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match session(&tailer, &token).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(event = "audit.tail.failed", table = %tailer.table.quoted(), error = %e, "audit table forwarding stopped; retrying with backoff");
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The SELECT that reads rows in one snapshot, with that snapshot's xmin, building each
+/// line in SQL (redaction included). `$1` cursor, `$2` upper bound, `$3` limit,
+/// `$4` redacted column names.
+fn fetch_sql(table: &AuditTable) -> String {
+    let redact = |col: &str| {
+        format!(
+            "CASE WHEN a.{col} ?| $4::text[] THEN (a.{col} - $4::text[]) || \
+             (SELECT jsonb_object_agg(k, to_jsonb('{REDACTED}'::text)) FROM unnest($4::text[]) k WHERE a.{col} ? k) \
+             ELSE a.{col} END"
+        )
+    };
+    format!(
+        "WITH s AS MATERIALIZED (
+           SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, clock_timestamp() AS now)
+         SELECT s.xmin, r.id, r.line, extract(epoch FROM s.now - r.action_tstamp_clk)::float8 AS age
+           FROM s LEFT JOIN LATERAL (
+             SELECT a.id, a.action_tstamp_clk,
+                    '{{\"ts\":\"' || to_char(a.action_tstamp_clk AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+                    || '\",\"kind\":\"data\",\"event\":\"data.' || lower(a.action)
+                    || '\",\"outcome\":\"success\",\"actor\":' || jsonb_build_object(
+                         'session_user', a.session_user_name, 'application_name', a.application_name,
+                         'client_addr', host(a.client_addr), 'client_port', a.client_port,
+                         'claims', {claims})::text
+                    || ',\"target\":' || jsonb_build_object(
+                         'schema', a.schema_name, 'table', a.table_name, 'action', a.action)::text
+                    || ',\"details\":' || jsonb_build_object(
+                         'id', a.id, 'transaction_id', a.transaction_id,
+                         'statement_only', a.statement_only,
+                         'transaction_ts', a.action_tstamp_tx, 'statement_ts', a.action_tstamp_stm,
+                         'row', {row}, 'changed', {changed})::text
+                    || '}}' AS line
+               FROM {table} a
+              WHERE a.id > $1 AND a.id <= $2
+              ORDER BY a.id
+              LIMIT $3) r ON true
+          ORDER BY r.id",
+        claims = redact("request_claims"),
+        row = redact("row_data"),
+        changed = redact("changed_fields"),
+        table = table.quoted(),
+    )
+}
+
+struct Statements {
+    last_value: tokio_postgres::Statement,
+    xmax: tokio_postgres::Statement,
+    fetch: tokio_postgres::Statement,
+    save: tokio_postgres::Statement,
+}
+
+async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError> {
+    let table = t.table.quoted();
+    let q = |step: &'static str| {
+        let table = table.clone();
+        move |source: tokio_postgres::Error| TailError::Query {
+            table,
+            step,
+            message: pg::db_error_message(&source),
+            source,
+        }
+    };
+    let (tx, mut notified) = tokio::sync::mpsc::unbounded_channel();
+    let conn = pg::connect_listening(&t.connect, None, tx).await?;
+    let client = &conn.client;
+
+    let sequence: Option<String> = client
+        .query_one("SELECT pg_get_serial_sequence($1, 'id')", &[&table])
+        .await
+        .map_err(|e| match e.as_db_error().map(|d| d.code().code()) {
+            Some("42P01") => TailError::NotInstalled {
+                table: table.clone(),
+                what: "the table does not exist".into(),
+            },
+            _ => q("finding the id sequence")(e),
+        })?
+        .get(0);
+    let Some(sequence) = sequence else {
+        return Err(TailError::NotInstalled {
+            table: table.clone(),
+            what: "its id column has no sequence".into(),
+        });
+    };
+    let cursor_table = format!("\"{}\".pgvigil_cursor", t.table.schema);
+    let st = Statements {
+        last_value: client
+            .prepare(&format!(
+                "SELECT coalesce(pg_sequence_last_value('{}'::regclass), 0)",
+                sequence.replace('\'', "''")
+            ))
+            .await
+            .map_err(q("preparing"))?,
+        xmax: client
+            .prepare("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .await
+            .map_err(q("preparing"))?,
+        fetch: client
+            .prepare(&fetch_sql(&t.table))
+            .await
+            .map_err(q("preparing the row query"))?,
+        save: client
+            .prepare(&format!(
+                "INSERT INTO {cursor_table} (consumer, last_id, updated_at) VALUES ($1, $2, now())
+                 ON CONFLICT (consumer) DO UPDATE SET last_id = excluded.last_id, updated_at = now()"
+            ))
+            .await
+            .map_err(|e| match e.as_db_error().map(|d| d.code().code()) {
+                Some("42P01") => TailError::NotInstalled {
+                    table: table.clone(),
+                    what: format!("{cursor_table} does not exist"),
+                },
+                _ => q("preparing")(e),
+            })?,
+    };
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(q("LISTEN"))?;
+
+    let stored: Option<i64> = client
+        .query_opt(
+            &format!("SELECT last_id FROM {cursor_table} WHERE consumer = $1"),
+            &[&CONSUMER],
+        )
+        .await
+        .map_err(q("reading the cursor"))?
+        .map(|r| r.get(0));
+    let mut cursor = stored.unwrap_or(0);
+    if let Some(path) = &t.file {
+        let in_file = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || sink::last_data_id(&path)
+        })
+        .await
+        .map_err(|e| SinkError::File {
+            path: path.clone(),
+            step: "reading its last data line",
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        if let Some(id) = in_file.filter(|id| *id > cursor) {
+            tracing::info!(event = "audit.tail.resumed_from_file", stored = cursor, file_id = id, "the audit file is ahead of the stored cursor (stopped before committing it); continuing after its last row");
+            cursor = id;
+            client
+                .execute(&st.save, &[&CONSUMER, &cursor])
+                .await
+                .map_err(q("saving the cursor"))?;
+        }
+    }
+    t.metrics.cursor.set(cursor as f64);
+    tracing::info!(event = "audit.tail.started", table = %table, cursor, "forwarding audit table rows");
+
+    let mut candidates: VecDeque<(i64, i64)> = VecDeque::new();
+    let mut wait = Duration::ZERO;
+    loop {
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                _ = notified.recv() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            while notified.try_recv().is_ok() {}
+        }
+        if token.is_cancelled() {
+            return Ok(());
+        }
+        let last: i64 = client
+            .query_one(&st.last_value, &[])
+            .await
+            .map_err(q("reading the sequence"))?
+            .get(0);
+        if last > cursor && candidates.back().is_none_or(|c| c.0 < last) {
+            let xmax: i64 = client
+                .query_one(&st.xmax, &[])
+                .await
+                .map_err(q("reading the snapshot"))?
+                .get(0);
+            if candidates.len() >= MAX_CANDIDATES {
+                candidates.pop_back();
+            }
+            candidates.push_back((last, xmax));
+        }
+        let Some(&(bound, _)) = candidates.back() else {
+            t.metrics.lag.set(0.0);
+            wait = t.poll;
+            continue;
+        };
+        let rows = client
+            .query(&st.fetch, &[&cursor, &bound, &t.batch, &t.redact_columns])
+            .await
+            .map_err(q("reading rows"))?;
+        let xmin: i64 = rows.first().map_or(0, |r| r.get(0));
+        let Some(settled) = candidates.iter().rev().find(|c| c.1 <= xmin).map(|c| c.0) else {
+            // Some transaction that may hold a lower id is still open: wait for it.
+            let oldest = rows
+                .iter()
+                .filter_map(|r| r.get::<_, Option<f64>>(3))
+                .fold(0.0f64, f64::max);
+            t.metrics.lag.set(oldest);
+            wait = (wait * 2).clamp(Duration::from_millis(5), t.poll);
+            continue;
+        };
+        let mut out = Vec::with_capacity(rows.len() * 512);
+        let mut n = 0u64;
+        let mut last_id = None;
+        let mut newest_age = 0.0f64;
+        for r in &rows {
+            let (Some(id), Some(line)) = (r.get::<_, Option<i64>>(1), r.get::<_, Option<&str>>(2))
+            else {
+                continue;
+            };
+            if id > settled {
+                break;
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+            n += 1;
+            last_id = Some(id);
+            newest_age = r.get::<_, Option<f64>>(3).unwrap_or(0.0);
+        }
+        let full = rows.len() as i64 >= t.batch;
+        let new_cursor = match (full, last_id) {
+            // The batch may have stopped short of the bound: continue after its last row.
+            (true, Some(id))
+                if rows.last().and_then(|r| r.get::<_, Option<i64>>(1)) <= Some(settled) =>
+            {
+                id
+            }
+            _ => settled,
+        };
+        if n > 0 {
+            t.audit.emit_serialized(EventKind::Data, &out, n);
+            t.audit.flushed().await?;
+        }
+        client
+            .execute(&st.save, &[&CONSUMER, &new_cursor])
+            .await
+            .map_err(q("saving the cursor"))?;
+        cursor = new_cursor;
+        candidates.retain(|c| c.0 > cursor);
+        t.metrics.cursor.set(cursor as f64);
+        t.metrics.lag.set(newest_age.max(0.0));
+        // More may be waiting: go again at once.
+        wait = Duration::ZERO;
+    }
+}
