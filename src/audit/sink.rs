@@ -4,7 +4,8 @@
 //! Callers append serialized, unsealed lines to a shared buffer; the writer takes the buffer
 //! every 20 ms (or as soon as it holds 256 KiB, or when someone waits in [`AuditLog::flushed`]),
 //! seals every line for each sink (`seq`, `prev`, `hash`: see `chain.rs`) and writes each
-//! sink's batch with one write. The hot path (the API proxy) therefore serializes from typed
+//! sink's batch with one `write_all` (stdout under its lock, so the daemon's log lines, which
+//! share stdout, never land inside an audit line). The hot path (the API proxy) therefore serializes from typed
 //! fields and never hashes, waits on the terminal, or wakes a thread per request.
 //!
 //! Invariants:
@@ -25,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -229,7 +229,6 @@ async fn write_loop(
     mut file: Option<FileSink>,
     token: CancellationToken,
 ) {
-    let mut out = tokio::io::stdout();
     let mut stdout_chain = Chain::default();
     loop {
         let mut stopping = tokio::select! {
@@ -250,30 +249,37 @@ async fn write_loop(
             let (chunk, upto) = take(&shared);
             let drained = chunk.is_empty();
             if !drained {
-                if stdout {
-                    let sealed = seal(&mut stdout_chain, &chunk);
-                    if out.write_all(&sealed).await.is_err() || out.flush().await.is_err() {
-                        // stdout is gone (closed pipe): nothing sensible left to do.
+                let sealed = stdout.then(|| seal(&mut stdout_chain, &chunk));
+                let f = file.take();
+                let written = tokio::task::spawn_blocking(move || {
+                    // The log lines of `tracing` also go to stdout, through the same
+                    // lock: holding it for the whole batch keeps lines from interleaving.
+                    let out = match sealed {
+                        Some(sealed) => {
+                            let mut out = std::io::stdout().lock();
+                            out.write_all(&sealed).and_then(|()| out.flush())
+                        }
+                        None => Ok(()),
+                    };
+                    let mut f = f;
+                    let appended = match (&out, &mut f) {
+                        (Ok(()), Some(f)) => f.append(&chunk),
+                        _ => Ok(()),
+                    };
+                    (f, out, appended)
+                })
+                .await;
+                match written {
+                    Ok((f, Ok(()), Ok(()))) => file = f,
+                    // stdout is gone (closed pipe): nothing sensible left to do.
+                    Ok((_, Err(_), _)) => return,
+                    Ok((_, _, Err(e))) => {
+                        tracing::error!(event = "audit.file.failed", error = %e, "cannot write the audit file; audit writer stopped");
                         return;
                     }
-                }
-                if let Some(f) = file.take() {
-                    match tokio::task::spawn_blocking(move || {
-                        let mut f = f;
-                        let r = f.append(&chunk);
-                        (f, r)
-                    })
-                    .await
-                    {
-                        Ok((f, Ok(()))) => file = Some(f),
-                        Ok((_, Err(e))) => {
-                            tracing::error!(event = "audit.file.failed", error = %e, "cannot write the audit file; audit writer stopped");
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::error!(event = "audit.file.failed", error = %e, "audit file writer panicked");
-                            return;
-                        }
+                    Err(e) => {
+                        tracing::error!(event = "audit.file.failed", error = %e, "audit writer panicked");
+                        return;
                     }
                 }
             }
