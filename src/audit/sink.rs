@@ -63,8 +63,8 @@ struct Shared {
     wake: Notify,
     /// Someone waits in `flushed`: skip the coalescing pause.
     urgent: AtomicBool,
-    /// Lines written to every sink.
-    written: watch::Sender<u64>,
+    /// Lines written to every sink, and whether the writer has stopped.
+    written: watch::Sender<(u64, bool)>,
     events: Option<IntCounterVec>,
 }
 
@@ -121,7 +121,7 @@ impl AuditLog {
             buf: Mutex::new(Pending::default()),
             wake: Notify::new(),
             urgent: AtomicBool::new(false),
-            written: watch::channel(0).0,
+            written: watch::channel((0, false)).0,
             events,
         });
         tracker.spawn(write_loop(shared.clone(), config.stdout, file, token));
@@ -192,15 +192,21 @@ impl AuditLog {
             Err(_) => return Err(SinkError::Stopped),
         };
         let mut rx = shared.written.subscribe();
-        if *rx.borrow() >= target {
+        if rx.borrow().0 >= target {
             return Ok(());
         }
         shared.urgent.store(true, Ordering::Release);
         shared.wake.notify_one();
-        rx.wait_for(|w| *w >= target)
+        let written = rx
+            .wait_for(|(written, stopped)| *written >= target || *stopped)
             .await
-            .map(|_| ())
-            .map_err(|_| SinkError::Stopped)
+            .map(|w| w.0)
+            .unwrap_or(0);
+        if written >= target {
+            Ok(())
+        } else {
+            Err(SinkError::Stopped)
+        }
     }
 }
 
@@ -229,6 +235,14 @@ async fn write_loop(
     mut file: Option<FileSink>,
     token: CancellationToken,
 ) {
+    /// Tells waiters in `flushed` that nothing more will be written, however the loop ends.
+    struct Stopped<'a>(&'a Shared);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.written.send_modify(|w| w.1 = true);
+        }
+    }
+    let _stopped = Stopped(&shared);
     let mut stdout_chain = Chain::default();
     loop {
         let mut stopping = tokio::select! {
@@ -283,7 +297,7 @@ async fn write_loop(
                     }
                 }
             }
-            shared.written.send_replace(upto);
+            shared.written.send_modify(|w| w.0 = upto);
             if !stopping || drained {
                 break;
             }
