@@ -178,7 +178,9 @@ leaked=$(grep -c '"pw[0-9]' "$AU_OUT/audit.jsonl" || true)
 t0=$(now)
 verify_file=$(timeout 300 "$BIN" audit verify "$AU_OUT/audit.jsonl" 2>&1) && vf=ok || vf=FAILED
 verify_s=$(since "$t0")
-verify_stdout=$(timeout 300 "$BIN" audit verify "$AU_OUT/stdout.jsonl" 2>&1) && vs=ok || vs=FAILED
+# stdout also carries the daemon's own log lines: verify the audit lines (they end in "hash").
+grep -E ',"hash":"[0-9a-f]{64}"}$' "$AU_OUT/stdout.jsonl" >"$AU_OUT/stdout-audit.jsonl" || true
+verify_stdout=$(timeout 300 "$BIN" audit verify "$AU_OUT/stdout-audit.jsonl" 2>&1) && vs=ok || vs=FAILED
 size=$(stat -c %s "$AU_OUT/audit.jsonl")
 
 med() { awk -v c="$1" 'NR > 1 { print $c }' "$RESULTS/rounds.txt" | stats | awk '{print $3}'; }

@@ -11,14 +11,22 @@
 //! bound:
 //!
 //! 1. read `M` = the sequence's `last_value` (every id `<= M` has been drawn), then, in a
-//!    later statement, `X = pg_snapshot_xmax(pg_current_snapshot())`. The trigger assigns
-//!    the transaction id before it draws a row id, so every transaction holding an id
-//!    `<= M` has an xid `< X`. `(M, X)` is a candidate.
-//! 2. a candidate is settled once a later snapshot has `xmin >= X`: all those transactions
-//!    have ended, and that snapshot sees every committed row with `id <= M`.
+//!    later transaction of its own, take a fresh transaction id `X = pg_current_xact_id()`
+//!    and commit. The trigger assigns its transaction id before it draws a row id, and xids
+//!    are handed out in order, so every transaction holding an id `<= M` has an xid `< X`.
+//!    `(M, X)` is the candidate.
+//! 2. the candidate is settled once a later snapshot has `xmin >= X`. Because `X` itself
+//!    has committed, that snapshot's `xmax` is above every xid `< X`, so any of them still
+//!    running would be in its running set and hold `xmin` below `X`: all those
+//!    transactions have ended, and that snapshot sees every committed row with `id <= M`.
+//!    (`pg_snapshot_xmax` would not do as `X`: it is the latest *completed* xid plus one,
+//!    and a running transaction with a newer xid is in no snapshot's running set.)
 //! 3. in that same snapshot (one statement) read the rows with `C < id <= M` in id order,
 //!    write them, wait until every sink has written them ([`AuditLog::flushed`]), then
 //!    persist `C = M` in `<schema>.pgvigil_cursor` (one row per consumer).
+//!
+//! Taking `X` costs one transaction id (committed asynchronously, no WAL flush) per
+//! forwarding cycle while rows are waiting; none when idle.
 //!
 //! Rows are therefore forwarded in id order, each once. The price: a transaction that stays
 //! open holds back rows drawn after it began (they are forwarded when it ends);
@@ -33,7 +41,6 @@
 //! `[audit] redact_columns` are replaced by `"[redacted]"` in the SELECT, so their values
 //! never leave PostgreSQL.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,7 +60,9 @@ pub const REDACTED: &str = "[redacted]";
 /// The NOTIFY channel of the audit trigger.
 pub const CHANNEL: &str = "pgvigil_audit";
 
-const MAX_CANDIDATES: usize = 64;
+/// Takes a new transaction id and commits it (asynchronously: nothing was written).
+const FRESH_XID: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
+     SELECT pg_current_xact_id()::text; COMMIT";
 
 /// Why a tailing session ended.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +81,8 @@ pub enum TailError {
     NotInstalled { table: String, what: String },
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("audit tail of {table}: pg_current_xact_id() returned no number")]
+    NoXid { table: String },
 }
 
 /// The tailer's metrics (catalogue entries `pgvigil_audit_cursor_id` and
@@ -173,9 +184,16 @@ fn fetch_sql(table: &AuditTable) -> String {
     )
 }
 
+async fn fresh_xid(client: &tokio_postgres::Client) -> Result<Option<i64>, tokio_postgres::Error> {
+    let messages = client.simple_query(FRESH_XID).await?;
+    Ok(messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+        _ => None,
+    }))
+}
+
 struct Statements {
     last_value: tokio_postgres::Statement,
-    xmax: tokio_postgres::Statement,
     fetch: tokio_postgres::Statement,
     save: tokio_postgres::Statement,
 }
@@ -219,10 +237,6 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
                 "SELECT coalesce(pg_sequence_last_value('{}'::regclass), 0)",
                 sequence.replace('\'', "''")
             ))
-            .await
-            .map_err(q("preparing"))?,
-        xmax: client
-            .prepare("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
             .await
             .map_err(q("preparing"))?,
         fetch: client
@@ -280,7 +294,10 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
     t.metrics.cursor.set(cursor as f64);
     tracing::info!(event = "audit.tail.started", table = %table, cursor, "forwarding audit table rows");
 
-    let mut candidates: VecDeque<(i64, i64)> = VecDeque::new();
+    // (M, X): every id <= M is final once a snapshot has xmin >= X.
+    let mut candidate: Option<(i64, i64)> = None;
+    // When the candidate was taken: rows <= M have waited at least this long.
+    let mut candidate_since = tokio::time::Instant::now();
     let mut wait = Duration::ZERO;
     loop {
         if !wait.is_zero() {
@@ -299,33 +316,37 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
             .await
             .map_err(q("reading the sequence"))?
             .get(0);
-        if last > cursor && candidates.back().is_none_or(|c| c.0 < last) {
-            let xmax: i64 = client
-                .query_one(&st.xmax, &[])
+        if last > cursor && candidate.is_none() {
+            let xid = fresh_xid(client)
                 .await
-                .map_err(q("reading the snapshot"))?
-                .get(0);
-            if candidates.len() >= MAX_CANDIDATES {
-                candidates.pop_back();
-            }
-            candidates.push_back((last, xmax));
+                .map_err(q("taking a transaction id"))?
+                .ok_or_else(|| TailError::NoXid {
+                    table: table.clone(),
+                })?;
+            candidate = Some((last, xid));
+            candidate_since = tokio::time::Instant::now();
         }
-        let Some(&(bound, _)) = candidates.back() else {
-            t.metrics.lag.set(0.0);
+        let Some((bound, bound_xid)) = candidate else {
+            // Idle: the lag stays what it was when the newest row was forwarded.
             wait = t.poll;
             continue;
         };
+        // While waiting for an open transaction, one row (the oldest waiting) is enough to
+        // tell whether it ended and how old the wait is.
+        let limit = if wait.is_zero() { t.batch } else { 1 };
         let rows = client
-            .query(&st.fetch, &[&cursor, &bound, &t.batch, &t.redact_columns])
+            .query(&st.fetch, &[&cursor, &bound, &limit, &t.redact_columns])
             .await
             .map_err(q("reading rows"))?;
         let xmin: i64 = rows.first().map_or(0, |r| r.get(0));
-        let Some(settled) = candidates.iter().rev().find(|c| c.1 <= xmin).map(|c| c.0) else {
-            // Some transaction that may hold a lower id is still open: wait for it.
+        let Some(settled) = (bound_xid <= xmin).then_some(bound) else {
+            // Some transaction that may hold a lower id is still open: wait for it. The lag
+            // is the oldest visible row's age, or (its row being invisible) how long the
+            // bound has waited.
             let oldest = rows
                 .iter()
                 .filter_map(|r| r.get::<_, Option<f64>>(3))
-                .fold(0.0f64, f64::max);
+                .fold(candidate_since.elapsed().as_secs_f64(), f64::max);
             t.metrics.lag.set(oldest);
             wait = (wait * 2).clamp(Duration::from_millis(5), t.poll);
             continue;
@@ -348,7 +369,7 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
             last_id = Some(id);
             newest_age = r.get::<_, Option<f64>>(3).unwrap_or(0.0);
         }
-        let full = rows.len() as i64 >= t.batch;
+        let full = rows.len() as i64 >= limit;
         let new_cursor = match (full, last_id) {
             // The batch may have stopped short of the bound: continue after its last row.
             (true, Some(id))
@@ -367,7 +388,7 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
             .await
             .map_err(q("saving the cursor"))?;
         cursor = new_cursor;
-        candidates.retain(|c| c.0 > cursor);
+        candidate = candidate.filter(|c| c.0 > cursor);
         t.metrics.cursor.set(cursor as f64);
         t.metrics.lag.set(newest_age.max(0.0));
         // More may be waiting: go again at once.

@@ -381,3 +381,56 @@ async fn audit_verify_names_the_line_of_a_modified_byte() {
     assert!(err.contains(&format!("{file}:50:")), "names line 50: {err}");
     assert!(err.contains("hash mismatch"), "{err}");
 }
+
+/// The newest transaction of the cluster, still open, holding a drawn id: no snapshot lists
+/// it as running (it is above every snapshot's xmax), and its row must still not be skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_newest_transaction_is_waited_for() {
+    let pg = harness::cluster().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let audit_file = dir.path().join("audit.jsonl");
+    let db = client(&pg, "postgres").await;
+    exec(&db, "CREATE TABLE public.t (n int PRIMARY KEY)").await;
+    let settings = harness::settings(
+        &pg.dsn("postgres"),
+        &format!(
+            "[audit]\nstdout = false\nfile = \"{}\"\ntable = \"audit.logged_actions\"\n\
+             [storage]\nurl = \"file://{}\"\n[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n\
+             [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n",
+            audit_file.display(),
+            dir.path().join("repo").display()
+        ),
+    );
+    let opts = pgvigil::pg::ConnectOptions::from_settings(&settings.postgres);
+    pgvigil::audit::schema::install(&opts, &["public.t".to_string()])
+        .await
+        .unwrap_or_else(|e| panic!("install: {e}"));
+    let running = harness::daemon(settings).await;
+    exec(&db, "INSERT INTO public.t VALUES (1)").await;
+    wait_for_rows(&audit_file, 1).await;
+
+    let open = client(&pg, "postgres").await;
+    exec(&open, "BEGIN; INSERT INTO public.t VALUES (2)").await;
+    let open_id: i64 = query_value(&open, "SELECT max(id) FROM audit.logged_actions").await;
+    // Longer than two fallback polls: the tailer sees the drawn id and must wait.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let cursor: i64 = query_value(
+        &db,
+        "SELECT last_id FROM audit.pgvigil_cursor WHERE consumer = 'pgvigil'",
+    )
+    .await;
+    assert!(
+        cursor < open_id,
+        "cursor {cursor} passed the open row {open_id}"
+    );
+    let s = scrape(&running).await;
+    let lag = s.metric("pgvigil_audit_forward_lag_seconds").get();
+    assert!(
+        lag.as_ref().is_ok_and(|l| *l >= 1.0),
+        "the wait shows as lag: {lag:?}"
+    );
+    exec(&open, "COMMIT").await;
+    let lines = wait_for_rows(&audit_file, 2).await;
+    assert_eq!(ids(&lines), [open_id - 1, open_id]);
+    running.shutdown(Duration::from_secs(10)).await;
+}
