@@ -172,7 +172,7 @@ done
 stop_pid "$PGVIGIL_PID"; PGVIGIL_PID=""
 total=$((ROWS * ROUNDS))
 file_rows=$(grep -c '"kind":"data"' "$AU_OUT/audit.jsonl" || true)
-file_unique=$(grep '"kind":"data"' "$AU_OUT/audit.jsonl" | grep -o '"details":{"id": [0-9]*' | sort -u | wc -l)
+file_unique=$(grep '"kind":"data"' "$AU_OUT/audit.jsonl" | grep -oE '"details":\{"id": ?[0-9]+' | sort -u | wc -l)
 stdout_rows=$(grep -c '"kind":"data"' "$AU_OUT/stdout.jsonl" || true)
 leaked=$(grep -c '"pw[0-9]' "$AU_OUT/audit.jsonl" || true)
 t0=$(now)

@@ -141,47 +141,113 @@ pub async fn run(tailer: Tailer, token: CancellationToken) {
     }
 }
 
-/// The SELECT that reads rows in one snapshot, with that snapshot's xmin, building each
-/// line in SQL (redaction included). `$1` cursor, `$2` upper bound, `$3` limit,
-/// `$4` redacted column names.
+/// The SELECT that reads rows in one snapshot, with that snapshot's xmin (in every row,
+/// and alone when no row qualifies). Redaction happens here, inside PostgreSQL; the line is
+/// assembled in Rust ([`write_line`]), which costs PostgreSQL a third of building it in SQL.
+/// `$1` cursor, `$2` upper bound, `$3` limit, `$4` redacted column names.
 fn fetch_sql(table: &AuditTable) -> String {
     let redact = |col: &str| {
         format!(
-            "CASE WHEN a.{col} ?| $4::text[] THEN (a.{col} - $4::text[]) || \
+            "(CASE WHEN a.{col} ?| $4::text[] THEN (a.{col} - $4::text[]) || \
              (SELECT jsonb_object_agg(k, to_jsonb('{REDACTED}'::text)) FROM unnest($4::text[]) k WHERE a.{col} ? k) \
-             ELSE a.{col} END"
+             ELSE a.{col} END)::text"
         )
+    };
+    let ts = |col: &str| {
+        format!("to_char(a.{col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
     };
     format!(
         "WITH s AS MATERIALIZED (
            SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin, clock_timestamp() AS now)
-         SELECT s.xmin, r.id, r.line, extract(epoch FROM s.now - r.action_tstamp_clk)::float8 AS age
+         SELECT s.xmin, r.id, extract(epoch FROM s.now - r.action_tstamp_clk)::float8 AS age,
+                r.ts, r.action, r.schema_name, r.table_name, r.session_user_name, r.application_name,
+                r.client_addr, r.client_port, r.claims, r.transaction_id, r.statement_only,
+                r.tx_ts, r.stm_ts, r.row_data, r.changed
            FROM s LEFT JOIN LATERAL (
-             SELECT a.id, a.action_tstamp_clk,
-                    '{{\"ts\":\"' || to_char(a.action_tstamp_clk AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
-                    || '\",\"kind\":\"data\",\"event\":\"data.' || lower(a.action)
-                    || '\",\"outcome\":\"success\",\"actor\":' || jsonb_build_object(
-                         'session_user', a.session_user_name, 'application_name', a.application_name,
-                         'client_addr', host(a.client_addr), 'client_port', a.client_port,
-                         'claims', {claims})::text
-                    || ',\"target\":' || jsonb_build_object(
-                         'schema', a.schema_name, 'table', a.table_name, 'action', a.action)::text
-                    || ',\"details\":' || jsonb_build_object(
-                         'id', a.id, 'transaction_id', a.transaction_id,
-                         'statement_only', a.statement_only,
-                         'transaction_ts', a.action_tstamp_tx, 'statement_ts', a.action_tstamp_stm,
-                         'row', {row}, 'changed', {changed})::text
-                    || '}}' AS line
+             SELECT a.id, a.action_tstamp_clk, {clk} AS ts, a.action, a.schema_name, a.table_name,
+                    a.session_user_name, a.application_name, host(a.client_addr) AS client_addr,
+                    a.client_port, {claims} AS claims, a.transaction_id, a.statement_only,
+                    {tx} AS tx_ts, {stm} AS stm_ts, {row} AS row_data, {changed} AS changed
                FROM {table} a
               WHERE a.id > $1 AND a.id <= $2
               ORDER BY a.id
               LIMIT $3) r ON true
           ORDER BY r.id",
+        clk = ts("action_tstamp_clk"),
+        tx = ts("action_tstamp_tx"),
+        stm = ts("action_tstamp_stm"),
         claims = redact("request_claims"),
         row = redact("row_data"),
         changed = redact("changed_fields"),
         table = table.quoted(),
     )
+}
+
+/// Appends `s` as a JSON string, or `null`.
+fn json_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        // Writing a &str into a Vec cannot fail.
+        Some(s) => {
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Appends JSON text PostgreSQL produced (jsonb output is valid JSON), or `null`.
+fn json_raw(out: &mut Vec<u8>, s: Option<&str>) {
+    out.extend_from_slice(s.unwrap_or("null").as_bytes());
+}
+
+/// Appends one `data` line (and `\n`) for a row of [`fetch_sql`].
+fn write_line(out: &mut Vec<u8>, r: &tokio_postgres::Row, id: i64) {
+    let text = |i: usize| r.get::<_, Option<&str>>(i);
+    out.extend_from_slice(b"{\"ts\":");
+    json_str(out, text(3));
+    out.extend_from_slice(b",\"kind\":\"data\",\"event\":");
+    let action = text(4).unwrap_or("");
+    json_str(out, Some(&format!("data.{}", action.to_ascii_lowercase())));
+    out.extend_from_slice(b",\"outcome\":\"success\",\"actor\":{\"session_user\":");
+    json_str(out, text(7));
+    out.extend_from_slice(b",\"application_name\":");
+    json_str(out, text(8));
+    out.extend_from_slice(b",\"client_addr\":");
+    json_str(out, text(9));
+    out.extend_from_slice(b",\"client_port\":");
+    match r.get::<_, Option<i32>>(10) {
+        Some(p) => out.extend_from_slice(p.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"claims\":");
+    json_raw(out, text(11));
+    out.extend_from_slice(b"},\"target\":{\"schema\":");
+    json_str(out, text(5));
+    out.extend_from_slice(b",\"table\":");
+    json_str(out, text(6));
+    out.extend_from_slice(b",\"action\":");
+    json_str(out, Some(action));
+    out.extend_from_slice(b"},\"details\":{\"id\":");
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(b",\"transaction_id\":");
+    match r.get::<_, Option<i64>>(12) {
+        Some(x) => out.extend_from_slice(x.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"statement_only\":");
+    out.extend_from_slice(match r.get::<_, Option<bool>>(13) {
+        Some(true) => b"true",
+        Some(false) => b"false",
+        None => b"null",
+    });
+    out.extend_from_slice(b",\"transaction_ts\":");
+    json_str(out, text(14));
+    out.extend_from_slice(b",\"statement_ts\":");
+    json_str(out, text(15));
+    out.extend_from_slice(b",\"row\":");
+    json_raw(out, text(16));
+    out.extend_from_slice(b",\"changed\":");
+    json_raw(out, text(17));
+    out.extend_from_slice(b"}}\n");
 }
 
 async fn fresh_xid(client: &tokio_postgres::Client) -> Result<Option<i64>, tokio_postgres::Error> {
@@ -345,7 +411,7 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
             // bound has waited.
             let oldest = rows
                 .iter()
-                .filter_map(|r| r.get::<_, Option<f64>>(3))
+                .filter_map(|r| r.get::<_, Option<f64>>(2))
                 .fold(candidate_since.elapsed().as_secs_f64(), f64::max);
             t.metrics.lag.set(oldest);
             wait = (wait * 2).clamp(Duration::from_millis(5), t.poll);
@@ -356,18 +422,16 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
         let mut last_id = None;
         let mut newest_age = 0.0f64;
         for r in &rows {
-            let (Some(id), Some(line)) = (r.get::<_, Option<i64>>(1), r.get::<_, Option<&str>>(2))
-            else {
+            let Some(id) = r.get::<_, Option<i64>>(1) else {
                 continue;
             };
             if id > settled {
                 break;
             }
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
+            write_line(&mut out, r, id);
             n += 1;
             last_id = Some(id);
-            newest_age = r.get::<_, Option<f64>>(3).unwrap_or(0.0);
+            newest_age = r.get::<_, Option<f64>>(2).unwrap_or(0.0);
         }
         let full = rows.len() as i64 >= limit;
         let new_cursor = match (full, last_id) {
