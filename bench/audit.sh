@@ -12,6 +12,8 @@
 # Reported per round: insert time (trigger cost, not pgvigil), forwarding seconds,
 # events/s = ROWS / forwarding seconds, pgvigil_audit_forward_lag_seconds at the end
 # (the newest row's age when it was forwarded), pgvigil CPU seconds; medians at the end.
+# Then a stream: STREAM_CLIENTS (4) pgbench clients x STREAM_TX (5,000) single-row
+# transactions; the forward lag when pgbench ends and how long until all are forwarded.
 # Then checked: the file holds every row exactly once (ids), and `pgvigil audit verify`
 # passes on the file and on captured stdout (timed).
 #
@@ -49,6 +51,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [ "$SMOKE" = 1 ]; then ROWS=${ROWS:-10000} ROUNDS=${ROUNDS:-1}; else ROWS=${ROWS:-100000} ROUNDS=${ROUNDS:-3}; fi
 [[ $ROWS =~ ^[1-9][0-9]*$ ]] || { echo "ROWS must be a positive integer" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be 1..99" >&2; exit 2; }
+STREAM_CLIENTS=${STREAM_CLIENTS:-4}       # stream phase: pgbench clients
+if [ "$SMOKE" = 1 ]; then STREAM_TX=${STREAM_TX:-500}; else STREAM_TX=${STREAM_TX:-5000}; fi
 TARGET_EPS=${TARGET_EPS:-20000}           # events/s the issue asks for
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}       # seconds a round may take to forward, at most
 
@@ -167,10 +171,36 @@ for ((r = 1; r <= ROUNDS; r++)); do
   base=$((base + ROWS))
 done
 
+# ---------------------------------------------------------------- stream
+
+# Many small transactions at once (the usual OLTP shape): pgbench clients insert one audited
+# row per transaction while pgvigil forwards; how far behind is it when they stop?
+log "stream: $STREAM_CLIENTS pgbench clients x $STREAM_TX single-row transactions"
+psql_a -c "CREATE SEQUENCE IF NOT EXISTS public.bench_n START $((base + 1))"
+echo "INSERT INTO public.bench_items SELECT nextval('public.bench_n'), 'stream', 'pw' || currval('public.bench_n');" >"$AU_OUT/stream.sql"
+chown postgres: "$AU_OUT/stream.sql"
+ticks0=$(cpu_ticks "$PGVIGIL_PID")
+timeout 600 runuser -u postgres -- "$PGBIN/pgbench" -n -h "$AU_SOCK" -p "$AU_PGPORT" -U postgres \
+  -c "$STREAM_CLIENTS" -j 2 -t "$STREAM_TX" -f "$AU_OUT/stream.sql" postgres >"$RESULTS/pgbench-stream.txt" 2>&1 ||
+  { cat "$RESULTS/pgbench-stream.txt" >&2; die "pgbench failed"; }
+t1=$(now)
+stream_lag=$(metric pgvigil_audit_forward_lag_seconds)
+max_id=$(psql_a -c "SELECT max(id) FROM audit.logged_actions")
+deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+until [ "$(metric pgvigil_audit_cursor_id | cut -d. -f1)" = "$max_id" ]; do
+  [ "$(date +%s)" -ge "$deadline" ] && die "stream: cursor did not reach $max_id within ${DRAIN_TIMEOUT}s"
+  sleep 0.02
+done
+catch_up=$(since "$t1")
+stream_cpu=$(awk -v t="$(($(cpu_ticks "$PGVIGIL_PID") - ticks0))" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", t / h }')
+stream_tps=$(awk '/^tps/ {printf "%.0f", $3; exit}' "$RESULTS/pgbench-stream.txt")
+stream_rows=$((STREAM_CLIENTS * STREAM_TX))
+log "stream: $stream_tps tx/s; lag when pgbench ended ${stream_lag}s; caught up ${catch_up}s later; pgvigil CPU ${stream_cpu}s"
+
 # ---------------------------------------------------------------- checks
 
 stop_pid "$PGVIGIL_PID"; PGVIGIL_PID=""
-total=$((ROWS * ROUNDS))
+total=$((ROWS * ROUNDS + stream_rows))
 file_rows=$(grep -c '"kind":"data"' "$AU_OUT/audit.jsonl" || true)
 file_unique=$(grep '"kind":"data"' "$AU_OUT/audit.jsonl" | grep -oE '"details":\{"id": ?[0-9]+' | sort -u | wc -l)
 stdout_rows=$(grep -c '"kind":"data"' "$AU_OUT/stdout.jsonl" || true)
@@ -190,6 +220,7 @@ eps_med=$(med 5)
   column -t "$RESULTS/rounds.txt"
   echo
   echo "median: forwarded in $(med 4)s = $eps_med events/s (target $TARGET_EPS: $(awk -v e="$eps_med" -v t="$TARGET_EPS" 'BEGIN { print (e >= t ? "met" : "MISSED") }')), lag at end $(med 6)s, pgvigil CPU $(med 7)s; insert (trigger) $(med 3)s"
+  echo "stream: $stream_rows single-row transactions from $STREAM_CLIENTS clients at $stream_tps tx/s; forward lag when they stopped ${stream_lag}s, all forwarded ${catch_up}s later; pgvigil CPU ${stream_cpu}s"
   echo "file: $file_rows data lines ($file_unique distinct ids; expected $total), $(div "$size" 1048576 %.1f) MiB; stdout: $stdout_rows data lines"
   echo "redacted column values in the file: $leaked (expected 0)"
   echo "audit verify file: $vf in ${verify_s}s ($verify_file)"
