@@ -196,6 +196,10 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         .await;
     }
     let mut daemon = KillOnDrop(spawn_daemon(&config));
+    // A CLI command appends to the same file while the daemon writes to it (no backup
+    // exists, so `verify` fails and says so in an ops line).
+    let (ok, _, err) = run_pgvigil(&["verify", "-c", &cfg]);
+    assert!(!ok, "verify without backups fails: {err}");
     let lines = wait_for_rows(&audit_file, 301).await;
     // Nothing more arrives (a duplicate would be appended after the 301st).
     let cursor_done = eventually(Duration::from_secs(10), || async {
@@ -230,7 +234,17 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         "every row n = 0..=300"
     );
 
-    // The file's chain survived the kill and both restarts.
+    let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+    let cli_line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["actor"]["process"] == "pgvigil verify");
+    let cli_line = cli_line.unwrap_or_else(|| panic!("no ops line of `pgvigil verify`"));
+    assert_eq!(cli_line["kind"], "ops");
+    assert_eq!(cli_line["event"], "pitr.check.failed");
+    assert_eq!(cli_line["outcome"], "failure");
+
+    // The file's chain survived the kill, both restarts and the CLI's append.
     let (ok, out, err) = run_pgvigil(&["audit", "verify", &audit_file.display().to_string()]);
     assert!(ok, "audit verify: {out} {err}");
     assert!(out.starts_with("ok:"), "{out}");
