@@ -78,7 +78,7 @@ async fn backup(
             }
         })
     });
-    let events = crate::events::Events::for_cli(&settings, "backup")?;
+    let events = crate::events::Events::for_cli(&settings, "backup");
     let result = crate::backup::basebackup::run(&settings, &repo, progress).await;
     if let Some(t) = ticker {
         t.abort();
@@ -159,7 +159,7 @@ async fn wal_push(
     crate::backup::report::wal_push(&settings, result.is_ok(), seconds).await;
     if let Err(e) = &result {
         // Successful pushes are not audited (one per 16 MB of WAL); failures and refusals are.
-        let events = crate::events::Events::for_cli(&settings, "wal-push")?;
+        let events = crate::events::Events::for_cli(&settings, "wal-push");
         let wal = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -227,7 +227,7 @@ async fn drill(cli: &Cli, args: &DrillArgs, env: EnvLookup<'_>) -> anyhow::Resul
         ev = crate::backup::drill::run(&settings, &repo, &wal_fetch, target, args.timeout) => ev,
         _ = signals.wait() => anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed"),
     };
-    let events = crate::events::Events::for_cli(&settings, "drill")?;
+    let events = crate::events::Events::for_cli(&settings, "drill");
     events.drill_finished(&repo.store.describe(), &evidence, None);
     events.close().await;
     if args.json {
@@ -277,7 +277,7 @@ async fn verify(cli: &Cli, args: &JsonArgs, env: EnvLookup<'_>) -> anyhow::Resul
     let repo = open_repo(&settings).await?;
     let archiver = crate::backup::jobs::archiver_state(&settings.postgres).await;
     let report = crate::backup::pitr::verify(&repo, archiver).await;
-    let events = crate::events::Events::for_cli(&settings, "verify")?;
+    let events = crate::events::Events::for_cli(&settings, "verify");
     events.pitr_checked(
         &repo.store.describe(),
         report.as_ref().map_err(ToString::to_string),

@@ -135,13 +135,12 @@ impl Events {
     }
 
     /// Events of a short-lived CLI command: audit lines go to `[audit] file` only (none
-    /// when it is not set). Call [`Events::close`] before exiting.
-    pub fn for_cli(
-        settings: &Settings,
-        process: &str,
-    ) -> Result<Self, crate::audit::sink::SinkError> {
+    /// when it is not set). Call [`Events::close`] before exiting. An audit file that cannot
+    /// be opened is logged (`audit.file.failed`) and the command goes on: a failing
+    /// `wal-push` would otherwise stop WAL archiving until the disk fills.
+    pub fn for_cli(settings: &Settings, process: &str) -> Self {
         let Some(file) = &settings.audit.file else {
-            return Ok(Self::new(AuditLog::disabled(), process));
+            return Self::new(AuditLog::disabled(), process);
         };
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
@@ -149,12 +148,17 @@ impl Events {
             stdout: false,
             file: Some(file.clone()),
         };
-        let audit = AuditLog::open(&config, None, &tracker, token.clone())?;
-        Ok(Self {
-            audit,
-            actor: actor(process),
-            cli: Some((tracker, token)),
-        })
+        match AuditLog::open(&config, None, &tracker, token.clone()) {
+            Ok(audit) => Self {
+                audit,
+                actor: actor(process),
+                cli: Some((tracker, token)),
+            },
+            Err(e) => {
+                tracing::error!(event = "audit.file.failed", error = %e, "cannot open the audit file; this command's audit lines are lost");
+                Self::new(AuditLog::disabled(), process)
+            }
+        }
     }
 
     /// The audit log behind these events (the proxy and the tailer write to it directly).
