@@ -15,6 +15,8 @@
 //!     .target(json!({"bucket": b, "region": r})));
 //! ```
 //!
+//! - Emitted today: `config.loaded`, `backup.completed|failed`, `wal.push.refused|failed`,
+//!   `pitr.check.completed|failed`, `drill.completed|failed`, `auth.denied` (API proxy).
 //! - `event` is a stable dotted name (`backup.completed`, `wal.push.refused`,
 //!   `retention.deleted`, `drill.failed`, `config.loaded`, `auth.denied`); dashboards and
 //!   SIEM rules match on it, so never rename one.

@@ -92,6 +92,21 @@ impl Finish {
                 .with_label_values(&[self.route.as_str(), err.as_str()])
                 .inc();
         }
+        // A token that failed verification (PostgREST answers it with 401), or a 401/403
+        // from upstream: an ops event besides the access line, for alerting and SIEM rules.
+        if self.code == 401 || self.code == 403 || self.identity.role == super::jwt::INVALID_ROLE {
+            self.shared.events.emit(
+                crate::events::Op::refused("auth.denied", "API request denied")
+                    .target(serde_json::json!({"method": self.method, "route": self.route}))
+                    .details(serde_json::json!({
+                        "request_id": self.request_id,
+                        "code": self.code,
+                        "role": self.identity.role,
+                        "token_verified": self.identity.verified,
+                        "sub": self.identity.sub,
+                    })),
+            );
+        }
         let outcome = if self.code >= 500 {
             Outcome::Failure
         } else {

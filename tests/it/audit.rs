@@ -448,3 +448,60 @@ async fn an_open_newest_transaction_is_waited_for() {
     assert_eq!(ids(&lines), [open_id - 1, open_id]);
     running.shutdown(Duration::from_secs(10)).await;
 }
+
+/// A token that fails verification at the API proxy is an `auth.denied` ops event next to
+/// its access line, and neither carries the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_token_is_an_auth_denied_event() {
+    let fake = crate::harness::postgrest::FakePostgrest::start().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = dir.path().join("jwt");
+    std::fs::write(&secret, "reallyreallyreallyreallyreallysafe\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit_file = dir.path().join("audit.jsonl");
+    let running = harness::daemon(harness::settings(
+        "postgresql://postgres@127.0.0.1:1/postgres",
+        &format!(
+            "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\njwt_secret_file = \"{}\"\n\
+             [audit]\nstdout = false\nfile = \"{}\"\n",
+            fake.api,
+            secret.display(),
+            audit_file.display()
+        ),
+    ))
+    .await;
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"role": "admin", "sub": "mallory"}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret-not-the-secret-xx"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = running.proxy_addr.unwrap_or_else(|| panic!("no proxy"));
+    let resp = harness::http_client()
+        .get(format!("http://{proxy}/articles"))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = resp.bytes().await;
+    let denied = eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "auth.denied")
+            .ok_or_else(|| format!("no auth.denied line yet:\n{text}"))
+    })
+    .await;
+    assert_eq!(denied["kind"], "ops");
+    assert_eq!(denied["outcome"], "failure");
+    assert_eq!(denied["target"]["route"], "/articles");
+    assert_eq!(denied["details"]["role"], "invalid_token");
+    assert_eq!(denied["details"]["token_verified"], false);
+    let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+    assert!(
+        !text.contains(&forged),
+        "the token leaked into the audit file"
+    );
+    assert!(text.contains("\"event\":\"api.request\""), "{text}");
+    running.shutdown(Duration::from_secs(10)).await;
+}
