@@ -95,8 +95,22 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         "CREATE TABLE public.items (n int PRIMARY KEY, note text)",
     )
     .await;
+    let (ok, out, _) = run_pgvigil(&["check-config", "-c", &cfg]);
+    assert!(
+        !ok && out.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("audit table")
+            && l.contains("audit install")),
+        "before the install, check-config fails on the audit table: {out}"
+    );
     let (ok, out, err) = run_pgvigil(&["audit", "install", "-c", &cfg, "--table", "public.items"]);
     assert!(ok, "audit install: {out} {err}");
+    let (_, out, err) = run_pgvigil(&["check-config", "-c", &cfg]);
+    for name in ["audit file", "audit table"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(name)),
+            "check-config has no ok line for {name}: {out} {err}"
+        );
+    }
 
     let mut daemon = KillOnDrop(spawn_daemon(&config));
     // The tailer is running once its session has polled the sequence.
