@@ -272,10 +272,13 @@ async fn probe_audit(settings: &Settings) -> Vec<Check> {
     if let Some(path) = &settings.audit.file {
         let target = path.display().to_string();
         let result = (|| -> Result<String, String> {
+            if !path.exists() {
+                // A check creates nothing: the daemon creates the file (and its directory).
+                return Ok("does not exist yet; pgvigil run creates it".into());
+            }
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
                 .read(true)
-                .create(true)
                 .open(path)
                 .map_err(|e| format!("cannot open for appending: {e}"))?;
             let (lines, _) = crate::audit::chain::read_tail(&mut f, 1 << 20)
