@@ -412,9 +412,10 @@ impl FileSink {
 }
 
 /// The newest `kind: "data"` line of an audit file, within the last 64 MiB: its
-/// `details.id`. The tailer uses it on start to skip rows already in the file when the
-/// daemon stopped between writing them and committing its cursor.
-pub fn last_data_id(path: &Path) -> Result<Option<i64>, SinkError> {
+/// `details.id` and `details.transaction_id`. The tailer uses it on start to skip rows
+/// already in the file when the daemon stopped between writing them and committing its
+/// cursor (after checking that the row still exists with that transaction id).
+pub fn last_data_id(path: &Path) -> Result<Option<(i64, i64)>, SinkError> {
     let err = |step| {
         let path = path.to_path_buf();
         move |source| SinkError::File { path, step, source }
@@ -433,6 +434,7 @@ pub fn last_data_id(path: &Path) -> Result<Option<i64>, SinkError> {
     #[derive(serde::Deserialize)]
     struct Details {
         id: i64,
+        transaction_id: i64,
     }
     for l in &lines {
         const DATA: &[u8] = b"\"kind\":\"data\"";
@@ -441,7 +443,7 @@ pub fn last_data_id(path: &Path) -> Result<Option<i64>, SinkError> {
         }
         if let Ok(line) = serde_json::from_slice::<Line>(l) {
             if line.kind == "data" {
-                return Ok(Some(line.details.id));
+                return Ok(Some((line.details.id, line.details.transaction_id)));
             }
         }
     }
@@ -545,9 +547,9 @@ mod tests {
         assert_eq!(last_data_id(&path).unwrap(), None);
         std::fs::write(
             &path,
-            "{\"kind\":\"data\",\"details\":{\"id\":7}}\n{\"kind\":\"data\",\"details\":{\"id\":9}}\n{\"kind\":\"ops\",\"details\":{}}\n",
+            "{\"kind\":\"data\",\"details\":{\"id\":7,\"transaction_id\":3}}\n{\"kind\":\"data\",\"details\":{\"id\":9,\"transaction_id\":4}}\n{\"kind\":\"ops\",\"details\":{}}\n",
         )
         .unwrap();
-        assert_eq!(last_data_id(&path).unwrap(), Some(9));
+        assert_eq!(last_data_id(&path).unwrap(), Some((9, 4)));
     }
 }

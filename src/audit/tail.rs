@@ -352,13 +352,27 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
             step: "reading its last data line",
             source: std::io::Error::other(e.to_string()),
         })??;
-        if let Some(id) = in_file.filter(|id| *id > cursor) {
-            tracing::info!(event = "audit.tail.resumed_from_file", stored = cursor, file_id = id, "the audit file is ahead of the stored cursor (stopped before committing it); continuing after its last row");
-            cursor = id;
-            client
-                .execute(&st.save, &[&CONSUMER, &cursor])
+        if let Some((id, xid)) = in_file.filter(|(id, _)| *id > cursor) {
+            // Only when that row is this table's (not of an earlier install whose ids the
+            // file still holds): same id, same transaction.
+            let same = client
+                .query_opt(
+                    &format!("SELECT 1 FROM {table} WHERE id = $1 AND transaction_id = $2"),
+                    &[&id, &xid],
+                )
                 .await
-                .map_err(q("saving the cursor"))?;
+                .map_err(q("checking the audit file's last row"))?
+                .is_some();
+            if same {
+                tracing::info!(event = "audit.tail.resumed_from_file", stored = cursor, file_id = id, "the audit file is ahead of the stored cursor (stopped before committing it); continuing after its last row");
+                cursor = id;
+                client
+                    .execute(&st.save, &[&CONSUMER, &cursor])
+                    .await
+                    .map_err(q("saving the cursor"))?;
+            } else {
+                tracing::warn!(event = "audit.tail.file_mismatch", stored = cursor, file_id = id, "the audit file's last data row is not in the audit table (reinstalled?); following the stored cursor");
+            }
         }
     }
     t.metrics.cursor.set(cursor as f64);
