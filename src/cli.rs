@@ -192,7 +192,8 @@ pub enum AuditCommand {
 
     /// Check an audit file's hash chain; exits non-zero at the first broken line and names it.
     #[command(
-        long_about = "Verify an audit file written by pgvigil ([audit] file, or captured stdout): every line's \
+        long_about = "Verify an audit file written by pgvigil ([audit] file, or captured stdout reduced to its \
+                      audit lines, e.g. grep ',\"hash\":\"'): every line's \
                       hash must match its content, each prev must equal the previous line's hash and each seq \
                       the previous seq plus one. The first line may continue a chain whose beginning was \
                       rotated away (unless its seq is 1). Prints the number of lines and the last hash (note \
