@@ -283,6 +283,27 @@ async fn session(t: &Tailer, token: &CancellationToken) -> Result<(), TailError>
     let conn = pg::connect_listening(&t.connect, None, tx).await?;
     let client = &conn.client;
 
+    // Every pod of an HA cluster runs the same config: on a standby, wait for a promotion
+    // (the primary's sidecar forwards; a standby cannot take transaction ids).
+    let mut logged = false;
+    loop {
+        let standby: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(q("checking for recovery"))?
+            .get(0);
+        if !standby {
+            break;
+        }
+        if !std::mem::replace(&mut logged, true) {
+            tracing::info!(event = "audit.tail.standby", table = %table, "the server is a standby: audit rows are forwarded by the primary's pgvigil; waiting for a promotion");
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+
     let sequence: Option<String> = client
         .query_one("SELECT pg_get_serial_sequence($1, 'id')", &[&table])
         .await
