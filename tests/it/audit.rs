@@ -519,3 +519,50 @@ async fn a_forged_token_is_an_auth_denied_event() {
     assert!(text.contains("\"event\":\"api.request\""), "{text}");
     running.shutdown(Duration::from_secs(10)).await;
 }
+
+/// With the same config on a standby, nothing is forwarded until it is promoted; then its
+/// rows are, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_forwards_nothing_until_promoted() {
+    let primary = harness::cluster().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let audit_file = dir.path().join("audit.jsonl");
+    let db = client(&primary, "postgres").await;
+    exec(&db, "CREATE TABLE public.t (n int PRIMARY KEY)").await;
+    let toml = |dsn: &str| {
+        harness::settings(
+            dsn,
+            &format!(
+                "[audit]\nstdout = false\nfile = \"{}\"\ntable = \"audit.logged_actions\"\n\
+                 [storage]\nurl = \"file://{}\"\n[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n\
+                 [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n",
+                audit_file.display(),
+                dir.path().join("repo").display()
+            ),
+        )
+    };
+    let opts = pgvigil::pg::ConnectOptions::from_settings(&toml(&primary.dsn("postgres")).postgres);
+    pgvigil::audit::schema::install(&opts, &["public.t".to_string()])
+        .await
+        .unwrap_or_else(|e| panic!("install: {e}"));
+    let replica = primary.replica().await.unwrap_or_else(|e| panic!("{e}"));
+    let running = harness::daemon(toml(&replica.dsn("postgres"))).await;
+    exec(&db, "INSERT INTO public.t SELECT generate_series(1, 3)").await;
+    let rdb = client(&replica, "postgres").await;
+    eventually(Duration::from_secs(30), || async {
+        let n: i64 = query_value(&rdb, "SELECT count(*) FROM audit.logged_actions").await;
+        if n == 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} audit rows replicated"))
+        }
+    })
+    .await;
+    // A negative needs a wait: the rows are on the standby, and nothing may be forwarded.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(data_lines(&audit_file).len(), 0, "a standby forwarded rows");
+    exec(&rdb, "SELECT pg_promote()").await;
+    let lines = wait_for_rows(&audit_file, 3).await;
+    assert_eq!(ids(&lines).len(), 3);
+    running.shutdown(Duration::from_secs(10)).await;
+}
