@@ -92,9 +92,15 @@ CREATE OR REPLACE FUNCTION audit.audit_table(target regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $body$
+DECLARE
+    t text;
 BEGIN
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS pgvigil_audit_row ON %s', target);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS pgvigil_audit_stm ON %s', target);
+    -- Drop only what exists: DROP TRIGGER IF EXISTS would print a NOTICE per missing one.
+    FOR t IN SELECT tgname FROM pg_catalog.pg_trigger
+              WHERE tgrelid = target AND tgname IN ('pgvigil_audit_row', 'pgvigil_audit_stm')
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t, target);
+    END LOOP;
     EXECUTE pg_catalog.format(
         'CREATE TRIGGER pgvigil_audit_row AFTER INSERT OR UPDATE OR DELETE ON %s '
         'FOR EACH ROW EXECUTE FUNCTION audit.if_modified_func()', target);
