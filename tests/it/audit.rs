@@ -362,6 +362,18 @@ async fn redacted_columns_never_leave_the_database_and_metrics_follow() {
     running.shutdown(Duration::from_secs(10)).await;
     let (ok, out, err) = run_pgvigil(&["audit", "verify", &audit_file.display().to_string()]);
     assert!(ok, "{out} {err}");
+
+    // The down script removes the triggers and the schema; the table keeps working.
+    exec(&db, pgvigil::audit::schema::REMOVE_SQL).await;
+    exec(&db, pgvigil::audit::schema::REMOVE_SQL).await;
+    let left: i64 = query_value(
+        &db,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'audit') \
+              + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgvigil_audit%')",
+    )
+    .await;
+    assert_eq!(left, 0);
+    exec(&db, "INSERT INTO public.users VALUES (2, 'bob', 'x', 'y')").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
