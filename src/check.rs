@@ -281,11 +281,11 @@ async fn probe_audit(settings: &Settings) -> Vec<Check> {
                 .read(true)
                 .open(path)
                 .map_err(|e| format!("cannot open for appending: {e}"))?;
-            let (lines, _) = crate::audit::chain::read_tail(&mut f, 1 << 20)
-                .map_err(|e| format!("cannot read: {e}"))?;
-            match lines.first() {
+            let (last, _) =
+                crate::audit::chain::last_line(&mut f).map_err(|e| format!("cannot read: {e}"))?;
+            match last {
                 None => Ok("writable, empty (a new chain starts)".into()),
-                Some(last) => crate::audit::chain::check_line(last)
+                Some(last) => crate::audit::chain::check_line(&last)
                     .map(|s| format!("writable, chain at seq {}", s.seq))
                     .map_err(|e| format!("last line does not verify: {e}")),
             }

@@ -263,6 +263,27 @@ pub fn read_tail(file: &mut std::fs::File, window: u64) -> std::io::Result<(Vec<
     Ok((lines, start + complete as u64))
 }
 
+/// The last complete line of an open file, however long, and the length of the file's
+/// complete part (see [`read_tail`]).
+pub fn last_line(file: &mut std::fs::File) -> std::io::Result<(Option<Vec<u8>>, u64)> {
+    let len = file.metadata()?.len();
+    let mut window = 1u64 << 20;
+    loop {
+        let (mut lines, complete) = read_tail(file, window)?;
+        if !lines.is_empty() || window >= len {
+            return Ok((
+                if lines.is_empty() {
+                    None
+                } else {
+                    Some(lines.swap_remove(0))
+                },
+                complete,
+            ));
+        }
+        window = window.saturating_mul(8);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

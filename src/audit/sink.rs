@@ -360,12 +360,13 @@ impl FileSink {
         let result = (|| {
             let len = locked.metadata()?.len();
             if len != self.known_len {
-                let (lines, complete) = chain::read_tail(&mut locked, 1 << 20)?;
+                // The last complete line, however long (a row can be megabytes).
+                let (last, complete) = chain::last_line(&mut locked)?;
                 if complete < len {
                     tracing::warn!(event = "audit.file.truncated", file = %self.path.display(), bytes = len - complete, "cutting off a partial last line (an earlier write was interrupted)");
                     locked.set_len(complete)?;
                 }
-                self.chain = match lines.first() {
+                self.chain = match &last {
                     None => Chain::default(),
                     Some(last) => {
                         let s = chain::check_line(last).map_err(|e| {
@@ -512,6 +513,29 @@ mod tests {
         write_events(&path, 3..4).await;
         let v = chain::verify_file(&path).unwrap();
         assert_eq!((v.lines, v.last_seq), (4, Some(4)));
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_tail_window_still_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let config = SinkConfig {
+            stdout: false,
+            file: Some(path.clone()),
+        };
+        let log = AuditLog::open(&config, None, &tracker, token.clone()).unwrap();
+        let mut big = event(0);
+        big.details = serde_json::json!({ "blob": "x".repeat(3 << 20) });
+        log.emit(big);
+        log.flushed().await.unwrap();
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+        write_events(&path, 1..2).await;
+        let v = chain::verify_file(&path).unwrap();
+        assert_eq!((v.lines, v.last_seq), (2, Some(2)));
     }
 
     #[tokio::test]
