@@ -135,6 +135,7 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
             },
         });
     }
+    out.extend(probe_audit(settings).await);
     out
 }
 
@@ -296,5 +297,97 @@ async fn probe_postgres(settings: &Settings) -> Vec<Check> {
             "not installed in this database: CREATE EXTENSION pg_stat_statements (needs shared_preload_libraries)".into()
         },
     });
+    out
+}
+
+/// `[audit]`: the file can be appended to and its last line verifies; the audit table,
+/// its sequence and the cursor table can be read, and how far the cursor is behind.
+async fn probe_audit(settings: &Settings) -> Vec<Check> {
+    let mut out = Vec::new();
+    if let Some(path) = &settings.audit.file {
+        let target = path.display().to_string();
+        let result = (|| -> Result<String, String> {
+            if !path.exists() {
+                // A check creates nothing: the daemon creates the file (and its directory).
+                return Ok("does not exist yet; pgvigil run creates it".into());
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .read(true)
+                .open(path)
+                .map_err(|e| format!("cannot open for appending: {e}"))?;
+            let (last, _) =
+                crate::audit::chain::last_line(&mut f).map_err(|e| format!("cannot read: {e}"))?;
+            match last {
+                None => Ok("writable, empty (a new chain starts)".into()),
+                Some(last) => crate::audit::chain::check_line(&last)
+                    .map(|s| format!("writable, chain at seq {}", s.seq))
+                    .map_err(|e| format!("last line does not verify: {e}")),
+            }
+        })();
+        out.push(match result {
+            Ok(d) => Check {
+                status: Status::Ok,
+                name: "audit file".into(),
+                target,
+                detail: d,
+            },
+            Err(e) => Check {
+                status: Status::Fail,
+                name: "audit file".into(),
+                target,
+                detail: e,
+            },
+        });
+    }
+    if let Some(table) = &settings.audit.table {
+        let target = table.quoted();
+        let result = async {
+            let conn = connect(&ConnectOptions::from_settings(&settings.postgres), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let row = conn
+                .client
+                .query_one(
+                    &format!(
+                        "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence($1, 'id')::regclass), 0),
+                                (SELECT last_id FROM \"{}\".pgvigil_cursor WHERE consumer = $2),
+                                (SELECT count(*) FROM {target} WHERE false)",
+                        table.schema
+                    ),
+                    &[&target, &crate::audit::tail::CONSUMER],
+                )
+                .await
+                .map_err(|e| {
+                    format!(
+                        "{}; install it with `pgvigil audit install -c FILE`",
+                        db_error_message(&e)
+                    )
+                })?;
+            let last: i64 = row.get(0);
+            let cursor: Option<i64> = row.get(1);
+            Ok::<_, String>(match cursor {
+                Some(c) => format!(
+                    "readable; cursor {c}, about {} row(s) to forward",
+                    (last - c).max(0)
+                ),
+                None => format!("readable; not forwarded yet ({last} row(s) to forward)"),
+            })
+        };
+        out.push(match result.await {
+            Ok(d) => Check {
+                status: Status::Ok,
+                name: "audit table".into(),
+                target,
+                detail: d,
+            },
+            Err(e) => Check {
+                status: Status::Fail,
+                name: "audit table".into(),
+                target,
+                detail: e,
+            },
+        });
+    }
     out
 }

@@ -190,6 +190,64 @@ pub enum Command {
                       when a readable config file is given with -c."
     )]
     Catalog(CatalogArgs),
+
+    /// The audit log: install the database change audit, verify an audit file's hash chain.
+    #[command(
+        subcommand,
+        long_about = "The audit log. pgvigil writes one JSON line per event (kinds ops, data and access) to \
+                      stdout and, with [audit] file, to an append-only file; every line carries seq, prev and \
+                      hash (SHA-256), chaining it to the line before. `audit install` sets up the database \
+                      change audit whose rows the daemon forwards ([audit] table); `audit verify` checks a file."
+    )]
+    Audit(AuditCommand),
+}
+
+/// Subcommands of `pgvigil audit`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Install deploy/sql/audit.sql (schema audit, table audit.logged_actions) and attach it to tables.
+    #[command(
+        long_about = "Install the database change audit into the database of postgres.dsn: schema `audit`, \
+                      table `audit.logged_actions` (row data and changed fields as jsonb, transaction id, \
+                      timestamps, session user, application name, client address, PostgREST request claims), \
+                      the trigger function, `audit.audit_table(regclass)` and the daemon's cursor table \
+                      `audit.pgvigil_cursor`. Idempotent: running it again keeps every row. The SQL is \
+                      deploy/sql/audit.sql (built into the binary); deploy/sql/audit_down.sql removes it. \
+                      Needs a role that may create schemas (or the database owner)."
+    )]
+    Install(AuditInstallArgs),
+
+    /// Check an audit file's hash chain; exits non-zero at the first broken line and names it.
+    #[command(
+        long_about = "Verify an audit file written by pgvigil ([audit] file, or captured stdout reduced to its \
+                      audit lines, e.g. grep ',\"hash\":\"'): every line's \
+                      hash must match its content, each prev must equal the previous line's hash and each seq \
+                      the previous seq plus one. The first line may continue a chain whose beginning was \
+                      rotated away (unless its seq is 1). Prints the number of lines and the last hash (note \
+                      it down: it proves later that nothing before it changed). Exit status 0 = intact, \
+                      1 = broken (the message names the file and line number), 2 = unreadable. Needs no \
+                      config file."
+    )]
+    Verify(AuditVerifyArgs),
+}
+
+/// Options of `pgvigil audit install`.
+#[derive(Debug, clap::Args)]
+pub struct AuditInstallArgs {
+    /// Also attach the audit trigger to this table (schema.table; repeat for several).
+    #[arg(long = "table", value_name = "TABLE")]
+    pub tables: Vec<String>,
+}
+
+/// Options of `pgvigil audit verify`.
+#[derive(Debug, clap::Args)]
+pub struct AuditVerifyArgs {
+    /// The audit file (JSON lines).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `pgvigil dev`.

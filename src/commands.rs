@@ -28,6 +28,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> anyhow:
         Command::Drill(args) => drill(&cli, args, env).await,
         Command::Retention(args) => retention(&cli, args, env).await,
         Command::Offsite(args) => offsite(&cli, args, env).await,
+        Command::Audit(cmd) => audit(&cli, cmd, env).await,
     }
 }
 
@@ -198,6 +199,7 @@ async fn backup(
             }
         })
     });
+    let events = crate::events::Events::for_cli(&settings, "backup");
     let result = crate::backup::basebackup::run(&settings, &repo, progress).await;
     if let Some(t) = ticker {
         t.abort();
@@ -205,6 +207,11 @@ async fn backup(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    match &result {
+        Ok(info) => events.backup_completed(&repo.store.describe(), info),
+        Err(e) => events.backup_failed(&repo.store.describe(), e, None),
+    }
+    events.close().await;
     let info = result.context("backup failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -271,6 +278,16 @@ async fn wal_push(
     let result = crate::backup::wal::push(&repo, path, settings.backup.compression_level).await;
     let seconds = start.elapsed().as_secs_f64();
     crate::backup::report::wal_push(&settings, result.is_ok(), seconds).await;
+    if let Err(e) = &result {
+        // Successful pushes are not audited (one per 16 MB of WAL); failures and refusals are.
+        let events = crate::events::Events::for_cli(&settings, "wal-push");
+        let wal = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        events.wal_push_failed(&repo.store.describe(), &wal, e);
+        events.close().await;
+    }
     let pushed = result.with_context(|| format!("wal-push {}", path.display()))?;
     tracing::info!(
         event = if pushed.already_archived { "wal.push.duplicate" } else { "wal.push.completed" },
@@ -331,6 +348,9 @@ async fn drill(cli: &Cli, args: &DrillArgs, env: EnvLookup<'_>) -> anyhow::Resul
         ev = crate::backup::drill::run(&settings, &repo, &wal_fetch, target, args.timeout) => ev,
         _ = signals.wait() => anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed"),
     };
+    let events = crate::events::Events::for_cli(&settings, "drill");
+    events.drill_finished(&repo.store.describe(), &evidence, None);
+    events.close().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&evidence)?);
     } else {
@@ -377,9 +397,14 @@ async fn verify(cli: &Cli, args: &JsonArgs, env: EnvLookup<'_>) -> anyhow::Resul
     let settings = load(cli, env)?;
     let repo = open_repo(&settings).await?;
     let archiver = crate::backup::jobs::archiver_state(&settings.postgres).await;
-    let report = crate::backup::pitr::verify(&repo, archiver)
-        .await
-        .context("verify failed")?;
+    let report = crate::backup::pitr::verify(&repo, archiver).await;
+    let events = crate::events::Events::for_cli(&settings, "verify");
+    events.pitr_checked(
+        &repo.store.describe(),
+        report.as_ref().map_err(ToString::to_string),
+    );
+    events.close().await;
+    let report = report.context("verify failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -470,7 +495,8 @@ fn load(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<config::Settings> {
 }
 
 async fn run(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
-    let settings = load(cli, env)?;
+    // App::start emits config.loaded (log, metric and audit line together).
+    let settings = config::load(&cli.config, env)?;
     // Handlers first: a SIGTERM that arrives while starting must still drain, not kill.
     let signals = ShutdownSignals::install()?;
     let running = crate::App::start(settings).await?;
@@ -608,6 +634,60 @@ fn catalog(cli: &Cli, args: &CatalogArgs, env: EnvLookup<'_>) -> anyhow::Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(
+    cli: &Cli,
+    cmd: &crate::cli::AuditCommand,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::AuditCommand;
+    match cmd {
+        AuditCommand::Install(args) => {
+            let settings = load(cli, env)?;
+            let opts = crate::pg::ConnectOptions::from_settings(&settings.postgres);
+            let done = crate::audit::schema::install(&opts, &args.tables).await?;
+            println!(
+                "installed the database change audit (schema audit) into {}",
+                done.target
+            );
+            for t in &done.tables {
+                println!("auditing {t}");
+            }
+            if settings.audit.table.is_none() {
+                println!("to forward its rows, set [audit] table = \"audit.logged_actions\" and restart pgvigil run");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify(args) => {
+            use crate::audit::chain::{verify_file, VerifyError};
+            match verify_file(&args.file) {
+                Ok(v) => {
+                    if args.json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        println!(
+                            "ok: {} intact, {} lines, seq {}..{}, last hash {}",
+                            args.file.display(),
+                            v.lines,
+                            v.first_seq.map_or("-".into(), |s| s.to_string()),
+                            v.last_seq.map_or("-".into(), |s| s.to_string()),
+                            v.last_hash.as_deref().unwrap_or("-")
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ VerifyError::Broken { .. }) => {
+                    eprintln!("pgvigil: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("pgvigil: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
 }
 
 /// SIGTERM and SIGINT handlers, installed before anything starts.

@@ -16,6 +16,7 @@ pub mod collectors;
 pub mod commands;
 pub mod config;
 pub mod dev;
+pub mod events;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -61,6 +62,8 @@ pub enum StartError {
     Store(#[from] store::Error),
     #[error("{0}")]
     Config(String),
+    #[error("opening the audit log: {0}")]
+    Audit(#[from] audit::sink::SinkError),
 }
 
 /// The daemon.
@@ -119,7 +122,40 @@ impl App {
             source,
         })?;
 
-        let audit = audit::AuditLog::start(settings.audit.stdout, &tracker, token.clone());
+        let audit_events = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                metrics::catalogue::PGVIGIL_AUDIT_EVENTS_TOTAL.name,
+                metrics::catalogue::PGVIGIL_AUDIT_EVENTS_TOTAL.help,
+            ),
+            metrics::catalogue::PGVIGIL_AUDIT_EVENTS_TOTAL.labels,
+        )?;
+        registry.register(Box::new(audit_events.clone()))?;
+        let audit = audit::AuditLog::open(
+            &audit::SinkConfig {
+                stdout: settings.audit.stdout,
+                file: settings.audit.file.clone(),
+            },
+            Some(audit_events),
+            &tracker,
+            token.clone(),
+        )?;
+        let events = events::Events::new(audit.clone(), "run");
+        events.config_loaded(&settings);
+        if let Some(table) = &settings.audit.table {
+            tracker.spawn(audit::tail::run(
+                audit::tail::Tailer {
+                    connect: pg::ConnectOptions::from_settings(&settings.postgres),
+                    table: table.clone(),
+                    redact_columns: settings.audit.redact_columns.clone(),
+                    audit: audit.clone(),
+                    file: settings.audit.file.clone(),
+                    metrics: audit::tail::TailMetrics::register(&registry)?,
+                    batch: 5000,
+                    poll: Duration::from_secs(1),
+                },
+                token.clone(),
+            ));
+        }
         let proxy_addr = match &settings.api_proxy {
             Some(p) => Some(
                 proxy::start(p.clone(), &registry, audit.clone(), &tracker, token.clone()).await?,
@@ -203,6 +239,7 @@ impl App {
             repo.clone(),
             pitr_metrics.clone(),
             settings.pitr.check_interval,
+            events.clone(),
             token.clone(),
         ));
         if !settings.pitr.heartbeat_interval.is_zero() {
@@ -243,7 +280,12 @@ impl App {
         schedule_job(
             "drill",
             &settings.drill.schedule,
-            backup::jobs::drill_job(shared_settings.clone(), repo.clone(), pitr_metrics.clone()),
+            backup::jobs::drill_job(
+                shared_settings.clone(),
+                repo.clone(),
+                pitr_metrics.clone(),
+                events.clone(),
+            ),
         )?;
         schedule_job(
             "backup",
@@ -252,6 +294,7 @@ impl App {
                 shared_settings.clone(),
                 repo.clone(),
                 backup_metrics.clone(),
+                events.clone(),
             ),
         )?;
         schedule_job(

@@ -4,7 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// Which stream an event belongs to.
+/// Which stream an event belongs to: `ops` (what pgvigil did), `data` (database changes
+/// from the audit table), `access` (proxied API requests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -13,7 +14,18 @@ pub enum EventKind {
     Access,
 }
 
-/// How it ended.
+impl EventKind {
+    /// The `kind` value, also the `kind` label of `pgvigil_audit_events_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ops => "ops",
+            Self::Data => "data",
+            Self::Access => "access",
+        }
+    }
+}
+
+/// How it ended (`success` or `failure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -21,7 +33,7 @@ pub enum Outcome {
     Failure,
 }
 
-/// One audit line.
+/// One audit line, before the sink adds `seq`, `prev` and `hash`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub ts: String,

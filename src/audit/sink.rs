@@ -1,30 +1,83 @@
-//! Writes audit events as JSON lines on stdout from a background task. Callers append
-//! serialized lines to a shared buffer; the writer flushes it every 20 ms, or as soon as it
-//! holds 256 KiB, with one write per flush. A request therefore never waits on the terminal
-//! or the log collector, and the proxy does not wake a thread per request. The buffer is
-//! unbounded on purpose: an audit line is never dropped; if stdout stalls, memory grows.
-//! On shutdown everything buffered is written.
+//! Writes audit events as hash-chained JSON lines to stdout and, optionally, an append-only
+//! file, from one background task.
+//!
+//! Callers append serialized, unsealed lines to a shared buffer; the writer takes the buffer
+//! every 20 ms (or as soon as it holds 256 KiB, or when someone waits in [`AuditLog::flushed`]),
+//! seals every line for each sink (`seq`, `prev`, `hash`: see `chain.rs`) and writes each
+//! sink's batch with one `write_all` (stdout under its lock, so the daemon's log lines, which
+//! share stdout, never land inside an audit line). The hot path (the API proxy) therefore serializes from typed
+//! fields and never hashes, waits on the terminal, or wakes a thread per request.
+//!
+//! Invariants:
+//! - Each sink has its own chain. stdout starts a new chain (seq 1, prev = zeros) per process;
+//!   the file continues the chain of its last complete line, also across restarts and across
+//!   processes: every batch is appended under an exclusive `flock`, and when the file grew
+//!   since this process last wrote (a CLI command appended), the chain is re-read from it.
+//! - A partial last line (a crash during a write) is cut off when the file is opened.
+//! - The buffer is unbounded on purpose: an audit line is never dropped; if a sink stalls,
+//!   memory grows. On shutdown everything buffered is written.
+//! - [`AuditLog::flushed`] resolves only after every line queued before the call was written
+//!   to every sink; the database tailer advances its persisted cursor only after it.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Notify;
+use prometheus::IntCounterVec;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::event::Event;
+use super::chain::{self, Chain};
+use super::event::{Event, EventKind};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const FLUSH_AT: usize = 256 * 1024;
 
-#[derive(Debug, Default)]
-struct Shared {
-    buf: Mutex<Vec<u8>>,
-    wake: Notify,
+/// Why a sink could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("audit file {}: {step}: {source} (audit.file)", path.display())]
+    File {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the audit writer has stopped (a sink failed; see the log)")]
+    Stopped,
 }
 
-/// A handle for emitting audit events; cheap to clone.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Lines queued since the start (never decreases).
+    queued: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    buf: Mutex<Pending>,
+    wake: Notify,
+    /// Someone waits in `flushed`: skip the coalescing pause.
+    urgent: AtomicBool,
+    /// Lines written to every sink, and whether the writer has stopped.
+    written: watch::Sender<(u64, bool)>,
+    events: Option<IntCounterVec>,
+}
+
+/// Where audit lines go: `[audit] stdout` and `file`.
+#[derive(Debug, Clone, Default)]
+pub struct SinkConfig {
+    /// Write to the process's stdout (the daemon; what log collectors read).
+    pub stdout: bool,
+    /// Append to this file as well.
+    pub file: Option<PathBuf>,
+}
+
+/// A handle for emitting audit events; cheap to clone. A log without sinks discards.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     shared: Option<Arc<Shared>>,
@@ -32,38 +85,93 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// A log that writes to stdout (or discards everything when `stdout` is false).
+    /// Kept for callers that need no file sink and no metric.
     pub fn start(stdout: bool, tracker: &TaskTracker, token: CancellationToken) -> Self {
-        if !stdout {
-            return Self { shared: None };
+        let config = SinkConfig { stdout, file: None };
+        // Without a file nothing can fail to open.
+        Self::open(&config, None, tracker, token).unwrap_or_else(|_| Self::disabled())
+    }
+
+    /// A log that discards everything.
+    pub fn disabled() -> Self {
+        Self { shared: None }
+    }
+
+    /// Opens the configured sinks (the file is created if missing and its chain recovered)
+    /// and starts the writer task. `events` is `pgvigil_audit_events_total{kind}`.
+    pub fn open(
+        config: &SinkConfig,
+        events: Option<IntCounterVec>,
+        tracker: &TaskTracker,
+        token: CancellationToken,
+    ) -> Result<Self, SinkError> {
+        let file = match &config.file {
+            Some(p) => Some(FileSink::open(p)?),
+            None => None,
+        };
+        if !config.stdout && file.is_none() {
+            return Ok(Self::disabled());
         }
-        let shared = Arc::new(Shared::default());
-        tracker.spawn(write_loop(shared.clone(), token));
-        Self {
+        if let Some(c) = &events {
+            for k in ["ops", "data", "access"] {
+                c.with_label_values(&[k]);
+            }
+        }
+        let shared = Arc::new(Shared {
+            buf: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            urgent: AtomicBool::new(false),
+            written: watch::channel((0, false)).0,
+            events,
+        });
+        tracker.spawn(write_loop(shared.clone(), config.stdout, file, token));
+        Ok(Self {
             shared: Some(shared),
-        }
+        })
+    }
+
+    /// True when lines go somewhere.
+    pub fn is_enabled(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Queues one event.
     pub fn emit(&self, event: Event) {
-        self.emit_record(&event);
+        self.emit_record(event.kind, &event);
     }
 
     /// Queues any record in the event schema, serialized here (on the caller's thread, from
-    /// typed fields: no intermediate JSON tree) as one line.
-    pub fn emit_record<T: serde::Serialize>(&self, record: &T) {
+    /// typed fields: no intermediate JSON tree) as one line. `record` must serialize to a
+    /// JSON object without `seq`, `prev` and `hash`; the writer adds them.
+    pub fn emit_record<T: serde::Serialize>(&self, kind: EventKind, record: &T) {
         let Some(shared) = &self.shared else { return };
         let mut line = Vec::with_capacity(384);
         if serde_json::to_writer(&mut line, record).is_err() {
             return;
         }
         line.push(b'\n');
+        self.queue(shared, kind, &line, 1);
+    }
+
+    /// Queues `lines` lines already serialized by the caller, each a JSON object followed by
+    /// `\n` (the database tailer builds them from the row's JSON text).
+    pub fn emit_serialized(&self, kind: EventKind, bytes: &[u8], lines: u64) {
+        let Some(shared) = &self.shared else { return };
+        self.queue(shared, kind, bytes, lines);
+    }
+
+    fn queue(&self, shared: &Shared, kind: EventKind, bytes: &[u8], lines: u64) {
+        if let Some(c) = &shared.events {
+            c.with_label_values(&[kind.as_str()]).inc_by(lines);
+        }
         // Wake the writer only when the buffer stops being empty (it then coalesces for
         // FLUSH_EVERY) or fills up: no wakeup per line under load, none at all when idle.
         let wake = match shared.buf.lock() {
             Ok(mut buf) => {
-                let was_empty = buf.is_empty();
-                buf.extend_from_slice(&line);
-                was_empty || buf.len() >= FLUSH_AT
+                let was_empty = buf.bytes.is_empty();
+                buf.bytes.extend_from_slice(bytes);
+                buf.queued += lines;
+                was_empty || buf.bytes.len() >= FLUSH_AT
             }
             Err(_) => false,
         };
@@ -71,24 +179,77 @@ impl AuditLog {
             shared.wake.notify_one();
         }
     }
+
+    /// Waits until every line queued before this call has been written to every sink.
+    /// Fails when the writer stopped (a sink failed, or the daemon is shutting down and
+    /// the lines could not be written).
+    pub async fn flushed(&self) -> Result<(), SinkError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let target = match shared.buf.lock() {
+            Ok(b) => b.queued,
+            Err(_) => return Err(SinkError::Stopped),
+        };
+        let mut rx = shared.written.subscribe();
+        if rx.borrow().0 >= target {
+            return Ok(());
+        }
+        shared.urgent.store(true, Ordering::Release);
+        shared.wake.notify_one();
+        let written = rx
+            .wait_for(|(written, stopped)| *written >= target || *stopped)
+            .await
+            .map(|w| w.0)
+            .unwrap_or(0);
+        if written >= target {
+            Ok(())
+        } else {
+            Err(SinkError::Stopped)
+        }
+    }
 }
 
-fn take(shared: &Shared) -> Vec<u8> {
+fn take(shared: &Shared) -> (Vec<u8>, u64) {
     shared
         .buf
         .lock()
-        .map(|mut b| std::mem::take(&mut *b))
+        .map(|mut b| (std::mem::take(&mut b.bytes), b.queued))
         .unwrap_or_default()
 }
 
-async fn write_loop(shared: Arc<Shared>, token: CancellationToken) {
-    let mut out = tokio::io::stdout();
+/// Seals every line of `chunk` onto `chain`.
+fn seal(chain: &mut Chain, chunk: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 2);
+    for line in chunk.split(|b| *b == b'\n') {
+        if !line.is_empty() {
+            chain.seal_into(line, &mut out);
+        }
+    }
+    out
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    stdout: bool,
+    mut file: Option<FileSink>,
+    token: CancellationToken,
+) {
+    /// Tells waiters in `flushed` that nothing more will be written, however the loop ends.
+    struct Stopped<'a>(&'a Shared);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.written.send_modify(|w| w.1 = true);
+        }
+    }
+    let _stopped = Stopped(&shared);
+    let mut stdout_chain = Chain::default();
     loop {
         let mut stopping = tokio::select! {
             _ = token.cancelled() => true,
             _ = shared.wake.notified() => false,
         };
-        if !stopping {
+        if !stopping && !shared.urgent.swap(false, Ordering::AcqRel) {
             // Coalesce: let more lines arrive, unless the buffer is already full.
             stopping = tokio::select! {
                 _ = token.cancelled() => true,
@@ -96,18 +257,323 @@ async fn write_loop(shared: Arc<Shared>, token: CancellationToken) {
                 _ = shared.wake.notified() => false,
             };
         }
-        let chunk = take(&shared);
-        if !chunk.is_empty() && (out.write_all(&chunk).await.is_err() || out.flush().await.is_err())
-        {
-            // stdout is gone (closed pipe): nothing sensible left to do with the lines.
-            return;
+        // Lines emitted while the last chunk was written are taken on the next turn; when
+        // stopping, keep taking until the buffer is empty.
+        loop {
+            let (chunk, upto) = take(&shared);
+            let drained = chunk.is_empty();
+            if !drained {
+                let sealed = stdout.then(|| seal(&mut stdout_chain, &chunk));
+                let f = file.take();
+                let written = tokio::task::spawn_blocking(move || {
+                    // The log lines of `tracing` also go to stdout, through the same
+                    // lock: holding it for the whole batch keeps lines from interleaving.
+                    let out = match sealed {
+                        Some(sealed) => {
+                            let mut out = std::io::stdout().lock();
+                            out.write_all(&sealed).and_then(|()| out.flush())
+                        }
+                        None => Ok(()),
+                    };
+                    let mut f = f;
+                    let appended = match (&out, &mut f) {
+                        (Ok(()), Some(f)) => f.append(&chunk),
+                        _ => Ok(()),
+                    };
+                    (f, out, appended)
+                })
+                .await;
+                match written {
+                    Ok((f, Ok(()), Ok(()))) => file = f,
+                    // stdout is gone (closed pipe): nothing sensible left to do.
+                    Ok((_, Err(_), _)) => return,
+                    Ok((_, _, Err(e))) => {
+                        tracing::error!(event = "audit.file.failed", error = %e, "cannot write the audit file; audit writer stopped");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(event = "audit.file.failed", error = %e, "audit writer panicked");
+                        return;
+                    }
+                }
+            }
+            shared.written.send_modify(|w| w.0 = upto);
+            if !stopping || drained {
+                break;
+            }
         }
         if stopping {
-            // Lines emitted while the last chunk was written.
-            let rest = take(&shared);
-            let _ = out.write_all(&rest).await;
-            let _ = out.flush().await;
             return;
         }
+    }
+}
+
+/// The append-only file sink: an open file, its chain, and the length it had after this
+/// process's last write.
+#[derive(Debug)]
+struct FileSink {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    chain: Chain,
+    known_len: u64,
+}
+
+impl FileSink {
+    fn open(path: &Path) -> Result<Self, SinkError> {
+        let err = |step| {
+            let path = path.to_path_buf();
+            move |source| SinkError::File { path, step, source }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err("creating its directory"))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(err("opening"))?;
+        let mut sink = Self {
+            path: path.to_path_buf(),
+            file: Some(file),
+            chain: Chain::default(),
+            known_len: u64::MAX,
+        };
+        sink.with_lock(|_, _| Ok(0))
+            .map_err(err("recovering the chain"))?;
+        Ok(sink)
+    }
+
+    /// Runs `f` with the file locked and the chain current (re-read if another process
+    /// appended, and a partial last line cut off).
+    fn with_lock(
+        &mut self,
+        f: impl FnOnce(&mut std::fs::File, &mut Chain) -> std::io::Result<u64>,
+    ) -> std::io::Result<()> {
+        use nix::fcntl::{Flock, FlockArg};
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("file lost after an earlier failure"))?;
+        let mut locked = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
+        let result = (|| {
+            let len = locked.metadata()?.len();
+            if len != self.known_len {
+                // The last complete line, however long (a row can be megabytes).
+                let (last, complete) = chain::last_line(&mut locked)?;
+                if complete < len {
+                    tracing::warn!(event = "audit.file.truncated", file = %self.path.display(), bytes = len - complete, "cutting off a partial last line (an earlier write was interrupted)");
+                    locked.set_len(complete)?;
+                }
+                self.chain = match &last {
+                    None => Chain::default(),
+                    Some(last) => {
+                        let s = chain::check_line(last).map_err(|e| {
+                            std::io::Error::other(format!(
+                                "its last line does not verify ({e}); move the file aside to start a new chain"
+                            ))
+                        })?;
+                        Chain {
+                            seq: s.seq,
+                            prev: s.hash,
+                        }
+                    }
+                };
+                self.known_len = complete;
+            }
+            let written = f(&mut locked, &mut self.chain)?;
+            self.known_len += written;
+            Ok(())
+        })();
+        match locked.unlock() {
+            Ok(file) => self.file = Some(file),
+            Err((locked, errno)) => {
+                drop(locked);
+                return Err(std::io::Error::from(errno));
+            }
+        }
+        result
+    }
+
+    fn append(&mut self, chunk: &[u8]) -> Result<(), SinkError> {
+        let path = self.path.clone();
+        self.with_lock(|file, chain| {
+            let sealed = seal(chain, chunk);
+            file.write_all(&sealed)?;
+            file.flush()?;
+            Ok(sealed.len() as u64)
+        })
+        .map_err(|source| SinkError::File {
+            path,
+            step: "appending",
+            source,
+        })
+    }
+}
+
+/// The newest `kind: "data"` line of an audit file, within the last 64 MiB: its
+/// `details.id` and `details.transaction_id`. The tailer uses it on start to skip rows
+/// already in the file when the daemon stopped between writing them and committing its
+/// cursor (after checking that the row still exists with that transaction id).
+pub fn last_data_id(path: &Path) -> Result<Option<(i64, i64)>, SinkError> {
+    let err = |step| {
+        let path = path.to_path_buf();
+        move |source| SinkError::File { path, step, source }
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err("opening")(e)),
+    };
+    let (lines, _) = chain::read_tail(&mut file, chain::TAIL_WINDOW).map_err(err("reading"))?;
+    #[derive(serde::Deserialize)]
+    struct Line {
+        kind: String,
+        details: Details,
+    }
+    #[derive(serde::Deserialize)]
+    struct Details {
+        id: i64,
+        transaction_id: i64,
+    }
+    for l in &lines {
+        const DATA: &[u8] = b"\"kind\":\"data\"";
+        if !l.windows(DATA.len()).any(|w| w == DATA) {
+            continue;
+        }
+        if let Ok(line) = serde_json::from_slice::<Line>(l) {
+            if line.kind == "data" {
+                return Ok(Some((line.details.id, line.details.transaction_id)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::Outcome;
+
+    fn event(i: u64) -> Event {
+        Event {
+            ts: crate::audit::event::now_rfc3339(),
+            kind: EventKind::Ops,
+            event: "test.event",
+            outcome: Outcome::Success,
+            actor: serde_json::json!({"process": "test"}),
+            target: serde_json::json!({"i": i}),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    async fn write_events(path: &Path, range: std::ops::Range<u64>) {
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let config = SinkConfig {
+            stdout: false,
+            file: Some(path.to_path_buf()),
+        };
+        let log = AuditLog::open(&config, None, &tracker, token.clone()).unwrap();
+        for i in range {
+            log.emit(event(i));
+        }
+        log.flushed().await.unwrap();
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_reopened_file_continues_its_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/audit.jsonl");
+        write_events(&path, 0..5).await;
+        write_events(&path, 5..8).await;
+        let v = chain::verify_file(&path).unwrap();
+        assert_eq!((v.lines, v.first_seq, v.last_seq), (8, Some(1), Some(8)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["target"]["i"], 7);
+        assert_eq!(last["kind"], "ops");
+    }
+
+    #[tokio::test]
+    async fn a_partial_last_line_is_cut_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write_events(&path, 0..3).await;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(br#"{"ts":"2026-"#).unwrap();
+        drop(f);
+        write_events(&path, 3..4).await;
+        let v = chain::verify_file(&path).unwrap();
+        assert_eq!((v.lines, v.last_seq), (4, Some(4)));
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_tail_window_still_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let config = SinkConfig {
+            stdout: false,
+            file: Some(path.clone()),
+        };
+        let log = AuditLog::open(&config, None, &tracker, token.clone()).unwrap();
+        let mut big = event(0);
+        big.details = serde_json::json!({ "blob": "x".repeat(3 << 20) });
+        log.emit(big);
+        log.flushed().await.unwrap();
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+        write_events(&path, 1..2).await;
+        let v = chain::verify_file(&path).unwrap();
+        assert_eq!((v.lines, v.last_seq), (2, Some(2)));
+    }
+
+    #[tokio::test]
+    async fn flushed_waits_for_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let config = SinkConfig {
+            stdout: false,
+            file: Some(path.clone()),
+        };
+        let log = AuditLog::open(&config, None, &tracker, token.clone()).unwrap();
+        for i in 0..1000 {
+            log.emit(event(i));
+        }
+        log.flushed().await.unwrap();
+        // Written before the writer's coalescing pause could have elapsed on its own.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            1000
+        );
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+        assert!(log.flushed().await.is_ok(), "nothing queued: still ok");
+    }
+
+    #[test]
+    fn last_data_id_finds_the_newest_data_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        assert_eq!(last_data_id(&path).unwrap(), None);
+        std::fs::write(
+            &path,
+            "{\"kind\":\"data\",\"details\":{\"id\":7,\"transaction_id\":3}}\n{\"kind\":\"data\",\"details\":{\"id\":9,\"transaction_id\":4}}\n{\"kind\":\"ops\",\"details\":{}}\n",
+        )
+        .unwrap();
+        assert_eq!(last_data_id(&path).unwrap(), Some((9, 4)));
     }
 }

@@ -120,16 +120,26 @@ impl BackupMetrics {
 }
 
 /// The body of the scheduled backup job.
-pub fn backup_job(settings: Arc<Settings>, repo: Repo, metrics: BackupMetrics) -> JobFn {
+pub fn backup_job(
+    settings: Arc<Settings>,
+    repo: Repo,
+    metrics: BackupMetrics,
+    events: crate::events::Events,
+) -> JobFn {
     Arc::new(move || {
-        let (settings, repo, metrics) = (settings.clone(), repo.clone(), metrics.clone());
+        let (settings, repo, metrics, events) = (
+            settings.clone(),
+            repo.clone(),
+            metrics.clone(),
+            events.clone(),
+        );
         Box::pin(async move {
             metrics.running.set(1.0);
             let result = basebackup::run(&settings, &repo, Arc::new(Progress::default())).await;
             metrics.running.set(0.0);
             let outcome = match result {
                 Ok(info) => {
-                    tracing::info!(event = "backup.completed", id = %info.id, raw_bytes = info.raw_bytes, stored_bytes = info.stored_bytes, seconds = info.duration_seconds, "backup completed");
+                    events.backup_completed(&repo.store.describe(), &info);
                     (
                         Outcome::Success,
                         format!("backup {} ({} bytes stored)", info.id, info.stored_bytes),
@@ -140,8 +150,7 @@ pub fn backup_job(settings: Arc<Settings>, repo: Repo, metrics: BackupMetrics) -
                     (Outcome::Skipped, why)
                 }
                 Err(e) => {
-                    metrics.failures.inc();
-                    tracing::error!(event = "backup.failed", kind = e.kind(), error = %e, "scheduled backup failed");
+                    events.backup_failed(&repo.store.describe(), &e, Some(&metrics.failures));
                     (Outcome::Failure, e.to_string())
                 }
             };
@@ -263,20 +272,17 @@ pub async fn verify_loop(
     repo: Repo,
     metrics: PitrMetrics,
     every: Duration,
+    events: crate::events::Events,
     token: CancellationToken,
 ) {
     loop {
         let archiver = archiver_state(&settings.postgres).await;
         match super::pitr::verify(&repo, archiver).await {
             Ok(report) => {
-                if !report.ok {
-                    tracing::warn!(event = "pitr.check.failed", missing = report.missing.len(), first_missing = report.missing.first().map(String::as_str).unwrap_or(""), problems = ?report.problems, "PITR continuity broken");
-                }
+                events.pitr_checked(&repo.store.describe(), Ok(&report));
                 metrics.publish(&report);
             }
-            Err(e) => {
-                tracing::warn!(event = "pitr.check.error", error = %e, "PITR check could not run")
-            }
+            Err(e) => events.pitr_checked(&repo.store.describe(), Err(e.to_string())),
         }
         tokio::select! {
             _ = token.cancelled() => return,
@@ -287,9 +293,19 @@ pub async fn verify_loop(
 
 /// The body of the scheduled drill job. The restore_command runs this binary's wal-fetch
 /// with the daemon's own config file.
-pub fn drill_job(settings: Arc<Settings>, repo: Repo, metrics: PitrMetrics) -> JobFn {
+pub fn drill_job(
+    settings: Arc<Settings>,
+    repo: Repo,
+    metrics: PitrMetrics,
+    events: crate::events::Events,
+) -> JobFn {
     Arc::new(move || {
-        let (settings, repo, metrics) = (settings.clone(), repo.clone(), metrics.clone());
+        let (settings, repo, metrics, events) = (
+            settings.clone(),
+            repo.clone(),
+            metrics.clone(),
+            events.clone(),
+        );
         Box::pin(async move {
             let wal_fetch = match (
                 std::env::current_exe(),
@@ -302,7 +318,10 @@ pub fn drill_job(settings: Arc<Settings>, repo: Repo, metrics: PitrMetrics) -> J
                         e1.err(),
                         e2.err()
                     );
-                    metrics.drill_failures.inc();
+                    events.emit(
+                        crate::events::Op::failure("drill.failed", why.clone())
+                            .count(&metrics.drill_failures),
+                    );
                     return (Outcome::Failure, why);
                 }
             };
@@ -322,15 +341,14 @@ pub fn drill_job(settings: Arc<Settings>, repo: Repo, metrics: PitrMetrics) -> J
                 metrics
                     .drill_last_success
                     .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                tracing::info!(event = "drill.completed", id = %ev.id, rto_seconds = ev.timings.total_seconds, "restore drill passed");
+                events.drill_finished(&repo.store.describe(), &ev, None);
                 (
                     Outcome::Success,
                     format!("drill {} passed in {:.1}s", ev.id, ev.timings.total_seconds),
                 )
             } else {
-                metrics.drill_failures.inc();
+                events.drill_finished(&repo.store.describe(), &ev, Some(&metrics.drill_failures));
                 let why = ev.error.clone().unwrap_or_else(|| "failed".into());
-                tracing::error!(event = "drill.failed", id = %ev.id, error = %why, "restore drill failed");
                 (Outcome::Failure, why)
             }
         })

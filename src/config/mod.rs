@@ -9,6 +9,7 @@ mod settings;
 use std::path::Path;
 
 pub use error::{Error, Location};
+pub use settings::AuditTable;
 pub use settings::{
     display_dsn, parse_schedule, ApiProxySettings, AuditSettings, BackupSettings, CustomKind,
     CustomQuery, EnvLookup, ObjectLockSettings, OffsiteSettings, PgbouncerSettings,
@@ -180,5 +181,44 @@ mod tests {
         assert_eq!(lock.retain_for, std::time::Duration::from_secs(37 * 86_400));
         // The off-site store inherits [storage.s3].
         assert_eq!(s.offsite.map(|o| o.s3.object_lock), Some(Some(lock)));
+    }
+
+    #[test]
+    fn audit_keys_are_validated_with_key_and_line() {
+        let base = "[postgres]\ndsn = \"postgresql://u@h/db\"\n[audit]\n";
+        let s = parse_str(&format!(
+            "{base}file = \"/var/log/pgvigil/audit.jsonl\"\ntable = \"audit.logged_actions\"\nredact_columns = [\"pin\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.audit.table.as_ref().map(|t| t.quoted()).as_deref(),
+            Some("\"audit\".\"logged_actions\"")
+        );
+        assert_eq!(s.audit.redact_columns, ["pin"]);
+        assert_eq!(
+            s.audit.file.as_deref(),
+            Some(Path::new("/var/log/pgvigil/audit.jsonl"))
+        );
+        let defaults = parse_str(base).unwrap();
+        assert!(defaults.audit.stdout && defaults.audit.table.is_none());
+        assert!(defaults
+            .audit
+            .redact_columns
+            .contains(&"password".to_string()));
+
+        for (line, want) in [
+            ("table = \"logged_actions\"", "audit.table"),
+            ("table = \"audit.x; drop table y\"", "audit.table"),
+            ("file = \"audit.jsonl\"", "audit.file"),
+            ("redact_columns = [\"\"]", "audit.redact_columns"),
+        ] {
+            let e = parse_str(&format!("{base}{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("pgvigil.toml:4") && e.contains(want),
+                "{line}: {e}"
+            );
+        }
     }
 }

@@ -124,6 +124,24 @@ pub async fn connect(
     opts: &ConnectOptions,
     dbname: Option<&str>,
 ) -> Result<Connected, ConnectError> {
+    open(opts, dbname, None).await
+}
+
+/// Like [`connect`], and every `NOTIFY` the session receives (after it runs `LISTEN`) is
+/// sent to `notifications` as its channel name. The audit tailer uses it to wake up.
+pub async fn connect_listening(
+    opts: &ConnectOptions,
+    dbname: Option<&str>,
+    notifications: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<Connected, ConnectError> {
+    open(opts, dbname, Some(notifications)).await
+}
+
+async fn open(
+    opts: &ConnectOptions,
+    dbname: Option<&str>,
+    notifications: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<Connected, ConnectError> {
     let mut config = opts.config.clone();
     if let Some(db) = dbname {
         config.dbname(db);
@@ -168,7 +186,30 @@ pub async fn connect(
         })?
         .map_err(pg_err)?;
     let driver = tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        let result = match notifications {
+            None => connection.await,
+            Some(tx) => {
+                // Polling the connection as a stream is what surfaces notifications.
+                let mut connection = connection;
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let mut result = Ok(());
+                while let Some(m) = futures_util::StreamExt::next(&mut messages).await {
+                    match m {
+                        Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                            let _ = tx.send(n.channel().to_string());
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                result
+            }
+        };
+        if let Err(e) = result {
             tracing::debug!(event = "postgres.connection.closed", error = %db_error_message(&e), "connection closed");
         }
     });

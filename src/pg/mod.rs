@@ -8,7 +8,9 @@ pub(crate) mod process;
 pub mod temp_cluster;
 pub mod temp_pgbouncer;
 
-pub use conn::{connect, connect_admin_console, db_error_message, ConnectOptions, Connected};
+pub use conn::{
+    connect, connect_admin_console, connect_listening, db_error_message, ConnectOptions, Connected,
+};
 pub use temp_cluster::{TempCluster, TempClusterOptions};
 pub use temp_pgbouncer::TempPgbouncer;
 

@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     stage_labels: BoundedLabels,
     pub(crate) metrics: ApiMetrics,
     pub(crate) audit: AuditLog,
+    /// `auth.denied` ops events (through the same audit log).
+    pub(crate) events: crate::events::Events,
 }
 
 /// Why the proxy could not start.
@@ -164,6 +166,7 @@ pub async fn start(
         error_labels: BoundedLabels::new(MAX_ERRORS),
         stage_labels: BoundedLabels::new(MAX_STAGES),
         metrics: ApiMetrics::register(registry)?,
+        events: crate::events::Events::new(audit.clone(), "run"),
         audit,
         client,
         settings,

@@ -92,35 +92,53 @@ impl Finish {
                 .with_label_values(&[self.route.as_str(), err.as_str()])
                 .inc();
         }
+        // A token that failed verification (PostgREST answers it with 401), or a 401/403
+        // from upstream: an ops event besides the access line, for alerting and SIEM rules.
+        if self.code == 401 || self.code == 403 || self.identity.role == super::jwt::INVALID_ROLE {
+            self.shared.events.emit(
+                crate::events::Op::refused("auth.denied", "API request denied")
+                    .target(serde_json::json!({"method": self.method, "route": self.route}))
+                    .details(serde_json::json!({
+                        "request_id": self.request_id,
+                        "code": self.code,
+                        "role": self.identity.role,
+                        "token_verified": self.identity.verified,
+                        "sub": self.identity.sub,
+                    })),
+            );
+        }
         let outcome = if self.code >= 500 {
             Outcome::Failure
         } else {
             Outcome::Success
         };
-        self.shared.audit.emit_record(&AccessLine {
-            ts: now_rfc3339(),
-            kind: EventKind::Access,
-            event: "api.request",
-            outcome,
-            actor: Actor {
-                role: &self.identity.role,
-                role_verified: self.identity.verified,
-                sub: self.identity.sub.as_deref(),
+        self.shared.audit.emit_record(
+            EventKind::Access,
+            &AccessLine {
+                ts: now_rfc3339(),
+                kind: EventKind::Access,
+                event: "api.request",
+                outcome,
+                actor: Actor {
+                    role: &self.identity.role,
+                    role_verified: self.identity.verified,
+                    sub: self.identity.sub.as_deref(),
+                },
+                target: Target {
+                    method: self.method,
+                    route: &self.route,
+                },
+                details: Details {
+                    request_id: &self.request_id,
+                    code: self.code,
+                    rows: self.rows,
+                    total: self.total,
+                    latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                    bytes,
+                    upstream_error: self.upstream_error.as_deref(),
+                },
             },
-            target: Target {
-                method: self.method,
-                route: &self.route,
-            },
-            details: Details {
-                request_id: &self.request_id,
-                code: self.code,
-                rows: self.rows,
-                total: self.total,
-                latency_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-                bytes,
-                upstream_error: self.upstream_error.as_deref(),
-            },
-        });
+        );
     }
 }
 

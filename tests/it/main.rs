@@ -4,6 +4,7 @@ mod harness;
 
 mod api_proxy;
 mod artefacts;
+mod audit;
 mod backup_restore;
 mod cli;
 mod dashboards_live;
