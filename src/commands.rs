@@ -71,12 +71,24 @@ async fn retention(
     };
     let mut repos = vec![open_repo(&settings).await?];
     repos.extend(open_offsite(&settings).await?);
+    let events = crate::events::Events::for_cli(&settings, "retention");
     let mut reports = Vec::new();
+    let mut failure = None;
     for repo in &repos {
-        let report = retention::run(repo, policy, chrono::Utc::now(), args.dry_run, &|_| {})
-            .await
-            .with_context(|| format!("retention on {}", repo.store.describe()))?;
-        reports.push(report);
+        let store = repo.store.describe();
+        let observe = |o: &retention::Outcome| events.retention_outcome(&store, o, None);
+        match retention::run(repo, policy, chrono::Utc::now(), args.dry_run, &observe).await {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                events.retention_failed(&store, &e, None);
+                failure = Some(anyhow::Error::new(e).context(format!("retention on {store}")));
+                break;
+            }
+        }
+    }
+    events.close().await;
+    if let Some(e) = failure {
+        return Err(e);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -139,9 +151,11 @@ async fn offsite(cli: &Cli, args: &JsonArgs, env: EnvLookup<'_>) -> anyhow::Resu
         );
     };
     let repo = open_repo(&settings).await?;
-    let report = crate::backup::offsite::run(&repo, &dest)
-        .await
-        .context("off-site copy failed")?;
+    let events = crate::events::Events::for_cli(&settings, "offsite");
+    let result = crate::backup::offsite::run(&repo, &dest).await;
+    events.offsite_finished(&dest.store.describe(), result.as_ref(), None);
+    events.close().await;
+    let report = result.context("off-site copy failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -16,7 +16,9 @@
 //! ```
 //!
 //! - Emitted today: `config.loaded`, `backup.completed|failed`, `wal.push.refused|failed`,
-//!   `pitr.check.completed|failed`, `drill.completed|failed`, `auth.denied` (API proxy).
+//!   `pitr.check.completed|failed`, `drill.completed|failed`, `auth.denied` (API proxy),
+//!   `storage.residency.checked|refused`, `retention.deleted|locked|failed`,
+//!   `offsite.completed|failed`.
 //! - `event` is a stable dotted name (`backup.completed`, `wal.push.refused`,
 //!   `retention.deleted`, `drill.failed`, `config.loaded`, `auth.denied`); dashboards and
 //!   SIEM rules match on it, so never rename one.
@@ -326,6 +328,109 @@ impl Events {
                 .details(serde_json::json!({ "error": e })),
         };
         self.emit(op.target(target));
+    }
+
+    /// `storage.residency.checked` or `storage.residency.refused` (the bucket is outside
+    /// the policy, its location cannot be read, or Object Lock is asked for and missing).
+    pub fn residency_checked(&self, store: &str, url: &str, verdict: &crate::store::Verdict) {
+        let op = if verdict.ok {
+            Op::success("storage.residency.checked", verdict.message.clone())
+        } else {
+            Op::refused("storage.residency.refused", verdict.message.clone())
+        };
+        self.emit(
+            op.target(serde_json::json!({ "store": store, "repository": url }))
+                .details(serde_json::json!({
+                    "region": verdict.region,
+                    "object_lock": verdict.object_lock,
+                })),
+        );
+    }
+
+    /// `retention.deleted` or `retention.locked` for one object; `counter` is
+    /// `pgvigil_retention_deleted_objects_total{store,reason}` in the daemon.
+    pub fn retention_outcome(
+        &self,
+        store: &str,
+        outcome: &crate::backup::retention::Outcome,
+        counter: Option<&IntCounter>,
+    ) {
+        use crate::backup::retention::Fate;
+        let o = &outcome.object;
+        let target = serde_json::json!({ "store": store, "key": o.key });
+        let details = serde_json::json!({
+            "reason": o.reason.label(),
+            "why": o.why,
+            "bytes": o.bytes,
+        });
+        let op = match &outcome.fate {
+            Fate::Deleted => {
+                let op = Op::success("retention.deleted", format!("deleted {}", o.key));
+                match counter {
+                    Some(c) => op.count(c),
+                    None => op,
+                }
+            }
+            Fate::Locked { until } => Op::success(
+                "retention.locked",
+                format!(
+                    "{} is due but under Object Lock until {until}; left in place",
+                    o.key
+                ),
+            ),
+            Fate::WouldDelete => return,
+        };
+        self.emit(op.target(target).details(details));
+    }
+
+    /// `retention.failed`; `counter` is `pgvigil_retention_failures_total`.
+    pub fn retention_failed(
+        &self,
+        store: &str,
+        error: &crate::backup::Error,
+        counter: Option<&IntCounter>,
+    ) {
+        let mut op = Op::failure("retention.failed", "retention failed")
+            .target(serde_json::json!({ "store": store }))
+            .details(serde_json::json!({ "kind": error.kind(), "error": error.to_string() }));
+        if let Some(c) = counter {
+            op = op.count(c);
+        }
+        self.emit(op);
+    }
+
+    /// `offsite.completed` or `offsite.failed`; `counter` is
+    /// `pgvigil_offsite_failures_total`.
+    pub fn offsite_finished(
+        &self,
+        destination: &str,
+        result: Result<&crate::backup::offsite::CopyReport, &crate::backup::Error>,
+        counter: Option<&IntCounter>,
+    ) {
+        let op = match result {
+            Ok(r) => Op::success(
+                "offsite.completed",
+                format!("backup {} copied off-site and verified", r.backup_id),
+            )
+            .target(serde_json::json!({ "destination": r.destination, "backup": r.backup_id }))
+            .details(serde_json::json!({
+                "objects_copied": r.objects_copied,
+                "server_side": r.server_side,
+                "objects_present": r.objects_present,
+                "bytes": r.bytes_copied,
+                "wal_files": r.wal_files,
+            })),
+            Err(e) => {
+                let op = Op::failure("offsite.failed", "off-site copy failed")
+                    .target(serde_json::json!({ "destination": destination }))
+                    .details(serde_json::json!({ "kind": e.kind(), "error": e.to_string() }));
+                match counter {
+                    Some(c) => op.count(c),
+                    None => op,
+                }
+            }
+        };
+        self.emit(op);
     }
 }
 

@@ -209,7 +209,7 @@ impl App {
         tracker.spawn(backup::custody::residency_loop(
             custodied.clone(),
             custody_metrics.clone(),
-            audit.clone(),
+            events.clone(),
             residency_checked,
             backup::custody::RESIDENCY_RECHECK,
             token.clone(),
@@ -304,7 +304,7 @@ impl App {
                 shared_settings.clone(),
                 custodied,
                 custody_metrics.clone(),
-                audit.clone(),
+                events.clone(),
             ),
         )?;
         if let (Some(o), Some(offsite)) = (&settings.offsite, &offsite) {
@@ -315,7 +315,7 @@ impl App {
                     repo.clone(),
                     offsite.repo.clone(),
                     custody_metrics.clone(),
-                    audit.clone(),
+                    events.clone(),
                 ),
             )?;
         }

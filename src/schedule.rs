@@ -44,6 +44,11 @@ pub fn next_due(
     last_scheduled: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
+    // croner carries `now`'s fraction of a second into the occurrences it finds, so the
+    // same occurrence found a few milliseconds later compares as later: whole seconds only.
+    use chrono::{SubsecRound, Timelike};
+    let now = now.with_nanosecond(0).unwrap_or(now);
+    let last_scheduled = last_scheduled.map(|t| t.trunc_subsecs(0));
     if let Some(last) = last_scheduled {
         if let Ok(prev) = cron.find_previous_occurrence(&now, true) {
             if prev > last {
@@ -168,6 +173,20 @@ mod tests {
                 t("2026-11-23T03:00:00Z")
             ),
             Some(t("2026-11-23T02:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_caught_up_run_is_not_repeated_a_few_milliseconds_later() {
+        let cron: croner::Cron = "0 5 * * 0".parse().unwrap();
+        let now = t("2026-11-30T21:48:40.752441690Z");
+        let due = next_due(&cron, Some(t("2026-01-01T00:00:00Z")), now).unwrap();
+        assert_eq!(due, t("2026-11-29T05:00:00Z"));
+        // The job ran; asked again 100 ms later (a larger fraction), the next is a week on.
+        let later = now + chrono::Duration::milliseconds(100);
+        assert_eq!(
+            next_due(&cron, Some(due), later),
+            Some(t("2026-12-06T05:00:00Z"))
         );
     }
 

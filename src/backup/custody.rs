@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::retention::{self, Fate, Outcome as RetentionOutcome, Policy};
-use crate::audit::{AuditLog, Event, EventKind, Outcome as AuditOutcome};
+use super::retention::{self, Outcome as RetentionOutcome, Policy};
 use crate::config::Settings;
+use crate::events::Events;
 use crate::metrics::catalogue::{self as cat, MetricDef};
 use crate::schedule::{JobFn, Outcome};
 use crate::store::{Guarded, ObjectStore, Repo};
@@ -100,34 +99,12 @@ impl CustodyMetrics {
     }
 }
 
-/// One audit line for an operational event of this module.
-fn ops_event(
-    event: &'static str,
-    ok: bool,
-    target: serde_json::Value,
-    details: serde_json::Value,
-) -> Event {
-    Event {
-        ts: crate::audit::event::now_rfc3339(),
-        kind: EventKind::Ops,
-        event,
-        outcome: if ok {
-            AuditOutcome::Success
-        } else {
-            AuditOutcome::Failure
-        },
-        actor: json!("pgvigil"),
-        target,
-        details,
-    }
-}
-
 /// Checks every store now and every `every` until cancelled; `checked` turns true after
 /// the first round (readiness waits for it).
 pub async fn residency_loop(
     stores: Vec<Custodied>,
     metrics: CustodyMetrics,
-    audit: AuditLog,
+    events: Events,
     checked: Arc<AtomicBool>,
     every: Duration,
     token: CancellationToken,
@@ -147,16 +124,7 @@ pub async fn residency_loop(
                 } else {
                     0.0
                 });
-            if verdict.ok {
-                tracing::info!(event = "storage.residency.ok", store = s.label, location = %s.guard.describe(), detail = %verdict.message, "store location checked");
-            } else {
-                audit.emit(ops_event(
-                    "storage.residency.refused",
-                    false,
-                    json!({"store": s.label, "url": s.guard.describe()}),
-                    json!({"region": verdict.region, "reason": verdict.message}),
-                ));
-            }
+            events.residency_checked(s.label, &s.guard.describe(), &verdict);
         }
         checked.store(true, Ordering::Release);
         tokio::select! {
@@ -171,29 +139,14 @@ pub async fn apply_retention(
     store: &Custodied,
     policy: Policy,
     metrics: &CustodyMetrics,
-    audit: &AuditLog,
+    events: &Events,
 ) -> Result<retention::Report, super::Error> {
     let label = store.label;
-    let observe = |o: &RetentionOutcome| match &o.fate {
-        Fate::Deleted => {
-            metrics
-                .retention_deleted
-                .with_label_values(&[label, o.object.reason.label()])
-                .inc();
-            audit.emit(ops_event(
-                "retention.deleted",
-                true,
-                json!({"store": label, "key": o.object.key}),
-                json!({"reason": o.object.reason.label(), "why": o.object.why, "bytes": o.object.bytes}),
-            ));
-        }
-        Fate::Locked { until } => audit.emit(ops_event(
-            "retention.locked",
-            true,
-            json!({"store": label, "key": o.object.key}),
-            json!({"reason": o.object.reason.label(), "locked_until": until}),
-        )),
-        Fate::WouldDelete => {}
+    let observe = |o: &RetentionOutcome| {
+        let counter = metrics
+            .retention_deleted
+            .with_label_values(&[label, o.object.reason.label()]);
+        events.retention_outcome(label, o, Some(&counter));
     };
     let report = retention::run(&store.repo, policy, Utc::now(), false, &observe).await?;
     metrics
@@ -208,14 +161,14 @@ pub fn retention_job(
     settings: Arc<Settings>,
     stores: Vec<Custodied>,
     metrics: CustodyMetrics,
-    audit: AuditLog,
+    events: Events,
 ) -> JobFn {
     Arc::new(move || {
-        let (settings, stores, metrics, audit) = (
+        let (settings, stores, metrics, events) = (
             settings.clone(),
             stores.clone(),
             metrics.clone(),
-            audit.clone(),
+            events.clone(),
         );
         Box::pin(async move {
             let policy = Policy {
@@ -224,7 +177,7 @@ pub fn retention_job(
             };
             let mut summary = Vec::new();
             for store in &stores {
-                match apply_retention(store, policy, &metrics, &audit).await {
+                match apply_retention(store, policy, &metrics, &events).await {
                     Ok(r) => summary.push(format!(
                         "{}: kept {} backup(s), deleted {} object(s), {} locked",
                         store.label,
@@ -234,14 +187,7 @@ pub fn retention_job(
                     )),
                     Err(super::Error::Skipped(why)) => return (Outcome::Skipped, why),
                     Err(e) => {
-                        metrics.retention_failures.inc();
-                        tracing::error!(event = "retention.failed", store = store.label, error = %e, "retention failed");
-                        audit.emit(ops_event(
-                            "retention.failed",
-                            false,
-                            json!({"store": store.label}),
-                            json!({"error": e.to_string()}),
-                        ));
+                        events.retention_failed(store.label, &e, Some(&metrics.retention_failures));
                         return (Outcome::Failure, e.to_string());
                     }
                 }
@@ -255,31 +201,29 @@ pub fn retention_job(
 }
 
 /// The body of the scheduled off-site copy.
-pub fn offsite_job(
-    primary: Repo,
-    offsite: Repo,
-    metrics: CustodyMetrics,
-    audit: AuditLog,
-) -> JobFn {
+pub fn offsite_job(primary: Repo, offsite: Repo, metrics: CustodyMetrics, events: Events) -> JobFn {
     Arc::new(move || {
-        let (primary, offsite, metrics, audit) = (
+        let (primary, offsite, metrics, events) = (
             primary.clone(),
             offsite.clone(),
             metrics.clone(),
-            audit.clone(),
+            events.clone(),
         );
         Box::pin(async move {
-            match super::offsite::run(&primary, &offsite).await {
+            let result = super::offsite::run(&primary, &offsite).await;
+            if let Err(super::Error::Skipped(why)) = &result {
+                return (Outcome::Skipped, why.clone());
+            }
+            events.offsite_finished(
+                &offsite.store.describe(),
+                result.as_ref(),
+                Some(&metrics.offsite_failures),
+            );
+            match result {
                 Ok(r) => {
                     metrics
                         .offsite_last_success
                         .set(r.finished.timestamp_millis() as f64 / 1000.0);
-                    audit.emit(ops_event(
-                        "offsite.completed",
-                        true,
-                        json!({"destination": r.destination, "backup": r.backup_id}),
-                        json!({"objects_copied": r.objects_copied, "server_side": r.server_side, "bytes": r.bytes_copied, "objects_present": r.objects_present}),
-                    ));
                     (
                         Outcome::Success,
                         format!(
@@ -288,18 +232,7 @@ pub fn offsite_job(
                         ),
                     )
                 }
-                Err(super::Error::Skipped(why)) => (Outcome::Skipped, why),
-                Err(e) => {
-                    metrics.offsite_failures.inc();
-                    tracing::error!(event = "offsite.failed", error = %e, "off-site copy failed");
-                    audit.emit(ops_event(
-                        "offsite.failed",
-                        false,
-                        json!({"destination": offsite.store.describe()}),
-                        json!({"error": e.to_string()}),
-                    ));
-                    (Outcome::Failure, e.to_string())
-                }
+                Err(e) => (Outcome::Failure, e.to_string()),
             }
         })
     })

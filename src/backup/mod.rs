@@ -46,6 +46,7 @@ impl Error {
     /// A bounded label for metrics and audit events.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Store(crate::store::Error::Refused { .. }) => "refused",
             Error::Store(_) => "store",
             Error::Refused(_) => "refused",
             Error::Io { .. } => "io",

@@ -277,8 +277,8 @@ pub struct Report {
     pub locked_objects: usize,
 }
 
-/// Called for every object as it is deleted or found locked (for audit events and
-/// metrics); not called in a dry run.
+/// Called for every object as it is deleted or found locked: the caller logs it, audits it
+/// and counts it (`events::Events::retention_outcome`); not called in a dry run.
 pub type Observer<'a> = &'a (dyn Fn(&Outcome) + Send + Sync);
 
 /// Deletes `batch`, recording and observing each object's fate; fails on the first
@@ -292,21 +292,14 @@ async fn delete_batch(
     if batch.is_empty() {
         return Ok(());
     }
-    let store = repo.store.describe();
     let keys: Vec<String> = batch.iter().map(|d| d.key.clone()).collect();
     let mut failed: std::collections::HashMap<String, crate::store::Error> =
         repo.store.delete_many(&keys).await.into_iter().collect();
     let mut first_error = None;
     for doomed in batch {
         let fate = match failed.remove(&doomed.key) {
-            None => {
-                tracing::info!(event = "retention.deleted", store = %store, key = %doomed.key, reason = doomed.reason.label(), bytes = doomed.bytes, why = %doomed.why, "deleted");
-                Fate::Deleted
-            }
-            Some(crate::store::Error::Locked { until, .. }) => {
-                tracing::info!(event = "retention.locked", store = %store, key = %doomed.key, until = %until, "due for deletion but under Object Lock; left in place");
-                Fate::Locked { until }
-            }
+            None => Fate::Deleted,
+            Some(crate::store::Error::Locked { until, .. }) => Fate::Locked { until },
             Some(e) => {
                 first_error.get_or_insert(e);
                 continue;

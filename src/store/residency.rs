@@ -242,7 +242,8 @@ impl Guarded {
     }
 
     /// Asks the backend where it is now, judges it, and remembers the verdict. An error
-    /// reading the facts is a refusal.
+    /// reading the facts is a refusal. The caller reports it (`events::residency_checked`);
+    /// a refused write fails with the verdict's message.
     pub async fn check(&self) -> Verdict {
         let store = self.inner.describe();
         let lock_wanted = self.inner.object_lock_mode().is_some();
@@ -255,9 +256,6 @@ impl Guarded {
                 object_lock: false,
             },
         };
-        if !verdict.ok {
-            tracing::error!(event = "storage.residency.refused", store = %store, region = verdict.region.as_deref().unwrap_or(""), reason = %verdict.message, "store refused");
-        }
         *self.verdict.lock().await = Some(verdict.clone());
         verdict
     }

@@ -656,8 +656,10 @@ async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metric
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
+    let audit_file = owner.path().join("audit.jsonl");
     let extra = format!(
-        "{storage}[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n[retention]\nschedule = \"0 3 * * *\"\n"
+        "{storage}[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n[retention]\nschedule = \"0 3 * * *\"\n[audit]\nfile = \"{}\"\n",
+        audit_file.display()
     );
     let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &extra)).await;
     harness::wait_ready(&running).await;
@@ -712,6 +714,24 @@ async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metric
         s.metric("pgvigil_offsite_failures_total").value(),
         Some(0.0)
     );
+    // Every deletion, the copy and the residency checks are in the audit file, whose
+    // chain verifies.
+    let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let count = |event: &str| lines.iter().filter(|l| l["event"] == event).count();
+    assert_eq!(count("retention.deleted") as f64, deleted, "{text}");
+    assert_eq!(count("offsite.completed"), 1, "{text}");
+    assert_eq!(count("storage.residency.checked"), 2, "{text}");
+    assert!(lines
+        .iter()
+        .filter(|l| l["event"] == "retention.deleted")
+        .all(|l| l["kind"] == "ops" && l["details"]["reason"] == "expired_wal"));
+    let (ok, out, err) = run_pgvigil(&["audit", "verify", &audit_file.display().to_string()]);
+    assert!(ok, "{out}{err}");
+
     // The copy is there, committed.
     let ids = backup_ids(&cfg, &[]);
     assert!(owner
