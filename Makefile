@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev build dev test lint bench bench-scrape bench-proxy bench-backup bench-audit clean
+.PHONY: all deps deps-dev build dev test lint bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -31,7 +31,7 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 ## bench: every side-by-side benchmark (see bench/README.md); each also runs alone
-bench: bench-scrape bench-proxy bench-backup bench-audit
+bench: bench-scrape bench-proxy bench-backup bench-audit bench-custody
 
 bench-scrape:   ## scrape cost vs postgres_exporter
 	bench/scrape.sh
@@ -44,6 +44,9 @@ bench-backup:   ## backup/restore vs pgBackRest and pg_basebackup, wal-push per 
 
 bench-audit:    ## audit table forwarding: events/s and lag
 	bench/audit.sh
+
+bench-custody:  ## retention, residency check and off-site copy costs
+	bench/custody.sh
 
 clean:
 	$(CARGO) clean
