@@ -131,19 +131,7 @@ async fn point_in_time(storage: &str, repo_owner: &tempfile::TempDir, env: Vec<(
     assert!(out.contains(info["id"].as_str().unwrap_or("?")));
     let restored = start_restored_env(&restore_dir, env.clone()).await;
     let rc = client(&restored, "postgres").await;
-    eventually(Duration::from_secs(60), || async {
-        let in_recovery: bool = rc
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        if in_recovery {
-            Err("still recovering".into())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    harness::wait_promoted(&rc).await;
     let ids: Vec<i32> = rc
         .query("SELECT id FROM markers ORDER BY id", &[])
         .await

@@ -103,19 +103,7 @@ async fn a_promoted_replica_archiving_into_the_same_store_stays_green() {
     primary.stop().await;
     let rdb = client(&replica, "postgres").await;
     exec(&rdb, "SELECT pg_promote()").await;
-    eventually(Duration::from_secs(30), || async {
-        let r: bool = rdb
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        if r {
-            Err("still a standby".into())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    harness::wait_promoted(&rdb).await;
     exec(&rdb, "INSERT INTO t VALUES (3)").await;
     switch_and_archive(&rdb).await;
     exec(&rdb, "INSERT INTO t VALUES (4)").await;

@@ -38,20 +38,6 @@ fn s3_storage(moto: &MotoServer, bucket: &str, extra_s3: &str) -> String {
     )
 }
 
-async fn bucket_keys(moto: &MotoServer, bucket: &str) -> Vec<String> {
-    let out = moto
-        .client()
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
-    out.contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect()
-}
-
 /// Runs pgvigil as the postgres user under libfaketime, `offset` ahead (e.g. "+40d").
 fn run_pgvigil_at(offset: &str, args: &[&str]) -> (bool, String, String) {
     harness::require_binary("/usr/bin/faketime", "faketime");
@@ -122,19 +108,7 @@ async fn restored_markers(
     assert!(ok, "restore failed: {err}");
     let restored = start_restored_env(&dir, env).await;
     let rc = client(&restored, "postgres").await;
-    eventually(Duration::from_secs(60), || async {
-        let r: bool = rc
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        if r {
-            Err("still recovering".to_string())
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    harness::wait_promoted(&rc).await;
     rc.query("SELECT id FROM markers ORDER BY id", &[])
         .await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -282,7 +256,7 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
             "{err}"
         );
         assert!(
-            bucket_keys(&moto, bucket).await.is_empty(),
+            moto.keys(bucket).await.is_empty(),
             "nothing written to {bucket}"
         );
         let (ok, out, _) = run_pgvigil_env(&["check-config", "-c", &cfg], &env);
@@ -359,7 +333,7 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
         err.contains("bucket replicated replicates to bucket virginia in us-east-1"),
         "{err}"
     );
-    assert!(bucket_keys(&moto, "replicated").await.is_empty());
+    assert!(moto.keys("replicated").await.is_empty());
 
     let config = owner.path().join("frankfurt.toml");
     write_config(
@@ -369,7 +343,8 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
     );
     let cfg = config.display().to_string();
     take_backup(&cfg, &env);
-    assert!(bucket_keys(&moto, "frankfurt")
+    assert!(moto
+        .keys("frankfurt")
         .await
         .iter()
         .any(|k| k.ends_with("/backup.json")));
@@ -426,7 +401,7 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert_eq!(seen, 0.0);
-    assert!(bucket_keys(&moto, "virginia").await.is_empty());
+    assert!(moto.keys("virginia").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +435,7 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
     );
     let (ok, _, err) = run_pgvigil_env(&["backup", "-c", &config.display().to_string()], &env);
     assert!(!ok && err.contains("has no Object Lock enabled"), "{err}");
-    assert!(bucket_keys(&moto, "unlocked").await.is_empty());
+    assert!(moto.keys("unlocked").await.is_empty());
 
     let config = owner.path().join("locked.toml");
     write_config(
@@ -497,7 +472,8 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
         "retain until {until}, expected about {expected}"
     );
     // Lease and job state are never locked (they are rewritten and deleted).
-    assert!(bucket_keys(&moto, "locked")
+    assert!(moto
+        .keys("locked")
         .await
         .iter()
         .all(|k| !k.contains("/state/locks/")));
@@ -583,7 +559,7 @@ async fn offsite_copy_between_buckets_is_server_side_verified_incremental_and_re
         Some(copied),
         "same service: CopyObject"
     );
-    let keys = bucket_keys(&moto, "copies").await;
+    let keys = moto.keys("copies").await;
     assert!(keys.iter().any(|k| k.ends_with("/backup.json")), "{keys:?}");
 
     // A second run copies only what is new.
@@ -622,7 +598,7 @@ async fn offsite_copy_between_buckets_is_server_side_verified_incremental_and_re
     let (ok, _, err) = run_pgvigil_env(&["offsite", "-c", &cfg], &env);
     assert!(!ok);
     assert!(err.contains("bucket abroad is in us-east-1"), "{err}");
-    assert!(bucket_keys(&moto, "abroad").await.is_empty());
+    assert!(moto.keys("abroad").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

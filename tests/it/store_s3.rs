@@ -38,20 +38,6 @@ fn stream_of(parts: Vec<Result<Bytes, std::io::Error>>) -> ByteStream {
     Box::pin(futures_util::stream::iter(parts))
 }
 
-async fn bucket_keys(moto: &MotoServer, bucket: &str) -> Vec<String> {
-    let out = moto
-        .client()
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
-    out.contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect()
-}
-
 async fn uploads_in_progress(moto: &MotoServer, bucket: &str) -> Vec<String> {
     let out = moto
         .client()
@@ -311,7 +297,7 @@ async fn a_stream_failing_after_20_mib_leaves_nothing() {
     );
 
     assert!(store.list("").await.unwrap().is_empty());
-    assert!(bucket_keys(&moto, "fail").await.is_empty());
+    assert!(moto.keys("fail").await.is_empty());
     assert_eq!(
         uploads_in_progress(&moto, "fail").await,
         Vec::<String>::new()
@@ -354,7 +340,7 @@ async fn a_cancelled_put_aborts_its_multipart_upload() {
         }
     })
     .await;
-    assert!(bucket_keys(&moto, "cancel").await.is_empty());
+    assert!(moto.keys("cancel").await.is_empty());
 }
 
 #[tokio::test]

@@ -319,6 +319,24 @@ where
     }
 }
 
+/// Waits (at most 60 s) until the server behind `c` has left recovery: a restored cluster
+/// reached its target and promoted, or a promoted standby finished.
+pub async fn wait_promoted(c: &tokio_postgres::Client) {
+    eventually(Duration::from_secs(60), || async {
+        let in_recovery: bool = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if in_recovery {
+            Err("still in recovery".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
+
 /// Checks that a system binary exists, failing with the install command if not.
 pub fn require_binary(path: &str, package: &str) {
     if !Path::new(path).exists() {

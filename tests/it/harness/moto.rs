@@ -191,6 +191,21 @@ impl MotoServer {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// Every key in `bucket` (one listing page: tests keep buckets small).
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .client()
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
     /// Creates `bucket` in `region`.
     pub async fn create_bucket(&self, bucket: &str, region: &str) {
         use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
