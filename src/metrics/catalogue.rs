@@ -345,7 +345,7 @@ catalogue! {
     PGVIGIL_WAL_PUSH_TOTAL: counter "pgvigil_wal_push_total" ["outcome"] new "WAL files pushed by archive_command (pgvigil wal-push), reported to this daemon over loopback: outcome=success or failure.";
     PGVIGIL_WAL_PUSH_DURATION_SECONDS: histogram "pgvigil_wal_push_duration_seconds" [] new "Time per WAL push, in seconds (read, compress, upload).";
     PGVIGIL_WAL_LAST_PUSHED_TIMESTAMP_SECONDS: gauge "pgvigil_wal_last_pushed_timestamp_seconds" [] new "When the last successful WAL push was reported (Unix seconds).";
-    PGVIGIL_JOB_NEXT_RUN_TIMESTAMP_SECONDS: gauge "pgvigil_job_next_run_timestamp_seconds" ["job"] new "When the scheduled job runs next (Unix seconds).";
+    PGVIGIL_JOB_NEXT_RUN_TIMESTAMP_SECONDS: gauge "pgvigil_job_next_run_timestamp_seconds" ["task"] new "When the scheduled task (backup, drill, retention, offsite) runs next (Unix seconds). The label is not `job`, which Prometheus reserves for the scrape job.";
 
     // --- PITR verification, heartbeat, drills --------------------------------------------
     PGVIGIL_PITR_WINDOW_START_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_window_start_timestamp_seconds" [] new "Earliest recoverable time: the end of the oldest backup (Unix seconds).";

@@ -478,7 +478,7 @@ async fn the_daemon_reports_backups_wal_pushes_and_the_next_run() {
     );
     let next = s
         .metric("pgvigil_job_next_run_timestamp_seconds")
-        .label("job", "backup")
+        .label("task", "backup")
         .get()
         .unwrap_or(0.0);
     let now = chrono::Utc::now().timestamp() as f64;
