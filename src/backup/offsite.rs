@@ -12,7 +12,6 @@
 //! weekly run moves only what is new. The result is recorded in the source repository
 //! (`state/offsite/last.json`).
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -248,7 +247,6 @@ async fn stream_sha256(store: &dyn ObjectStore, key: &str) -> Result<String, Err
         .await
         .map_err(super::io(format!("reading back {key}")))?
     {
-        let chunk: Bytes = chunk;
         hasher.update(&chunk);
     }
     Ok(hex::encode(hasher.finalize()))

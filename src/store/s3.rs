@@ -901,7 +901,7 @@ impl ObjectStore for S3Store {
                 None if status(&e) == Some(404) => {
                     return Err(self.failed(
                         "checking",
-                        "",
+                        "the bucket",
                         format!(
                             "bucket {} does not exist ({})",
                             self.bucket,
@@ -956,7 +956,11 @@ impl ObjectStore for S3Store {
                 ),
                 Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Some(false),
                 Err(e) => {
-                    return Err(self.backend("reading the Object Lock configuration of", "", &e))
+                    return Err(self.backend(
+                        "reading the Object Lock configuration of",
+                        "the bucket",
+                        &e,
+                    ))
                 }
             };
         }
