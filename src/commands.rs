@@ -132,11 +132,12 @@ async fn retention(
             .filter(|o| o.fate == Fate::WouldDelete)
             .count();
         println!(
-            "  {} object(s) deleted ({}), {} would be deleted, {} locked",
+            "  {} object(s) deleted ({}), {} would be deleted, {} locked, {} lock(s) renewed",
             r.deleted_objects,
             indicatif::HumanBytes(r.deleted_bytes),
             would,
-            r.locked_objects
+            r.locked_objects,
+            r.renewed_locks
         );
     }
     Ok(ExitCode::SUCCESS)

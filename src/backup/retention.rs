@@ -275,6 +275,8 @@ pub struct Report {
     pub deleted_objects: usize,
     pub deleted_bytes: u64,
     pub locked_objects: usize,
+    /// Kept objects whose Object Lock was renewed (it would have ended too early).
+    pub renewed_locks: usize,
 }
 
 /// Called for every object as it is deleted or found locked: the caller logs it, audits it
@@ -356,6 +358,7 @@ async fn apply(
     // Deleted in batches (one request per 1,000 keys on S3), except each backup's
     // backup.json, which goes alone and first, before the batch holding its objects.
     let mut pending: Vec<Doomed> = Vec::new();
+    let doomed_keys: BTreeSet<String> = plan.delete.iter().map(|d| d.key.clone()).collect();
     for doomed in plan.delete {
         if dry_run {
             outcomes.push(Outcome {
@@ -386,6 +389,20 @@ async fn apply(
         }
     }
     delete_batch(repo, pending, observe, &mut outcomes).await?;
+
+    // What stays must stay protected: renew the Object Lock of kept objects whose lock
+    // would end before retention lets them go (no-op without Object Lock).
+    let mut renewed_locks = 0;
+    if !dry_run && repo.store.object_lock_mode().is_some() {
+        for o in &objects {
+            let (Some(written), false) = (o.last_modified, doomed_keys.contains(&o.key)) else {
+                continue;
+            };
+            if repo.store.extend_lock(&o.key, written, now.into()).await? {
+                renewed_locks += 1;
+            }
+        }
+    }
     let deleted: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| o.fate == Fate::Deleted)
@@ -403,6 +420,7 @@ async fn apply(
             .iter()
             .filter(|o| matches!(o.fate, Fate::Locked { .. }))
             .count(),
+        renewed_locks,
         objects: outcomes,
     })
 }

@@ -179,6 +179,19 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Renews the Object Lock of `key` (written at `written`) to `now` + the configured
+    /// retention when its lock ends within a day of `now`: for objects retention keeps longer
+    /// than planned (the last backup when no new ones come, `min_backups`). Returns whether it
+    /// renewed; stores without Object Lock never do.
+    async fn extend_lock(
+        &self,
+        _key: &str,
+        _written: std::time::SystemTime,
+        _now: std::time::SystemTime,
+    ) -> Result<bool, Error> {
+        Ok(false)
+    }
+
     /// Copies `source_key` of `source` to `key` without the data passing through pgvigil,
     /// when both are on one service; `Ok(false)` when that is not possible (the caller
     /// then streams the object).

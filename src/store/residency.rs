@@ -337,6 +337,15 @@ impl ObjectStore for Guarded {
         self.inner.object_lock_mode()
     }
 
+    async fn extend_lock(
+        &self,
+        key: &str,
+        written: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Result<bool, Error> {
+        self.inner.extend_lock(key, written, now).await
+    }
+
     async fn copy_from(
         &self,
         source: &dyn ObjectStore,

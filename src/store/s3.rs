@@ -35,7 +35,8 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::primitives::DateTime as SdkDateTime;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
-    ObjectIdentifier, ObjectLockEnabled, ObjectLockMode,
+    ObjectIdentifier, ObjectLockEnabled, ObjectLockMode, ObjectLockRetention,
+    ObjectLockRetentionMode,
 };
 use aws_sdk_s3::Client;
 
@@ -969,6 +970,40 @@ impl ObjectStore for S3Store {
 
     fn object_lock_mode(&self) -> Option<LockMode> {
         self.lock.map(|l| l.mode)
+    }
+
+    async fn extend_lock(
+        &self,
+        key: &str,
+        written: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Result<bool, Error> {
+        let Some(lock) = self.lock.filter(|_| is_protected(key)) else {
+            return Ok(false);
+        };
+        // The lock a write gave it (a renewed one is renewed again a day before it ends:
+        // at most one request per kept object and day, and only for the old ones).
+        if written + lock.retain_for > now + Duration::from_secs(86_400) {
+            return Ok(false);
+        }
+        let mode = match lock.mode {
+            LockMode::Governance => ObjectLockRetentionMode::Governance,
+            LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+        };
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(mode)
+                    .retain_until_date(SdkDateTime::from(now + lock.retain_for))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.backend("renewing the Object Lock of", key, &e))?;
+        Ok(true)
     }
 
     async fn copy_from(

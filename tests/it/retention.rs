@@ -514,9 +514,29 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
         .objects
         .iter()
         .any(|o| o.object.key == marker && matches!(o.fate, Fate::Locked { .. })));
+    // The kept (second) backup would outlive its lock: retention renewed it to 37 days
+    // after its "now".
+    assert!(report.renewed_locks >= 1, "{report:?}");
+    let second_id = second["id"].as_str().unwrap_or("").to_string();
+    let renewed = moto
+        .client()
+        .head_object()
+        .bucket("locked")
+        .key(format!("pgvigil/default/backups/{second_id}/base.tar.zst"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+        .object_lock_retain_until_date()
+        .map(|d| d.secs())
+        .unwrap_or(0);
+    let expected = later.timestamp() + 37 * 86_400;
+    assert!(
+        (renewed - expected).abs() < 3600,
+        "renewed until {renewed}, expected about {expected}"
+    );
     assert_eq!(
         backup_ids(&cfg, &env),
-        [first_id, second["id"].as_str().unwrap_or("").to_string()],
+        [first_id, second_id],
         "both backups are still valid"
     );
 }
