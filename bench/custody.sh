@@ -215,10 +215,9 @@ rm -rf "$WORK/repo-file.orig"
 cp -a "$WORK/repo-file" "$WORK/repo-file.orig"
 config "$WORK/ret-file.toml" "file://$WORK/repo-file" eu
 dry_file=$(ms_of timeout 300 "$PGVIGIL_BIN" retention --dry-run -c "$WORK/ret-file.toml")
-"$PGVIGIL_BIN" retention --json -c "$WORK/ret-file.toml" >"$RESULTS/retention-file.json" &
-rpid=$!
-t0=$(date +%s%N); wait "$rpid"; t1=$(date +%s%N)
-real_file=$(((t1 - t0) / 1000000))
+t0=$(date +%s%N)
+timeout 300 "$PGVIGIL_BIN" retention --json -c "$WORK/ret-file.toml" >"$RESULTS/retention-file.json"
+t1=$(date +%s%N); real_file=$(((t1 - t0) / 1000000))
 deleted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["deleted_objects"])' "$RESULTS/retention-file.json")
 
 bucket ret

@@ -49,10 +49,7 @@ fn run_pgvigil_at(offset: &str, args: &[&str]) -> (bool, String, String) {
         .env("RUST_LOG", "warn")
         // Only the wall clock moves; timers keep their real pace.
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    if let Ok(Some((uid, gid))) = pgvigil::pg::binaries::server_user() {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(uid).gid(gid).env("HOME", "/var/lib/postgresql");
-    }
+    harness::as_server_user(&mut cmd);
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running faketime: {e}"));

@@ -394,11 +394,16 @@ pub fn postgres_dir() -> tempfile::TempDir {
 pub fn pgvigil_command(args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(pgvigil_bin());
     cmd.args(args).env("RUST_LOG", "warn");
+    as_server_user(&mut cmd);
+    cmd
+}
+
+/// Makes `cmd` run as the `postgres` OS user when the tests run as root.
+pub fn as_server_user(cmd: &mut std::process::Command) {
     if let Ok(Some((uid, gid))) = pgvigil::pg::binaries::server_user() {
         use std::os::unix::process::CommandExt;
         cmd.uid(uid).gid(gid).env("HOME", "/var/lib/postgresql");
     }
-    cmd
 }
 
 /// Runs the pgvigil binary (as `pgvigil_command`) with `args`; returns success, stdout
