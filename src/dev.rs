@@ -172,10 +172,13 @@ impl DevEnvironment {
             .map_err(setup("opening the repository"))?,
             cluster: settings.storage.cluster.clone(),
         };
-        let first_backup =
-            crate::backup::basebackup::run(&settings, &repo, Arc::new(Default::default()))
-                .await
-                .map_err(|e| e.to_string());
+        let ops = crate::backup::ops::Ops::for_cli(settings, repo, None, "dev")
+            .map_err(|e| DevError::Setup(e.to_string()))?;
+        let first_backup = ops
+            .backup(Arc::new(Default::default()))
+            .await
+            .map_err(|e| e.to_string());
+        ops.close().await;
         Ok(Self {
             work,
             cluster,

@@ -15,10 +15,11 @@
 //!     .target(json!({"bucket": b, "region": r})));
 //! ```
 //!
-//! - Emitted today: `config.loaded`, `backup.completed|failed`, `wal.push.refused|failed`,
-//!   `pitr.check.completed|failed`, `drill.completed|failed`, `auth.denied` (API proxy),
-//!   `storage.residency.checked|refused`, `retention.deleted|locked|failed`,
-//!   `offsite.completed|failed`.
+//! - This module is generic: it knows the audit log and nothing of what is reported. Each
+//!   event is built where it happens: `backup::ops` (`backup.completed|failed`,
+//!   `wal.push.refused|failed`, `pitr.check.completed|failed`, `drill.completed|failed`,
+//!   `retention.deleted|locked|failed`, `offsite.completed|failed`), `daemon`
+//!   (`config.loaded`, `storage.residency.checked|refused`) and `proxy` (`auth.denied`).
 //! - `event` is a stable dotted name (`backup.completed`, `wal.push.refused`,
 //!   `retention.deleted`, `drill.failed`, `config.loaded`, `auth.denied`); dashboards and
 //!   SIEM rules match on it, so never rename one.
@@ -41,7 +42,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::event::now_rfc3339;
 use crate::audit::{AuditLog, Event, EventKind, Outcome, SinkConfig};
-use crate::config::Settings;
 
 /// How loud an event is in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,15 +142,15 @@ impl Events {
     /// when it is not set). Call [`Events::close`] before exiting. An audit file that cannot
     /// be opened is logged (`audit.file.failed`) and the command goes on: a failing
     /// `wal-push` would otherwise stop WAL archiving until the disk fills.
-    pub fn for_cli(settings: &Settings, process: &str) -> Self {
-        let Some(file) = &settings.audit.file else {
+    pub fn for_cli(audit_file: Option<&std::path::Path>, process: &str) -> Self {
+        let Some(file) = audit_file else {
             return Self::new(AuditLog::disabled(), process);
         };
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
         let config = SinkConfig {
             stdout: false,
-            file: Some(file.clone()),
+            file: Some(file.to_path_buf()),
         };
         match AuditLog::open(&config, None, &tracker, token.clone()) {
             Ok(audit) => Self {
@@ -220,217 +220,6 @@ impl Events {
             tracker.close();
             tracker.wait().await;
         }
-    }
-
-    // --- the operational events that exist today --------------------------------------
-
-    /// `config.loaded`: a configuration file was read and validated.
-    pub fn config_loaded(&self, settings: &Settings) {
-        self.emit(
-            Op::success("config.loaded", "configuration loaded")
-                .target(serde_json::json!({ "file": settings.file.display().to_string() })),
-        );
-    }
-
-    /// `backup.completed`.
-    pub fn backup_completed(&self, repo: &str, info: &crate::backup::catalog::BackupInfo) {
-        self.emit(
-            Op::success("backup.completed", format!("backup {} completed", info.id))
-                .target(serde_json::json!({ "repository": repo, "backup": info.id }))
-                .details(serde_json::json!({
-                    "raw_bytes": info.raw_bytes,
-                    "stored_bytes": info.stored_bytes,
-                    "seconds": info.duration_seconds,
-                    "start_lsn": info.start_lsn,
-                    "stop_lsn": info.stop_lsn,
-                    "timeline": info.timeline,
-                })),
-        );
-    }
-
-    /// `backup.failed`; `counter` is `pgvigil_backup_failures_total` in the daemon.
-    pub fn backup_failed(
-        &self,
-        repo: &str,
-        error: &crate::backup::Error,
-        counter: Option<&IntCounter>,
-    ) {
-        let mut op = Op::failure("backup.failed", "backup failed")
-            .target(serde_json::json!({ "repository": repo }))
-            .details(serde_json::json!({ "kind": error.kind(), "error": error.to_string() }));
-        if let Some(c) = counter {
-            op = op.count(c);
-        }
-        self.emit(op);
-    }
-
-    /// `wal.push.refused` (another cluster's WAL, a segment archived with other content) or
-    /// `wal.push.failed` (anything else).
-    pub fn wal_push_failed(&self, repo: &str, wal: &str, error: &crate::backup::Error) {
-        let refused = error.kind() == "refused";
-        let op = if refused {
-            Op::refused("wal.push.refused", "WAL push refused")
-        } else {
-            Op::failure("wal.push.failed", "WAL push failed")
-        };
-        self.emit(
-            op.target(serde_json::json!({ "repository": repo, "wal": wal }))
-                .details(serde_json::json!({ "kind": error.kind(), "error": error.to_string() })),
-        );
-    }
-
-    /// `drill.completed` or `drill.failed`; `counter` is `pgvigil_drill_failures_total`.
-    pub fn drill_finished(
-        &self,
-        repo: &str,
-        ev: &crate::backup::drill::Evidence,
-        counter: Option<&IntCounter>,
-    ) {
-        let target =
-            serde_json::json!({ "repository": repo, "drill": ev.id, "backup": ev.backup_id });
-        let details = serde_json::json!({
-            "rto_seconds": ev.timings.total_seconds,
-            "target_time": ev.target_time,
-            "target_skew_seconds": ev.target_skew_seconds,
-            "error": ev.error,
-        });
-        let op = if ev.success {
-            Op::success("drill.completed", format!("restore drill {} passed", ev.id))
-        } else {
-            let mut op = Op::failure("drill.failed", format!("restore drill {} failed", ev.id));
-            if let Some(c) = counter {
-                op = op.count(c);
-            }
-            op
-        };
-        self.emit(op.target(target).details(details));
-    }
-
-    /// `pitr.check.completed` or `pitr.check.failed` (a gap, or the check could not run).
-    pub fn pitr_checked(&self, repo: &str, report: Result<&crate::backup::pitr::Report, String>) {
-        let target = serde_json::json!({ "repository": repo });
-        let op = match report {
-            Ok(r) if r.ok => Op::success("pitr.check.completed", "PITR continuity verified")
-                .details(serde_json::json!({
-                    "segments_checked": r.segments_checked,
-                    "window_start": r.window_start,
-                    "window_end": r.window_end,
-                    "archive_age_seconds": r.archive_age_seconds,
-                })),
-            Ok(r) => Op::failure("pitr.check.failed", "PITR continuity broken").details(
-                serde_json::json!({
-                    "missing": r.missing.len(),
-                    "first_missing": r.missing.first(),
-                    "problems": r.problems,
-                }),
-            ),
-            Err(e) => Op::failure("pitr.check.failed", "PITR check could not run")
-                .details(serde_json::json!({ "error": e })),
-        };
-        self.emit(op.target(target));
-    }
-
-    /// `storage.residency.checked` or `storage.residency.refused` (the bucket is outside
-    /// the policy, its location cannot be read, or Object Lock is asked for and missing).
-    pub fn residency_checked(&self, store: &str, url: &str, verdict: &crate::store::Verdict) {
-        let op = if verdict.ok {
-            Op::success("storage.residency.checked", verdict.message.clone())
-        } else {
-            Op::refused("storage.residency.refused", verdict.message.clone())
-        };
-        self.emit(
-            op.target(serde_json::json!({ "store": store, "repository": url }))
-                .details(serde_json::json!({
-                    "region": verdict.region,
-                    "object_lock": verdict.object_lock,
-                })),
-        );
-    }
-
-    /// `retention.deleted` or `retention.locked` for one object; `counter` is
-    /// `pgvigil_retention_deleted_objects_total{store,reason}` in the daemon.
-    pub fn retention_outcome(
-        &self,
-        store: &str,
-        outcome: &crate::backup::retention::Outcome,
-        counter: Option<&IntCounter>,
-    ) {
-        use crate::backup::retention::Fate;
-        let o = &outcome.object;
-        let target = serde_json::json!({ "store": store, "key": o.key });
-        let details = serde_json::json!({
-            "reason": o.reason.label(),
-            "why": o.why,
-            "bytes": o.bytes,
-        });
-        let op = match &outcome.fate {
-            Fate::Deleted => {
-                let op = Op::success("retention.deleted", format!("deleted {}", o.key));
-                match counter {
-                    Some(c) => op.count(c),
-                    None => op,
-                }
-            }
-            Fate::Locked { until } => Op::success(
-                "retention.locked",
-                format!(
-                    "{} is due but under Object Lock until {until}; left in place",
-                    o.key
-                ),
-            ),
-            Fate::WouldDelete => return,
-        };
-        self.emit(op.target(target).details(details));
-    }
-
-    /// `retention.failed`; `counter` is `pgvigil_retention_failures_total`.
-    pub fn retention_failed(
-        &self,
-        store: &str,
-        error: &crate::backup::Error,
-        counter: Option<&IntCounter>,
-    ) {
-        let mut op = Op::failure("retention.failed", "retention failed")
-            .target(serde_json::json!({ "store": store }))
-            .details(serde_json::json!({ "kind": error.kind(), "error": error.to_string() }));
-        if let Some(c) = counter {
-            op = op.count(c);
-        }
-        self.emit(op);
-    }
-
-    /// `offsite.completed` or `offsite.failed`; `counter` is
-    /// `pgvigil_offsite_failures_total`.
-    pub fn offsite_finished(
-        &self,
-        destination: &str,
-        result: Result<&crate::backup::offsite::CopyReport, &crate::backup::Error>,
-        counter: Option<&IntCounter>,
-    ) {
-        let op = match result {
-            Ok(r) => Op::success(
-                "offsite.completed",
-                format!("backup {} copied off-site and verified", r.backup_id),
-            )
-            .target(serde_json::json!({ "destination": r.destination, "backup": r.backup_id }))
-            .details(serde_json::json!({
-                "objects_copied": r.objects_copied,
-                "server_side": r.server_side,
-                "objects_present": r.objects_present,
-                "bytes": r.bytes_copied,
-                "wal_files": r.wal_files,
-            })),
-            Err(e) => {
-                let op = Op::failure("offsite.failed", "off-site copy failed")
-                    .target(serde_json::json!({ "destination": destination }))
-                    .details(serde_json::json!({ "kind": e.kind(), "error": e.to_string() }));
-                match counter {
-                    Some(c) => op.count(c),
-                    None => op,
-                }
-            }
-        };
-        self.emit(op);
     }
 }
 

@@ -1,8 +1,9 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text or OpenMetrics, by `Accept`), `/healthz`
-//! (the process is alive) and `/readyz` (configuration loaded and a first successful
-//! collection, so Kubernetes sends no scrapes to a sidecar that cannot see its database).
+//! The metrics server's routes: `/metrics` (Prometheus text or OpenMetrics, by `Accept`),
+//! `/healthz` (the process is alive), `/readyz` (every readiness condition met; the body
+//! lists the ones that are not) and `/internal/wal-push` (reports from `wal-push`
+//! processes). This module only routes: it reads the daemon's readiness through the
+//! [`Readiness`] trait and never changes it, and the listener itself is `daemon::listener`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,18 +12,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::backup::metrics::WalMetrics;
+use crate::backup::wal_report::{self, WalPushReport};
 use crate::collectors::Scraper;
 use crate::metrics::{encode, family, Format};
+
+/// What `/readyz` reads: the conditions the daemon still waits for (empty when ready).
+pub trait Readiness: Send + Sync {
+    /// The unmet conditions, for humans.
+    fn unmet(&self) -> Vec<String>;
+}
 
 /// Shared state of the HTTP handlers.
 pub struct HttpState {
     pub scraper: Arc<Scraper>,
     pub registry: prometheus::Registry,
-    pub ready: Arc<AtomicBool>,
+    pub readiness: Arc<dyn Readiness>,
     /// Required bearer token for /metrics, if configured.
     pub bearer_token: Option<String>,
     /// Where `wal-push` reports land.
-    pub backup_metrics: Option<crate::backup::jobs::BackupMetrics>,
+    pub wal_metrics: WalMetrics,
 }
 
 /// Builds the router.
@@ -31,7 +40,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/internal/wal-push", axum::routing::post(wal_push_report))
+        .route(wal_report::PATH, axum::routing::post(wal_push_report))
         .route("/", get(index))
         .with_state(state)
 }
@@ -45,12 +54,6 @@ async fn index() -> impl IntoResponse {
     )
 }
 
-#[derive(serde::Deserialize)]
-struct WalPushReport {
-    ok: bool,
-    seconds: f64,
-}
-
 /// `wal-push` processes report each push here; only loopback peers are accepted (the
 /// archive_command runs in the same pod or host).
 async fn wal_push_report(
@@ -61,24 +64,24 @@ async fn wal_push_report(
     if !peer.ip().is_loopback() {
         return StatusCode::FORBIDDEN;
     }
-    let Ok(r) = serde_json::from_slice::<WalPushReport>(&body) else {
-        return StatusCode::BAD_REQUEST;
-    };
-    if let Some(m) = &state.backup_metrics {
-        if r.seconds.is_finite() && r.seconds >= 0.0 {
-            m.wal_pushed(r.ok, r.seconds);
+    match serde_json::from_slice::<WalPushReport>(&body) {
+        Ok(r) if r.is_valid() => {
+            state.wal_metrics.pushed(r.ok, r.seconds);
+            StatusCode::NO_CONTENT
         }
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::BAD_REQUEST,
     }
-    StatusCode::NO_CONTENT
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    let unmet = state.readiness.unmet();
+    if unmet.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no successful collection yet\n",
+            format!("not ready: waiting for {}\n", unmet.join(", ")),
         )
             .into_response()
     }
@@ -113,9 +116,6 @@ async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Res
     }
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let snapshot = state.scraper.scrape().await;
-    if snapshot.postgres_up {
-        state.ready.store(true, Ordering::Release);
-    }
     let mut own = family::from_registry(state.registry.gather());
     let mut families = Vec::with_capacity(snapshot.families.len() + own.len());
     families.extend(snapshot.families.iter().cloned());

@@ -19,7 +19,7 @@ use crate::store::{Metadata, Repo};
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum JobOutcome {
     Success,
     Failure,
     /// Not this sidecar's turn (a standby, or another sidecar holds the lease).
@@ -33,7 +33,7 @@ pub struct History {
     pub last_scheduled: Option<DateTime<Utc>>,
     pub last_started: Option<DateTime<Utc>>,
     pub last_finished: Option<DateTime<Utc>>,
-    pub last_outcome: Option<Outcome>,
+    pub last_outcome: Option<JobOutcome>,
     pub last_message: Option<String>,
 }
 
@@ -61,7 +61,7 @@ pub fn next_due(
 
 /// A job body: returns its outcome and a message.
 pub type JobFn =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = (Outcome, String)> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = (JobOutcome, String)> + Send>> + Send + Sync>;
 
 fn history_key(repo: &Repo, job: &str) -> String {
     repo.key(&format!("state/jobs/{job}.json"))

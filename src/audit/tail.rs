@@ -100,14 +100,11 @@ pub struct TailMetrics {
 impl TailMetrics {
     /// Creates and registers the metrics.
     pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        let g = |d: &cat::MetricDef| Gauge::with_opts(prometheus::Opts::new(d.name, d.help));
-        let m = Self {
-            cursor: g(&cat::PGVIGIL_AUDIT_CURSOR_ID)?,
-            lag: g(&cat::PGVIGIL_AUDIT_FORWARD_LAG_SECONDS)?,
-        };
-        r.register(Box::new(m.cursor.clone()))?;
-        r.register(Box::new(m.lag.clone()))?;
-        Ok(m)
+        use crate::metrics::own::gauge;
+        Ok(Self {
+            cursor: gauge(r, &cat::PGVIGIL_AUDIT_CURSOR_ID)?,
+            lag: gauge(r, &cat::PGVIGIL_AUDIT_FORWARD_LAG_SECONDS)?,
+        })
     }
 }
 

@@ -64,6 +64,38 @@ pub struct Evidence {
     pub checks: Vec<CheckResult>,
 }
 
+impl Evidence {
+    /// The evidence of a drill started at `started_at`, before anything happened.
+    fn new(started_at: DateTime<Utc>) -> Self {
+        Self {
+            id: started_at.format("%Y%m%dT%H%M%SZ").to_string(),
+            success: false,
+            error: None,
+            started_at,
+            finished_at: None,
+            target_time: None,
+            oldest_day: false,
+            window_start: None,
+            window_end: None,
+            backup_id: None,
+            bytes_restored: 0,
+            target_skew_seconds: None,
+            timings: Timings::default(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// The evidence of a drill that could not start (nothing was restored or stored).
+    pub fn failed_to_start(error: String) -> Self {
+        let now = Utc::now();
+        Self {
+            error: Some(error),
+            finished_at: Some(now),
+            ..Self::new(now)
+        }
+    }
+}
+
 /// Stops the postmaster and deletes the drill directory when dropped.
 struct Cleanup {
     dir: PathBuf,
@@ -147,24 +179,8 @@ pub async fn run(
     patience: Duration,
 ) -> Evidence {
     let started = Instant::now();
-    let started_at = Utc::now();
-    let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
-    let mut ev = Evidence {
-        id: id.clone(),
-        success: false,
-        error: None,
-        started_at,
-        finished_at: None,
-        target_time: None,
-        oldest_day: false,
-        window_start: None,
-        window_end: None,
-        backup_id: None,
-        bytes_restored: 0,
-        target_skew_seconds: None,
-        timings: Timings::default(),
-        checks: Vec::new(),
-    };
+    let mut ev = Evidence::new(Utc::now());
+    let id = ev.id.clone();
     let result = drill(settings, repo, wal_fetch, requested, patience, &mut ev).await;
     ev.timings.total_seconds = started.elapsed().as_secs_f64();
     ev.finished_at = Some(Utc::now());

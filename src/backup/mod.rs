@@ -1,22 +1,27 @@
-//! Backups and the WAL archive: streamed base backups (`basebackup`), zstd and hashing
-//! (`compress`), the repository's record of backups (`catalog`), WAL push/fetch (`wal`),
-//! restore (`restore`), and the lease that keeps two sidecars from running one job twice
-//! (`lease`).
+//! Backups and the WAL archive. `ops` is the entry point: one function per operation
+//! (backup, verify, drill, retention, off-site copy, WAL push) that the CLI and the daemon
+//! both call; it emits the operation's event and sets its metrics (`metrics`). Below it:
+//! streamed base backups (`basebackup`), zstd and hashing (`compress`), the repository's
+//! record of backups (`catalog`), WAL push/fetch (`wal`, with `wal_report` for the push
+//! reports sent to the daemon), restore (`restore`), continuity and the recovery window
+//! (`pitr`), the heartbeat table (`heartbeat`), drills (`drill`), retention (`retention`),
+//! the off-site copy (`offsite`), and the lease that keeps two sidecars from running one job
+//! twice (`lease`).
 
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
-pub mod custody;
 pub mod drill;
 pub mod heartbeat;
-pub mod jobs;
 pub mod lease;
+pub mod metrics;
 pub mod offsite;
+pub mod ops;
 pub mod pitr;
-pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod wal;
+pub mod wal_report;
 
 /// Errors of backup, WAL and restore operations; each names the object or step.
 #[derive(Debug, thiserror::Error)]

@@ -256,7 +256,7 @@ pub enum Fate {
 
 /// One object retention handled.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct Handled {
     #[serde(flatten)]
     pub object: Doomed,
     pub fate: Fate,
@@ -271,7 +271,7 @@ pub struct Report {
     pub window_start: DateTime<Utc>,
     pub kept: Vec<Kept>,
     pub oldest_needed_wal: Option<String>,
-    pub objects: Vec<Outcome>,
+    pub objects: Vec<Handled>,
     pub deleted_objects: usize,
     pub deleted_bytes: u64,
     pub locked_objects: usize,
@@ -281,7 +281,7 @@ pub struct Report {
 
 /// Called for every object as it is deleted or found locked: the caller logs it, audits it
 /// and counts it (`events::Events::retention_outcome`); not called in a dry run.
-pub type Observer<'a> = &'a (dyn Fn(&Outcome) + Send + Sync);
+pub type Observer<'a> = &'a (dyn Fn(&Handled) + Send + Sync);
 
 /// Deletes `batch`, recording and observing each object's fate; fails on the first
 /// error that is not a lock (after recording what was deleted).
@@ -289,7 +289,7 @@ async fn delete_batch(
     repo: &Repo,
     batch: Vec<Doomed>,
     observe: Observer<'_>,
-    outcomes: &mut Vec<Outcome>,
+    outcomes: &mut Vec<Handled>,
 ) -> Result<(), Error> {
     if batch.is_empty() {
         return Ok(());
@@ -307,7 +307,7 @@ async fn delete_batch(
                 continue;
             }
         };
-        let outcome = Outcome {
+        let outcome = Handled {
             object: doomed,
             fate,
         };
@@ -361,7 +361,7 @@ async fn apply(
     let doomed_keys: BTreeSet<String> = plan.delete.iter().map(|d| d.key.clone()).collect();
     for doomed in plan.delete {
         if dry_run {
-            outcomes.push(Outcome {
+            outcomes.push(Handled {
                 object: doomed,
                 fate: Fate::WouldDelete,
             });
@@ -403,7 +403,7 @@ async fn apply(
             }
         }
     }
-    let deleted: Vec<&Outcome> = outcomes
+    let deleted: Vec<&Handled> = outcomes
         .iter()
         .filter(|o| o.fate == Fate::Deleted)
         .collect();

@@ -11,7 +11,7 @@ pub mod spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{GaugeVec, IntCounter, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, Registry};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -27,32 +27,12 @@ pub struct ScrapeMetrics {
 
 impl ScrapeMetrics {
     /// Creates and registers the scrape metrics.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let duration = GaugeVec::new(
-            Opts::new(
-                cat::PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS.name,
-                cat::PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS.help,
-            ),
-            cat::PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS.labels,
-        )?;
-        let success = GaugeVec::new(
-            Opts::new(
-                cat::PGVIGIL_SCRAPE_COLLECTOR_SUCCESS.name,
-                cat::PGVIGIL_SCRAPE_COLLECTOR_SUCCESS.help,
-            ),
-            cat::PGVIGIL_SCRAPE_COLLECTOR_SUCCESS.labels,
-        )?;
-        let scrapes = IntCounter::new(
-            cat::PGVIGIL_SCRAPES_TOTAL.name,
-            cat::PGVIGIL_SCRAPES_TOTAL.help,
-        )?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(success.clone()))?;
-        registry.register(Box::new(scrapes.clone()))?;
+    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        use crate::metrics::own::{counter, gauge_vec};
         Ok(Self {
-            duration,
-            success,
-            scrapes,
+            duration: gauge_vec(r, &cat::PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS)?,
+            success: gauge_vec(r, &cat::PGVIGIL_SCRAPE_COLLECTOR_SUCCESS)?,
+            scrapes: counter(r, &cat::PGVIGIL_SCRAPES_TOTAL)?,
         })
     }
 
@@ -67,6 +47,16 @@ impl ScrapeMetrics {
     }
 }
 
+/// A source of metrics (PostgreSQL, each PgBouncer, PostgREST). Every source is added the
+/// same way: it appends its families to `out`, records each of its runs in `metrics`
+/// (`pgvigil_scrape_collector_*{collector}`), emits its own `*_up` family, and says whether
+/// the source answered. A collector never fails a scrape: a source that is down is a value.
+#[async_trait::async_trait]
+pub trait Collector: Send + Sync {
+    /// Runs one collection into `out`; returns whether the source was up.
+    async fn collect(&self, metrics: &ScrapeMetrics, out: &mut Vec<Family>) -> bool;
+}
+
 /// The result of one collection, shared by every scrape that waited for it.
 pub struct Snapshot {
     pub families: Vec<Family>,
@@ -78,24 +68,22 @@ pub struct Snapshot {
 /// Runs collections; one at a time, results shared.
 pub struct Scraper {
     postgres: postgres::PostgresCollector,
-    postgrest: Option<postgrest::PostgrestCollector>,
-    pgbouncer: Option<pgbouncer::PgbouncerCollector>,
+    /// The other sources, in the order their families are served.
+    others: Vec<Box<dyn Collector>>,
     metrics: ScrapeMetrics,
     last: Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl Scraper {
-    /// A scraper over the given collectors.
+    /// A scraper over PostgreSQL and the other configured sources.
     pub fn new(
         postgres: postgres::PostgresCollector,
-        postgrest: Option<postgrest::PostgrestCollector>,
-        pgbouncer: Option<pgbouncer::PgbouncerCollector>,
+        others: Vec<Box<dyn Collector>>,
         metrics: ScrapeMetrics,
     ) -> Self {
         Self {
             postgres,
-            postgrest,
-            pgbouncer,
+            others,
             metrics,
             last: Mutex::new(None),
         }
@@ -114,33 +102,17 @@ impl Scraper {
         }
         self.metrics.scrapes.inc();
         let mut families = Vec::with_capacity(128);
-        let mut rest_families = Vec::new();
-        let mut bouncer_families = Vec::new();
+        let metrics = &self.metrics;
         // Sources are independent: one being slow or down never delays or hides another.
-        let (postgres_up, rest, bouncers) = tokio::join!(
-            self.postgres.collect(&self.metrics, &mut families),
-            async {
-                match &self.postgrest {
-                    Some(c) => Some(c.collect(&mut rest_families).await),
-                    None => None,
-                }
-            },
-            async {
-                match &self.pgbouncer {
-                    Some(c) => c.collect(&mut bouncer_families).await,
-                    None => Vec::new(),
-                }
-            }
+        let (postgres_up, others) = tokio::join!(
+            self.postgres.collect(metrics, &mut families),
+            futures_util::future::join_all(self.others.iter().map(|c| async move {
+                let mut out = Vec::new();
+                c.collect(metrics, &mut out).await;
+                out
+            }))
         );
-        if let Some((ok, took)) = rest {
-            self.metrics.record("postgrest", took, ok);
-        }
-        for b in bouncers {
-            self.metrics
-                .record(&format!("pgbouncer:{}", b.instance), b.took, b.up);
-        }
-        families.append(&mut bouncer_families);
-        families.append(&mut rest_families);
+        families.extend(others.into_iter().flatten());
         let snap = Arc::new(Snapshot {
             families,
             finished: Instant::now(),

@@ -2,8 +2,6 @@
 //! their own types and help), `/ready` becomes `pgvigil_postgrest_ready`. Both requests run
 //! concurrently under `postgrest.timeout`, so a hung PostgREST costs one timeout, not two.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Uri;
@@ -82,9 +80,12 @@ impl PostgrestCollector {
             Err(e) => Err(format!("admin /metrics: {e}")),
         }
     }
+}
 
+#[async_trait::async_trait]
+impl super::Collector for PostgrestCollector {
     /// Appends the pass-through families and pgvigil's up/ready gauges.
-    pub async fn collect(&self, out: &mut Vec<Family>) -> (bool, Duration) {
+    async fn collect(&self, scrape: &super::ScrapeMetrics, out: &mut Vec<Family>) -> bool {
         let start = tokio::time::Instant::now();
         let (metrics, ready) = tokio::join!(self.get("/metrics"), self.get("/ready"));
         let up = match metrics {
@@ -117,6 +118,7 @@ impl PostgrestCollector {
             f.push(Vec::<String>::new(), if v { 1.0 } else { 0.0 });
             out.push(f);
         }
-        (up, start.elapsed())
+        scrape.record("postgrest", start.elapsed(), up);
+        up
     }
 }

@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod encode;
 pub mod family;
+pub mod own;
 pub mod parse;
 
 pub use catalogue::{Kind, MetricDef};

@@ -20,9 +20,8 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramVec, IntCounterVec, Registry};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditLog;
 use crate::config::ApiProxySettings;
@@ -45,47 +44,29 @@ pub struct ApiMetrics {
     pub stages: HistogramVec,
 }
 
-fn opts(def: &cat::MetricDef) -> Opts {
-    Opts::new(def.name, def.help)
-}
-
 impl ApiMetrics {
     /// Creates and registers the metrics.
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        use crate::metrics::own::{counter_vec, histogram_vec};
         let buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0,
         ];
-        let d = &cat::PGVIGIL_API_REQUEST_DURATION_SECONDS;
-        let s = &cat::PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS;
-        let m = Self {
-            requests: IntCounterVec::new(
-                opts(&cat::PGVIGIL_API_REQUESTS_TOTAL),
-                cat::PGVIGIL_API_REQUESTS_TOTAL.labels,
+        Ok(Self {
+            requests: counter_vec(r, &cat::PGVIGIL_API_REQUESTS_TOTAL)?,
+            duration: histogram_vec(
+                r,
+                &cat::PGVIGIL_API_REQUEST_DURATION_SECONDS,
+                buckets.clone(),
             )?,
-            duration: HistogramVec::new(
-                HistogramOpts::new(d.name, d.help).buckets(buckets.clone()),
-                d.labels,
+            rows: counter_vec(r, &cat::PGVIGIL_API_ROWS_TOTAL)?,
+            upstream_errors: counter_vec(r, &cat::PGVIGIL_API_UPSTREAM_ERRORS_TOTAL)?,
+            stages: histogram_vec(
+                r,
+                &cat::PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS,
+                buckets,
             )?,
-            rows: IntCounterVec::new(
-                opts(&cat::PGVIGIL_API_ROWS_TOTAL),
-                cat::PGVIGIL_API_ROWS_TOTAL.labels,
-            )?,
-            upstream_errors: IntCounterVec::new(
-                opts(&cat::PGVIGIL_API_UPSTREAM_ERRORS_TOTAL),
-                cat::PGVIGIL_API_UPSTREAM_ERRORS_TOTAL.labels,
-            )?,
-            stages: HistogramVec::new(
-                HistogramOpts::new(s.name, s.help).buckets(buckets),
-                s.labels,
-            )?,
-        };
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.duration.clone()))?;
-        registry.register(Box::new(m.rows.clone()))?;
-        registry.register(Box::new(m.upstream_errors.clone()))?;
-        registry.register(Box::new(m.stages.clone()))?;
-        Ok(m)
+        })
     }
 }
 
@@ -113,24 +94,16 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr} (api_proxy.listen): {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("registering API metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
 
-/// Binds the proxy's listener and serves until `token` is cancelled. Returns the address.
-pub async fn start(
+/// The proxy's handler as a router (the daemon's listener serves it on `api_proxy.listen`).
+pub async fn router(
     settings: ApiProxySettings,
     registry: &Registry,
     audit: AuditLog,
-    tracker: &tokio_util::task::TaskTracker,
-    token: CancellationToken,
-) -> Result<SocketAddr, ProxyError> {
+) -> Result<axum::Router, ProxyError> {
     let secret = match &settings.jwt_secret_file {
         Some(p) => Some(
             tokio::fs::read(p)
@@ -171,31 +144,7 @@ pub async fn start(
         client,
         settings,
     });
-    let listener = tokio::net::TcpListener::bind(shared.settings.listen)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            addr: shared.settings.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
-        addr: shared.settings.listen,
-        source,
-    })?;
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(shared.clone());
-    tracker.spawn(async move {
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(event = "proxy.failed", error = %e, "API proxy failed");
-        }
-    });
-    tracing::info!(event = "proxy.started", listen = %addr, upstream = %shared.settings.upstream, "API proxy started");
-    Ok(addr)
+    Ok(axum::Router::new().fallback(handle).with_state(shared))
 }
 
 fn request_id(req: &Request<Body>) -> String {

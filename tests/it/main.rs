@@ -3,6 +3,7 @@
 mod harness;
 
 mod api_proxy;
+mod architecture;
 mod artefacts;
 mod audit;
 mod backup_restore;

@@ -395,9 +395,45 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
         }
     })
     .await;
+    // PostgreSQL is up and scraped, but the bucket is outside the policy: the daemon is not
+    // ready, and /readyz says what it waits for (scrapes used to make it ready regardless).
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let (status, body) = eventually(Duration::from_secs(30), || async {
+        let r = harness::http_client()
+            .get(&readyz)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let body = r.text().await.map_err(|e| e.to_string())?;
+        if body.contains("scrape") {
+            Err(format!("PostgreSQL not scraped yet: {body}"))
+        } else {
+            Ok((status, body))
+        }
+    })
+    .await;
+    let pg_up = harness::Scrape::parse(
+        &harness::http_client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .metric("pg_up")
+    .value();
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert_eq!(seen, 0.0);
+    assert_eq!(pg_up, Some(1.0));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body, "not ready: waiting for the residency check of the primary repository\n",
+        "{body}"
+    );
     assert!(moto.keys("virginia").await.is_empty());
 }
 

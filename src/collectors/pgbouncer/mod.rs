@@ -45,13 +45,6 @@ pub struct PgbouncerCollector {
     timeout: Duration,
 }
 
-/// One target's scrape result.
-pub struct TargetResult {
-    pub instance: String,
-    pub up: bool,
-    pub took: Duration,
-}
-
 /// Parses the six SHOW results into families.
 pub fn families_from_tables(tables: &[Table; 6], out: &mut Vec<Family>) {
     let [version, lists, cfg, dbs, pools_t, stats_t] = tables;
@@ -119,9 +112,13 @@ impl PgbouncerCollector {
         families_from_tables(&tables, &mut out);
         Ok(out)
     }
+}
 
-    /// Scrapes every target concurrently; appends merged families and `pgbouncer_up`.
-    pub async fn collect(&self, out: &mut Vec<Family>) -> Vec<TargetResult> {
+#[async_trait::async_trait]
+impl super::Collector for PgbouncerCollector {
+    /// Scrapes every target concurrently; appends merged families and `pgbouncer_up`, and
+    /// records each target as collector `pgbouncer:<instance>`. Up when any target is.
+    async fn collect(&self, metrics: &super::ScrapeMetrics, out: &mut Vec<Family>) -> bool {
         let multi = self.targets.len() > 1;
         let runs = self.targets.iter().map(|t| async move {
             let start = Instant::now();
@@ -130,7 +127,7 @@ impl PgbouncerCollector {
         });
         let mut up = Family::new(&c::PGBOUNCER_UP);
         let mut merged: Vec<Family> = Vec::new();
-        let mut results = Vec::new();
+        let mut any_up = false;
         for (t, res, took) in join_all(runs).await {
             let instance = t.settings.instance.clone();
             let ok = match res {
@@ -159,15 +156,12 @@ impl PgbouncerCollector {
                 Vec::new()
             };
             up.push_labeled(labels, if ok { 1.0 } else { 0.0 });
-            results.push(TargetResult {
-                instance,
-                up: ok,
-                took,
-            });
+            metrics.record(&format!("pgbouncer:{instance}"), took, ok);
+            any_up |= ok;
         }
         out.push(up);
         out.append(&mut merged);
-        results
+        any_up
     }
 }
 

@@ -104,9 +104,12 @@ impl PostgresCollector {
             .as_ref()
             .is_some_and(|s| !s.client.is_closed())
     }
+}
 
+#[async_trait::async_trait]
+impl super::Collector for PostgresCollector {
     /// Runs one collection into `out`; returns whether PostgreSQL was up.
-    pub async fn collect(&self, metrics: &ScrapeMetrics, out: &mut Vec<Family>) -> bool {
+    async fn collect(&self, metrics: &ScrapeMetrics, out: &mut Vec<Family>) -> bool {
         // Right after start, wait (bounded) for the first connection attempt rather than
         // reporting a down server that was never tried.
         let mut attempts = self.inner.attempts.subscribe();
@@ -131,7 +134,9 @@ impl PostgresCollector {
         out.insert(0, fam);
         up
     }
+}
 
+impl PostgresCollector {
     async fn collect_session(
         &self,
         s: &Arc<Session>,

@@ -1,0 +1,396 @@
+//! The backup operations, one function each: backup, verify, drill, retention, off-site copy
+//! and WAL push. The CLI (`pgvigil backup`, …) and the daemon's scheduled jobs both call
+//! these, so each operation does its work, emits its operational event (log line, metric and
+//! audit line together) and sets its metrics in exactly one place. Callers only render the
+//! result: the CLI prints it, the daemon records it in the job history.
+//!
+//! An [`Ops`] is the context every operation needs: the validated settings, the repositories
+//! (primary, and off-site when configured), the event sink and the metrics. The daemon keeps
+//! one for its lifetime; a CLI command builds one with [`Ops::for_cli`], whose metrics live in
+//! a registry nobody scrapes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::basebackup::{self, Progress};
+use super::catalog::BackupInfo;
+use super::drill::{self, Evidence};
+use super::metrics::OpsMetrics;
+use super::offsite::{self, CopyReport};
+use super::pitr::{self, ArchiverState};
+use super::retention::{self, Fate, Policy};
+use super::wal::{self, Pushed};
+use super::{wal_report, Error};
+use crate::config::Settings;
+use crate::events::{Events, Op};
+use crate::metrics::own::unix_seconds;
+use crate::store::Repo;
+
+/// The `store` label of the primary repository.
+pub const PRIMARY: &str = "primary";
+/// The `store` label of the off-site repository.
+pub const OFFSITE: &str = "offsite";
+
+/// A repository and its `store` label (`primary` or `offsite`).
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub label: &'static str,
+    pub repo: Repo,
+}
+
+/// What every operation needs; cheap to clone.
+#[derive(Clone)]
+pub struct Ops {
+    pub settings: Arc<Settings>,
+    pub primary: Repo,
+    pub offsite: Option<Repo>,
+    pub events: Events,
+    pub metrics: OpsMetrics,
+}
+
+impl Ops {
+    /// The context of a CLI command: its events go to `[audit] file` (see
+    /// [`Events::for_cli`]); call [`Ops::close`] before the process exits.
+    pub fn for_cli(
+        settings: Settings,
+        primary: Repo,
+        offsite: Option<Repo>,
+        process: &str,
+    ) -> Result<Self, prometheus::Error> {
+        let events = Events::for_cli(settings.audit.file.as_deref(), process);
+        Ok(Self {
+            settings: Arc::new(settings),
+            primary,
+            offsite,
+            events,
+            metrics: OpsMetrics::unregistered()?,
+        })
+    }
+
+    /// Writes the queued audit lines (CLI commands).
+    pub async fn close(self) {
+        self.events.close().await;
+    }
+
+    /// The primary and, when configured, the off-site repository, with their labels.
+    pub fn stores(&self) -> Vec<Labelled> {
+        std::iter::once(Labelled {
+            label: PRIMARY,
+            repo: self.primary.clone(),
+        })
+        .chain(self.offsite.clone().map(|repo| Labelled {
+            label: OFFSITE,
+            repo,
+        }))
+        .collect()
+    }
+
+    fn repository(&self) -> String {
+        self.primary.store.describe()
+    }
+
+    // --- backup -----------------------------------------------------------------------
+
+    /// Takes a base backup into the primary repository (`backup.completed|failed`; a
+    /// skipped run, another sidecar's turn, is only logged).
+    pub async fn backup(&self, progress: Arc<Progress>) -> Result<BackupInfo, Error> {
+        let m = &self.metrics.backup;
+        m.running.set(1.0);
+        let result = basebackup::run(&self.settings, &self.primary, progress).await;
+        m.running.set(0.0);
+        let repository = self.repository();
+        match &result {
+            Ok(info) => self.events.emit(
+                Op::success("backup.completed", format!("backup {} completed", info.id))
+                    .target(json!({ "repository": repository, "backup": info.id }))
+                    .details(json!({
+                        "raw_bytes": info.raw_bytes,
+                        "stored_bytes": info.stored_bytes,
+                        "seconds": info.duration_seconds,
+                        "start_lsn": info.start_lsn,
+                        "stop_lsn": info.stop_lsn,
+                        "timeline": info.timeline,
+                    })),
+            ),
+            Err(Error::Skipped(why)) => {
+                tracing::info!(event = "backup.skipped", reason = %why, "backup skipped")
+            }
+            Err(e) => self.events.emit(
+                failed("backup.failed", "backup failed", e)
+                    .target(json!({ "repository": repository }))
+                    .count(&m.failures),
+            ),
+        }
+        m.refresh(&self.primary).await;
+        result
+    }
+
+    // --- WAL --------------------------------------------------------------------------
+
+    /// Archives one WAL file (`archive_command`). Successful pushes are not audited (one per
+    /// 16 MB of WAL); failures and refusals are. The push is reported to the local daemon,
+    /// which owns the WAL metrics.
+    pub async fn wal_push(&self, path: &Path) -> Result<Pushed, Error> {
+        let start = tokio::time::Instant::now();
+        let result = wal::push(&self.primary, path, self.settings.backup.compression_level).await;
+        let seconds = start.elapsed().as_secs_f64();
+        let report = wal_report::WalPushReport {
+            ok: result.is_ok(),
+            seconds,
+        };
+        self.metrics.wal.pushed(report.ok, seconds);
+        wal_report::send(self.settings.server.listen.port(), &report).await;
+        match &result {
+            Ok(pushed) => tracing::info!(
+                event = if pushed.already_archived { "wal.push.duplicate" } else { "wal.push.completed" },
+                wal = %pushed.name, raw_bytes = pushed.raw_bytes, stored_bytes = pushed.stored_bytes, seconds,
+                "archived"
+            ),
+            Err(e) => {
+                let wal = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let op = if e.kind() == "refused" {
+                    Op::refused("wal.push.refused", "WAL push refused")
+                } else {
+                    Op::failure("wal.push.failed", "WAL push failed")
+                };
+                self.events.emit(
+                    op.target(json!({ "repository": self.repository(), "wal": wal }))
+                        .details(json!({ "kind": e.kind(), "error": e.to_string() })),
+                );
+            }
+        }
+        result
+    }
+
+    // --- verify -----------------------------------------------------------------------
+
+    /// Checks WAL continuity and the recovery window (`pitr.check.completed|failed`).
+    pub async fn verify(&self) -> Result<pitr::Report, Error> {
+        let archiver = archiver_state(&self.settings.postgres).await;
+        let result = pitr::verify(&self.primary, archiver).await;
+        let target = json!({ "repository": self.repository() });
+        let op = match &result {
+            Ok(r) if r.ok => Op::success("pitr.check.completed", "PITR continuity verified")
+                .details(json!({
+                    "segments_checked": r.segments_checked,
+                    "window_start": r.window_start,
+                    "window_end": r.window_end,
+                    "archive_age_seconds": r.archive_age_seconds,
+                })),
+            Ok(r) => Op::failure("pitr.check.failed", "PITR continuity broken").details(json!({
+                "missing": r.missing.len(),
+                "first_missing": r.missing.first(),
+                "problems": r.problems,
+            })),
+            Err(e) => Op::failure("pitr.check.failed", "PITR check could not run")
+                .details(json!({ "error": e.to_string() })),
+        };
+        self.events.emit(op.target(target));
+        if let Ok(r) = &result {
+            self.metrics.pitr.publish(r);
+        }
+        result
+    }
+
+    // --- drill ------------------------------------------------------------------------
+
+    /// Restores a backup to a point in time in a private postmaster and checks it
+    /// (`drill.completed|failed`). `target` overrides the randomly drawn point.
+    pub async fn drill(&self, target: Option<DateTime<Utc>>, patience: Duration) -> Evidence {
+        let m = &self.metrics.drill;
+        let evidence = match wal_fetch_command(&self.settings.file) {
+            Ok(wal_fetch) => {
+                drill::run(&self.settings, &self.primary, &wal_fetch, target, patience).await
+            }
+            Err(e) => Evidence::failed_to_start(e.to_string()),
+        };
+        m.last_duration.set(evidence.timings.total_seconds);
+        if let Some(skew) = evidence.target_skew_seconds {
+            m.last_skew.set(skew);
+        }
+        let target = json!({
+            "repository": self.repository(),
+            "drill": evidence.id,
+            "backup": evidence.backup_id,
+        });
+        let details = json!({
+            "rto_seconds": evidence.timings.total_seconds,
+            "target_time": evidence.target_time,
+            "target_skew_seconds": evidence.target_skew_seconds,
+            "error": evidence.error,
+        });
+        let op = if evidence.success {
+            m.last_success.set(unix_seconds(Utc::now()));
+            Op::success(
+                "drill.completed",
+                format!("restore drill {} passed", evidence.id),
+            )
+        } else {
+            Op::failure(
+                "drill.failed",
+                format!("restore drill {} failed", evidence.id),
+            )
+            .count(&m.failures)
+        };
+        self.events.emit(op.target(target).details(details));
+        evidence
+    }
+
+    // --- retention --------------------------------------------------------------------
+
+    /// Applies retention to every repository, primary first (`retention.deleted|locked`
+    /// per object, `retention.failed`). Stops at the first repository that fails.
+    pub async fn retention(&self, dry_run: bool) -> Result<Vec<retention::Report>, Error> {
+        let m = &self.metrics.retention;
+        let policy = Policy {
+            recovery_window: self.settings.retention.recovery_window,
+            min_backups: self.settings.retention.min_backups,
+        };
+        let mut reports = Vec::new();
+        for Labelled { label, repo } in self.stores() {
+            let repository = repo.store.describe();
+            let observe = |o: &retention::Handled| {
+                let counter = m
+                    .deleted
+                    .with_label_values(&[label, o.object.reason.label()]);
+                if let Some(op) = retention_op(o, &counter) {
+                    let target =
+                        json!({ "store": label, "repository": repository, "key": o.object.key });
+                    self.events.emit(op.target(target));
+                }
+            };
+            match retention::run(&repo, policy, Utc::now(), dry_run, &observe).await {
+                Ok(report) => {
+                    if !dry_run {
+                        m.locked
+                            .with_label_values(&[label])
+                            .set(report.locked_objects as f64);
+                    }
+                    reports.push(report);
+                }
+                Err(e @ Error::Skipped(_)) => return Err(e),
+                Err(e) => {
+                    self.events.emit(
+                        failed("retention.failed", "retention failed", &e)
+                            .target(json!({ "store": label, "repository": repository }))
+                            .count(&m.failures),
+                    );
+                    return Err(e);
+                }
+            }
+        }
+        if !dry_run {
+            m.last_run.set(unix_seconds(Utc::now()));
+        }
+        Ok(reports)
+    }
+
+    // --- off-site copy ----------------------------------------------------------------
+
+    /// Copies the newest valid backup and its WAL to the off-site repository
+    /// (`offsite.completed|failed`). Fails when none is configured.
+    pub async fn offsite(&self) -> Result<CopyReport, Error> {
+        let Some(dest) = &self.offsite else {
+            return Err(Error::Invalid(format!(
+                "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
+                self.settings.file.display()
+            )));
+        };
+        let m = &self.metrics.offsite;
+        let result = offsite::run(&self.primary, dest).await;
+        match &result {
+            Ok(r) => {
+                m.last_success.set(unix_seconds(r.finished));
+                self.events.emit(
+                    Op::success(
+                        "offsite.completed",
+                        format!("backup {} copied off-site and verified", r.backup_id),
+                    )
+                    .target(json!({ "destination": r.destination, "backup": r.backup_id }))
+                    .details(json!({
+                        "objects_copied": r.objects_copied,
+                        "server_side": r.server_side,
+                        "objects_present": r.objects_present,
+                        "bytes": r.bytes_copied,
+                        "wal_files": r.wal_files,
+                    })),
+                );
+            }
+            Err(Error::Skipped(why)) => {
+                tracing::info!(event = "offsite.skipped", reason = %why, "off-site copy skipped")
+            }
+            Err(e) => self.events.emit(
+                failed("offsite.failed", "off-site copy failed", e)
+                    .target(json!({ "destination": dest.store.describe() }))
+                    .count(&m.failures),
+            ),
+        }
+        result
+    }
+}
+
+/// A failure event carrying the error's kind and message.
+fn failed(event: &'static str, message: &str, e: &Error) -> Op {
+    Op::failure(event, message).details(json!({ "kind": e.kind(), "error": e.to_string() }))
+}
+
+/// `retention.deleted` (counted) or `retention.locked` for one object; nothing in a dry run.
+fn retention_op(o: &retention::Handled, deleted: &prometheus::IntCounter) -> Option<Op> {
+    let d = &o.object;
+    let op = match &o.fate {
+        Fate::Deleted => {
+            Op::success("retention.deleted", format!("deleted {}", d.key)).count(deleted)
+        }
+        Fate::Locked { until } => Op::success(
+            "retention.locked",
+            format!(
+                "{} is due but under Object Lock until {until}; left in place",
+                d.key
+            ),
+        ),
+        Fate::WouldDelete => return None,
+    };
+    Some(op.details(json!({ "reason": d.reason.label(), "why": d.why, "bytes": d.bytes })))
+}
+
+/// Asks PostgreSQL what it last archived (None if it cannot be asked).
+pub async fn archiver_state(pg: &crate::config::PostgresSettings) -> Option<ArchiverState> {
+    let conn = crate::pg::connect(&crate::pg::ConnectOptions::from_settings(pg), None)
+        .await
+        .ok()?;
+    let row = conn
+        .client
+        .query_one(
+            "SELECT last_archived_wal, last_archived_time FROM pg_stat_archiver",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(ArchiverState {
+        last_archived_wal: row.get(0),
+        last_archived_time: row
+            .get::<_, Option<std::time::SystemTime>>(1)
+            .map(DateTime::<Utc>::from),
+    })
+}
+
+/// `<this binary> wal-fetch -c <absolute config path>`: the prefix of the `restore_command`
+/// of restores and drills (PostgreSQL appends `%f %p`).
+pub fn wal_fetch_command(config: &Path) -> Result<String, Error> {
+    let exe = std::env::current_exe()
+        .map_err(super::io("finding the pgvigil binary for restore_command"))?;
+    let config = std::fs::canonicalize(config)
+        .map_err(super::io(format!("resolving {}", config.display())))?;
+    Ok(format!(
+        "{} wal-fetch -c {}",
+        exe.display(),
+        config.display()
+    ))
+}

@@ -1,0 +1,211 @@
+//! `pgvigil run`, `dev`, `check-config`, `catalog` and `audit`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{load, ShutdownSignals};
+use crate::cli::{CatalogArgs, Cli, DevArgs};
+use crate::config::{self, EnvLookup};
+use crate::metrics::catalogue;
+
+pub(super) async fn run(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+    // App::start emits config.loaded (log, metric and audit line together).
+    let settings = config::load(&cli.config, env)?;
+    // Handlers first: a SIGTERM that arrives while starting must still drain, not kill.
+    let signals = ShutdownSignals::install()?;
+    let running = crate::App::start(settings).await?;
+    signals.wait().await;
+    tracing::info!(event = "daemon.stopping", "signal received; draining");
+    running.shutdown(Duration::from_secs(10)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
+    let signals = ShutdownSignals::install()?;
+    let exe = std::env::current_exe().context("finding the pgvigil binary")?;
+    let env = crate::dev::DevEnvironment::start(args.listen, &exe)
+        .await
+        .context("pgvigil dev")?;
+    let addr = env.running.addr;
+    println!();
+    println!("pgvigil dev is running (Ctrl-C stops it and deletes everything).");
+    println!();
+    println!("  metrics:    http://{addr}/metrics");
+    println!("  health:     http://{addr}/healthz   http://{addr}/readyz");
+    println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
+    println!("  data dir:   {}", env.cluster.data_dir().display());
+    println!("  repository: {}", env.repo_url);
+    println!(
+        "  config:     {}   (try: pgvigil backups -c {})",
+        env.config_file.display(),
+        env.config_file.display()
+    );
+    match &env.first_backup {
+        Ok(b) => println!(
+            "  backup:     {} taken ({} stored in {:.1}s); WAL is archived through pgvigil wal-push",
+            b.id,
+            indicatif::HumanBytes(b.stored_bytes),
+            b.duration_seconds
+        ),
+        Err(e) => println!("  backup:     FAILED: {e}"),
+    }
+    match &env.pgbouncer {
+        Some(b) => println!(
+            "  pgbouncer:  psql '{}'   (admin: psql '{}')",
+            b.dsn("postgres", "postgres"),
+            b.admin_dsn("postgres")
+        ),
+        None => println!("  pgbouncer:  not installed (apt-get install pgbouncer), skipped"),
+    }
+    println!();
+    signals.wait().await;
+    env.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn check_config(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+    let settings = match config::load(&cli.config, env) {
+        Ok(s) => s,
+        Err(e) => {
+            println!(
+                "FAIL  config             {:<45} {e}",
+                cli.config.display().to_string()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "ok    config             {:<45} valid",
+        cli.config.display().to_string()
+    );
+    let checks = crate::check::probe(&settings).await;
+    let mut failed = false;
+    for c in &checks {
+        println!("{c}");
+        failed |= c.status == crate::check::Status::Fail;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(serde::Serialize)]
+struct CatalogEntry<'a> {
+    #[serde(flatten)]
+    def: &'a catalogue::MetricDef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configured_name: Option<String>,
+}
+
+pub(super) fn catalog(
+    cli: &Cli,
+    args: &CatalogArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let mut entries: Vec<CatalogEntry<'_>> = catalogue::ALL
+        .iter()
+        .map(|def| CatalogEntry {
+            def,
+            configured_name: None,
+        })
+        .collect();
+    // Custom queries are listed when the config is readable; the catalogue works without one.
+    if let Ok(settings) = config::load(&cli.config, env) {
+        for q in &settings.postgres.queries {
+            for v in &q.values {
+                let name = if q.values.len() == 1 && v == "value" {
+                    q.name.clone()
+                } else {
+                    format!("{}_{v}", q.name)
+                };
+                entries.push(CatalogEntry {
+                    def: &catalogue::CUSTOM_QUERY,
+                    configured_name: Some(name),
+                });
+            }
+        }
+    }
+    if args.markdown {
+        print!("{}", catalogue::markdown());
+    } else if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else {
+        for e in &entries {
+            let name = e.configured_name.as_deref().unwrap_or(e.def.name);
+            let suffix = if e.def.naming == catalogue::Naming::Prefix {
+                "*"
+            } else {
+                ""
+            };
+            let compat = if e.def.compat.is_some() {
+                " (compat)"
+            } else {
+                ""
+            };
+            println!(
+                "{name}{suffix:<1} {:?} [{}]{compat}",
+                e.def.kind,
+                e.def.labels.join(",")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn audit(
+    cli: &Cli,
+    cmd: &crate::cli::AuditCommand,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::AuditCommand;
+    match cmd {
+        AuditCommand::Install(args) => {
+            let settings = load(cli, env)?;
+            let opts = crate::pg::ConnectOptions::from_settings(&settings.postgres);
+            let done = crate::audit::schema::install(&opts, &args.tables).await?;
+            println!(
+                "installed the database change audit (schema audit) into {}",
+                done.target
+            );
+            for t in &done.tables {
+                println!("auditing {t}");
+            }
+            if settings.audit.table.is_none() {
+                println!("to forward its rows, set [audit] table = \"audit.logged_actions\" and restart pgvigil run");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify(args) => {
+            use crate::audit::chain::{verify_file, VerifyError};
+            match verify_file(&args.file) {
+                Ok(v) => {
+                    if args.json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        println!(
+                            "ok: {} intact, {} lines, seq {}..{}, last hash {}",
+                            args.file.display(),
+                            v.lines,
+                            v.first_seq.map_or("-".into(), |s| s.to_string()),
+                            v.last_seq.map_or("-".into(), |s| s.to_string()),
+                            v.last_hash.as_deref().unwrap_or("-")
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ VerifyError::Broken { .. }) => {
+                    eprintln!("pgvigil: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("pgvigil: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `pgvigil backup`, `backups`, `restore`, `wal-push` and `wal-fetch`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::HumanBytes;
+
+use super::{load, open_repo, ops, parse_time, print_json, rfc3339};
+use crate::backup::basebackup::Progress;
+use crate::backup::catalog::{parse_lsn, Target};
+use crate::backup::ops::wal_fetch_command;
+use crate::backup::restore::RestoreRequest;
+use crate::cli::{Cli, JsonArgs, RestoreArgs};
+use crate::config::{self, EnvLookup};
+
+pub(super) async fn backup(
+    cli: &Cli,
+    args: &JsonArgs,
+    env: EnvLookup<'_>,
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
+    let ops = ops(load(cli, env)?, false, "backup").await?;
+    let progress = Arc::new(Progress::default());
+    let bar = (interactive && !args.json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} backup {msg} [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
+    let ticker = bar.clone().map(|bar| {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                let raw = progress.raw_bytes.load(Ordering::Relaxed);
+                let stored = progress.stored_bytes.load(Ordering::Relaxed);
+                let rate = raw as f64 / start.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "{} read, {} stored, {}/s",
+                    HumanBytes(raw),
+                    HumanBytes(stored),
+                    HumanBytes(rate as u64)
+                ));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let result = ops.backup(progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    ops.close().await;
+    let info = result.context("backup failed")?;
+    if args.json {
+        print_json(&info)?;
+    } else {
+        println!(
+            "backup {} done: {} raw, {} stored in {:.1}s, WAL {} .. {} (timeline {})",
+            info.id,
+            HumanBytes(info.raw_bytes),
+            HumanBytes(info.stored_bytes),
+            info.duration_seconds,
+            info.start_lsn,
+            info.stop_lsn,
+            info.timeline
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn backups(
+    cli: &Cli,
+    args: &JsonArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let settings = load(cli, env)?;
+    let repo = open_repo(&settings).await?;
+    let list = crate::backup::catalog::list(&repo).await?;
+    if args.json {
+        print_json(&list)?;
+    } else if list.is_empty() {
+        println!(
+            "no backups in {} (cluster {})",
+            repo.store.describe(),
+            repo.cluster
+        );
+    } else {
+        println!(
+            "{:<18} {:<25} {:<25} {:>10} {:>10} {:>8}  wal",
+            "id", "start", "stop", "raw", "stored", "seconds"
+        );
+        for b in &list {
+            println!(
+                "{:<18} {:<25} {:<25} {:>10} {:>10} {:>8.1}  {} .. {} (tl {})",
+                b.id,
+                rfc3339(b.start_time),
+                rfc3339(b.stop_time),
+                HumanBytes(b.raw_bytes).to_string(),
+                HumanBytes(b.stored_bytes).to_string(),
+                b.duration_seconds,
+                b.start_lsn,
+                b.stop_lsn,
+                b.timeline
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn wal_push(
+    cli: &Cli,
+    path: &Path,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    // No config.loaded line: archive_command runs this once per 16 MB of WAL.
+    let ops = ops(config::load(&cli.config, env)?, false, "wal-push").await?;
+    let result = ops.wal_push(path).await;
+    ops.close().await;
+    result.with_context(|| format!("wal-push {}", path.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn wal_fetch(
+    cli: &Cli,
+    name: &str,
+    dest: &Path,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let settings = config::load(&cli.config, env)?;
+    let repo = open_repo(&settings).await?;
+    if crate::backup::wal::fetch(&repo, name, dest)
+        .await
+        .with_context(|| format!("wal-fetch {name}"))?
+    {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        // Normal during recovery (PostgreSQL probes for files that may not exist): quiet.
+        tracing::debug!(event = "wal.fetch.missing", wal = %name, "not in the repository");
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub(super) async fn restore(
+    cli: &Cli,
+    args: &RestoreArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let settings = load(cli, env)?;
+    let repo = open_repo(&settings).await?;
+    let target = match (&args.target_time, &args.target_lsn, &args.target) {
+        (Some(t), _, _) => Target::Time(parse_time("--target-time", t)?),
+        (_, Some(l), _) => Target::Lsn(
+            parse_lsn(l)
+                .with_context(|| format!("--target-lsn {l:?} is not an LSN like 0/3000028"))?,
+        ),
+        (_, _, Some(_)) => Target::Immediate,
+        _ => Target::Latest,
+    };
+    let req = RestoreRequest {
+        to: args.to.clone(),
+        backup: args.backup.clone(),
+        target,
+        action: args.target_action,
+        restore_command: format!("{} %f %p", wal_fetch_command(&cli.config)?),
+    };
+    let restored = crate::backup::restore::restore(&repo, &req)
+        .await
+        .context("restore failed")?;
+    if args.json {
+        print_json(&restored)?;
+    } else {
+        println!(
+            "restored backup {} ({} in {:.1}s) into {}; start PostgreSQL on it to replay WAL to the target",
+            restored.backup_id,
+            HumanBytes(restored.bytes),
+            restored.seconds,
+            restored.data_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

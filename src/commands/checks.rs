@@ -1,0 +1,115 @@
+//! `pgvigil verify` and `pgvigil drill`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::{load, ops, parse_time, print_json, ShutdownSignals};
+use crate::cli::{Cli, DrillArgs, JsonArgs};
+use crate::config::EnvLookup;
+
+pub(super) async fn verify(
+    cli: &Cli,
+    args: &JsonArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let ops = ops(load(cli, env)?, false, "verify").await?;
+    let rpo = ops.settings.pitr.rpo;
+    let report = ops.verify().await;
+    ops.close().await;
+    let report = report.context("verify failed")?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        let t = |x: Option<chrono::DateTime<chrono::Utc>>| {
+            x.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{}: {} backup(s), timelines {:?}, {} segments checked, newest {}",
+            if report.ok { "ok" } else { "FAILED" },
+            report.backups,
+            report.timelines,
+            report.segments_checked,
+            report.newest_segment.as_deref().unwrap_or("-")
+        );
+        println!(
+            "recovery window: {} .. {}",
+            t(report.window_start),
+            t(report.window_end)
+        );
+        if let Some(a) = report.archive_age_seconds {
+            println!("archive age (RPO): {a:.0}s (limit {}s)", rpo.as_secs());
+        }
+        for m in &report.missing {
+            println!("missing: {m}");
+        }
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(super) async fn drill(
+    cli: &Cli,
+    args: &DrillArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let ops = ops(load(cli, env)?, false, "drill").await?;
+    let target = match &args.target_time {
+        Some(t) => Some(parse_time("--target-time", t)?),
+        None => None,
+    };
+    let signals = ShutdownSignals::install()?;
+    // On SIGTERM/SIGINT the drill future is dropped: its guard stops the postmaster and
+    // removes the drill directory.
+    let evidence = tokio::select! {
+        ev = ops.drill(target, args.timeout) => ev,
+        _ = signals.wait() => anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed"),
+    };
+    ops.close().await;
+    if args.json {
+        print_json(&evidence)?;
+    } else {
+        println!(
+            "drill {}: {} (target {}, backup {}, skew {:.1}s)",
+            evidence.id,
+            if evidence.success { "PASSED" } else { "FAILED" },
+            evidence
+                .target_time
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "-".into()),
+            evidence.backup_id.as_deref().unwrap_or("-"),
+            evidence.target_skew_seconds.unwrap_or(f64::NAN)
+        );
+        let t = &evidence.timings;
+        println!(
+            "RTO {:.1}s = download {:.1}s + replay {:.1}s + checks {:.1}s; {} restored",
+            t.total_seconds,
+            t.download_seconds,
+            t.replay_seconds,
+            t.checks_seconds,
+            indicatif::HumanBytes(evidence.bytes_restored)
+        );
+        for c in &evidence.checks {
+            println!(
+                "  {} {}: {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        if let Some(e) = &evidence.error {
+            println!("error: {e}");
+        }
+    }
+    Ok(if evidence.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,97 @@
+//! `pgvigil retention` and `pgvigil offsite`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use indicatif::HumanBytes;
+
+use super::{load, ops, print_json, rfc3339};
+use crate::backup::retention::Fate;
+use crate::cli::{Cli, JsonArgs, RetentionArgs};
+use crate::config::EnvLookup;
+
+pub(super) async fn retention(
+    cli: &Cli,
+    args: &RetentionArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let ops = ops(load(cli, env)?, true, "retention").await?;
+    let result = ops.retention(args.dry_run).await;
+    ops.close().await;
+    let reports = result.context("retention failed")?;
+    if args.json {
+        print_json(&reports)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &reports {
+        println!(
+            "{}{}: recovery window from {} ({} backup(s) kept)",
+            r.store,
+            if r.dry_run { " (dry run)" } else { "" },
+            rfc3339(r.window_start),
+            r.kept.len()
+        );
+        for k in &r.kept {
+            println!(
+                "  keep    backup {} (ended {}): {}",
+                k.id,
+                rfc3339(k.stop_time),
+                k.why
+            );
+        }
+        for o in &r.objects {
+            let verb = match &o.fate {
+                Fate::Deleted => "deleted".to_string(),
+                Fate::WouldDelete => "would delete".to_string(),
+                Fate::Locked { until } => format!("locked until {until}, kept"),
+            };
+            println!(
+                "  {verb} {} ({}, {}): {}",
+                o.object.key,
+                o.object.reason.label(),
+                HumanBytes(o.object.bytes),
+                o.object.why
+            );
+        }
+        let would = r
+            .objects
+            .iter()
+            .filter(|o| o.fate == Fate::WouldDelete)
+            .count();
+        println!(
+            "  {} object(s) deleted ({}), {} would be deleted, {} locked, {} lock(s) renewed",
+            r.deleted_objects,
+            HumanBytes(r.deleted_bytes),
+            would,
+            r.locked_objects,
+            r.renewed_locks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn offsite(
+    cli: &Cli,
+    args: &JsonArgs,
+    env: EnvLookup<'_>,
+) -> anyhow::Result<ExitCode> {
+    let ops = ops(load(cli, env)?, true, "offsite").await?;
+    let result = ops.offsite().await;
+    ops.close().await;
+    let report = result.context("off-site copy failed")?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "backup {} copied to {}: {} object(s) copied ({} server-side, {}), {} already there, {} WAL file(s) needed; every copy verified",
+            report.backup_id,
+            report.destination,
+            report.objects_copied,
+            report.server_side,
+            HumanBytes(report.bytes_copied),
+            report.objects_present,
+            report.wal_files
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,146 @@
+//! The scheduled jobs: backup, drill, retention and the off-site copy, each on its cron
+//! schedule (`schedule.rs` runs them: never two at once, history in the repository). A job
+//! body is one call into `backup::ops` (the same function as the CLI command) and turns its
+//! result into the job's outcome and the message kept in the job history.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::StartError;
+use crate::backup::basebackup::Progress;
+use crate::backup::ops::Ops;
+use crate::backup::Error;
+use crate::metrics::catalogue as cat;
+use crate::metrics::own::gauge_vec;
+use crate::schedule::{self, JobFn, JobOutcome};
+
+/// How long a scheduled drill may take before it is stopped.
+const DRILL_PATIENCE: Duration = Duration::from_secs(7200);
+
+/// Schedules every configured job.
+pub fn schedule(
+    ops: &Ops,
+    registry: &Registry,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) -> Result<(), StartError> {
+    let next_run = gauge_vec(registry, &cat::PGVIGIL_JOB_NEXT_RUN_TIMESTAMP_SECONDS)?;
+    // Scheduled jobs never overlap.
+    let exclusive = Arc::new(tokio::sync::Mutex::new(()));
+    let s = &ops.settings;
+    let mut jobs: Vec<(&'static str, &'static str, &str, JobFn)> = vec![
+        ("drill", "drill.schedule", &s.drill.schedule, drill(ops)),
+        ("backup", "backup.schedule", &s.backup.schedule, backup(ops)),
+        (
+            "retention",
+            "retention.schedule",
+            &s.retention.schedule,
+            retention(ops),
+        ),
+    ];
+    if let (Some(o), Some(_)) = (&s.offsite, &ops.offsite) {
+        jobs.push(("offsite", "offsite.schedule", &o.schedule, offsite(ops)));
+    }
+    for (job, key, expr, body) in jobs {
+        if expr == "off" {
+            continue;
+        }
+        let cron = crate::config::parse_schedule(expr)
+            .map_err(|message| StartError::Schedule { key, message })?;
+        let next_run = next_run.clone();
+        tracker.spawn(schedule::run_job(
+            job,
+            cron,
+            ops.primary.clone(),
+            exclusive.clone(),
+            body,
+            move |t| next_run.with_label_values(&[job]).set(t.timestamp() as f64),
+            token.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// A job body that calls `run` on a clone of `ops`.
+fn job<F, Fut>(ops: &Ops, run: F) -> JobFn
+where
+    F: Fn(Ops) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (JobOutcome, String)> + Send + 'static,
+{
+    let ops = ops.clone();
+    Arc::new(move || Box::pin(run(ops.clone())))
+}
+
+/// The job's outcome for an operation's result: `Skipped` (not this sidecar's turn) is not
+/// a failure.
+fn outcome<T>(result: Result<T, Error>, message: impl FnOnce(T) -> String) -> (JobOutcome, String) {
+    match result {
+        Ok(v) => (JobOutcome::Success, message(v)),
+        Err(Error::Skipped(why)) => (JobOutcome::Skipped, why),
+        Err(e) => (JobOutcome::Failure, e.to_string()),
+    }
+}
+
+fn backup(ops: &Ops) -> JobFn {
+    job(ops, |ops| async move {
+        let result = ops.backup(Arc::new(Progress::default())).await;
+        outcome(result, |info| {
+            format!("backup {} ({} bytes stored)", info.id, info.stored_bytes)
+        })
+    })
+}
+
+fn drill(ops: &Ops) -> JobFn {
+    job(ops, |ops| async move {
+        let ev = ops.drill(None, DRILL_PATIENCE).await;
+        if ev.success {
+            (
+                JobOutcome::Success,
+                format!("drill {} passed in {:.1}s", ev.id, ev.timings.total_seconds),
+            )
+        } else {
+            (
+                JobOutcome::Failure,
+                ev.error.unwrap_or_else(|| "failed".into()),
+            )
+        }
+    })
+}
+
+fn retention(ops: &Ops) -> JobFn {
+    job(ops, |ops| async move {
+        let result = ops.retention(false).await;
+        let labels = ops.stores().into_iter().map(|s| s.label);
+        outcome(result, |reports| {
+            reports
+                .iter()
+                .zip(labels)
+                .map(|(r, label)| {
+                    format!(
+                        "{label}: kept {} backup(s), deleted {} object(s), {} locked",
+                        r.kept.len(),
+                        r.deleted_objects,
+                        r.locked_objects
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    })
+}
+
+fn offsite(ops: &Ops) -> JobFn {
+    job(ops, |ops| async move {
+        let result = ops.offsite().await;
+        outcome(result, |r| {
+            format!(
+                "backup {} copied to {} ({} objects, {} bytes)",
+                r.backup_id, r.destination, r.objects_copied, r.bytes_copied
+            )
+        })
+    })
+}

@@ -1,0 +1,113 @@
+//! The daemon's periodic work that is not a cron job: the PITR check (`pitr.check_interval`),
+//! the heartbeat table (`pitr.heartbeat_interval`), the refresh of the backup gauges from the
+//! catalog (every minute, so backups taken by `pgvigil backup` count too), the warm-up that
+//! makes `/readyz` turn true without waiting for Prometheus, and the gauges a restarted
+//! daemon restores from what the repository remembers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::ready::{Condition, Readiness};
+use super::StartError;
+use crate::backup::ops::Ops;
+use crate::backup::{drill, heartbeat, offsite};
+use crate::collectors::Scraper;
+use crate::metrics::catalogue as cat;
+use crate::metrics::own::{gauge, unix_seconds};
+use crate::schedule::{self, JobOutcome};
+
+/// How often the backup gauges are refreshed from the catalog.
+const CATALOG_REFRESH: Duration = Duration::from_secs(60);
+
+/// Runs `round` now and then every `every` until `token` is cancelled.
+pub async fn periodically<F, Fut>(every: Duration, token: CancellationToken, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // Bounded by the daemon's lifetime: the token ends it.
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = round() => {}
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Starts the PITR check, the heartbeat and the catalog refresh.
+pub fn start(
+    ops: &Ops,
+    registry: &Registry,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) -> Result<(), StartError> {
+    let verify = ops.clone();
+    tracker.spawn(periodically(
+        ops.settings.pitr.check_interval,
+        token.clone(),
+        move || {
+            let ops = verify.clone();
+            async move {
+                // The outcome is an event and metrics; nothing else to do with it here.
+                let _ = ops.verify().await;
+            }
+        },
+    ));
+    let pitr = &ops.settings.pitr;
+    if !pitr.heartbeat_interval.is_zero() {
+        tracker.spawn(heartbeat::run(
+            ops.settings.postgres.clone(),
+            pitr.heartbeat_interval,
+            gauge(registry, &cat::PGVIGIL_HEARTBEAT_LAG_SECONDS)?,
+            token.clone(),
+        ));
+    }
+    let (metrics, repo) = (ops.metrics.backup.clone(), ops.primary.clone());
+    tracker.spawn(periodically(CATALOG_REFRESH, token.clone(), move || {
+        let (metrics, repo) = (metrics.clone(), repo.clone());
+        async move { metrics.refresh(&repo).await }
+    }));
+    Ok(())
+}
+
+/// Sets the gauges of the last off-site copy, retention run and drill from the repository,
+/// so a restarted daemon does not report "never".
+pub async fn restore_remembered(ops: &Ops) {
+    let m = &ops.metrics;
+    if let Some(last) = offsite::last(&ops.primary).await {
+        m.offsite.last_success.set(unix_seconds(last.finished));
+    }
+    let retention = schedule::load_history(&ops.primary, "retention").await;
+    if let (Some(JobOutcome::Success), Some(t)) = (retention.last_outcome, retention.last_finished)
+    {
+        m.retention.last_run.set(unix_seconds(t));
+    }
+    if let Some(t) = drill::last_success(&ops.primary).await {
+        m.drill.last_success.set(unix_seconds(t));
+    }
+}
+
+/// Collects every 250 ms until a scrape reaches PostgreSQL, so `/readyz` turns true without
+/// waiting for Prometheus to scrape.
+pub async fn warm_up(scraper: Arc<Scraper>, readiness: Arc<Readiness>, token: CancellationToken) {
+    // Bounded by the daemon's lifetime; stops at the first success.
+    while !readiness.is_met(Condition::FirstScrape) {
+        if scraper.postgres().is_connected().await && scraper.scrape().await.postgres_up {
+            readiness.met(Condition::FirstScrape);
+            return;
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
