@@ -45,13 +45,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use prometheus::{Gauge, Registry};
+use prometheus::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use super::event::EventKind;
 use super::sink::{self, AuditLog, SinkError};
 use crate::config::AuditTable;
-use crate::metrics::catalogue as cat;
 use crate::pg::{self, ConnectOptions};
 
 /// The `consumer` row of this daemon in the cursor table.
@@ -89,22 +88,11 @@ pub enum TailError {
     NoXid { table: String },
 }
 
-/// The tailer's metrics (catalogue entries `pgvigil_audit_cursor_id` and
-/// `pgvigil_audit_forward_lag_seconds`).
-#[derive(Clone)]
-pub struct TailMetrics {
-    pub cursor: Gauge,
-    pub lag: Gauge,
-}
-
-impl TailMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        use crate::metrics::own::gauge;
-        Ok(Self {
-            cursor: gauge(r, &cat::PGVIGIL_AUDIT_CURSOR_ID)?,
-            lag: gauge(r, &cat::PGVIGIL_AUDIT_FORWARD_LAG_SECONDS)?,
-        })
+crate::own_metrics! {
+    /// The tailer's cursor and lag.
+    pub struct TailMetrics {
+        pub cursor: Gauge = PGVIGIL_AUDIT_CURSOR_ID,
+        pub lag: Gauge = PGVIGIL_AUDIT_FORWARD_LAG_SECONDS,
     }
 }
 

@@ -6,35 +6,24 @@
 use prometheus::{Gauge, GaugeVec, Histogram, IntCounter, IntCounterVec, Registry};
 
 use super::{catalog, pitr, retention};
-use crate::metrics::catalogue as cat;
-use crate::metrics::own::{counter, counter_vec, gauge, gauge_vec, histogram, unix_seconds};
+use crate::metrics::own::unix_seconds;
+use crate::own_metrics;
 use crate::store::Repo;
 
-/// Base backups in the repository, refreshed from the catalog (so backups taken by
-/// `pgvigil backup` count too).
-#[derive(Clone)]
-pub struct BackupMetrics {
-    pub last_success: Gauge,
-    pub last_duration: Gauge,
-    pub last_size: GaugeVec,
-    pub failures: IntCounter,
-    pub running: Gauge,
-    pub count: Gauge,
+own_metrics! {
+    /// Base backups in the repository, refreshed from the catalog (so backups taken by
+    /// `pgvigil backup` count too).
+    pub struct BackupMetrics {
+        pub last_success: Gauge = PGVIGIL_BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        pub last_duration: Gauge = PGVIGIL_BACKUP_LAST_DURATION_SECONDS,
+        pub last_size: GaugeVec = PGVIGIL_BACKUP_LAST_SIZE_BYTES,
+        pub failures: IntCounter = PGVIGIL_BACKUP_FAILURES_TOTAL,
+        pub running: Gauge = PGVIGIL_BACKUP_RUNNING,
+        pub count: Gauge = PGVIGIL_BACKUPS,
+    }
 }
 
 impl BackupMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        Ok(Self {
-            last_success: gauge(r, &cat::PGVIGIL_BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS)?,
-            last_duration: gauge(r, &cat::PGVIGIL_BACKUP_LAST_DURATION_SECONDS)?,
-            last_size: gauge_vec(r, &cat::PGVIGIL_BACKUP_LAST_SIZE_BYTES)?,
-            failures: counter(r, &cat::PGVIGIL_BACKUP_FAILURES_TOTAL)?,
-            running: gauge(r, &cat::PGVIGIL_BACKUP_RUNNING)?,
-            count: gauge(r, &cat::PGVIGIL_BACKUPS)?,
-        })
-    }
-
     /// Sets the repository gauges from the catalog.
     pub async fn refresh(&self, repo: &Repo) {
         match catalog::newest(repo).await {
@@ -58,30 +47,25 @@ impl BackupMetrics {
     }
 }
 
-/// WAL archiving, as reported by `wal-push` processes.
-#[derive(Clone)]
-pub struct WalMetrics {
-    pub push: IntCounterVec,
-    pub push_duration: Histogram,
-    pub last_pushed: Gauge,
+/// Buckets of `pgvigil_wal_push_duration_seconds`: a local push takes milliseconds, a
+/// segment to a distant bucket seconds.
+const WAL_PUSH_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+own_metrics! {
+    /// WAL archiving, as reported by `wal-push` processes.
+    pub struct WalMetrics {
+        pub push: IntCounterVec = PGVIGIL_WAL_PUSH_TOTAL,
+        pub push_duration: Histogram = PGVIGIL_WAL_PUSH_DURATION_SECONDS with WAL_PUSH_BUCKETS,
+        pub last_pushed: Gauge = PGVIGIL_WAL_LAST_PUSHED_TIMESTAMP_SECONDS,
+    }
 }
 
 impl WalMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        let m = Self {
-            push: counter_vec(r, &cat::PGVIGIL_WAL_PUSH_TOTAL)?,
-            push_duration: histogram(
-                r,
-                &cat::PGVIGIL_WAL_PUSH_DURATION_SECONDS,
-                vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-            )?,
-            last_pushed: gauge(r, &cat::PGVIGIL_WAL_LAST_PUSHED_TIMESTAMP_SECONDS)?,
-        };
-        // Both outcomes exist from the start, so rate() and alerts see zeros, not gaps.
-        m.push.with_label_values(&["success"]);
-        m.push.with_label_values(&["failure"]);
-        Ok(m)
+    /// Both outcomes exist from the start, so rate() and alerts see zeros, not gaps.
+    fn init(self) -> Self {
+        self.push.with_label_values(&["success"]);
+        self.push.with_label_values(&["failure"]);
+        self
     }
 
     /// Records one push.
@@ -96,30 +80,19 @@ impl WalMetrics {
     }
 }
 
-/// The PITR check: recovery window, continuity and archive age.
-#[derive(Clone)]
-pub struct PitrMetrics {
-    pub window_start: Gauge,
-    pub window_end: Gauge,
-    pub missing: Gauge,
-    pub continuity_ok: Gauge,
-    pub last_check: Gauge,
-    pub archive_age: Gauge,
+own_metrics! {
+    /// The PITR check: recovery window, continuity and archive age.
+    pub struct PitrMetrics {
+        pub window_start: Gauge = PGVIGIL_PITR_WINDOW_START_TIMESTAMP_SECONDS,
+        pub window_end: Gauge = PGVIGIL_PITR_WINDOW_END_TIMESTAMP_SECONDS,
+        pub missing: Gauge = PGVIGIL_PITR_MISSING_SEGMENTS,
+        pub continuity_ok: Gauge = PGVIGIL_PITR_CONTINUITY_OK,
+        pub last_check: Gauge = PGVIGIL_PITR_LAST_CHECK_TIMESTAMP_SECONDS,
+        pub archive_age: Gauge = PGVIGIL_WAL_ARCHIVE_AGE_SECONDS,
+    }
 }
 
 impl PitrMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        Ok(Self {
-            window_start: gauge(r, &cat::PGVIGIL_PITR_WINDOW_START_TIMESTAMP_SECONDS)?,
-            window_end: gauge(r, &cat::PGVIGIL_PITR_WINDOW_END_TIMESTAMP_SECONDS)?,
-            missing: gauge(r, &cat::PGVIGIL_PITR_MISSING_SEGMENTS)?,
-            continuity_ok: gauge(r, &cat::PGVIGIL_PITR_CONTINUITY_OK)?,
-            last_check: gauge(r, &cat::PGVIGIL_PITR_LAST_CHECK_TIMESTAMP_SECONDS)?,
-            archive_age: gauge(r, &cat::PGVIGIL_WAL_ARCHIVE_AGE_SECONDS)?,
-        })
-    }
-
     /// Publishes a verification report.
     pub fn publish(&self, report: &pitr::Report) {
         self.window_start
@@ -135,47 +108,27 @@ impl PitrMetrics {
     }
 }
 
-/// Restore drills.
-#[derive(Clone)]
-pub struct DrillMetrics {
-    pub last_success: Gauge,
-    pub last_duration: Gauge,
-    pub last_skew: Gauge,
-    pub failures: IntCounter,
-}
-
-impl DrillMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        Ok(Self {
-            last_success: gauge(r, &cat::PGVIGIL_DRILL_LAST_SUCCESS_TIMESTAMP_SECONDS)?,
-            last_duration: gauge(r, &cat::PGVIGIL_DRILL_LAST_DURATION_SECONDS)?,
-            last_skew: gauge(r, &cat::PGVIGIL_DRILL_LAST_TARGET_SKEW_SECONDS)?,
-            failures: counter(r, &cat::PGVIGIL_DRILL_FAILURES_TOTAL)?,
-        })
+own_metrics! {
+    /// Restore drills.
+    pub struct DrillMetrics {
+        pub last_success: Gauge = PGVIGIL_DRILL_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        pub last_duration: Gauge = PGVIGIL_DRILL_LAST_DURATION_SECONDS,
+        pub last_skew: Gauge = PGVIGIL_DRILL_LAST_TARGET_SKEW_SECONDS,
+        pub failures: IntCounter = PGVIGIL_DRILL_FAILURES_TOTAL,
     }
 }
 
-/// Retention runs, per store.
-#[derive(Clone)]
-pub struct RetentionMetrics {
-    pub last_run: Gauge,
-    pub deleted: IntCounterVec,
-    pub locked: GaugeVec,
-    pub failures: IntCounter,
+own_metrics! {
+    /// Retention runs, per store.
+    pub struct RetentionMetrics {
+        pub last_run: Gauge = PGVIGIL_RETENTION_LAST_RUN_TIMESTAMP_SECONDS,
+        pub deleted: IntCounterVec = PGVIGIL_RETENTION_DELETED_OBJECTS_TOTAL,
+        pub locked: GaugeVec = PGVIGIL_RETENTION_LOCKED_OBJECTS,
+        pub failures: IntCounter = PGVIGIL_RETENTION_FAILURES_TOTAL,
+    }
 }
 
 impl RetentionMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        Ok(Self {
-            last_run: gauge(r, &cat::PGVIGIL_RETENTION_LAST_RUN_TIMESTAMP_SECONDS)?,
-            deleted: counter_vec(r, &cat::PGVIGIL_RETENTION_DELETED_OBJECTS_TOTAL)?,
-            locked: gauge_vec(r, &cat::PGVIGIL_RETENTION_LOCKED_OBJECTS)?,
-            failures: counter(r, &cat::PGVIGIL_RETENTION_FAILURES_TOTAL)?,
-        })
-    }
-
     /// Creates the labelled series of `store` at zero, so rate() and alerts see zeros from
     /// the start rather than gaps.
     pub fn init_store(&self, store: &str) {
@@ -190,20 +143,11 @@ impl RetentionMetrics {
     }
 }
 
-/// The off-site copy.
-#[derive(Clone)]
-pub struct OffsiteMetrics {
-    pub last_success: Gauge,
-    pub failures: IntCounter,
-}
-
-impl OffsiteMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        Ok(Self {
-            last_success: gauge(r, &cat::PGVIGIL_OFFSITE_LAST_SUCCESS_TIMESTAMP_SECONDS)?,
-            failures: counter(r, &cat::PGVIGIL_OFFSITE_FAILURES_TOTAL)?,
-        })
+own_metrics! {
+    /// The off-site copy.
+    pub struct OffsiteMetrics {
+        pub last_success: Gauge = PGVIGIL_OFFSITE_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        pub failures: IntCounter = PGVIGIL_OFFSITE_FAILURES_TOTAL,
     }
 }
 
@@ -223,7 +167,7 @@ impl OpsMetrics {
     pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
         Ok(Self {
             backup: BackupMetrics::register(r)?,
-            wal: WalMetrics::register(r)?,
+            wal: WalMetrics::register(r)?.init(),
             pitr: PitrMetrics::register(r)?,
             drill: DrillMetrics::register(r)?,
             retention: RetentionMetrics::register(r)?,

@@ -11,31 +11,22 @@ pub mod spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{GaugeVec, IntCounter, Registry};
+use prometheus::{GaugeVec, IntCounter};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::metrics::{catalogue as cat, Family};
+use crate::metrics::Family;
 
-/// Scrape bookkeeping metrics (pgvigil's own).
-#[derive(Clone)]
-pub struct ScrapeMetrics {
-    pub duration: GaugeVec,
-    pub success: GaugeVec,
-    pub scrapes: IntCounter,
+crate::own_metrics! {
+    /// Scrape bookkeeping metrics (pgvigil's own).
+    pub struct ScrapeMetrics {
+        pub duration: GaugeVec = PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS,
+        pub success: GaugeVec = PGVIGIL_SCRAPE_COLLECTOR_SUCCESS,
+        pub scrapes: IntCounter = PGVIGIL_SCRAPES_TOTAL,
+    }
 }
 
 impl ScrapeMetrics {
-    /// Creates and registers the scrape metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        use crate::metrics::own::{counter, gauge_vec};
-        Ok(Self {
-            duration: gauge_vec(r, &cat::PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS)?,
-            success: gauge_vec(r, &cat::PGVIGIL_SCRAPE_COLLECTOR_SUCCESS)?,
-            scrapes: counter(r, &cat::PGVIGIL_SCRAPES_TOTAL)?,
-        })
-    }
-
     /// Records one collector run.
     pub fn record(&self, collector: &str, took: Duration, ok: bool) {
         self.duration

@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{load, ShutdownSignals};
-use crate::cli::{CatalogArgs, Cli, DevArgs};
-use crate::config::{self, EnvLookup};
+use super::{Exit, Invocation, ShutdownSignals};
+use crate::cli::{CatalogArgs, DevArgs};
 use crate::metrics::catalogue;
 
-pub(super) async fn run(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(inv: &Invocation<'_>) -> Exit {
     // App::start emits config.loaded (log, metric and audit line together).
-    let settings = config::load(&cli.config, env)?;
+    let settings = inv.load_quiet()?;
     // Handlers first: a SIGTERM that arrives while starting must still drain, not kill.
     let signals = ShutdownSignals::install()?;
     let running = crate::App::start(settings).await?;
@@ -22,7 +21,7 @@ pub(super) async fn run(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn dev(args: &DevArgs) -> Exit {
     let signals = ShutdownSignals::install()?;
     let exe = std::env::current_exe().context("finding the pgvigil binary")?;
     let env = crate::dev::DevEnvironment::start(args.listen, &exe)
@@ -65,20 +64,20 @@ pub(super) async fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn check_config(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<ExitCode> {
-    let settings = match config::load(&cli.config, env) {
+pub(super) async fn check_config(inv: &Invocation<'_>) -> Exit {
+    let settings = match inv.load_quiet() {
         Ok(s) => s,
         Err(e) => {
             println!(
                 "FAIL  config             {:<45} {e}",
-                cli.config.display().to_string()
+                inv.cli.config.display().to_string()
             );
             return Ok(ExitCode::FAILURE);
         }
     };
     println!(
         "ok    config             {:<45} valid",
-        cli.config.display().to_string()
+        inv.cli.config.display().to_string()
     );
     let checks = crate::check::probe(&settings).await;
     let mut failed = false;
@@ -101,11 +100,7 @@ struct CatalogEntry<'a> {
     configured_name: Option<String>,
 }
 
-pub(super) fn catalog(
-    cli: &Cli,
-    args: &CatalogArgs,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
+pub(super) fn catalog(inv: &Invocation<'_>, args: &CatalogArgs) -> Exit {
     let mut entries: Vec<CatalogEntry<'_>> = catalogue::ALL
         .iter()
         .map(|def| CatalogEntry {
@@ -114,7 +109,7 @@ pub(super) fn catalog(
         })
         .collect();
     // Custom queries are listed when the config is readable; the catalogue works without one.
-    if let Ok(settings) = config::load(&cli.config, env) {
+    if let Ok(settings) = inv.load_quiet() {
         for q in &settings.postgres.queries {
             for v in &q.values {
                 let name = if q.values.len() == 1 && v == "value" {
@@ -156,15 +151,11 @@ pub(super) fn catalog(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn audit(
-    cli: &Cli,
-    cmd: &crate::cli::AuditCommand,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
+pub(super) async fn audit(inv: &Invocation<'_>, cmd: &crate::cli::AuditCommand) -> Exit {
     use crate::cli::AuditCommand;
     match cmd {
         AuditCommand::Install(args) => {
-            let settings = load(cli, env)?;
+            let settings = inv.load()?;
             let opts = crate::pg::ConnectOptions::from_settings(&settings.postgres);
             let done = crate::audit::schema::install(&opts, &args.tables).await?;
             println!(

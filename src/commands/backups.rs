@@ -9,23 +9,17 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::HumanBytes;
 
-use super::{load, open_repo, ops, parse_time, print_json, rfc3339};
+use super::{open_repo, parse_time, print_json, rfc3339, Exit, Invocation};
 use crate::backup::basebackup::Progress;
 use crate::backup::catalog::{parse_lsn, Target};
 use crate::backup::ops::wal_fetch_command;
 use crate::backup::restore::RestoreRequest;
-use crate::cli::{Cli, JsonArgs, RestoreArgs};
-use crate::config::{self, EnvLookup};
+use crate::cli::{JsonArgs, RestoreArgs};
 
-pub(super) async fn backup(
-    cli: &Cli,
-    args: &JsonArgs,
-    env: EnvLookup<'_>,
-    interactive: bool,
-) -> anyhow::Result<ExitCode> {
-    let ops = ops(load(cli, env)?, false, "backup").await?;
+pub(super) async fn backup(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
+    let ops = inv.ops(false, "backup").await?;
     let progress = Arc::new(Progress::default());
-    let bar = (interactive && !args.json).then(|| {
+    let bar = (inv.interactive && !args.json).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} backup {msg} [{elapsed}]")
@@ -78,12 +72,8 @@ pub(super) async fn backup(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn backups(
-    cli: &Cli,
-    args: &JsonArgs,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
-    let settings = load(cli, env)?;
+pub(super) async fn backups(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
+    let settings = inv.load()?;
     let repo = open_repo(&settings).await?;
     let list = crate::backup::catalog::list(&repo).await?;
     if args.json {
@@ -117,26 +107,17 @@ pub(super) async fn backups(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn wal_push(
-    cli: &Cli,
-    path: &Path,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
+pub(super) async fn wal_push(inv: &Invocation<'_>, path: &Path) -> Exit {
     // No config.loaded line: archive_command runs this once per 16 MB of WAL.
-    let ops = ops(config::load(&cli.config, env)?, false, "wal-push").await?;
+    let ops = inv.ops_quiet(false, "wal-push").await?;
     let result = ops.wal_push(path).await;
     ops.close().await;
     result.with_context(|| format!("wal-push {}", path.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn wal_fetch(
-    cli: &Cli,
-    name: &str,
-    dest: &Path,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
-    let settings = config::load(&cli.config, env)?;
+pub(super) async fn wal_fetch(inv: &Invocation<'_>, name: &str, dest: &Path) -> Exit {
+    let settings = inv.load_quiet()?;
     let repo = open_repo(&settings).await?;
     if crate::backup::wal::fetch(&repo, name, dest)
         .await
@@ -150,12 +131,8 @@ pub(super) async fn wal_fetch(
     }
 }
 
-pub(super) async fn restore(
-    cli: &Cli,
-    args: &RestoreArgs,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
-    let settings = load(cli, env)?;
+pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
+    let settings = inv.load()?;
     let repo = open_repo(&settings).await?;
     let target = match (&args.target_time, &args.target_lsn, &args.target) {
         (Some(t), _, _) => Target::Time(parse_time("--target-time", t)?),
@@ -171,7 +148,7 @@ pub(super) async fn restore(
         backup: args.backup.clone(),
         target,
         action: args.target_action,
-        restore_command: format!("{} %f %p", wal_fetch_command(&cli.config)?),
+        restore_command: format!("{} %f %p", wal_fetch_command(&inv.cli.config)?),
     };
     let restored = crate::backup::restore::restore(&repo, &req)
         .await

@@ -4,16 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{load, ops, parse_time, print_json, ShutdownSignals};
-use crate::cli::{Cli, DrillArgs, JsonArgs};
-use crate::config::EnvLookup;
+use super::{parse_time, print_json, Exit, Invocation, ShutdownSignals};
+use crate::cli::{DrillArgs, JsonArgs};
 
-pub(super) async fn verify(
-    cli: &Cli,
-    args: &JsonArgs,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
-    let ops = ops(load(cli, env)?, false, "verify").await?;
+pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
+    let ops = inv.ops(false, "verify").await?;
     let rpo = ops.settings.pitr.rpo;
     let report = ops.verify().await;
     ops.close().await;
@@ -54,12 +49,8 @@ pub(super) async fn verify(
     })
 }
 
-pub(super) async fn drill(
-    cli: &Cli,
-    args: &DrillArgs,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
-    let ops = ops(load(cli, env)?, false, "drill").await?;
+pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
+    let ops = inv.ops(false, "drill").await?;
     let target = match &args.target_time {
         Some(t) => Some(parse_time("--target-time", t)?),
         None => None,

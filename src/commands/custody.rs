@@ -5,17 +5,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use indicatif::HumanBytes;
 
-use super::{load, ops, print_json, rfc3339};
+use super::{print_json, rfc3339, Exit, Invocation};
 use crate::backup::retention::Fate;
-use crate::cli::{Cli, JsonArgs, RetentionArgs};
-use crate::config::EnvLookup;
+use crate::cli::{JsonArgs, RetentionArgs};
 
-pub(super) async fn retention(
-    cli: &Cli,
-    args: &RetentionArgs,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
-    let ops = ops(load(cli, env)?, true, "retention").await?;
+pub(super) async fn retention(inv: &Invocation<'_>, args: &RetentionArgs) -> Exit {
+    let ops = inv.ops(true, "retention").await?;
     let result = ops.retention(args.dry_run).await;
     ops.close().await;
     let reports = result.context("retention failed")?;
@@ -70,12 +65,8 @@ pub(super) async fn retention(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn offsite(
-    cli: &Cli,
-    args: &JsonArgs,
-    env: EnvLookup<'_>,
-) -> anyhow::Result<ExitCode> {
-    let ops = ops(load(cli, env)?, true, "offsite").await?;
+pub(super) async fn offsite(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
+    let ops = inv.ops(true, "offsite").await?;
     let result = ops.offsite().await;
     ops.close().await;
     let report = result.context("off-site copy failed")?;

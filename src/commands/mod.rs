@@ -19,31 +19,66 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, EnvLookup, Settings};
 use crate::store::Repo;
 
-/// Runs the parsed command line. `interactive` is true when stdout is a terminal.
-pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> anyhow::Result<ExitCode> {
-    match &cli.command {
-        Command::Run => admin::run(&cli, env).await,
-        Command::Dev(args) => admin::dev(args).await,
-        Command::CheckConfig => admin::check_config(&cli, env).await,
-        Command::Catalog(args) => admin::catalog(&cli, args, env),
-        Command::Audit(cmd) => admin::audit(&cli, cmd, env).await,
-        Command::Backup(args) => backups::backup(&cli, args, env, interactive).await,
-        Command::Backups(args) => backups::backups(&cli, args, env).await,
-        Command::WalPush { path } => backups::wal_push(&cli, path, env).await,
-        Command::WalFetch { name, dest } => backups::wal_fetch(&cli, name, dest, env).await,
-        Command::Restore(args) => backups::restore(&cli, args, env).await,
-        Command::Verify(args) => checks::verify(&cli, args, env).await,
-        Command::Drill(args) => checks::drill(&cli, args, env).await,
-        Command::Retention(args) => custody::retention(&cli, args, env).await,
-        Command::Offsite(args) => custody::offsite(&cli, args, env).await,
+/// What a command returns: its exit code, or an error `main` prints as one line.
+type Exit = anyhow::Result<ExitCode>;
+
+/// The command line being run and what it may read.
+struct Invocation<'a> {
+    cli: &'a Cli,
+    env: EnvLookup<'a>,
+    /// stdout is a terminal (progress bars).
+    interactive: bool,
+}
+
+impl Invocation<'_> {
+    /// Loads the configuration and logs that it did.
+    fn load(&self) -> anyhow::Result<Settings> {
+        let settings = self.load_quiet()?;
+        tracing::info!(event = "config.loaded", file = %self.cli.config.display(), "configuration loaded");
+        Ok(settings)
+    }
+
+    /// Loads the configuration without a log line (`wal-push`, `wal-fetch`: once a segment).
+    fn load_quiet(&self) -> anyhow::Result<Settings> {
+        Ok(config::load(&self.cli.config, self.env)?)
+    }
+
+    /// The operations' context for command `process`: the primary repository, and the
+    /// off-site one when `offsite` is asked for and configured.
+    async fn ops(&self, offsite: bool, process: &str) -> anyhow::Result<Ops> {
+        ops(self.load()?, offsite, process).await
+    }
+
+    /// Like [`Invocation::ops`], without the `config.loaded` log line.
+    async fn ops_quiet(&self, offsite: bool, process: &str) -> anyhow::Result<Ops> {
+        ops(self.load_quiet()?, offsite, process).await
     }
 }
 
-/// Loads the configuration and logs that it did.
-fn load(cli: &Cli, env: EnvLookup<'_>) -> anyhow::Result<Settings> {
-    let settings = config::load(&cli.config, env)?;
-    tracing::info!(event = "config.loaded", file = %cli.config.display(), "configuration loaded");
-    Ok(settings)
+/// Runs the parsed command line. `interactive` is true when stdout is a terminal.
+pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
+    let inv = Invocation {
+        cli: &cli,
+        env,
+        interactive,
+    };
+    let inv = &inv;
+    match &cli.command {
+        Command::Run => admin::run(inv).await,
+        Command::Dev(args) => admin::dev(args).await,
+        Command::CheckConfig => admin::check_config(inv).await,
+        Command::Catalog(args) => admin::catalog(inv, args),
+        Command::Audit(cmd) => admin::audit(inv, cmd).await,
+        Command::Backup(args) => backups::backup(inv, args).await,
+        Command::Backups(args) => backups::backups(inv, args).await,
+        Command::WalPush { path } => backups::wal_push(inv, path).await,
+        Command::WalFetch { name, dest } => backups::wal_fetch(inv, name, dest).await,
+        Command::Restore(args) => backups::restore(inv, args).await,
+        Command::Verify(args) => checks::verify(inv, args).await,
+        Command::Drill(args) => checks::drill(inv, args).await,
+        Command::Retention(args) => custody::retention(inv, args).await,
+        Command::Offsite(args) => custody::offsite(inv, args).await,
+    }
 }
 
 /// Opens the repository at `url`.
@@ -66,8 +101,7 @@ async fn open_repo(settings: &Settings) -> anyhow::Result<Repo> {
     open_repo_at(settings, &settings.storage.url, &settings.storage.s3).await
 }
 
-/// The operations' context for command `process`: the primary repository, and the
-/// off-site one when `offsite` is asked for and configured.
+/// The operations' context for command `process` (see [`Invocation::ops`]).
 async fn ops(settings: Settings, offsite: bool, process: &str) -> anyhow::Result<Ops> {
     let primary = open_repo(&settings).await?;
     let offsite = match (&settings.offsite, offsite) {

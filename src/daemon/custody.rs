@@ -18,8 +18,6 @@ use super::StartError;
 use crate::backup::ops::{OFFSITE, PRIMARY};
 use crate::config::Settings;
 use crate::events::{Events, Op};
-use crate::metrics::catalogue as cat;
-use crate::metrics::own::gauge_vec;
 use crate::store::{self, Guarded, ObjectStore, Repo, Verdict};
 
 /// How often the daemon asks every bucket where it is.
@@ -73,11 +71,12 @@ async fn open(
     })
 }
 
-/// Residency and Object Lock gauges, per store.
-#[derive(Clone)]
-struct ResidencyMetrics {
-    residency_ok: GaugeVec,
-    object_lock_enabled: GaugeVec,
+crate::own_metrics! {
+    /// Residency and Object Lock gauges, per store.
+    struct ResidencyMetrics {
+        residency_ok: GaugeVec = PGVIGIL_STORAGE_RESIDENCY_OK,
+        object_lock_enabled: GaugeVec = PGVIGIL_STORAGE_OBJECT_LOCK_ENABLED,
+    }
 }
 
 /// Starts the residency loop over `stores`.
@@ -89,10 +88,7 @@ pub fn start(
     tracker: &TaskTracker,
     token: CancellationToken,
 ) -> Result<(), StartError> {
-    let metrics = ResidencyMetrics {
-        residency_ok: gauge_vec(registry, &cat::PGVIGIL_STORAGE_RESIDENCY_OK)?,
-        object_lock_enabled: gauge_vec(registry, &cat::PGVIGIL_STORAGE_OBJECT_LOCK_ENABLED)?,
-    };
+    let metrics = ResidencyMetrics::register(registry)?;
     tracker.spawn(periodically(RESIDENCY_RECHECK, token, move || {
         let (stores, metrics, events, readiness) = (
             stores.clone(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
+use prometheus::{GaugeVec, Registry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,7 +15,7 @@ use crate::backup::basebackup::Progress;
 use crate::backup::ops::Ops;
 use crate::backup::Error;
 use crate::metrics::catalogue as cat;
-use crate::metrics::own::gauge_vec;
+use crate::metrics::own::create;
 use crate::schedule::{self, JobFn, JobOutcome};
 
 /// How long a scheduled drill may take before it is stopped.
@@ -28,7 +28,7 @@ pub fn schedule(
     tracker: &TaskTracker,
     token: &CancellationToken,
 ) -> Result<(), StartError> {
-    let next_run = gauge_vec(registry, &cat::PGVIGIL_JOB_NEXT_RUN_TIMESTAMP_SECONDS)?;
+    let next_run: GaugeVec = create(registry, &cat::PGVIGIL_JOB_NEXT_RUN_TIMESTAMP_SECONDS)?;
     // Scheduled jobs never overlap.
     let exclusive = Arc::new(tokio::sync::Mutex::new(()));
     let s = &ops.settings;

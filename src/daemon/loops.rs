@@ -18,7 +18,7 @@ use crate::backup::ops::Ops;
 use crate::backup::{drill, heartbeat, offsite};
 use crate::collectors::Scraper;
 use crate::metrics::catalogue as cat;
-use crate::metrics::own::{gauge, unix_seconds};
+use crate::metrics::own::{create, unix_seconds};
 use crate::schedule::{self, JobOutcome};
 
 /// How often the backup gauges are refreshed from the catalog.
@@ -67,7 +67,7 @@ pub fn start(
         tracker.spawn(heartbeat::run(
             ops.settings.postgres.clone(),
             pitr.heartbeat_interval,
-            gauge(registry, &cat::PGVIGIL_HEARTBEAT_LAG_SECONDS)?,
+            create(registry, &cat::PGVIGIL_HEARTBEAT_LAG_SECONDS)?,
             token.clone(),
         ));
     }

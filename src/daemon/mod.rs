@@ -30,7 +30,9 @@ use crate::collectors::{postgres::PostgresCollector, Collector, ScrapeMetrics, S
 use crate::config::Settings;
 use crate::events::{Events, Op};
 use crate::metrics::catalogue as cat;
-use crate::{audit, collectors, http, metrics, proxy, store, VERSION};
+use crate::metrics::own::create;
+use crate::{audit, collectors, http, proxy, store, VERSION};
+use prometheus::GaugeVec;
 use ready::{Condition, Readiness};
 
 /// Why the daemon could not start.
@@ -83,7 +85,7 @@ impl App {
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         let registry = prometheus::Registry::new();
-        metrics::own::gauge_vec(&registry, &cat::PGVIGIL_BUILD_INFO)?
+        create::<GaugeVec>(&registry, &cat::PGVIGIL_BUILD_INFO)?
             .with_label_values(&[VERSION])
             .set(1.0);
         let bearer_token = read_bearer_token(&settings).await?;
@@ -99,10 +101,7 @@ impl App {
                 stdout: settings.audit.stdout,
                 file: settings.audit.file.clone(),
             },
-            Some(metrics::own::counter_vec(
-                &registry,
-                &cat::PGVIGIL_AUDIT_EVENTS_TOTAL,
-            )?),
+            Some(create(&registry, &cat::PGVIGIL_AUDIT_EVENTS_TOTAL)?),
             &tracker,
             token.clone(),
         )?;

@@ -22,51 +22,95 @@ fn opts(d: &MetricDef) -> Opts {
     Opts::new(d.name, d.help)
 }
 
-/// A gauge without labels.
-pub fn gauge(r: &Registry, d: &MetricDef) -> Result<Gauge, prometheus::Error> {
-    registered(r, Gauge::with_opts(opts(d))?)
+/// A metric type that can be created from its catalogue entry (labels included) and
+/// registered in one call; histograms take their buckets.
+pub trait OwnMetric: Sized {
+    /// Creates the metric from `d` and registers it in `r`.
+    fn create(r: &Registry, d: &MetricDef, buckets: &[f64]) -> Result<Self, prometheus::Error>;
 }
 
-/// A gauge with the catalogue's labels.
-pub fn gauge_vec(r: &Registry, d: &MetricDef) -> Result<GaugeVec, prometheus::Error> {
-    registered(r, GaugeVec::new(opts(d), d.labels)?)
+impl OwnMetric for Gauge {
+    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
+        registered(r, Gauge::with_opts(opts(d))?)
+    }
 }
 
-/// A counter without labels.
-pub fn counter(r: &Registry, d: &MetricDef) -> Result<IntCounter, prometheus::Error> {
-    registered(r, IntCounter::with_opts(opts(d))?)
+impl OwnMetric for GaugeVec {
+    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
+        registered(r, GaugeVec::new(opts(d), d.labels)?)
+    }
 }
 
-/// A counter with the catalogue's labels.
-pub fn counter_vec(r: &Registry, d: &MetricDef) -> Result<IntCounterVec, prometheus::Error> {
-    registered(r, IntCounterVec::new(opts(d), d.labels)?)
+impl OwnMetric for IntCounter {
+    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
+        registered(r, IntCounter::with_opts(opts(d))?)
+    }
 }
 
-/// A histogram without labels.
-pub fn histogram(
-    r: &Registry,
-    d: &MetricDef,
-    buckets: Vec<f64>,
-) -> Result<Histogram, prometheus::Error> {
-    registered(
-        r,
-        Histogram::with_opts(HistogramOpts::new(d.name, d.help).buckets(buckets))?,
-    )
+impl OwnMetric for IntCounterVec {
+    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
+        registered(r, IntCounterVec::new(opts(d), d.labels)?)
+    }
 }
 
-/// A histogram with the catalogue's labels.
-pub fn histogram_vec(
-    r: &Registry,
-    d: &MetricDef,
-    buckets: Vec<f64>,
-) -> Result<HistogramVec, prometheus::Error> {
-    registered(
-        r,
-        HistogramVec::new(
-            HistogramOpts::new(d.name, d.help).buckets(buckets),
-            d.labels,
-        )?,
-    )
+impl OwnMetric for Histogram {
+    fn create(r: &Registry, d: &MetricDef, buckets: &[f64]) -> Result<Self, prometheus::Error> {
+        let o = HistogramOpts::new(d.name, d.help).buckets(buckets.to_vec());
+        registered(r, Histogram::with_opts(o)?)
+    }
+}
+
+impl OwnMetric for HistogramVec {
+    fn create(r: &Registry, d: &MetricDef, buckets: &[f64]) -> Result<Self, prometheus::Error> {
+        let o = HistogramOpts::new(d.name, d.help).buckets(buckets.to_vec());
+        registered(r, HistogramVec::new(o, d.labels)?)
+    }
+}
+
+/// Creates and registers one metric of type `M` from its catalogue entry.
+pub fn create<M: OwnMetric>(r: &Registry, d: &MetricDef) -> Result<M, prometheus::Error> {
+    M::create(r, d, &[])
+}
+
+/// Declares a component's metrics struct and its `register(&Registry)` from one list of
+/// `field: Type = CATALOGUE_ENTRY` (histograms: `= ENTRY with BUCKETS`), so the fields,
+/// their catalogue entries and their registration cannot drift apart:
+///
+/// ```ignore
+/// own_metrics! {
+///     /// Restore drills.
+///     pub struct DrillMetrics {
+///         pub last_success: Gauge = PGVIGIL_DRILL_LAST_SUCCESS_TIMESTAMP_SECONDS,
+///         pub failures: IntCounter = PGVIGIL_DRILL_FAILURES_TOTAL,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! own_metrics {
+    (@buckets) => { &[] };
+    (@buckets $buckets:expr) => { &$buckets };
+    ($(#[$meta:meta])* $vis:vis struct $name:ident {
+        $($fvis:vis $field:ident: $ty:ty = $def:ident $(with $buckets:expr)?),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        $vis struct $name {
+            $($fvis $field: $ty,)+
+        }
+
+        impl $name {
+            /// Creates the metrics from the catalogue and registers them.
+            $vis fn register(r: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+                Ok(Self {
+                    $($field: <$ty as $crate::metrics::own::OwnMetric>::create(
+                        r,
+                        &$crate::metrics::catalogue::$def,
+                        $crate::own_metrics!(@buckets $($buckets)?),
+                    )?,)+
+                })
+            }
+        }
+    };
 }
 
 /// Seconds since the Unix epoch, as the `*_timestamp_seconds` gauges hold them.
@@ -82,11 +126,11 @@ mod tests {
     #[test]
     fn a_metric_is_registered_under_its_catalogue_name() {
         let r = Registry::new();
-        let g = gauge(&r, &cat::PGVIGIL_BACKUPS).unwrap();
+        let g: Gauge = create(&r, &cat::PGVIGIL_BACKUPS).unwrap();
         g.set(3.0);
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
         assert_eq!(names, vec![cat::PGVIGIL_BACKUPS.name.to_string()]);
         // Registering the same family twice is an error, not a silent second copy.
-        assert!(gauge(&r, &cat::PGVIGIL_BACKUPS).is_err());
+        assert!(create::<Gauge>(&r, &cat::PGVIGIL_BACKUPS).is_err());
     }
 }

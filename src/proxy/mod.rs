@@ -25,7 +25,6 @@ use tokio::time::Instant;
 
 use crate::audit::AuditLog;
 use crate::config::ApiProxySettings;
-use crate::metrics::catalogue as cat;
 use observed::{Finish, Observed};
 use route::{method_label, route_of, BoundedLabels};
 
@@ -34,39 +33,20 @@ const MAX_ROLES: usize = 64;
 const MAX_ERRORS: usize = 64;
 const MAX_STAGES: usize = 16;
 
-/// The proxy's metrics.
-#[derive(Clone)]
-pub struct ApiMetrics {
-    pub requests: IntCounterVec,
-    pub duration: HistogramVec,
-    pub rows: IntCounterVec,
-    pub upstream_errors: IntCounterVec,
-    pub stages: HistogramVec,
-}
+/// Latency buckets of the API histograms, from half a millisecond (a cached response) to
+/// the upstream timeout.
+const API_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
-impl ApiMetrics {
-    /// Creates and registers the metrics.
-    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
-        use crate::metrics::own::{counter_vec, histogram_vec};
-        let buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ];
-        Ok(Self {
-            requests: counter_vec(r, &cat::PGVIGIL_API_REQUESTS_TOTAL)?,
-            duration: histogram_vec(
-                r,
-                &cat::PGVIGIL_API_REQUEST_DURATION_SECONDS,
-                buckets.clone(),
-            )?,
-            rows: counter_vec(r, &cat::PGVIGIL_API_ROWS_TOTAL)?,
-            upstream_errors: counter_vec(r, &cat::PGVIGIL_API_UPSTREAM_ERRORS_TOTAL)?,
-            stages: histogram_vec(
-                r,
-                &cat::PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS,
-                buckets,
-            )?,
-        })
+crate::own_metrics! {
+    /// The proxy's metrics.
+    pub struct ApiMetrics {
+        pub requests: IntCounterVec = PGVIGIL_API_REQUESTS_TOTAL,
+        pub duration: HistogramVec = PGVIGIL_API_REQUEST_DURATION_SECONDS with API_BUCKETS,
+        pub rows: IntCounterVec = PGVIGIL_API_ROWS_TOTAL,
+        pub upstream_errors: IntCounterVec = PGVIGIL_API_UPSTREAM_ERRORS_TOTAL,
+        pub stages: HistogramVec = PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS with API_BUCKETS,
     }
 }
 
