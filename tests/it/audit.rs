@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::harness::process::KillOnDrop;
 use crate::harness::{
     self, client, eventually, exec, postgres_dir, query_value, run_pgvigil, scrape,
 };
@@ -45,25 +46,14 @@ fn daemon_config(dir: &std::path::Path, dsn: &str, extra: &str) -> std::path::Pa
     path
 }
 
-/// `pgvigil run` as a child process (as the postgres OS user when root), output discarded.
-fn spawn_daemon(config: &std::path::Path) -> std::process::Child {
-    harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting pgvigil run: {e}"))
-}
-
-fn kill9(child: &mut std::process::Child) {
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-}
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        kill9(&mut self.0);
-    }
+/// `pgvigil run` as a child process (as the postgres OS user when root), output discarded,
+/// killed on drop.
+fn spawn_daemon(config: &std::path::Path) -> KillOnDrop {
+    KillOnDrop::spawn(
+        harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
 }
 
 async fn wait_for_rows(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
@@ -112,7 +102,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         );
     }
 
-    let mut daemon = KillOnDrop(spawn_daemon(&config));
+    let mut daemon = spawn_daemon(&config);
     // The tailer is running once its session has polled the sequence.
     eventually(Duration::from_secs(30), || async {
         let n: i64 = query_value(
@@ -194,7 +184,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         .await;
     }
     wait_for_rows(&audit_file, 202).await;
-    kill9(&mut daemon.0);
+    daemon.kill9();
     // A kill between writing a batch and committing the cursor leaves the cursor behind
     // the file: force that case, whatever the moment of the kill was.
     exec(
@@ -209,7 +199,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         )
         .await;
     }
-    let mut daemon = KillOnDrop(spawn_daemon(&config));
+    let mut daemon = spawn_daemon(&config);
     // A CLI command appends to the same file while the daemon writes to it (no backup
     // exists, so `verify` fails and says so in an ops line).
     let (ok, _, err) = run_pgvigil(&["verify", "-c", &cfg]);
@@ -231,7 +221,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     })
     .await;
     let lines_after = data_lines(&audit_file);
-    kill9(&mut daemon.0);
+    daemon.kill9();
     assert_eq!(lines_after.len(), lines.len());
     let got = ids(&lines_after);
     let unique: BTreeSet<i64> = got.iter().copied().collect();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pgvigil::pg::{TempCluster, TempClusterOptions};
 
+use crate::harness::process::{self, KillOnDrop};
 use crate::harness::{self, client, eventually, exec, postgres_dir, query_value, run_pgvigil};
 
 /// A primary archiving through `pgvigil wal-push` into the repository of `config`.
@@ -311,11 +312,11 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     // ~100 MB that compresses poorly, so the stream lasts long enough to be killed.
     make_big_table(&db).await;
 
-    let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let backup = KillOnDrop::spawn(
+        harness::pgvigil_command(&["backup", "-c", &cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
     // Wait until the stream is flowing into the repository, then kill pg_basebackup.
     let backups_dir = repo_dir.join("default/backups");
     eventually(Duration::from_secs(30), || async {
@@ -335,12 +336,22 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
         }
     })
     .await;
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", "application_name=pgvigil-backup"])
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(killed.success(), "pg_basebackup was running");
-    let out = backup.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    // Our pgvigil's own child, found by parent pid (never by name: that would also kill
+    // the pg_basebackup of every test running beside this one).
+    let children = process::children_of(backup.id());
+    let basebackup: Vec<u32> = children
+        .iter()
+        .copied()
+        .filter(|c| process::cmdline(*c).contains("application_name=pgvigil-backup"))
+        .collect();
+    assert_eq!(
+        basebackup.len(),
+        1,
+        "pg_basebackup was running under pgvigil {}: children {children:?}",
+        backup.id()
+    );
+    process::kill9(basebackup[0]).unwrap_or_else(|e| panic!("{e}"));
+    let out = backup.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a killed backup must fail");
     assert!(
@@ -509,12 +520,12 @@ async fn s3_vanishing_mid_upload_leaves_no_backup_and_the_next_run_succeeds() {
     let db = client(&pg, "postgres").await;
     make_big_table(&db).await;
 
-    let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let backup = KillOnDrop::spawn(
+        harness::pgvigil_command(&["backup", "-c", &cfg])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
     // Wait until a multipart upload is under way, then make S3 vanish.
     let s3 = moto.client();
     eventually(Duration::from_secs(60), || async {
@@ -532,7 +543,7 @@ async fn s3_vanishing_mid_upload_leaves_no_backup_and_the_next_run_succeeds() {
     })
     .await;
     relay.cut();
-    let out = backup.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let out = backup.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),

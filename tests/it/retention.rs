@@ -17,6 +17,7 @@ use crate::backup_restore::{
     archiving_cluster, archiving_cluster_env, start_restored_env, switch_and_archive, write_config,
 };
 use crate::harness::moto::MotoServer;
+use crate::harness::process::KillOnDrop;
 use crate::harness::{
     self, client, eventually, exec, postgres_dir, query_value, run_pgvigil, run_pgvigil_env,
 };
@@ -368,12 +369,12 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut daemon = harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut daemon = KillOnDrop::spawn(
+        harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
     let url = format!("http://127.0.0.1:{port}/metrics");
     let seen = eventually(Duration::from_secs(30), || async {
         let text = harness::http_client()
@@ -395,8 +396,7 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
         }
     })
     .await;
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    daemon.kill9();
     assert_eq!(seen, 0.0);
     assert!(moto.keys("virginia").await.is_empty());
 }

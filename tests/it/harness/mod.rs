@@ -7,6 +7,7 @@
 
 pub mod moto;
 pub mod postgrest;
+pub mod process;
 pub mod prometheus;
 pub mod relay;
 
