@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use pgvigil::pg::TempPgbouncer;
 
-use crate::artefacts::{dashboard_panels, dashboard_variable_exprs, files, substitute};
 use crate::backup_restore::{archiving_cluster, switch_and_archive, write_config};
 use crate::harness::postgrest::FakePostgrest;
 use crate::harness::prometheus::TempPrometheus;
+use crate::harness::promql::substitute;
+use crate::harness::shipped::{dashboard_panels, dashboard_variable_exprs, files};
 use crate::harness::{
     self, client, eventually, exec, http_client, postgres_dir, require_binary, run_pgvigil,
 };

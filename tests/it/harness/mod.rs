@@ -5,11 +5,16 @@
 
 #![allow(dead_code)]
 
+/// The one generator of the Kubernetes manifests, shared with `make generate`.
+#[path = "../../../examples/generate_manifests/manifests.rs"]
+pub mod manifests;
 pub mod moto;
 pub mod postgrest;
 pub mod process;
 pub mod prometheus;
+pub mod promql;
 pub mod relay;
+pub mod shipped;
 
 use std::collections::BTreeMap;
 use std::future::Future;
