@@ -75,7 +75,7 @@ pub fn prometheus_rule(root: &Path) -> Result<String, String> {
     .map_err(|e| format!("the PrometheusRule template: {e}"))?;
     doc["spec"]["groups"] = Value::Sequence(groups);
     Ok(format!(
-        "# GENERATED from alerts/*.yml by tests/it/artefacts.rs: do not edit.\n# Regenerate: PGVIGIL_BLESS=1 cargo test --test it artefacts::\n{}",
+        "# GENERATED from alerts/*.yml by examples/generate_manifests: do not edit.\n# Regenerate: make generate\n{}",
         to_yaml(&doc)?
     ))
 }
@@ -84,7 +84,7 @@ pub fn prometheus_rule(root: &Path) -> Result<String, String> {
 /// dashboard JSON is carried verbatim.
 pub fn dashboard_configmaps(root: &Path) -> Result<String, String> {
     let mut out = String::from(
-        "# GENERATED from dashboards/*.json by tests/it/artefacts.rs: do not edit.\n# Regenerate: PGVIGIL_BLESS=1 cargo test --test it artefacts::\n",
+        "# GENERATED from dashboards/*.json by examples/generate_manifests: do not edit.\n# Regenerate: make generate\n",
     );
     for f in sorted_files(root, "dashboards", ".json")? {
         let stem = f
