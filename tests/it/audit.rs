@@ -56,6 +56,17 @@ fn spawn_daemon(config: &std::path::Path) -> KillOnDrop {
     )
 }
 
+/// Inserts one row of `public.items` per id, each in its own transaction.
+async fn insert_items(db: &tokio_postgres::Client, ids: std::ops::RangeInclusive<i32>, note: &str) {
+    for n in ids {
+        exec(
+            db,
+            &format!("INSERT INTO public.items VALUES ({n}, '{note}')"),
+        )
+        .await;
+    }
+}
+
 async fn wait_for_rows(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     eventually(Duration::from_secs(30), || async {
         let lines = data_lines(path);
@@ -126,13 +137,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         "BEGIN; INSERT INTO public.items VALUES (0, 'early')",
     )
     .await;
-    for n in 1..=200 {
-        exec(
-            &db,
-            &format!("INSERT INTO public.items VALUES ({n}, 'later')"),
-        )
-        .await;
-    }
+    insert_items(&db, 1..=200, "later").await;
     let low: i64 = query_value(&db, "SELECT min(id) FROM audit.logged_actions").await;
     let high: i64 = query_value(&db, "SELECT max(id) FROM audit.logged_actions").await;
     assert_eq!(
@@ -176,13 +181,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     assert_eq!(lines[0]["target"]["table"], "items");
 
     // Mid-stream: 50 more rows, kill -9 as soon as some of them are forwarded.
-    for n in 201..=250 {
-        exec(
-            &db,
-            &format!("INSERT INTO public.items VALUES ({n}, 'before kill')"),
-        )
-        .await;
-    }
+    insert_items(&db, 201..=250, "before kill").await;
     wait_for_rows(&audit_file, 202).await;
     daemon.kill9();
     // A kill between writing a batch and committing the cursor leaves the cursor behind
@@ -192,13 +191,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         "UPDATE audit.pgvigil_cursor SET last_id = last_id - 5 WHERE consumer = 'pgvigil'",
     )
     .await;
-    for n in 251..=300 {
-        exec(
-            &db,
-            &format!("INSERT INTO public.items VALUES ({n}, 'while down')"),
-        )
-        .await;
-    }
+    insert_items(&db, 251..=300, "while down").await;
     let mut daemon = spawn_daemon(&config);
     // A CLI command appends to the same file while the daemon writes to it (no backup
     // exists, so `verify` fails and says so in an ops line).

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod backup;
 /// The one generator of the Kubernetes manifests, shared with `make generate`.
 #[path = "../../../examples/generate_manifests/manifests.rs"]
 pub mod manifests;
@@ -132,6 +133,18 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_else(|e| panic!("http client: {e}"))
+}
+
+/// The body of a GET of `url` (loopback), or the error as text: for `eventually`.
+pub async fn get_text(url: &str) -> Result<String, String> {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))
 }
 
 /// Scrapes /metrics as Prometheus text.

@@ -81,6 +81,20 @@ pub fn metric_names(expr: &str) -> Vec<String> {
     selectors(expr).into_iter().map(|(name, _)| name).collect()
 }
 
+/// The index just past the string whose opening quote is at `open` (backslash escapes
+/// skipped); past the end if it is not closed.
+fn skip_quoted(chars: &[char], open: usize) -> usize {
+    let q = chars[open];
+    let mut j = open + 1;
+    while j < chars.len() && chars[j] != q {
+        if chars[j] == '\\' {
+            j += 1;
+        }
+        j += 1;
+    }
+    j + 1
+}
+
 /// The label names matched in `{...}` from index `open` (the brace).
 fn matcher_labels(chars: &[char], open: usize) -> Vec<String> {
     let mut labels = Vec::new();
@@ -88,14 +102,7 @@ fn matcher_labels(chars: &[char], open: usize) -> Vec<String> {
     while j < chars.len() && chars[j] != '}' {
         let c = chars[j];
         if c == '"' || c == '\'' || c == '`' {
-            j += 1;
-            while j < chars.len() && chars[j] != c {
-                if chars[j] == '\\' {
-                    j += 1;
-                }
-                j += 1;
-            }
-            j += 1;
+            j = skip_quoted(chars, j);
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = j;
             while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
@@ -127,14 +134,9 @@ pub fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
         let mut j = open;
         while j < chars.len() {
             match chars[j] {
-                q @ ('"' | '\'' | '`') => {
-                    j += 1;
-                    while j < chars.len() && chars[j] != q {
-                        if chars[j] == '\\' {
-                            j += 1;
-                        }
-                        j += 1;
-                    }
+                '"' | '\'' | '`' => {
+                    j = skip_quoted(&chars, j);
+                    continue;
                 }
                 x if x == o => depth += 1,
                 x if x == c => {
@@ -152,29 +154,16 @@ pub fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
     while i < chars.len() {
         let c = chars[i];
         if c == '"' || c == '\'' || c == '`' {
-            i += 1;
-            while i < chars.len() && chars[i] != c {
-                if chars[i] == '\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
+            i = skip_quoted(&chars, i);
         } else if c == '{' {
             // Label matchers: skip to the closing brace (strings may contain braces).
             i += 1;
             while i < chars.len() && chars[i] != '}' {
                 if chars[i] == '"' || chars[i] == '\'' || chars[i] == '`' {
-                    let q = chars[i];
+                    i = skip_quoted(&chars, i);
+                } else {
                     i += 1;
-                    while i < chars.len() && chars[i] != q {
-                        if chars[i] == '\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
                 }
-                i += 1;
             }
             i += 1;
         } else if c == '[' {
