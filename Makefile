@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev build dev test lint bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
+.PHONY: all deps deps-dev build dev test lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -29,6 +29,11 @@ test: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## generate: rewrite the files generated from alerts/ and dashboards/
+## (deploy/kubernetes/prometheusrule.yaml, grafana-dashboards.yaml); commit the result
+generate:
+	$(CARGO) run --locked --quiet --example generate_manifests
 
 ## bench: every side-by-side benchmark (see bench/README.md); each also runs alone
 bench: bench-scrape bench-proxy bench-backup bench-audit bench-custody

@@ -653,9 +653,14 @@ stmb() {
 }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "n/a") print "not measured"; else if (r + 0 <= t + 0) print "met"; else print "NOT met" }'; }
 
-# other heavy work on the machine (other bench scripts, compiles, load generators)
+# other work on the machine (other bench scripts, compiles, load generators), measured
+# rather than guessed from process names: the host's CPU busy % over 1 s (/proc/stat) and
+# the runnable/total tasks of /proc/loadavg (this script's own included)
 busy_others() {
-  { pgrep -x 'cargo|rustc|wrk' || true; pgrep -f '^(bash|timeout .*bash) bench/(proxy|scrape)\.sh' || true; } | wc -l
+  local a b
+  a=$(host_cpu); sleep 1; b=$(host_cpu)
+  awk -v a="$a" -v b="$b" -v r="$(cut -d' ' -f4 /proc/loadavg)" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    printf "host %.0f%% busy over 1 s, %s runnable/total tasks\n", 100 * (y[1] - x[1]) / (y[2] - x[2]), r }'
 }
 
 context() {
@@ -674,7 +679,7 @@ context() {
     echo "pgdata_du_bytes_without_pg_wal: $(du -sb --exclude=pg_wal "$PGDATA" | cut -f1)"
     echo "runs: $RUNS  walpush_n: $WALPUSH_N"
     echo "loadavg_before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "other heavy work running at the start (bench scripts, cargo/rustc, wrk): $(busy_others) process(es)"
+    echo "other work at the start: $(busy_others)"
     echo "busiest processes before (pcpu since start):"
     ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/  /'
   } >"$RES/context.txt"
@@ -762,7 +767,7 @@ summary() {
     fi
     echo
     echo "quiet host checks:"; sed 's/^/  /' "$RES/quiet.txt" 2>/dev/null || true
-    echo "loadavg_after: $(cut -d' ' -f1-3 /proc/loadavg); other heavy work running at the end: $(busy_others) process(es)"
+    echo "loadavg_after: $(cut -d' ' -f1-3 /proc/loadavg); other work at the end: $(busy_others)"
     echo "total: $(since "$T_TOTAL") s; raw: backup.runs restore.runs walpush.runs walpush-archiver.txt; logs: $RL"
   } >"$f"
   cat "$f"

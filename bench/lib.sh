@@ -56,12 +56,31 @@ psql_v() { psql_b -At -F ' ' "$@"; }
 
 # ---------------------------------------------------------------- packages
 
-# Wait (bounded) until no other apt/dpkg process runs: another process on this
-# machine may be installing packages in the background, and apt-get fails at
-# once on a held lock unless told to wait.
+# The lock files apt and dpkg hold (fcntl locks) while they work.
+APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock)
+
+# apt_busy : true while some process has one of the apt/dpkg lock files open (apt and dpkg
+# open them only to lock them). Asks by file, never by process name, and takes no lock itself:
+# `flock` would not see apt's fcntl locks, and briefly taking one would make an apt-get
+# started at that moment fail.
+apt_busy() {
+  if command -v fuser >/dev/null 2>&1; then
+    fuser -s "${APT_LOCKS[@]}" 2>/dev/null
+  else
+    local f
+    for f in "${APT_LOCKS[@]}"; do
+      [ -n "$(find /proc/[0-9]*/fd -lname "$f" -print -quit 2>/dev/null)" ] && return 0
+    done
+    return 1
+  fi
+}
+
+# Wait (bounded) until no other apt/dpkg process holds the package locks: another
+# process on this machine may be installing packages in the background, and apt-get
+# fails at once on a held lock unless told to wait.
 wait_apt_idle() {
   local limit=${APT_WAIT:-900} waited=0
-  while pgrep -x 'apt-get|apt|dpkg|aptitude|unattended-upgr' >/dev/null 2>&1; do
+  while apt_busy; do
     ((waited == 0)) && log "another apt/dpkg process is running; waiting (at most ${limit}s)"
     ((waited >= limit)) && die "apt/dpkg still busy after ${limit}s"
     sleep 5; waited=$((waited + 5))

@@ -6,8 +6,8 @@
 //! against a real Prometheus is in `dashboards_live.rs`.
 //!
 //! Generated files (`deploy/kubernetes/prometheusrule.yaml`, `grafana-dashboards.yaml`) are
-//! rebuilt in memory and compared; `PGVIGIL_BLESS=1 cargo test --test it artefacts` rewrites
-//! them.
+//! rebuilt in memory by the one generator (`examples/generate_manifests/manifests.rs`) and
+//! compared with the committed ones; `make generate` rewrites them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,408 +16,21 @@ use std::process::Command;
 use pgvigil::metrics::catalogue::Naming;
 use serde_norway::Value;
 
+use crate::harness::manifests;
+use crate::harness::promql::{metric_names, selectors, substitute};
 use crate::harness::require_binary;
+use crate::harness::shipped::{
+    alert_exprs, dashboard_exprs, files, json, read, recorded, rel, root, rules, yaml,
+};
 
-pub const PROMTOOL: &str = "/usr/bin/promtool";
-pub const AMTOOL: &str = "/usr/bin/amtool";
+const PROMTOOL: &str = "/usr/bin/promtool";
+const AMTOOL: &str = "/usr/bin/amtool";
 
 /// Series that Prometheus itself creates: allowed beside the catalogue.
 const PROMETHEUS_SERIES: &[&str] = &["up"];
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Files in `dir` (relative to the repository) ending in `ext`, sorted.
-pub fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.to_string_lossy().ends_with(ext))
-        .collect();
-    v.sort();
-    assert!(!v.is_empty(), "no {ext} files in {dir}");
-    v
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-pub fn yaml(p: &Path) -> Value {
-    serde_norway::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn rel(p: &Path) -> String {
-    p.strip_prefix(root()).unwrap_or(p).display().to_string()
-}
-
-/// One PromQL expression and where it comes from.
-#[derive(Debug, Clone)]
-pub struct Expr {
-    pub origin: String,
-    pub expr: String,
-}
-
-/// Every rule (alert or record) of `alerts/*.yml`, with its file.
-fn rules() -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for f in files("alerts", ".yml") {
-        let doc = yaml(&f);
-        let groups = doc["groups"]
-            .as_sequence()
-            .unwrap_or_else(|| panic!("{}: no groups", rel(&f)));
-        for g in groups {
-            for r in g["rules"].as_sequence().into_iter().flatten() {
-                out.push((rel(&f), r.clone()));
-            }
-        }
-    }
-    out
-}
-
-/// Names defined by recording rules.
-fn recorded() -> BTreeSet<String> {
-    rules()
-        .iter()
-        .filter_map(|(_, r)| r["record"].as_str().map(str::to_string))
-        .collect()
-}
-
-pub fn alert_exprs() -> Vec<Expr> {
-    rules()
-        .into_iter()
-        .map(|(file, r)| {
-            let name = r["alert"]
-                .as_str()
-                .or_else(|| r["record"].as_str())
-                .unwrap_or("?")
-                .to_string();
-            let expr = r["expr"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{file}: {name} has no expr"))
-                .to_string();
-            Expr {
-                origin: format!("{file} {name}"),
-                expr,
-            }
-        })
-        .collect()
-}
-
-/// A panel's queries: (dashboard uid, panel title, expressions).
-pub struct Panel {
-    pub dashboard: String,
-    pub title: String,
-    pub exprs: Vec<String>,
-}
-
-fn collect_panels(uid: &str, panels: &serde_json::Value, out: &mut Vec<Panel>) {
-    for p in panels.as_array().into_iter().flatten() {
-        if let Some(inner) = p.get("panels") {
-            collect_panels(uid, inner, out);
-        }
-        let exprs: Vec<String> = p["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["expr"].as_str().map(str::to_string))
-            .collect();
-        if !exprs.is_empty() {
-            out.push(Panel {
-                dashboard: uid.to_string(),
-                title: p["title"].as_str().unwrap_or("?").to_string(),
-                exprs,
-            });
-        }
-    }
-}
-
-pub fn dashboard_panels() -> Vec<Panel> {
-    let mut out = Vec::new();
-    for f in files("dashboards", ".json") {
-        let d = json(&f);
-        let uid = d["uid"].as_str().unwrap_or("?").to_string();
-        collect_panels(&uid, &d["panels"], &mut out);
-    }
-    out
-}
-
-/// Templating queries, as PromQL: `label_values(selector, label)` becomes `selector`.
-pub fn dashboard_variable_exprs() -> Vec<Expr> {
-    let mut out = Vec::new();
-    for f in files("dashboards", ".json") {
-        let d = json(&f);
-        for v in d["templating"]["list"].as_array().into_iter().flatten() {
-            if v["type"] != "query" {
-                continue;
-            }
-            let q = v["query"]["query"]
-                .as_str()
-                .or_else(|| v["query"].as_str())
-                .unwrap_or_else(|| panic!("{}: variable {} has no query", rel(&f), v["name"]));
-            let expr = match q
-                .strip_prefix("label_values(")
-                .and_then(|s| s.strip_suffix(')'))
-                .and_then(|s| s.rsplit_once(','))
-            {
-                Some((sel, _label)) => sel.trim().to_string(),
-                None => q.to_string(),
-            };
-            out.push(Expr {
-                origin: format!("{} variable {}", rel(&f), v["name"]),
-                expr,
-            });
-        }
-    }
-    out
-}
-
-pub fn dashboard_exprs() -> Vec<Expr> {
-    let mut out: Vec<Expr> = dashboard_panels()
-        .into_iter()
-        .flat_map(|p| {
-            let origin = format!("dashboard {} panel {:?}", p.dashboard, p.title);
-            p.exprs.into_iter().map(move |expr| Expr {
-                origin: origin.clone(),
-                expr,
-            })
-        })
-        .collect();
-    out.extend(dashboard_variable_exprs());
-    out
-}
-
-/// Replaces Grafana's variables with concrete values: `$__rate_interval` and `$__interval`
-/// with `rate_interval`, `$__range` with `range`, every other `$var` / `${var}` with `.+`
-/// (they only appear inside `=~"..."` matchers).
-pub fn substitute(expr: &str, rate_interval: &str, range: &str) -> String {
-    let mut out = String::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let (name, len) = match after.strip_prefix('{') {
-            Some(s) => {
-                let end = s.find('}').unwrap_or(s.len());
-                let name = s[..end].split(':').next().unwrap_or("");
-                (name, end + 2)
-            }
-            None => {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], end)
-            }
-        };
-        out.push_str(match name {
-            "__rate_interval" | "__interval" => rate_interval,
-            "__range" => range,
-            _ => ".+",
-        });
-        rest = &after[len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "inf",
-    "nan",
-    "atan2",
-    // Aggregations may be followed by `by (...)` instead of their parenthesis.
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-];
-/// Keywords followed by a parenthesised label list.
-const LABEL_LIST: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
-/// The metric names an expression selects: identifiers that are not functions, keywords,
-/// label names (in `{...}` or after by/on/...), strings, numbers or durations.
-pub fn metric_names(expr: &str) -> Vec<String> {
-    selectors(expr).into_iter().map(|(name, _)| name).collect()
-}
-
-/// The label names matched in `{...}` from index `open` (the brace).
-fn matcher_labels(chars: &[char], open: usize) -> Vec<String> {
-    let mut labels = Vec::new();
-    let mut j = open + 1;
-    while j < chars.len() && chars[j] != '}' {
-        let c = chars[j];
-        if c == '"' || c == '\'' || c == '`' {
-            j += 1;
-            while j < chars.len() && chars[j] != c {
-                if chars[j] == '\\' {
-                    j += 1;
-                }
-                j += 1;
-            }
-            j += 1;
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let start = j;
-            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
-                j += 1;
-            }
-            labels.push(chars[start..j].iter().collect());
-        } else {
-            j += 1;
-        }
-    }
-    labels
-}
-
-/// Every metric selector of an expression: its name and the label names it matches on.
-pub fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut names = Vec::new();
-    let mut i = 0;
-    let skip_ws = |mut j: usize| {
-        while j < chars.len() && chars[j].is_whitespace() {
-            j += 1;
-        }
-        j
-    };
-    // Index just past the bracket that closes the one at `open`, skipping strings.
-    let close = |open: usize| {
-        let (o, c) = (chars[open], if chars[open] == '(' { ')' } else { ']' });
-        let mut depth = 0;
-        let mut j = open;
-        while j < chars.len() {
-            match chars[j] {
-                q @ ('"' | '\'' | '`') => {
-                    j += 1;
-                    while j < chars.len() && chars[j] != q {
-                        if chars[j] == '\\' {
-                            j += 1;
-                        }
-                        j += 1;
-                    }
-                }
-                x if x == o => depth += 1,
-                x if x == c => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return j + 1;
-                    }
-                }
-                _ => {}
-            }
-            j += 1;
-        }
-        chars.len()
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' || c == '\'' || c == '`' {
-            i += 1;
-            while i < chars.len() && chars[i] != c {
-                if chars[i] == '\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
-        } else if c == '{' {
-            // Label matchers: skip to the closing brace (strings may contain braces).
-            i += 1;
-            while i < chars.len() && chars[i] != '}' {
-                if chars[i] == '"' || chars[i] == '\'' || chars[i] == '`' {
-                    let q = chars[i];
-                    i += 1;
-                    while i < chars.len() && chars[i] != q {
-                        if chars[i] == '\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                }
-                i += 1;
-            }
-            i += 1;
-        } else if c == '[' {
-            i = close(i);
-        } else if c.is_ascii_digit()
-            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
-        {
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || chars[i] == '.' || chars[i] == '_')
-            {
-                // 1e+3
-                if (chars[i] == 'e' || chars[i] == 'E')
-                    && matches!(chars.get(i + 1), Some('+') | Some('-'))
-                {
-                    i += 1;
-                }
-                i += 1;
-            }
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-            {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            let next = skip_ws(i);
-            let lower = word.to_ascii_lowercase();
-            if LABEL_LIST.contains(&lower.as_str()) {
-                if chars.get(next) == Some(&'(') {
-                    i = close(next);
-                }
-            } else if lower == "offset" {
-                // The duration that follows is skipped as a number.
-            } else if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') {
-                // A keyword, or a function / aggregation.
-            } else {
-                let labels = if chars.get(next) == Some(&'{') {
-                    matcher_labels(&chars, next)
-                } else {
-                    Vec::new()
-                };
-                names.push((word, labels));
-            }
-        } else {
-            i += 1;
-        }
-    }
-    names
-}
-
 /// Runs a command, returning (success, stdout + stderr).
-pub fn run(cmd: &mut Command) -> (bool, String) {
+fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
@@ -749,70 +362,31 @@ fn dashboards_use_a_datasource_variable_and_job_instance_variables() {
 // ---------------------------------------------------------------------------------------
 // Kubernetes
 
-/// The PrometheusRule the kustomize base ships: every group of alerts/*.yml, in file order.
-fn prometheus_rule() -> String {
-    let mut groups = Vec::new();
-    for f in files("alerts", ".yml") {
-        groups.extend(
-            yaml(&f)["groups"]
-                .as_sequence()
-                .cloned()
-                .unwrap_or_default(),
-        );
-    }
-    let doc: Value = serde_norway::from_str(
-        "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: pgvigil\n  labels:\n    app.kubernetes.io/name: pgvigil\n    app.kubernetes.io/component: alerts\nspec:\n  groups: []\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut doc = doc;
-    doc["spec"]["groups"] = Value::Sequence(groups);
-    format!(
-        "# GENERATED from alerts/*.yml by tests/it/artefacts.rs: do not edit.\n# Regenerate: PGVIGIL_BLESS=1 cargo test --test it artefacts::\n{}",
-        serde_norway::to_string(&doc).unwrap_or_else(|e| panic!("{e}"))
-    )
-}
-
-/// One ConfigMap per dashboard, labelled for the Grafana dashboard sidecar.
-fn dashboard_configmaps() -> String {
-    let mut out = String::from(
-        "# GENERATED from dashboards/*.json by tests/it/artefacts.rs: do not edit.\n# Regenerate: PGVIGIL_BLESS=1 cargo test --test it artefacts::\n",
-    );
-    for f in files("dashboards", ".json") {
-        let stem = f
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut doc: Value = serde_norway::from_str(&format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pgvigil-dashboard-{stem}\n  labels:\n    app.kubernetes.io/name: pgvigil\n    app.kubernetes.io/component: dashboards\n    grafana_dashboard: \"1\"\n  annotations:\n    grafana_folder: pgvigil\ndata: {{}}\n"
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
-        doc["data"][format!("pgvigil-{stem}.json").as_str()] = Value::String(read(&f));
-        out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(&doc).unwrap_or_else(|e| panic!("{e}")));
-    }
-    out
-}
-
-fn check_generated(path: &str, want: String) {
-    let p = root().join(path);
-    if std::env::var_os("PGVIGIL_BLESS").is_some() {
-        std::fs::write(&p, &want).unwrap_or_else(|e| panic!("{path}: {e}"));
-        return;
-    }
-    let have = std::fs::read_to_string(&p).unwrap_or_default();
-    assert!(
-        have == want,
-        "{path} is out of date with its sources; regenerate it with\n  PGVIGIL_BLESS=1 cargo test --test it artefacts::"
-    );
-}
-
 #[test]
 fn generated_kubernetes_files_match_alerts_and_dashboards() {
-    check_generated("deploy/kubernetes/prometheusrule.yaml", prometheus_rule());
-    check_generated(
-        "deploy/kubernetes/grafana-dashboards.yaml",
-        dashboard_configmaps(),
+    let generated = manifests::generate(&root()).unwrap_or_else(|e| panic!("generating: {e}"));
+    assert_eq!(
+        generated.len(),
+        2,
+        "prometheusrule.yaml and grafana-dashboards.yaml"
     );
+    for g in generated {
+        let have = std::fs::read_to_string(root().join(g.path)).unwrap_or_default();
+        if have == g.text {
+            continue;
+        }
+        let line = have
+            .lines()
+            .zip(g.text.lines())
+            .position(|(h, w)| h != w)
+            .unwrap_or_else(|| have.lines().count().min(g.text.lines().count()))
+            + 1;
+        panic!(
+            "{} is out of date with alerts/ and dashboards/ (first difference at line {line}): \
+             run `make generate` and commit the result",
+            g.path
+        );
+    }
 }
 
 /// Every document of the kustomize base's resources.

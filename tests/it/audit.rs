@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::harness::process::KillOnDrop;
 use crate::harness::{
     self, client, eventually, exec, postgres_dir, query_value, run_pgvigil, scrape,
 };
@@ -45,24 +46,24 @@ fn daemon_config(dir: &std::path::Path, dsn: &str, extra: &str) -> std::path::Pa
     path
 }
 
-/// `pgvigil run` as a child process (as the postgres OS user when root), output discarded.
-fn spawn_daemon(config: &std::path::Path) -> std::process::Child {
-    harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting pgvigil run: {e}"))
+/// `pgvigil run` as a child process (as the postgres OS user when root), output discarded,
+/// killed on drop.
+fn spawn_daemon(config: &std::path::Path) -> KillOnDrop {
+    KillOnDrop::spawn(
+        harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
 }
 
-fn kill9(child: &mut std::process::Child) {
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-}
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        kill9(&mut self.0);
+/// Inserts one row of `public.items` per id, each in its own transaction.
+async fn insert_items(db: &tokio_postgres::Client, ids: std::ops::RangeInclusive<i32>, note: &str) {
+    for n in ids {
+        exec(
+            db,
+            &format!("INSERT INTO public.items VALUES ({n}, '{note}')"),
+        )
+        .await;
     }
 }
 
@@ -112,7 +113,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         );
     }
 
-    let mut daemon = KillOnDrop(spawn_daemon(&config));
+    let mut daemon = spawn_daemon(&config);
     // The tailer is running once its session has polled the sequence.
     eventually(Duration::from_secs(30), || async {
         let n: i64 = query_value(
@@ -136,13 +137,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         "BEGIN; INSERT INTO public.items VALUES (0, 'early')",
     )
     .await;
-    for n in 1..=200 {
-        exec(
-            &db,
-            &format!("INSERT INTO public.items VALUES ({n}, 'later')"),
-        )
-        .await;
-    }
+    insert_items(&db, 1..=200, "later").await;
     let low: i64 = query_value(&db, "SELECT min(id) FROM audit.logged_actions").await;
     let high: i64 = query_value(&db, "SELECT max(id) FROM audit.logged_actions").await;
     assert_eq!(
@@ -186,15 +181,9 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     assert_eq!(lines[0]["target"]["table"], "items");
 
     // Mid-stream: 50 more rows, kill -9 as soon as some of them are forwarded.
-    for n in 201..=250 {
-        exec(
-            &db,
-            &format!("INSERT INTO public.items VALUES ({n}, 'before kill')"),
-        )
-        .await;
-    }
+    insert_items(&db, 201..=250, "before kill").await;
     wait_for_rows(&audit_file, 202).await;
-    kill9(&mut daemon.0);
+    daemon.kill9();
     // A kill between writing a batch and committing the cursor leaves the cursor behind
     // the file: force that case, whatever the moment of the kill was.
     exec(
@@ -202,14 +191,8 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         "UPDATE audit.pgvigil_cursor SET last_id = last_id - 5 WHERE consumer = 'pgvigil'",
     )
     .await;
-    for n in 251..=300 {
-        exec(
-            &db,
-            &format!("INSERT INTO public.items VALUES ({n}, 'while down')"),
-        )
-        .await;
-    }
-    let mut daemon = KillOnDrop(spawn_daemon(&config));
+    insert_items(&db, 251..=300, "while down").await;
+    let mut daemon = spawn_daemon(&config);
     // A CLI command appends to the same file while the daemon writes to it (no backup
     // exists, so `verify` fails and says so in an ops line).
     let (ok, _, err) = run_pgvigil(&["verify", "-c", &cfg]);
@@ -231,7 +214,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     })
     .await;
     let lines_after = data_lines(&audit_file);
-    kill9(&mut daemon.0);
+    daemon.kill9();
     assert_eq!(lines_after.len(), lines.len());
     let got = ids(&lines_after);
     let unique: BTreeSet<i64> = got.iter().copied().collect();

@@ -3,82 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgvigil::pg::{TempCluster, TempClusterOptions};
-
+use crate::harness::backup::{
+    archiving_cluster_env, start_restored_env, switch_and_archive, write_config, LocalRepo,
+};
+use crate::harness::moto::MotoServer;
+use crate::harness::process::{self, KillOnDrop};
 use crate::harness::{self, client, eventually, exec, postgres_dir, query_value, run_pgvigil};
-
-/// A primary archiving through `pgvigil wal-push` into the repository of `config`.
-pub(crate) async fn archiving_cluster(config: &Path) -> TempCluster {
-    archiving_cluster_env(config, Vec::new()).await
-}
-
-/// An archiving primary whose postmaster (and so archive_command) has `env`.
-pub(crate) async fn archiving_cluster_env(
-    config: &Path,
-    env: Vec<(String, String)>,
-) -> TempCluster {
-    let cmd = format!(
-        "'{} wal-push -c {} %p'",
-        harness::pgvigil_bin().display(),
-        config.display()
-    );
-    let settings = vec![
-        (
-            "shared_preload_libraries".to_string(),
-            "'pg_stat_statements'".to_string(),
-        ),
-        ("archive_mode".to_string(), "on".to_string()),
-        ("archive_command".to_string(), cmd),
-    ];
-    match TempCluster::start(TempClusterOptions {
-        settings,
-        env,
-        ..Default::default()
-    })
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => panic!("cannot start a test PostgreSQL (install it with `make deps`): {e}"),
-    }
-}
-
-/// Writes the config (repository `store_url`) once the cluster's port is known.
-pub(crate) fn write_config(path: &Path, dsn: &str, storage: &str) {
-    let text =
-        format!("[server]\nlisten = \"127.0.0.1:1\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n");
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
-    pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Switches WAL and waits until the segment it closed is archived.
-pub(crate) async fn switch_and_archive(c: &tokio_postgres::Client) {
-    let seg: String = query_value(c, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    eventually(Duration::from_secs(30), || async {
-        let last: Option<String> = c
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        match last {
-            Some(l) if l >= seg => Ok(()),
-            other => Err(format!("waiting for {seg} to be archived, last {other:?}")),
-        }
-    })
-    .await;
-}
-
-/// Starts a restored data directory; `env` reaches its restore_command.
-pub(crate) async fn start_restored_env(dir: &Path, env: Vec<(String, String)>) -> TempCluster {
-    let opts = TempClusterOptions {
-        settings: vec![("archive_mode".into(), "off".into())],
-        env,
-        ..Default::default()
-    };
-    match TempCluster::adopt(dir, opts).await {
-        Ok(c) => c,
-        Err(e) => panic!("starting the restored cluster: {e}"),
-    }
-}
 
 async fn point_in_time(storage: &str, repo_owner: &tempfile::TempDir, env: Vec<(String, String)>) {
     let run_pgvigil = |args: &[&str]| harness::run_pgvigil_env(args, &env);
@@ -166,45 +96,19 @@ async fn point_in_time_restore_from_a_local_repository() {
     point_in_time(&storage, &owner, Vec::new()).await;
 }
 
-fn aws_env() -> Vec<(String, String)> {
-    let c = harness::moto::MotoServer::credentials();
-    vec![
-        ("AWS_ACCESS_KEY_ID".into(), c.access_key_id),
-        ("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key),
-        // Never fall back to the instance metadata service (not loopback).
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-    ]
-}
-
-fn s3_storage(moto: &harness::moto::MotoServer, bucket: &str) -> String {
-    format!(
-        "[storage]\nurl = \"s3://{bucket}/pgvigil\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"{}\"\nforce_path_style = true\n",
-        moto.endpoint()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_in_time_restore_from_s3() {
     let moto = harness::moto::MotoServer::start().await;
     moto.create_bucket("pitr", "eu-central-1").await;
     let owner = postgres_dir();
-    point_in_time(&s3_storage(&moto, "pitr"), &owner, aws_env()).await;
+    point_in_time(
+        &moto.storage_toml("pitr", ""),
+        &owner,
+        MotoServer::aws_env(),
+    )
+    .await;
     // The objects really are in the bucket.
-    let listed = moto
-        .client()
-        .list_objects_v2()
-        .bucket("pitr")
-        .prefix("pgvigil/default/")
-        .send()
-        .await;
-    let keys: Vec<String> = listed
-        .map(|o| {
-            o.contents()
-                .iter()
-                .filter_map(|c| c.key().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let keys = moto.keys_under("pitr", "pgvigil/default/").await;
     assert!(keys.iter().any(|k| k.ends_with("/backup.json")), "{keys:?}");
     assert!(
         keys.iter()
@@ -215,33 +119,31 @@ async fn point_in_time_restore_from_s3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
-    let owner = postgres_dir();
-    let config = owner.path().join("pgvigil.toml");
-    let storage = format!(
-        "[storage]\nurl = \"file://{}/repo\"\n",
-        owner.path().display()
-    );
-    let a = archiving_cluster(&config).await;
-    write_config(&config, &a.dsn("postgres"), &storage);
+    let repo = LocalRepo::new();
+    let a = repo.archiving_primary().await;
     let db = client(&a, "postgres").await;
     exec(&db, "CREATE TABLE t AS SELECT 1").await;
     switch_and_archive(&db).await;
-    let cfg = config.display().to_string();
 
     // A segment of this cluster, pushed again by hand: identical content is success.
     let seg: String = query_value(&db, "SELECT last_archived_wal FROM pg_stat_archiver").await;
     let seg_path = a.data_dir().join("pg_wal").join(&seg);
-    let copy = owner.path().join(&seg);
+    let copy = repo.dir.path().join(&seg);
     if seg_path.exists() {
         std::fs::copy(&seg_path, &copy).unwrap_or_else(|e| panic!("{e}"));
     } else {
         // Already recycled: fetch it back from the repository instead.
-        let (ok, _, err) =
-            run_pgvigil(&["wal-fetch", "-c", &cfg, &seg, &copy.display().to_string()]);
+        let (ok, _, err) = run_pgvigil(&[
+            "wal-fetch",
+            "-c",
+            &repo.cfg,
+            &seg,
+            &copy.display().to_string(),
+        ]);
         assert!(ok, "{err}");
     }
     give_to_postgres(&copy);
-    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &copy.display().to_string()]);
+    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &repo.cfg, &copy.display().to_string()]);
     assert!(ok, "re-pushing identical content must succeed: {err}");
 
     // Same name, different content: refused, and the archived copy is unchanged.
@@ -249,17 +151,17 @@ async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
     let n = altered.len();
     altered[n - 1] ^= 0xff;
     std::fs::write(&copy, &altered).unwrap_or_else(|e| panic!("{e}"));
-    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &copy.display().to_string()]);
+    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &repo.cfg, &copy.display().to_string()]);
     assert!(!ok, "a conflicting push must fail");
     assert!(
         err.contains("different content") && err.contains(&seg),
         "{err}"
     );
-    let fetched = owner.path().join("fetched");
+    let fetched = repo.dir.path().join("fetched");
     let (ok, _, err) = run_pgvigil(&[
         "wal-fetch",
         "-c",
-        &cfg,
+        &repo.cfg,
         &seg,
         &fetched.display().to_string(),
     ]);
@@ -274,16 +176,16 @@ async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
     let b = harness::cluster().await;
     let bdb = client(&b, "postgres").await;
     let other: String = query_value(&bdb, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
-    let other_copy = owner.path().join(format!("other-{other}"));
+    let other_copy = repo.dir.path().join(format!("other-{other}"));
     std::fs::copy(b.data_dir().join("pg_wal").join(&other), &other_copy)
         .unwrap_or_else(|e| panic!("{e}"));
-    let renamed = owner.path().join("x").join(&other);
-    std::fs::create_dir_all(renamed.parent().unwrap_or(owner.path()))
+    let renamed = repo.dir.path().join("x").join(&other);
+    std::fs::create_dir_all(renamed.parent().unwrap_or(repo.dir.path()))
         .unwrap_or_else(|e| panic!("{e}"));
     std::fs::rename(&other_copy, &renamed).unwrap_or_else(|e| panic!("{e}"));
-    give_to_postgres(renamed.parent().unwrap_or(owner.path()));
+    give_to_postgres(renamed.parent().unwrap_or(repo.dir.path()));
     give_to_postgres(&renamed);
-    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &cfg, &renamed.display().to_string()]);
+    let (ok, _, err) = run_pgvigil(&["wal-push", "-c", &repo.cfg, &renamed.display().to_string()]);
     assert!(!ok);
     assert!(err.contains("belongs to database system"), "{err}");
 
@@ -291,33 +193,28 @@ async fn wal_push_is_idempotent_and_refuses_other_clusters_and_overwrites() {
     let (ok, _, _) = run_pgvigil(&[
         "wal-fetch",
         "-c",
-        &cfg,
+        &repo.cfg,
         "00000009.history",
-        &owner.path().join("h").display().to_string(),
+        &repo.dir.path().join("h").display().to_string(),
     ]);
     assert!(!ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
-    let owner = postgres_dir();
-    let config = owner.path().join("pgvigil.toml");
-    let repo_dir = owner.path().join("repo");
-    let storage = format!("[storage]\nurl = \"file://{}\"\n", repo_dir.display());
-    let pg = archiving_cluster(&config).await;
-    write_config(&config, &pg.dsn("postgres"), &storage);
-    let cfg = config.display().to_string();
+    let repo = LocalRepo::new();
+    let pg = repo.archiving_primary().await;
     let db = client(&pg, "postgres").await;
     // ~100 MB that compresses poorly, so the stream lasts long enough to be killed.
     make_big_table(&db).await;
 
-    let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let backup = KillOnDrop::spawn(
+        harness::pgvigil_command(&["backup", "-c", &repo.cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
     // Wait until the stream is flowing into the repository, then kill pg_basebackup.
-    let backups_dir = repo_dir.join("default/backups");
+    let backups_dir = repo.repo_dir.join("default/backups");
     eventually(Duration::from_secs(30), || async {
         let flowing = std::fs::read_dir(&backups_dir)
             .into_iter()
@@ -335,12 +232,22 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
         }
     })
     .await;
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", "application_name=pgvigil-backup"])
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(killed.success(), "pg_basebackup was running");
-    let out = backup.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    // Our pgvigil's own child, found by parent pid (never by name: that would also kill
+    // the pg_basebackup of every test running beside this one).
+    let children = process::children_of(backup.id());
+    let basebackup: Vec<u32> = children
+        .iter()
+        .copied()
+        .filter(|c| process::cmdline(*c).contains("application_name=pgvigil-backup"))
+        .collect();
+    assert_eq!(
+        basebackup.len(),
+        1,
+        "pg_basebackup was running under pgvigil {}: children {children:?}",
+        backup.id()
+    );
+    process::kill9(basebackup[0]).unwrap_or_else(|e| panic!("{e}"));
+    let out = backup.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a killed backup must fail");
     assert!(
@@ -348,7 +255,7 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
         "the cause is named: {err}"
     );
 
-    let (ok, out, _) = run_pgvigil(&["backups", "-c", &cfg, "--json"]);
+    let (ok, out, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
     assert!(ok);
     assert_eq!(
         serde_json::from_str::<Vec<serde_json::Value>>(&out)
@@ -367,9 +274,9 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     );
 
     // The lease was released: the next run succeeds at once.
-    let (ok, _, err) = run_pgvigil(&["backup", "-c", &cfg]);
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
     assert!(ok, "{err}");
-    let (_, out, _) = run_pgvigil(&["backups", "-c", &cfg, "--json"]);
+    let (_, out, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
     assert_eq!(
         serde_json::from_str::<Vec<serde_json::Value>>(&out)
             .map(|v| v.len())
@@ -404,28 +311,21 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_reports_backups_wal_pushes_and_the_next_run() {
-    let owner = postgres_dir();
-    let config = owner.path().join("pgvigil.toml");
-    let storage = format!(
-        "[storage]\nurl = \"file://{}/repo\"\n[backup]\nschedule = \"0 2 * * *\"\n",
-        owner.path().display()
-    );
-    let pg = archiving_cluster(&config).await;
-    write_config(&config, &pg.dsn("postgres"), &storage);
-    let cfg = config.display().to_string();
-    let (ok, out, err) = run_pgvigil(&["backup", "-c", &cfg, "--json"]);
+    let repo = LocalRepo::with("[backup]\nschedule = \"0 2 * * *\"\n");
+    let pg = repo.archiving_primary().await;
+    let (ok, out, err) = run_pgvigil(&["backup", "-c", &repo.cfg, "--json"]);
     assert!(ok, "{err}");
     let info: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
 
-    let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &storage)).await;
+    let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &repo.storage)).await;
     // wal-push processes report to the daemon at server.listen: point the config at it.
-    let text = std::fs::read_to_string(&config)
+    let text = std::fs::read_to_string(&repo.config)
         .unwrap_or_default()
         .replace(
             "listen = \"127.0.0.1:1\"",
             &format!("listen = \"{}\"", running.addr),
         );
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&repo.config, text).unwrap_or_else(|e| panic!("{e}"));
     let db = client(&pg, "postgres").await;
     exec(&db, "CREATE TABLE t AS SELECT 1").await;
     switch_and_archive(&db).await;
@@ -502,19 +402,19 @@ async fn s3_vanishing_mid_upload_leaves_no_backup_and_the_next_run_succeeds() {
         "[storage]\nurl = \"s3://flaky/pgvigil\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"http://{}\"\nforce_path_style = true\n",
         relay.addr
     );
-    let env = aws_env();
+    let env = MotoServer::aws_env();
     let pg = archiving_cluster_env(&config, env.clone()).await;
     write_config(&config, &pg.dsn("postgres"), &storage);
     let cfg = config.display().to_string();
     let db = client(&pg, "postgres").await;
     make_big_table(&db).await;
 
-    let backup = harness::pgvigil_command(&["backup", "-c", &cfg])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let backup = KillOnDrop::spawn(
+        harness::pgvigil_command(&["backup", "-c", &cfg])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
     // Wait until a multipart upload is under way, then make S3 vanish.
     let s3 = moto.client();
     eventually(Duration::from_secs(60), || async {
@@ -532,7 +432,7 @@ async fn s3_vanishing_mid_upload_leaves_no_backup_and_the_next_run_succeeds() {
     })
     .await;
     relay.cut();
-    let out = backup.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let out = backup.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -554,20 +454,7 @@ async fn s3_vanishing_mid_upload_leaves_no_backup_and_the_next_run_succeeds() {
         0,
         "{out}"
     );
-    let listed = s3
-        .list_objects_v2()
-        .bucket("flaky")
-        .prefix("pgvigil/default/backups/")
-        .send()
-        .await;
-    let keys: Vec<String> = listed
-        .map(|o| {
-            o.contents()
-                .iter()
-                .filter_map(|c| c.key().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let keys = moto.keys_under("flaky", "pgvigil/default/backups/").await;
     assert!(keys.iter().all(|k| !k.ends_with("backup.json")), "{keys:?}");
     let (ok, _, err) = harness::run_pgvigil_env(&["backup", "-c", &cfg], &env);
     assert!(ok, "the next backup succeeds: {err}");

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use pgvigil::pg::TempPgbouncer;
 
-use crate::artefacts::{dashboard_panels, dashboard_variable_exprs, files, substitute};
-use crate::backup_restore::{archiving_cluster, switch_and_archive, write_config};
+use crate::harness::backup::{switch_and_archive, LocalRepo};
 use crate::harness::postgrest::FakePostgrest;
 use crate::harness::prometheus::TempPrometheus;
-use crate::harness::{
-    self, client, eventually, exec, http_client, postgres_dir, require_binary, run_pgvigil,
-};
+use crate::harness::promql::substitute;
+use crate::harness::shipped::{dashboard_panels, dashboard_variable_exprs, files};
+use crate::harness::{self, client, eventually, exec, http_client, require_binary, run_pgvigil};
 
 /// Panels that cannot have data in this setup: (dashboard uid, panel title, why).
 const PANELS_WITHOUT_DATA: &[(&str, &str, &str)] = &[
@@ -57,15 +56,8 @@ async fn dashboard_queries_return_data_from_a_real_prometheus() {
     require_binary(pgvigil::pg::temp_pgbouncer::PGBOUNCER_BIN, "pgbouncer");
 
     // An archiving primary with a table, one backup, a streaming replica.
-    let owner = postgres_dir();
-    let config = owner.path().join("pgvigil.toml");
-    let storage = format!(
-        "[storage]\nurl = \"file://{}/repo\"\n",
-        owner.path().display()
-    );
-    let mut pg = archiving_cluster(&config).await;
-    write_config(&config, &pg.dsn("postgres"), &storage);
-    let cfg = config.display().to_string();
+    let repo = LocalRepo::new();
+    let mut pg = repo.archiving_primary().await;
     let db = client(&pg, "postgres").await;
     exec(
         &db,
@@ -74,7 +66,7 @@ async fn dashboard_queries_return_data_from_a_real_prometheus() {
          SELECT pg_create_physical_replication_slot('parked_standby', true);",
     )
     .await;
-    let (ok, _, err) = run_pgvigil(&["backup", "-c", &cfg]);
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
     assert!(ok, "pgvigil backup: {err}");
     let _replica = pg
         .replica()
@@ -94,16 +86,22 @@ async fn dashboard_queries_return_data_from_a_real_prometheus() {
     .unwrap_or_else(|e| panic!("starting pgbouncer: {e}"));
     let fake = FakePostgrest::start().await;
     let extra = format!(
-        "{storage}[pitr]\ncheck_interval = \"1s\"\nheartbeat_interval = \"1s\"\n\
+        "{}[pitr]\ncheck_interval = \"1s\"\nheartbeat_interval = \"1s\"\n\
          [pgbouncer]\ndsns = [\"{}\"]\n[postgrest]\nadmin_url = \"http://{}\"\n\
          [api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[audit]\nstdout = false\n",
+        repo.storage,
         pgb.admin_dsn("postgres"),
         fake.admin,
         fake.api
     );
     let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &extra)).await;
     harness::wait_ready(&running).await;
-    write_cli_config(&config, &pg.dsn("postgres"), &storage, running.addr);
+    write_cli_config(
+        &repo.config,
+        &pg.dsn("postgres"),
+        &repo.storage,
+        running.addr,
+    );
 
     // WAL through wal-push (reported to the daemon), a pool in use, API traffic.
     exec(
@@ -195,17 +193,8 @@ async fn dashboard_queries_return_data_from_a_real_prometheus() {
     // Every rule evaluates cleanly on the real series (no many-to-many matching and the like).
     let url = format!("http://{}/api/v1/rules", prom.addr);
     eventually(Duration::from_secs(20), || async {
-        let body: serde_json::Value = serde_json::from_str(
-            &http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .text()
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        let body: serde_json::Value =
+            serde_json::from_str(&harness::get_text(&url).await?).map_err(|e| e.to_string())?;
         let mut bad = Vec::new();
         let mut count = 0;
         for g in body["data"]["groups"].as_array().into_iter().flatten() {

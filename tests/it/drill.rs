@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::backup_restore::{archiving_cluster, switch_and_archive, write_config};
+use crate::harness::backup::{archiving_cluster, switch_and_archive, write_config};
 use crate::harness::{self, client, exec, postgres_dir, query_value, run_pgvigil};
 
 fn drill(cfg: &Path, target: &str) -> (bool, serde_json::Value) {

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::backup_restore::{archiving_cluster, switch_and_archive, write_config};
-use crate::harness::{self, client, eventually, exec, postgres_dir, run_pgvigil};
+use crate::harness::backup::{switch_and_archive, wal_segments, write_config, LocalRepo};
+use crate::harness::{self, client, eventually, exec, run_pgvigil};
 
 fn verify_json(cfg: &str) -> (bool, serde_json::Value) {
     let (ok, out, err) = run_pgvigil(&["verify", "-c", cfg, "--json"]);
@@ -14,15 +14,10 @@ fn verify_json(cfg: &str) -> (bool, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_wal_segment_is_named_and_breaks_continuity() {
-    let owner = postgres_dir();
-    let config = owner.path().join("pgvigil.toml");
-    let repo_dir = owner.path().join("repo");
-    let storage = format!("[storage]\nurl = \"file://{}\"\n", repo_dir.display());
-    let pg = archiving_cluster(&config).await;
-    write_config(&config, &pg.dsn("postgres"), &storage);
-    let cfg = config.display().to_string();
+    let repo = LocalRepo::new();
+    let pg = repo.archiving_primary().await;
     let db = client(&pg, "postgres").await;
-    let (ok, _, err) = run_pgvigil(&["backup", "-c", &cfg]);
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
     assert!(ok, "{err}");
     for i in 0..4 {
         exec(
@@ -32,7 +27,7 @@ async fn a_deleted_wal_segment_is_named_and_breaks_continuity() {
         .await;
         switch_and_archive(&db).await;
     }
-    let (ok, report) = verify_json(&cfg);
+    let (ok, report) = verify_json(&repo.cfg);
     assert!(ok, "a healthy archive verifies: {report}");
     assert_eq!(report["missing"].as_array().map(Vec::len), Some(0));
     assert_eq!(report["last_archived_in_repository"], true);
@@ -42,26 +37,23 @@ async fn a_deleted_wal_segment_is_named_and_breaks_continuity() {
         .is_some_and(|a| (0.0..60.0).contains(&a)));
 
     // Remove one segment from the middle of the range.
-    let mut segs: Vec<String> = std::fs::read_dir(repo_dir.join("default/wal"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 28 && n.ends_with(".zst"))
-        .collect();
-    segs.sort();
+    let segs = wal_segments(&repo.repo_dir.join("default/wal"));
     let victim = segs[segs.len() - 2].trim_end_matches(".zst").to_string();
-    std::fs::remove_file(repo_dir.join("default/wal").join(format!("{victim}.zst")))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(
+        repo.repo_dir
+            .join("default/wal")
+            .join(format!("{victim}.zst")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
-    let (ok, report) = verify_json(&cfg);
+    let (ok, report) = verify_json(&repo.cfg);
     assert!(!ok, "verify must fail on a gap");
     assert_eq!(report["missing"], serde_json::json!([victim]), "{report}");
-    let (_, text, _) = run_pgvigil(&["verify", "-c", &cfg]);
+    let (_, text, _) = run_pgvigil(&["verify", "-c", &repo.cfg]);
     assert!(text.contains(&format!("missing: {victim}")), "{text}");
 
     // The daemon's check says the same.
-    let extra = format!("{storage}[pitr]\ncheck_interval = \"1s\"\n");
+    let extra = format!("{}[pitr]\ncheck_interval = \"1s\"\n", repo.storage);
     let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &extra)).await;
     eventually(Duration::from_secs(20), || async {
         let s = harness::scrape(&running).await;
@@ -79,19 +71,12 @@ async fn a_deleted_wal_segment_is_named_and_breaks_continuity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_replica_archiving_into_the_same_store_stays_green() {
-    let owner = postgres_dir();
-    let config = owner.path().join("pgvigil.toml");
-    let storage = format!(
-        "[storage]\nurl = \"file://{}/repo\"\n",
-        owner.path().display()
-    );
-    let mut primary = archiving_cluster(&config).await;
-    write_config(&config, &primary.dsn("postgres"), &storage);
-    let cfg = config.display().to_string();
+    let repo = LocalRepo::new();
+    let mut primary = repo.archiving_primary().await;
     let db = client(&primary, "postgres").await;
     exec(&db, "CREATE TABLE t AS SELECT 1 AS x").await;
     switch_and_archive(&db).await;
-    let (ok, _, err) = run_pgvigil(&["backup", "-c", &cfg]);
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
     assert!(ok, "{err}");
     let replica = primary.replica().await.unwrap_or_else(|e| panic!("{e}"));
     exec(&db, "INSERT INTO t VALUES (2)").await;
@@ -110,8 +95,8 @@ async fn a_promoted_replica_archiving_into_the_same_store_stays_green() {
     switch_and_archive(&rdb).await;
 
     // verify asks pg_stat_archiver of the DSN's server: point it at the new primary.
-    write_config(&config, &replica.dsn("postgres"), &storage);
-    let (ok, report) = verify_json(&cfg);
+    write_config(&repo.config, &replica.dsn("postgres"), &repo.storage);
+    let (ok, report) = verify_json(&repo.cfg);
     assert!(ok, "a timeline switch is not a gap: {report}");
     assert_eq!(report["timelines"], serde_json::json!([1, 2]), "{report}");
     assert!(

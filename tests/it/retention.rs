@@ -13,30 +13,15 @@ use pgvigil::config::{ObjectLockSettings, S3Settings};
 use pgvigil::store::s3::S3Store;
 use pgvigil::store::{LockMode, Repo};
 
-use crate::backup_restore::{
-    archiving_cluster, archiving_cluster_env, start_restored_env, switch_and_archive, write_config,
+use crate::harness::backup::{
+    archiving_cluster, archiving_cluster_env, start_restored_env, switch_and_archive, wal_segments,
+    write_config,
 };
 use crate::harness::moto::MotoServer;
+use crate::harness::process::KillOnDrop;
 use crate::harness::{
     self, client, eventually, exec, postgres_dir, query_value, run_pgvigil, run_pgvigil_env,
 };
-
-fn aws_env() -> Vec<(String, String)> {
-    let c = MotoServer::credentials();
-    vec![
-        ("AWS_ACCESS_KEY_ID".into(), c.access_key_id),
-        ("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-    ]
-}
-
-/// `[storage]` on `bucket` of `moto`, with the config claiming eu-central-1.
-fn s3_storage(moto: &MotoServer, bucket: &str, extra_s3: &str) -> String {
-    format!(
-        "[storage]\nurl = \"s3://{bucket}/pgvigil\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"{}\"\nforce_path_style = true\n{extra_s3}",
-        moto.endpoint()
-    )
-}
 
 /// Runs pgvigil as the postgres user under libfaketime, `offset` ahead (e.g. "+40d").
 fn run_pgvigil_at(offset: &str, args: &[&str]) -> (bool, String, String) {
@@ -76,18 +61,6 @@ fn take_backup(cfg: &str, env: &[(String, String)]) -> serde_json::Value {
     let (ok, out, err) = run_pgvigil_env(&["backup", "-c", cfg, "--json"], env);
     assert!(ok, "backup failed: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn segment_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 28 && n.ends_with(".zst"))
-        .collect();
-    names.sort();
-    names
 }
 
 /// Restores the latest point of the repository in `cfg` and returns the marker ids.
@@ -174,7 +147,7 @@ async fn forty_days_later_retention_keeps_the_newest_of_three_and_it_restores() 
 
     // 40 days later, a dry run lists what would go and deletes nothing.
     let wal_dir = repo_dir.join("default/wal");
-    let segments_before = segment_files(&wal_dir);
+    let segments_before = wal_segments(&wal_dir);
     let (ok, out, err) = run_pgvigil_at("+40d", &["retention", "-c", &cfg, "--dry-run"]);
     assert!(ok, "{err}");
     for id in &ids[..2] {
@@ -185,7 +158,7 @@ async fn forty_days_later_retention_keeps_the_newest_of_three_and_it_restores() 
     }
     assert!(out.contains(&format!("keep    backup {}", ids[2])), "{out}");
     assert_eq!(backup_ids(&cfg, &[]).len(), 3, "a dry run deletes nothing");
-    assert_eq!(segment_files(&wal_dir), segments_before);
+    assert_eq!(wal_segments(&wal_dir), segments_before);
 
     // Then for real: exactly the newest backup stays, in both repositories.
     let (ok, out, err) = run_pgvigil_at("+40d", &["retention", "-c", &cfg, "--json"]);
@@ -202,7 +175,7 @@ async fn forty_days_later_retention_keeps_the_newest_of_three_and_it_restores() 
         .as_str()
         .unwrap_or("")
         .to_string();
-    let remaining = segment_files(&wal_dir);
+    let remaining = wal_segments(&wal_dir);
     assert!(!remaining.is_empty());
     assert!(
         remaining.iter().all(|s| s[8..24] >= oldest_needed[8..24]),
@@ -240,10 +213,10 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
     moto.create_bucket("frankfurt", "eu-central-1").await;
     let pg = harness::cluster().await;
     let owner = postgres_dir();
-    let env = aws_env();
+    let env = MotoServer::aws_env();
     for (bucket, region) in [("virginia", "us-east-1"), ("london", "eu-west-2")] {
         let config = owner.path().join(format!("{bucket}.toml"));
-        write_config(&config, &pg.dsn("postgres"), &s3_storage(&moto, bucket, ""));
+        write_config(&config, &pg.dsn("postgres"), &moto.storage_toml(bucket, ""));
         let cfg = config.display().to_string();
         let (ok, _, err) = run_pgvigil_env(&["backup", "-c", &cfg], &env);
         assert!(!ok, "a backup into {bucket} ({region}) must be refused");
@@ -322,7 +295,7 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
     write_config(
         &config,
         &pg.dsn("postgres"),
-        &s3_storage(&moto, "replicated", ""),
+        &moto.storage_toml("replicated", ""),
     );
     let (ok, _, err) = run_pgvigil_env(&["backup", "-c", &config.display().to_string()], &env);
     assert!(!ok);
@@ -336,7 +309,7 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
     write_config(
         &config,
         &pg.dsn("postgres"),
-        &s3_storage(&moto, "frankfurt", ""),
+        &moto.storage_toml("frankfurt", ""),
     );
     let cfg = config.display().to_string();
     take_backup(&cfg, &env);
@@ -364,26 +337,19 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[postgres]\ndsn = \"{}\"\n{}[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n[retention]\nschedule = \"off\"\n",
             pg.dsn("postgres"),
-            s3_storage(&moto, "virginia", "")
+            moto.storage_toml("virginia", "")
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut daemon = harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut daemon = KillOnDrop::spawn(
+        harness::pgvigil_command(&["run", "-c", &config.display().to_string()])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
     let url = format!("http://127.0.0.1:{port}/metrics");
     let seen = eventually(Duration::from_secs(30), || async {
-        let text = harness::http_client()
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = harness::get_text(&url).await?;
         let s = harness::Scrape::parse(&text);
         match s
             .metric("pgvigil_storage_residency_ok")
@@ -414,19 +380,13 @@ async fn buckets_outside_the_eu_are_refused_with_nothing_written() {
     })
     .await;
     let pg_up = harness::Scrape::parse(
-        &harness::http_client()
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
+        &harness::get_text(&url)
             .await
             .unwrap_or_else(|e| panic!("{e}")),
     )
     .metric("pg_up")
     .value();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    daemon.kill9();
     assert_eq!(seen, 0.0);
     assert_eq!(pg_up, Some(1.0));
     assert_eq!(status, 503, "{body}");
@@ -456,7 +416,7 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
     moto.create_bucket("unlocked", "eu-central-1").await;
     let pg = harness::cluster().await;
     let owner = postgres_dir();
-    let env = aws_env();
+    let env = MotoServer::aws_env();
 
     // Asking for a lock on a bucket that cannot lock is refused before writing.
     let config = owner.path().join("unlocked.toml");
@@ -464,7 +424,7 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
     write_config(
         &config,
         &pg.dsn("postgres"),
-        &s3_storage(&moto, "unlocked", lock),
+        &moto.storage_toml("unlocked", lock),
     );
     let (ok, _, err) = run_pgvigil_env(&["backup", "-c", &config.display().to_string()], &env);
     assert!(!ok && err.contains("has no Object Lock enabled"), "{err}");
@@ -474,7 +434,7 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
     write_config(
         &config,
         &pg.dsn("postgres"),
-        &s3_storage(&moto, "locked", lock),
+        &moto.storage_toml("locked", lock),
     );
     let cfg = config.display().to_string();
     let first = take_backup(&cfg, &env);
@@ -581,13 +541,13 @@ async fn offsite_copy_between_buckets_is_server_side_verified_incremental_and_re
     moto.create_bucket("copies", "eu-west-1").await;
     moto.create_bucket("abroad", "us-east-1").await;
     let owner = postgres_dir();
-    let env = aws_env();
+    let env = MotoServer::aws_env();
     let config = owner.path().join("pgvigil.toml");
     let pg = archiving_cluster_env(&config, env.clone()).await;
     let offsite = |bucket: &str| {
         format!(
             "{}[offsite]\nurl = \"s3://{bucket}/offsite\"\n",
-            s3_storage(&moto, "primary", "")
+            moto.storage_toml("primary", "")
         )
     };
     write_config(&config, &pg.dsn("postgres"), &offsite("copies"));
@@ -629,10 +589,7 @@ async fn offsite_copy_between_buckets_is_server_side_verified_incremental_and_re
 
     // The copy restores on its own: a config whose repository is the off-site bucket.
     let restore_cfg = owner.path().join("from-offsite.toml");
-    let offsite_storage = format!(
-        "[storage]\nurl = \"s3://copies/offsite\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"{}\"\nforce_path_style = true\n",
-        moto.endpoint()
-    );
+    let offsite_storage = moto.storage_toml_at("s3://copies/offsite", "");
     write_config(&restore_cfg, &pg.dsn("postgres"), &offsite_storage);
     let last: i32 = query_value(&db, "SELECT max(id) FROM markers").await;
     assert_eq!(last, 3);
@@ -733,7 +690,7 @@ async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metric
         .label("reason", "expired_wal")
         .value()
         .unwrap_or(0.0);
-    let left = segment_files(&repo_dir.join("default/wal"));
+    let left = wal_segments(&repo_dir.join("default/wal"));
     assert!(deleted >= 1.0, "deleted {deleted}, left {left:?}");
     assert_eq!(
         s.metric("pgvigil_retention_failures_total").value(),

@@ -5,10 +5,17 @@
 
 #![allow(dead_code)]
 
+pub mod backup;
+/// The one generator of the Kubernetes manifests, shared with `make generate`.
+#[path = "../../../examples/generate_manifests/manifests.rs"]
+pub mod manifests;
 pub mod moto;
 pub mod postgrest;
+pub mod process;
 pub mod prometheus;
+pub mod promql;
 pub mod relay;
+pub mod shipped;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -126,6 +133,18 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_else(|e| panic!("http client: {e}"))
+}
+
+/// The body of a GET of `url` (loopback), or the error as text: for `eventually`.
+pub async fn get_text(url: &str) -> Result<String, String> {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))
 }
 
 /// Scrapes /metrics as Prometheus text.

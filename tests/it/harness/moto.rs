@@ -191,12 +191,44 @@ impl MotoServer {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// The environment that gives a pgvigil process (or a postmaster's archive_command)
+    /// these credentials through the standard AWS chain.
+    pub fn aws_env() -> Vec<(String, String)> {
+        let c = Self::credentials();
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), c.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key),
+            // Never fall back to the instance metadata service (not loopback).
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+
+    /// A `[storage]` section for `url` (`s3://bucket/prefix`) on this server, the config
+    /// claiming eu-central-1; `extra_s3` is appended to `[storage.s3]`.
+    pub fn storage_toml_at(&self, url: &str, extra_s3: &str) -> String {
+        format!(
+            "[storage]\nurl = \"{url}\"\n[storage.s3]\nregion = \"{REGION}\"\nendpoint = \"{}\"\nforce_path_style = true\n{extra_s3}",
+            self.endpoint()
+        )
+    }
+
+    /// A `[storage]` section for `s3://<bucket>/pgvigil` on this server.
+    pub fn storage_toml(&self, bucket: &str, extra_s3: &str) -> String {
+        self.storage_toml_at(&format!("s3://{bucket}/pgvigil"), extra_s3)
+    }
+
     /// Every key in `bucket` (one listing page: tests keep buckets small).
     pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        self.keys_under(bucket, "").await
+    }
+
+    /// The keys in `bucket` that start with `prefix` (one listing page).
+    pub async fn keys_under(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let out = self
             .client()
             .list_objects_v2()
             .bucket(bucket)
+            .prefix(prefix)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));

@@ -1,0 +1,137 @@
+//! Fixtures for the backup, PITR, drill and retention tests: a primary archiving through
+//! `pgvigil wal-push`, the config file the CLI and archive_command read, WAL switches that
+//! wait for the archiver, restored data directories started as clusters, and the listing of
+//! a local repository's WAL.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgvigil::pg::{TempCluster, TempClusterOptions};
+
+use super::{eventually, pgvigil_bin, query_value};
+
+/// A primary archiving through `pgvigil wal-push` into the repository of `config`.
+pub async fn archiving_cluster(config: &Path) -> TempCluster {
+    archiving_cluster_env(config, Vec::new()).await
+}
+
+/// An archiving primary whose postmaster (and so archive_command) has `env`.
+pub async fn archiving_cluster_env(config: &Path, env: Vec<(String, String)>) -> TempCluster {
+    let cmd = format!(
+        "'{} wal-push -c {} %p'",
+        pgvigil_bin().display(),
+        config.display()
+    );
+    let settings = vec![
+        (
+            "shared_preload_libraries".to_string(),
+            "'pg_stat_statements'".to_string(),
+        ),
+        ("archive_mode".to_string(), "on".to_string()),
+        ("archive_command".to_string(), cmd),
+    ];
+    match TempCluster::start(TempClusterOptions {
+        settings,
+        env,
+        ..Default::default()
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start a test PostgreSQL (install it with `make deps`): {e}"),
+    }
+}
+
+/// Writes the config (repository `store_url`) once the cluster's port is known.
+pub fn write_config(path: &Path, dsn: &str, storage: &str) {
+    let text =
+        format!("[server]\nlisten = \"127.0.0.1:1\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n");
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Switches WAL and waits until the segment it closed is archived.
+pub async fn switch_and_archive(c: &tokio_postgres::Client) {
+    let seg: String = query_value(c, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    eventually(Duration::from_secs(30), || async {
+        let last: Option<String> = c
+            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        match last {
+            Some(l) if l >= seg => Ok(()),
+            other => Err(format!("waiting for {seg} to be archived, last {other:?}")),
+        }
+    })
+    .await;
+}
+
+/// Starts a restored data directory; `env` reaches its restore_command.
+pub async fn start_restored_env(dir: &Path, env: Vec<(String, String)>) -> TempCluster {
+    let opts = TempClusterOptions {
+        settings: vec![("archive_mode".into(), "off".into())],
+        env,
+        ..Default::default()
+    };
+    match TempCluster::adopt(dir, opts).await {
+        Ok(c) => c,
+        Err(e) => panic!("starting the restored cluster: {e}"),
+    }
+}
+
+/// A directory and its config file `pgvigil.toml`, owned by the `postgres` OS user, with a
+/// local repository at `<dir>/repo`: what most backup tests start from.
+pub struct LocalRepo {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    /// `config` as the `-c` argument.
+    pub cfg: String,
+    pub repo_dir: PathBuf,
+    /// The `[storage]` section for the repository.
+    pub storage: String,
+}
+
+impl LocalRepo {
+    pub fn new() -> Self {
+        Self::with("")
+    }
+
+    /// With `extra_toml` after the `[storage]` section (e.g. a `[backup]` schedule).
+    pub fn with(extra_toml: &str) -> Self {
+        let dir = super::postgres_dir();
+        let config = dir.path().join("pgvigil.toml");
+        let repo_dir = dir.path().join("repo");
+        let storage = format!(
+            "[storage]\nurl = \"file://{}\"\n{extra_toml}",
+            repo_dir.display()
+        );
+        Self {
+            cfg: config.display().to_string(),
+            config,
+            repo_dir,
+            storage,
+            dir,
+        }
+    }
+
+    /// An archiving primary into this repository, with the config written for it.
+    pub async fn archiving_primary(&self) -> TempCluster {
+        let pg = archiving_cluster(&self.config).await;
+        write_config(&self.config, &pg.dsn("postgres"), &self.storage);
+        pg
+    }
+}
+
+/// The WAL segment files (`<24 hex digits>.zst`) in `dir`, sorted.
+pub fn wal_segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 28 && n.ends_with(".zst"))
+        .collect();
+    names.sort();
+    names
+}

@@ -1,0 +1,98 @@
+//! Child processes the tests start: found and signalled by pid, never by name (a lookup by
+//! name would also hit the processes of tests running in parallel, or a real backup on the
+//! machine), and killed when their handle drops, also when the test panics.
+
+use std::process::{Child, Command, Output};
+
+/// The pids whose parent is `pid`, read from `/proc/*/stat` (field 4, after the command
+/// name in parentheses, which may itself contain spaces and parentheses).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit between the listing and the read: skip it.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The command line of `pid`, arguments joined by spaces ("" once it has exited).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Sends SIGKILL to `pid` (a process this test started, or a child of one).
+pub fn kill9(pid: u32) -> Result<(), String> {
+    let raw = i32::try_from(pid).map_err(|e| format!("pid {pid}: {e}"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(raw),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| format!("kill -9 {pid}: {e}"))
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    /// Spawns `cmd`, panicking with the command on failure.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        match cmd.spawn() {
+            Ok(c) => Self(Some(c)),
+            Err(e) => panic!("starting {cmd:?}: {e}"),
+        }
+    }
+
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL now, and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the child to exit on its own and returns its output.
+    pub fn wait_with_output(mut self) -> Output {
+        match self.0.take() {
+            Some(c) => c
+                .wait_with_output()
+                .unwrap_or_else(|e| panic!("waiting for the child: {e}")),
+            None => panic!("the child was already killed"),
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
