@@ -33,29 +33,21 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> anyhow:
 }
 
 async fn open_repo(settings: &config::Settings) -> anyhow::Result<crate::store::Repo> {
-    open_repo_at(settings, &settings.storage.url, &settings.storage.s3).await
+    crate::store::Repo::open(settings, crate::store::Which::Primary)
+        .await
+        .with_context(|| format!("opening repository {}", settings.storage.store))
 }
 
 /// The off-site repository, if `[offsite] url` is set.
 async fn open_offsite(settings: &config::Settings) -> anyhow::Result<Option<crate::store::Repo>> {
     match &settings.offsite {
-        Some(o) => Ok(Some(open_repo_at(settings, &o.url, &o.s3).await?)),
+        Some(o) => Ok(Some(
+            crate::store::Repo::open(settings, crate::store::Which::Offsite)
+                .await
+                .with_context(|| format!("opening repository {}", o.store))?,
+        )),
         None => Ok(None),
     }
-}
-
-async fn open_repo_at(
-    settings: &config::Settings,
-    url: &str,
-    s3: &config::S3Settings,
-) -> anyhow::Result<crate::store::Repo> {
-    let store = crate::store::open(url, s3, &settings.storage.residency)
-        .await
-        .with_context(|| format!("opening repository {url}"))?;
-    Ok(crate::store::Repo {
-        store,
-        cluster: settings.storage.cluster.clone(),
-    })
 }
 
 async fn retention(

@@ -162,16 +162,9 @@ impl DevEnvironment {
         std::fs::write(&config_file, text(running.addr)).map_err(setup("writing the config"))?;
         chown_to_server_user(&config_file).map_err(setup("chown config"))?;
 
-        let repo = Repo {
-            store: crate::store::open(
-                &settings.storage.url,
-                &settings.storage.s3,
-                &settings.storage.residency,
-            )
+        let repo = Repo::open(&settings, crate::store::Which::Primary)
             .await
-            .map_err(setup("opening the repository"))?,
-            cluster: settings.storage.cluster.clone(),
-        };
+            .map_err(setup("opening the repository"))?;
         let first_backup =
             crate::backup::basebackup::run(&settings, &repo, Arc::new(Default::default()))
                 .await

@@ -60,8 +60,6 @@ pub enum StartError {
     Proxy(#[from] proxy::ProxyError),
     #[error("opening the repository: {0}")]
     Store(#[from] store::Error),
-    #[error("{0}")]
-    Config(String),
     #[error("opening the audit log: {0}")]
     Audit(#[from] audit::sink::SinkError),
 }
@@ -185,18 +183,10 @@ impl App {
                 "storage.residency = \"any\": bucket locations are not checked"
             );
         }
-        let primary = open_custodied(
-            backup::custody::PRIMARY,
-            &settings.storage.url,
-            &settings.storage.s3,
-            &settings,
-        )
-        .await?;
+        let primary = open_custodied(store::Which::Primary, &settings).await?;
         let repo = primary.repo.clone();
         let offsite = match &settings.offsite {
-            Some(o) => {
-                Some(open_custodied(backup::custody::OFFSITE, &o.url, &o.s3, &settings).await?)
-            }
+            Some(_) => Some(open_custodied(store::Which::Offsite, &settings).await?),
             None => None,
         };
         let custodied: Vec<_> = std::iter::once(primary.clone())
@@ -259,24 +249,21 @@ impl App {
         // Scheduled jobs never overlap.
         let exclusive = Arc::new(tokio::sync::Mutex::new(()));
         let next_run = backup_metrics.next_run.clone();
-        let schedule_job =
-            |job: &'static str, expr: &str, body: schedule::JobFn| -> Result<(), StartError> {
-                if expr == "off" {
-                    return Ok(());
-                }
-                let cron = config::parse_schedule(expr).map_err(StartError::Config)?;
-                let next_run = next_run.clone();
-                tracker.spawn(schedule::run_job(
-                    job,
-                    cron,
-                    repo.clone(),
-                    exclusive.clone(),
-                    body,
-                    move |t| next_run.with_label_values(&[job]).set(t.timestamp() as f64),
-                    token.clone(),
-                ));
-                Ok(())
+        let schedule_job = |job: &'static str, when: &config::Schedule, body: schedule::JobFn| {
+            let Some(cron) = when.cron().cloned() else {
+                return;
             };
+            let next_run = next_run.clone();
+            tracker.spawn(schedule::run_job(
+                job,
+                cron,
+                repo.clone(),
+                exclusive.clone(),
+                body,
+                move |t| next_run.with_label_values(&[job]).set(t.timestamp() as f64),
+                token.clone(),
+            ));
+        };
         schedule_job(
             "drill",
             &settings.drill.schedule,
@@ -286,7 +273,7 @@ impl App {
                 pitr_metrics.clone(),
                 events.clone(),
             ),
-        )?;
+        );
         schedule_job(
             "backup",
             &settings.backup.schedule,
@@ -296,7 +283,7 @@ impl App {
                 backup_metrics.clone(),
                 events.clone(),
             ),
-        )?;
+        );
         schedule_job(
             "retention",
             &settings.retention.schedule,
@@ -306,7 +293,7 @@ impl App {
                 custody_metrics.clone(),
                 events.clone(),
             ),
-        )?;
+        );
         if let (Some(o), Some(offsite)) = (&settings.offsite, &offsite) {
             schedule_job(
                 "offsite",
@@ -317,7 +304,7 @@ impl App {
                     custody_metrics.clone(),
                     events.clone(),
                 ),
-            )?;
+            );
         }
 
         let state = Arc::new(http::HttpState {
@@ -352,18 +339,13 @@ impl App {
 
 /// Opens a repository guarded by the configured residency policy.
 async fn open_custodied(
-    label: &'static str,
-    url: &str,
-    s3: &config::S3Settings,
+    which: store::Which,
     settings: &Settings,
 ) -> Result<backup::custody::Custodied, StartError> {
-    let guard = store::open(url, s3, &settings.storage.residency).await?;
+    let (repo, guard) = store::Repo::open_guarded(settings, which).await?;
     Ok(backup::custody::Custodied {
-        label,
-        repo: store::Repo {
-            store: guard.clone(),
-            cluster: settings.storage.cluster.clone(),
-        },
+        label: which.label(),
+        repo,
         guard,
     })
 }
