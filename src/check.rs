@@ -182,7 +182,7 @@ async fn probe_storage(settings: &Settings) -> Check {
             .map_err(|e| e.to_string())?;
         let binding = match repo
             .store
-            .get_bytes(&repo.key(crate::backup::wal::BINDING_KEY))
+            .get_bytes(&repo.key(&crate::store::layout::binding()))
             .await
         {
             Ok(b) => serde_json::from_slice::<crate::backup::wal::Binding>(&b)

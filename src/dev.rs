@@ -73,25 +73,20 @@ impl DevEnvironment {
         }
         let bin = archive_binary(exe, work.path())?;
         let repo_dir = work.path().join("repo");
-        // The repository's directories belong to the user archive_command runs as.
-        for sub in [
-            "default/wal",
-            "default/state/jobs",
-            "default/state/locks",
-            "default/backups",
-        ] {
-            let p = repo_dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(setup("creating the repository"))?;
+        // The repository's directories belong to the user archive_command runs as. The
+        // dev configuration keeps the default `storage.cluster`.
+        let cluster_dir = repo_dir.join("default");
+        for sub in crate::store::layout::DIRECTORIES {
+            std::fs::create_dir_all(cluster_dir.join(sub))
+                .map_err(setup("creating the repository"))?;
         }
-        for p in [
-            repo_dir.clone(),
-            repo_dir.join("default"),
-            repo_dir.join("default/wal"),
-            repo_dir.join("default/state"),
-            repo_dir.join("default/state/jobs"),
-            repo_dir.join("default/state/locks"),
-            repo_dir.join("default/backups"),
-        ] {
+        let dirs = crate::store::layout::DIRECTORIES
+            .iter()
+            .map(|sub| cluster_dir.join(sub));
+        for p in [repo_dir.clone(), cluster_dir.clone()]
+            .into_iter()
+            .chain(dirs)
+        {
             chown_to_server_user(&p).map_err(setup("chown repository"))?;
         }
         let config_file = work.path().join("pgvigil.toml");

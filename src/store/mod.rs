@@ -4,7 +4,7 @@
 //! [`StoreSpec`](crate::config::StoreSpec), never from a URL string: [`open`] for one
 //! spec, [`Repo::open`] / [`Repo::open_guarded`] for the primary or off-site repository of
 //! the configuration ([`Which`]). Keys are relative to the repository root (the URL's
-//! path, then `storage.cluster`).
+//! path, then `storage.cluster`); every key name is built in `layout.rs`.
 //!
 //! Data flows one way: this module reads configuration values (`StoreSpec`, `Residency`,
 //! `S3Settings`, `LockMode`); config never imports it.
@@ -17,11 +17,13 @@
 //! - every store opened with [`open`] checks residency before its first write
 //!   (`residency.rs`); with Object Lock, backup and WAL objects are written locked.
 
+pub mod layout;
 pub mod local;
 pub mod residency;
 pub mod s3;
 
 pub use crate::config::LockMode;
+pub use layout::is_protected;
 pub use residency::{BucketFacts, Guarded, Residency, Verdict};
 
 use std::collections::BTreeMap;
@@ -89,15 +91,6 @@ pub enum Error {
         store: String,
         until: String,
     },
-}
-
-/// Whether `key` (relative to the repository root) holds backup or WAL data, which is
-/// written with Object Lock when enabled. State objects (leases, job history) are rewritten
-/// and deleted in normal operation, so they are never locked.
-pub fn is_protected(key: &str) -> bool {
-    let mut parts = key.trim_start_matches('/').split('/');
-    let _cluster = parts.next();
-    matches!(parts.next(), Some("backups") | Some("wal"))
 }
 
 impl Error {
@@ -286,20 +279,4 @@ pub async fn open(spec: &StoreSpec, residency: &Residency) -> Result<Arc<Guarded
         }
     };
     Ok(Arc::new(Guarded::new(backend, residency.clone())))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_backup_and_wal_objects_are_protected() {
-        assert!(super::is_protected(
-            "default/backups/20261130T000000Z/base.tar.zst"
-        ));
-        assert!(super::is_protected(
-            "default/wal/000000010000000000000001.zst"
-        ));
-        assert!(!super::is_protected("default/state/locks/backup.json"));
-        assert!(!super::is_protected("default/state/jobs/backup.json"));
-        assert!(!super::is_protected("backups"));
-    }
 }
