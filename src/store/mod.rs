@@ -1,5 +1,5 @@
 //! The backup repository: an `ObjectStore` trait with a local-directory backend
-//! (`file://`, the default) and an S3 backend (`s3://bucket/prefix`; `s3.rs` is the only
+//! (`file://`, the default) and an S3 backend (`s3://bucket/prefix`; `s3/` is the only
 //! module that touches AWS SDK types). Stores are opened from a parsed
 //! [`StoreSpec`](crate::config::StoreSpec), never from a URL string: [`open`] for one
 //! spec, [`Repo::open`] / [`Repo::open_guarded`] for the primary or off-site repository of
@@ -12,13 +12,14 @@
 //! Invariants every backend keeps:
 //! - a streamed put becomes visible only when complete (local: temp file + rename; S3:
 //!   multipart completion) and leaves nothing behind when the stream fails;
-//! - memory stays bounded: bodies stream in parts, never whole;
+//! - memory stays bounded: bodies stream in parts (`parts.rs`), never whole;
 //! - `put_if_absent` never overwrites an existing object.
 //! - every store opened with [`open`] checks residency before its first write
 //!   (`residency.rs`); with Object Lock, backup and WAL objects are written locked.
 
 pub mod layout;
 pub mod local;
+pub mod parts;
 pub mod residency;
 pub mod s3;
 
