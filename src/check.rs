@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::pg::{connect, db_error_message, ConnectOptions};
+use crate::store::{Repo, Which};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,26 +142,27 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
 
 /// Where each repository really is, judged by the residency policy (and Object Lock).
 async fn probe_residency(settings: &Settings) -> Vec<Check> {
-    let mut stores = vec![("residency", &settings.storage.url, &settings.storage.s3)];
+    let mut stores = vec![("residency", Which::Primary, &settings.storage.store)];
     if let Some(o) = &settings.offsite {
-        stores.push(("offsite.residency", &o.url, &o.s3));
+        stores.push(("offsite.residency", Which::Offsite, &o.store));
     }
     let mut out = Vec::new();
-    for (name, url, s3) in stores {
-        let check = match crate::store::open(url, s3, &settings.storage.residency).await {
-            Ok(guard) => {
+    for (name, which, spec) in stores {
+        let url = spec.to_string();
+        let check = match Repo::open_guarded(settings, which).await {
+            Ok((_, guard)) => {
                 let v = guard.check().await;
                 Check {
                     status: if v.ok { Status::Ok } else { Status::Fail },
                     name: name.into(),
-                    target: url.clone(),
+                    target: url,
                     detail: v.message,
                 }
             }
             Err(e) => Check {
                 status: Status::Fail,
                 name: name.into(),
-                target: url.clone(),
+                target: url,
                 detail: e.to_string(),
             },
         };
@@ -170,25 +172,17 @@ async fn probe_residency(settings: &Settings) -> Vec<Check> {
 }
 
 async fn probe_storage(settings: &Settings) -> Check {
-    let target = settings.storage.url.clone();
+    let target = settings.storage.store.to_string();
     let result = async {
-        let store = crate::store::open(
-            &settings.storage.url,
-            &settings.storage.s3,
-            &settings.storage.residency,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let repo = crate::store::Repo {
-            store,
-            cluster: settings.storage.cluster.clone(),
-        };
+        let repo = Repo::open(settings, Which::Primary)
+            .await
+            .map_err(|e| e.to_string())?;
         let (count, newest) = crate::backup::catalog::newest(&repo)
             .await
             .map_err(|e| e.to_string())?;
         let binding = match repo
             .store
-            .get_bytes(&repo.key(crate::backup::wal::BINDING_KEY))
+            .get_bytes(&repo.key(&crate::store::layout::binding()))
             .await
         {
             Ok(b) => serde_json::from_slice::<crate::backup::wal::Binding>(&b)

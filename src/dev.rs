@@ -73,25 +73,20 @@ impl DevEnvironment {
         }
         let bin = archive_binary(exe, work.path())?;
         let repo_dir = work.path().join("repo");
-        // The repository's directories belong to the user archive_command runs as.
-        for sub in [
-            "default/wal",
-            "default/state/jobs",
-            "default/state/locks",
-            "default/backups",
-        ] {
-            let p = repo_dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(setup("creating the repository"))?;
+        // The repository's directories belong to the user archive_command runs as. The
+        // dev configuration keeps the default `storage.cluster`.
+        let cluster_dir = repo_dir.join("default");
+        for sub in crate::store::layout::DIRECTORIES {
+            std::fs::create_dir_all(cluster_dir.join(sub))
+                .map_err(setup("creating the repository"))?;
         }
-        for p in [
-            repo_dir.clone(),
-            repo_dir.join("default"),
-            repo_dir.join("default/wal"),
-            repo_dir.join("default/state"),
-            repo_dir.join("default/state/jobs"),
-            repo_dir.join("default/state/locks"),
-            repo_dir.join("default/backups"),
-        ] {
+        let dirs = crate::store::layout::DIRECTORIES
+            .iter()
+            .map(|sub| cluster_dir.join(sub));
+        for p in [repo_dir.clone(), cluster_dir.clone()]
+            .into_iter()
+            .chain(dirs)
+        {
             chown_to_server_user(&p).map_err(setup("chown repository"))?;
         }
         let config_file = work.path().join("pgvigil.toml");
@@ -162,16 +157,9 @@ impl DevEnvironment {
         std::fs::write(&config_file, text(running.addr)).map_err(setup("writing the config"))?;
         chown_to_server_user(&config_file).map_err(setup("chown config"))?;
 
-        let repo = Repo {
-            store: crate::store::open(
-                &settings.storage.url,
-                &settings.storage.s3,
-                &settings.storage.residency,
-            )
+        let repo = Repo::open(&settings, crate::store::Which::Primary)
             .await
-            .map_err(setup("opening the repository"))?,
-            cluster: settings.storage.cluster.clone(),
-        };
+            .map_err(setup("opening the repository"))?;
         let ops = crate::backup::ops::Ops::for_cli(settings, repo, None, "dev")
             .map_err(|e| DevError::Setup(e.to_string()))?;
         let first_backup = ops

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Metadata, Repo};
+use crate::store::{layout, Metadata, Repo};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ pub type JobFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = (JobOutcome, String)> + Send>> + Send + Sync>;
 
 fn history_key(repo: &Repo, job: &str) -> String {
-    repo.key(&format!("state/jobs/{job}.json"))
+    repo.key(&layout::job_history(job))
 }
 
 /// Reads a job's history (empty if none).

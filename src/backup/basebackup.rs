@@ -24,7 +24,7 @@ use super::lease::Lease;
 use super::{wal, Error};
 use crate::config::Settings;
 use crate::pg::{connect, db_error_message, ConnectOptions};
-use crate::store::{ByteStream, Metadata, Repo};
+use crate::store::{layout, ByteStream, Metadata, Repo};
 
 /// Progress of a running backup, readable from another task (the CLI's progress bar).
 #[derive(Debug, Default)]
@@ -436,7 +436,7 @@ async fn take(
     };
     drop(tx);
     let body: ByteStream = Box::pin(tokio_stream_from(rx));
-    let key = format!("{}/base.tar.zst", catalog::dir(repo, &id));
+    let key = repo.key(&layout::backup_object(&id, layout::BASE_OBJECT));
     let upload = repo.store.put_stream(&key, body, Metadata::new()).await;
     let piped = worker
         .await
@@ -472,7 +472,7 @@ async fn take(
         stored_bytes,
         compression: "zstd".into(),
         objects: vec![BackupObject {
-            name: "base.tar.zst".into(),
+            name: layout::BASE_OBJECT.into(),
             stored_bytes,
             sha256: piped.sha256,
         }],

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
-use crate::store::{Metadata, Repo};
+use crate::store::{layout, Metadata, Repo};
 
 /// One stored object of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -41,18 +41,13 @@ pub struct BackupInfo {
     pub objects: Vec<BackupObject>,
 }
 
-/// Directory of a backup.
-pub fn dir(repo: &Repo, id: &str) -> String {
-    repo.key(&format!("backups/{id}"))
-}
-
 /// Writes the commit marker.
 pub async fn commit(repo: &Repo, info: &BackupInfo) -> Result<(), Error> {
     let body = serde_json::to_vec_pretty(info)
         .map_err(|e| Error::Invalid(format!("encoding backup.json: {e}")))?;
     repo.store
         .put_bytes(
-            &format!("{}/backup.json", dir(repo, &info.id)),
+            &repo.key(&layout::backup_marker(&info.id)),
             body.into(),
             Metadata::new(),
         )
@@ -62,10 +57,10 @@ pub async fn commit(repo: &Repo, info: &BackupInfo) -> Result<(), Error> {
 
 /// Every committed backup, oldest first (by stop time, never by name).
 pub async fn list(repo: &Repo) -> Result<Vec<BackupInfo>, Error> {
-    let prefix = repo.key("backups/");
+    let prefix = repo.key(&layout::backups_prefix());
     let mut out = Vec::new();
     for obj in repo.store.list(&prefix).await? {
-        if !obj.key.ends_with("/backup.json") {
+        if !layout::is_backup_marker(&obj.key) {
             continue;
         }
         let body = repo.store.get_bytes(&obj.key).await?;
@@ -85,11 +80,11 @@ pub async fn list(repo: &Repo) -> Result<Vec<BackupInfo>, Error> {
 pub async fn newest(repo: &Repo) -> Result<(usize, Option<BackupInfo>), Error> {
     let markers: Vec<String> = repo
         .store
-        .list(&repo.key("backups/"))
+        .list(&repo.key(&layout::backups_prefix()))
         .await?
         .into_iter()
         .map(|o| o.key)
-        .filter(|k| k.ends_with("/backup.json"))
+        .filter(|k| layout::is_backup_marker(k))
         .collect();
     let Some(last) = markers.last() else {
         return Ok((0, None));

@@ -24,7 +24,7 @@ use super::{pitr, Error};
 use crate::config::Settings;
 use crate::pg::binaries::PgBinaries;
 use crate::pg::{TempCluster, TempClusterOptions};
-use crate::store::{Metadata, Repo};
+use crate::store::{layout, Metadata, Repo};
 
 /// One check's result.
 #[derive(Debug, Clone, Serialize)]
@@ -129,7 +129,7 @@ pub async fn last_success(repo: &Repo) -> Option<DateTime<Utc>> {
     }
     let mut keys: Vec<String> = repo
         .store
-        .list(&repo.key("state/drills/"))
+        .list(&repo.key(&layout::drills_prefix()))
         .await
         .ok()?
         .into_iter()
@@ -154,7 +154,7 @@ pub async fn last_success(repo: &Repo) -> Option<DateTime<Utc>> {
 /// How many drills the repository remembers (for the one-in-three oldest-day rule).
 async fn drill_count(repo: &Repo) -> usize {
     repo.store
-        .list(&repo.key("state/drills/"))
+        .list(&repo.key(&layout::drills_prefix()))
         .await
         .map(|l| l.len())
         .unwrap_or(0)
@@ -200,11 +200,7 @@ pub async fn run(
     let body = Bytes::from(serde_json::to_vec_pretty(&ev).unwrap_or_default());
     if let Err(e) = repo
         .store
-        .put_bytes(
-            &repo.key(&format!("state/drills/{id}.json")),
-            body,
-            Metadata::new(),
-        )
+        .put_bytes(&repo.key(&layout::drill_record(&id)), body, Metadata::new())
         .await
     {
         tracing::warn!(event = "drill.evidence.failed", error = %e, "could not store the drill evidence");

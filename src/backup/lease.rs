@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
-use crate::store::{Metadata, Repo};
+use crate::store::{layout, Metadata, Repo};
 
 /// How long a lease lives without renewal; it is renewed every third of that.
 pub const TTL: Duration = Duration::from_secs(300);
@@ -73,7 +73,7 @@ fn body(holder: &str, acquired_at: DateTime<Utc>) -> Bytes {
 impl Lease {
     /// Takes the lease for `job`; `Error::Skipped` naming the holder if someone has it.
     pub async fn acquire(repo: &Repo, job: &str) -> Result<Lease, Error> {
-        let key = repo.key(&format!("state/locks/{job}.json"));
+        let key = repo.key(&layout::job_lock(job));
         let me = holder();
         let acquired_at = Utc::now();
         for _ in 0..2 {

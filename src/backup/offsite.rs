@@ -22,10 +22,7 @@ use super::compress::{decompress, sha256_hex};
 use super::lease::Lease;
 use super::wal::{self, classify, WalKind};
 use super::Error;
-use crate::store::{Metadata, ObjectStore, Repo};
-
-/// Where the last copy's record lives in the source repository.
-pub const RECORD_KEY: &str = "state/offsite/last.json";
+use crate::store::{layout, Metadata, ObjectStore, Repo};
 
 /// What a copy did (also the record stored in the source repository).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,14 +54,22 @@ pub async fn run(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
     let body = serde_json::to_vec_pretty(&report)
         .map_err(|e| Error::Invalid(format!("encoding the off-site record: {e}")))?;
     src.store
-        .put_bytes(&src.key(RECORD_KEY), body.into(), Metadata::new())
+        .put_bytes(
+            &src.key(&layout::offsite_record()),
+            body.into(),
+            Metadata::new(),
+        )
         .await?;
     Ok(report)
 }
 
 /// The last recorded copy, if any.
 pub async fn last(src: &Repo) -> Option<CopyReport> {
-    let body = src.store.get_bytes(&src.key(RECORD_KEY)).await.ok()?;
+    let body = src
+        .store
+        .get_bytes(&src.key(&layout::offsite_record()))
+        .await
+        .ok()?;
     serde_json::from_slice(&body).ok()
 }
 
@@ -96,19 +101,17 @@ async fn copy(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
     wal::check_binding(dst, sysid).await?;
 
     let mut tally = Tally::default();
-    let src_dir = catalog::dir(src, &backup.id);
-    let dst_dir = catalog::dir(dst, &backup.id);
     let present: std::collections::HashMap<String, u64> = dst
         .store
-        .list(&format!("{dst_dir}/"))
+        .list(&dst.key(&layout::backup_prefix(&backup.id)))
         .await?
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
     for object in &backup.objects {
         let (from, to) = (
-            format!("{src_dir}/{}", object.name),
-            format!("{dst_dir}/{}", object.name),
+            src.key(&layout::backup_object(&backup.id, &object.name)),
+            dst.key(&layout::backup_object(&backup.id, &object.name)),
         );
         if present.get(&to) == Some(&object.stored_bytes) {
             tally.present += 1;
@@ -129,7 +132,7 @@ async fn copy(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
     let wal_files = copy_wal(src, dst, backup, &mut tally).await?;
 
     // The commit marker last: the off-site backup exists once everything else is there.
-    let marker = format!("{dst_dir}/backup.json");
+    let marker = dst.key(&layout::backup_marker(&backup.id));
     if dst.store.head(&marker).await?.is_none() {
         catalog::commit(dst, backup).await?;
     }
@@ -158,8 +161,8 @@ async fn copy_wal(
     backup: &BackupInfo,
     tally: &mut Tally,
 ) -> Result<usize, Error> {
-    let src_prefix = src.key("wal/");
-    let dst_prefix = dst.key("wal/");
+    let src_prefix = src.key(&layout::wal_prefix());
+    let dst_prefix = dst.key(&layout::wal_prefix());
     let present: std::collections::HashMap<String, u64> = dst
         .store
         .list(&dst_prefix)
@@ -173,7 +176,7 @@ async fn copy_wal(
         let Some(file) = o.key.strip_prefix(&src_prefix) else {
             continue;
         };
-        let name = file.strip_suffix(".zst").unwrap_or(file);
+        let name = layout::wal_name(file).unwrap_or(file);
         let wanted = match classify(name) {
             Some(WalKind::History) => true,
             // Position (log, seg) compares as hex text of equal width.

@@ -28,12 +28,12 @@ use super::{wal_report, Error};
 use crate::config::Settings;
 use crate::events::{Events, Op};
 use crate::metrics::own::unix_seconds;
-use crate::store::Repo;
+use crate::store::{Repo, Which};
 
 /// The `store` label of the primary repository.
-pub const PRIMARY: &str = "primary";
+const PRIMARY: &str = Which::Primary.label();
 /// The `store` label of the off-site repository.
-pub const OFFSITE: &str = "offsite";
+const OFFSITE: &str = Which::Offsite.label();
 
 /// A repository and its `store` label (`primary` or `offsite`).
 #[derive(Debug, Clone)]

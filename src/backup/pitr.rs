@@ -16,7 +16,7 @@ use super::catalog::{self, parse_lsn, BackupInfo};
 use super::compress::decompress;
 use super::wal::{classify, WalKind};
 use super::Error;
-use crate::store::Repo;
+use crate::store::{layout, Repo};
 
 /// Default WAL segment size; the real one is read from a pushed segment's metadata.
 const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
@@ -114,7 +114,7 @@ pub struct ArchiverState {
 /// Checks the repository.
 pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Report, Error> {
     let backups = catalog::list(repo).await?;
-    let wal_prefix = repo.key("wal/");
+    let wal_prefix = repo.key(&layout::wal_prefix());
     // One pass over the listing: (name, kind, arrival) of every WAL file.
     let wal: Vec<(String, WalKind, Option<SystemTime>)> = repo
         .store
@@ -122,11 +122,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .await?
         .into_iter()
         .filter_map(|o| {
-            let name = o
-                .key
-                .strip_prefix(&wal_prefix)?
-                .strip_suffix(".zst")?
-                .to_string();
+            let name = layout::wal_name(o.key.strip_prefix(&wal_prefix)?)?.to_string();
             let kind = classify(&name)?;
             Some((name, kind, o.last_modified))
         })
@@ -163,7 +159,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .max()
         .unwrap_or(1);
     let history = if latest_tli > 1 {
-        let key = repo.key(&format!("wal/{latest_tli:08X}.history.zst"));
+        let key = repo.key(&layout::timeline_history(latest_tli));
         match repo.store.get_bytes(&key).await {
             Ok(b) => parse_history(&String::from_utf8_lossy(
                 &decompress(&b).unwrap_or_default(),

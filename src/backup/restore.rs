@@ -12,7 +12,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::catalog::{self, BackupInfo, Target};
 use super::compress::HashingReader;
 use super::{io, Error};
-use crate::store::Repo;
+use crate::store::{layout, Repo};
 
 /// What to do when the recovery target is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,7 +114,7 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
         .first()
         .ok_or_else(|| Error::Invalid(format!("backup {} lists no objects", backup.id)))?
         .clone();
-    let key = format!("{}/{}", catalog::dir(repo, &backup.id), object.name);
+    let key = repo.key(&layout::backup_object(&backup.id, &object.name));
     let stream = repo.store.get_stream(&key).await?;
     let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
     let bridge = SyncIoBridge::new(reader);

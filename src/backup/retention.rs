@@ -23,7 +23,7 @@ use super::catalog::{self, BackupInfo};
 use super::lease::Lease;
 use super::wal::{classify, WalKind};
 use super::Error;
-use crate::store::{ObjectMeta, Repo};
+use crate::store::{layout, ObjectMeta, Repo};
 
 /// How long an uncommitted backup's objects are left alone (a backup may be running).
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(86_400);
@@ -95,9 +95,7 @@ fn position(name: &str) -> Option<(u32, u32)> {
 
 /// The backup id of a key `<cluster>/backups/<id>/<object>`.
 fn backup_id_of<'a>(repo: &Repo, key: &'a str) -> Option<&'a str> {
-    let rest = key.strip_prefix(&repo.key("backups/"))?;
-    let (id, object) = rest.split_once('/')?;
-    (!object.is_empty()).then_some(id)
+    layout::backup_id_in(key.strip_prefix(&repo.key(&layout::backups_prefix()))?)
 }
 
 /// Decides what to keep and delete. `backups` are the committed backups, `objects` every
@@ -139,7 +137,7 @@ pub fn plan(
     for o in objects {
         if let Some(id) = backup_id_of(repo, &o.key) {
             by_backup.entry(id).or_default().push(o);
-            if o.key.ends_with("/backup.json") {
+            if layout::is_backup_marker(&o.key) {
                 markers.insert(id);
             }
         }
@@ -155,7 +153,7 @@ pub fn plan(
         );
         let mut objs = by_backup.get(b.id.as_str()).cloned().unwrap_or_default();
         // The commit marker first: from then on the backup no longer counts.
-        objs.sort_by_key(|o| (!o.key.ends_with("/backup.json"), o.key.clone()));
+        objs.sort_by_key(|o| (!layout::is_backup_marker(&o.key), o.key.clone()));
         delete.extend(objs.into_iter().map(|o| Doomed {
             key: o.key.clone(),
             bytes: o.size,
@@ -193,13 +191,9 @@ pub fn plan(
         .copied();
     let oldest_needed_wal = oldest_kept.map(|b| b.start_wal.clone());
     if let Some(keep_from) = oldest_kept.and_then(|b| position(&b.start_wal)) {
-        let wal_prefix = repo.key("wal/");
+        let wal_prefix = repo.key(&layout::wal_prefix());
         for o in objects {
-            let Some(name) = o
-                .key
-                .strip_prefix(&wal_prefix)
-                .and_then(|n| n.strip_suffix(".zst"))
-            else {
+            let Some(name) = o.key.strip_prefix(&wal_prefix).and_then(layout::wal_name) else {
                 continue;
             };
             let old = match classify(name) {
@@ -348,8 +342,11 @@ async fn apply(
     observe: Observer<'_>,
 ) -> Result<Report, Error> {
     let backups = catalog::list(repo).await?;
-    let mut objects = repo.store.list(&repo.key("backups/")).await?;
-    objects.extend(repo.store.list(&repo.key("wal/")).await?);
+    let mut objects = repo
+        .store
+        .list(&repo.key(&layout::backups_prefix()))
+        .await?;
+    objects.extend(repo.store.list(&repo.key(&layout::wal_prefix())).await?);
     let plan = plan(repo, &backups, &objects, now, policy);
     let store = repo.store.describe();
     let mut outcomes = Vec::with_capacity(plan.delete.len());
@@ -372,7 +369,7 @@ async fn apply(
                 continue;
             }
         }
-        if !doomed.key.ends_with("/backup.json") {
+        if !layout::is_backup_marker(&doomed.key) {
             pending.push(doomed);
             continue;
         }

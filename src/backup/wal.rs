@@ -15,10 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compress::{compress, decompress, sha256_hex};
 use super::{io, Error};
-use crate::store::{Metadata, Repo};
-
-/// Key of the repository's cluster binding.
-pub const BINDING_KEY: &str = "state/cluster.json";
+use crate::store::{layout, Metadata, Repo};
 
 /// What kind of file PostgreSQL hands to archive_command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +52,7 @@ pub fn classify(name: &str) -> Option<WalKind> {
 
 /// The repository key of a WAL file.
 pub fn key(repo: &Repo, name: &str) -> String {
-    repo.key(&format!("wal/{name}.zst"))
+    repo.key(&layout::wal_file(name))
 }
 
 /// The system identifier in a segment's first (long) page header, if it has one.
@@ -78,7 +75,7 @@ pub struct Binding {
 
 /// Binds the repository to `sysid`, or checks that it is already bound to it.
 pub async fn check_binding(repo: &Repo, sysid: u64) -> Result<(), Error> {
-    let key = repo.key(BINDING_KEY);
+    let key = repo.key(&layout::binding());
     let wanted = Binding {
         system_identifier: sysid.to_string(),
     };

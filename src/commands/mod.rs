@@ -17,7 +17,7 @@ use anyhow::Context;
 use crate::backup::ops::Ops;
 use crate::cli::{Cli, Command};
 use crate::config::{self, EnvLookup, Settings};
-use crate::store::Repo;
+use crate::store::{Repo, Which};
 
 /// What a command returns: its exit code, or an error `main` prints as one line.
 type Exit = anyhow::Result<ExitCode>;
@@ -81,31 +81,27 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
     }
 }
 
-/// Opens the repository at `url`.
-async fn open_repo_at(
-    settings: &Settings,
-    url: &str,
-    s3: &config::S3Settings,
-) -> anyhow::Result<Repo> {
-    let store = crate::store::open(url, s3, &settings.storage.residency)
-        .await
-        .with_context(|| format!("opening repository {url}"))?;
-    Ok(Repo {
-        store,
-        cluster: settings.storage.cluster.clone(),
+/// Opens repository `which` (the primary one, or the off-site one).
+async fn open(settings: &Settings, which: Which) -> anyhow::Result<Repo> {
+    Repo::open(settings, which).await.with_context(|| {
+        let spec = match (which, &settings.offsite) {
+            (Which::Offsite, Some(o)) => &o.store,
+            _ => &settings.storage.store,
+        };
+        format!("opening repository {spec}")
     })
 }
 
 /// The primary repository.
 async fn open_repo(settings: &Settings) -> anyhow::Result<Repo> {
-    open_repo_at(settings, &settings.storage.url, &settings.storage.s3).await
+    open(settings, Which::Primary).await
 }
 
 /// The operations' context for command `process` (see [`Invocation::ops`]).
 async fn ops(settings: Settings, offsite: bool, process: &str) -> anyhow::Result<Ops> {
     let primary = open_repo(&settings).await?;
     let offsite = match (&settings.offsite, offsite) {
-        (Some(o), true) => Some(open_repo_at(&settings, &o.url, &o.s3).await?),
+        (Some(_), true) => Some(open(&settings, Which::Offsite).await?),
         _ => None,
     };
     Ok(Ops::for_cli(settings, primary, offsite, process)?)

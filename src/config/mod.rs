@@ -1,5 +1,11 @@
-//! Configuration: `raw` mirrors the TOML file, `settings` holds validated values, and
-//! `load` turns one into the other. Only `Settings` and `Error` leave this module.
+//! Configuration: `raw` mirrors the TOML file, `settings` holds validated values (one
+//! file per section, each with its validator), and `load` turns one into the other. Only
+//! `Settings`, the values it is made of, and `Error` leave this module.
+//!
+//! Config hands out parsed values, never strings to parse again: a repository is a
+//! [`StoreSpec`], a schedule a [`Schedule`], the role claim a [`ClaimPath`], the
+//! residency policy a [`Residency`]. They are plain data owned here; `store`, `proxy` and
+//! the daemon use them, and config imports none of those modules.
 
 mod error;
 mod locate;
@@ -9,12 +15,12 @@ mod settings;
 use std::path::Path;
 
 pub use error::{Error, Location};
-pub use settings::AuditTable;
 pub use settings::{
-    display_dsn, parse_schedule, ApiProxySettings, AuditSettings, BackupSettings, CustomKind,
-    CustomQuery, EnvLookup, ObjectLockSettings, OffsiteSettings, PgbouncerSettings,
-    PgbouncerTarget, PostgresSettings, PostgrestSettings, RetentionSettings, S3Settings,
-    ServerSettings, Settings, StorageSettings,
+    display_dsn, longest_interval, ApiProxySettings, AuditSettings, AuditTable, BackupSettings,
+    ClaimPath, ClaimStep, CustomKind, CustomQuery, DrillCheck, DrillSettings, EnvLookup, LockMode,
+    ObjectLockSettings, OffsiteSettings, PgbouncerSettings, PgbouncerTarget, PitrSettings,
+    PostgresSettings, PostgrestSettings, Residency, RetentionSettings, S3Settings, Schedule,
+    ServerSettings, Settings, StorageSettings, StoreSpec, EU_REGIONS,
 };
 
 /// Reads, parses and validates a configuration file.
@@ -167,20 +173,59 @@ mod tests {
         );
 
         let s = parse_str(&format!(
-            "{base}[storage]\nallowed_regions = [\"fsn1\"]\n[storage.s3]\nobject_lock = \"compliance\"\n[offsite]\nurl = \"s3://b/p\"\n"
+            "{base}[storage]\nurl = \"s3://primary/p/\"\nallowed_regions = [\"fsn1\"]\n[storage.s3]\nobject_lock = \"compliance\"\n[offsite]\nurl = \"s3://b/p\"\n"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(s.storage.residency.allows("fsn1") && !s.storage.residency.allows("eu-central-1"));
-        let lock = s
-            .storage
-            .s3
-            .object_lock
-            .unwrap_or_else(|| panic!("no lock"));
-        assert_eq!(lock.mode, crate::store::LockMode::Compliance);
+        let StoreSpec::S3 { bucket, prefix, s3 } = &s.storage.store else {
+            panic!("not an S3 store: {:?}", s.storage.store)
+        };
+        assert_eq!((bucket.as_str(), prefix.as_str()), ("primary", "p"));
+        let lock = s3.object_lock.unwrap_or_else(|| panic!("no lock"));
+        assert_eq!(lock.mode, LockMode::Compliance);
         // 35 days + one daily backup interval + a day of margin.
         assert_eq!(lock.retain_for, std::time::Duration::from_secs(37 * 86_400));
         // The off-site store inherits [storage.s3].
-        assert_eq!(s.offsite.map(|o| o.s3.object_lock), Some(Some(lock)));
+        let offsite = s.offsite.unwrap_or_else(|| panic!("no offsite"));
+        assert_eq!(
+            offsite.store,
+            StoreSpec::S3 {
+                bucket: "b".into(),
+                prefix: "p".into(),
+                s3: s3.clone(),
+            }
+        );
+        assert_eq!(offsite.schedule.expr(), "0 5 * * 0");
+        assert!(offsite.schedule.cron().is_some());
+    }
+
+    #[test]
+    fn schedules_and_store_urls_arrive_parsed() {
+        let base = "[postgres]\ndsn = \"postgresql://u@h/db\"\n";
+        let s = parse_str(&format!(
+            "{base}[backup]\nschedule = \"off\"\n[drill]\nschedule = \"0 4 1 * *\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.backup.schedule, Schedule::Off);
+        assert_eq!(s.drill.schedule.expr(), "0 4 1 * *");
+        assert_eq!(s.retention.schedule.expr(), "30 3 * * *");
+        assert_eq!(
+            s.storage.store,
+            StoreSpec::File("/var/lib/pgvigil/repo".into())
+        );
+        assert_eq!(s.storage.store.to_string(), "file:///var/lib/pgvigil/repo");
+        let err = |extra: &str| {
+            parse_str(&format!("{base}{extra}"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("[drill]\nschedule = \"0 4 1 *\"\n").contains("drill.schedule: "));
+        assert!(err("[backup]\nschedule = \"x\"\n").contains("backup.schedule: "));
+        assert!(err("[offsite]\nurl = \"s3://b\"\nschedule = \"weekly\"\n")
+            .contains("offsite.schedule: "));
+        assert!(err("[storage]\nurl = \"s3:///p\"\n").contains("storage.url: "));
+        assert!(err("[storage]\nurl = \"file://rel\"\n").contains("storage.url: "));
     }
 
     #[test]

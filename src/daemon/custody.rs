@@ -15,10 +15,9 @@ use tokio_util::task::TaskTracker;
 use super::loops::periodically;
 use super::ready::{Condition, Readiness};
 use super::StartError;
-use crate::backup::ops::{OFFSITE, PRIMARY};
 use crate::config::Settings;
 use crate::events::{Events, Op};
-use crate::store::{self, Guarded, ObjectStore, Repo, Verdict};
+use crate::store::{self, Guarded, ObjectStore, Repo, Verdict, Which};
 
 /// How often the daemon asks every bucket where it is.
 pub const RESIDENCY_RECHECK: Duration = Duration::from_secs(900);
@@ -39,36 +38,20 @@ pub async fn open_stores(settings: &Settings) -> Result<Vec<Watched>, StartError
             "storage.residency = \"any\": bucket locations are not checked"
         );
     }
-    let mut stores = vec![
-        open(
-            PRIMARY,
-            &settings.storage.url,
-            &settings.storage.s3,
-            settings,
-        )
-        .await?,
-    ];
-    if let Some(o) = &settings.offsite {
-        stores.push(open(OFFSITE, &o.url, &o.s3, settings).await?);
+    let mut which = vec![Which::Primary];
+    if settings.offsite.is_some() {
+        which.push(Which::Offsite);
+    }
+    let mut stores = Vec::new();
+    for w in which {
+        let (repo, guard) = Repo::open_guarded(settings, w).await?;
+        stores.push(Watched {
+            label: w.label(),
+            guard,
+            repo,
+        });
     }
     Ok(stores)
-}
-
-async fn open(
-    label: &'static str,
-    url: &str,
-    s3: &crate::config::S3Settings,
-    settings: &Settings,
-) -> Result<Watched, StartError> {
-    let guard = store::open(url, s3, &settings.storage.residency).await?;
-    Ok(Watched {
-        label,
-        repo: Repo {
-            store: guard.clone(),
-            cluster: settings.storage.cluster.clone(),
-        },
-        guard,
-    })
 }
 
 crate::own_metrics! {

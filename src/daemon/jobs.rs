@@ -14,6 +14,7 @@ use super::StartError;
 use crate::backup::basebackup::Progress;
 use crate::backup::ops::Ops;
 use crate::backup::Error;
+use crate::config::Schedule;
 use crate::metrics::catalogue as cat;
 use crate::metrics::own::create;
 use crate::schedule::{self, JobFn, JobOutcome};
@@ -32,29 +33,22 @@ pub fn schedule(
     // Scheduled jobs never overlap.
     let exclusive = Arc::new(tokio::sync::Mutex::new(()));
     let s = &ops.settings;
-    let mut jobs: Vec<(&'static str, &'static str, &str, JobFn)> = vec![
-        ("drill", "drill.schedule", &s.drill.schedule, drill(ops)),
-        ("backup", "backup.schedule", &s.backup.schedule, backup(ops)),
-        (
-            "retention",
-            "retention.schedule",
-            &s.retention.schedule,
-            retention(ops),
-        ),
+    let mut jobs: Vec<(&'static str, &Schedule, JobFn)> = vec![
+        ("drill", &s.drill.schedule, drill(ops)),
+        ("backup", &s.backup.schedule, backup(ops)),
+        ("retention", &s.retention.schedule, retention(ops)),
     ];
     if let (Some(o), Some(_)) = (&s.offsite, &ops.offsite) {
-        jobs.push(("offsite", "offsite.schedule", &o.schedule, offsite(ops)));
+        jobs.push(("offsite", &o.schedule, offsite(ops)));
     }
-    for (job, key, expr, body) in jobs {
-        if expr == "off" {
+    for (job, when, body) in jobs {
+        let Some(cron) = when.cron() else {
             continue;
-        }
-        let cron = crate::config::parse_schedule(expr)
-            .map_err(|message| StartError::Schedule { key, message })?;
+        };
         let next_run = next_run.clone();
         tracker.spawn(schedule::run_job(
             job,
-            cron,
+            cron.clone(),
             ops.primary.clone(),
             exclusive.clone(),
             body,

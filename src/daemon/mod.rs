@@ -57,8 +57,6 @@ pub enum StartError {
     Proxy(#[from] proxy::ProxyError),
     #[error("opening the repository: {0}")]
     Store(#[from] store::Error),
-    #[error("{key}: {message}")]
-    Schedule { key: &'static str, message: String },
     #[error("opening the audit log: {0}")]
     Audit(#[from] audit::sink::SinkError),
 }

@@ -1,20 +1,30 @@
 //! The backup repository: an `ObjectStore` trait with a local-directory backend
-//! (`file://`, the default) and an S3 backend (`s3://bucket/prefix`, the only module that
-//! touches AWS SDK types). Keys are relative to the repository root (the URL's path, then
-//! `storage.cluster`).
+//! (`file://`, the default) and an S3 backend (`s3://bucket/prefix`; `s3/` is the only
+//! module that touches AWS SDK types). Stores are opened from a parsed
+//! [`StoreSpec`](crate::config::StoreSpec), never from a URL string: [`open`] for one
+//! spec, [`Repo::open`] / [`Repo::open_guarded`] for the primary or off-site repository of
+//! the configuration ([`Which`]). Keys are relative to the repository root (the URL's
+//! path, then `storage.cluster`); every key name is built in `layout.rs`.
+//!
+//! Data flows one way: this module reads configuration values (`StoreSpec`, `Residency`,
+//! `S3Settings`, `LockMode`); config never imports it.
 //!
 //! Invariants every backend keeps:
 //! - a streamed put becomes visible only when complete (local: temp file + rename; S3:
 //!   multipart completion) and leaves nothing behind when the stream fails;
-//! - memory stays bounded: bodies stream in parts, never whole;
+//! - memory stays bounded: bodies stream in parts (`parts.rs`), never whole;
 //! - `put_if_absent` never overwrites an existing object.
 //! - every store opened with [`open`] checks residency before its first write
 //!   (`residency.rs`); with Object Lock, backup and WAL objects are written locked.
 
+pub mod layout;
 pub mod local;
+pub mod parts;
 pub mod residency;
 pub mod s3;
 
+pub use crate::config::LockMode;
+pub use layout::is_protected;
 pub use residency::{BucketFacts, Guarded, Residency, Verdict};
 
 use std::collections::BTreeMap;
@@ -24,6 +34,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::Stream;
+
+use crate::config::{Settings, StoreSpec};
 
 /// A stream of body chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -70,6 +82,9 @@ pub enum Error {
         store: String,
         message: String,
     },
+    /// A repository that the configuration does not have.
+    #[error("no {which} repository is configured; set [offsite] url")]
+    NotConfigured { which: &'static str },
     /// A delete refused because the object's Object Lock retention has not passed.
     #[error("{key} in {store} is locked until {until}")]
     Locked {
@@ -77,24 +92,6 @@ pub enum Error {
         store: String,
         until: String,
     },
-}
-
-/// S3 Object Lock retention mode (`storage.s3.object_lock`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    /// Users with `s3:BypassGovernanceRetention` can still delete.
-    Governance,
-    /// Nobody, not even the root account, can delete before the date.
-    Compliance,
-}
-
-/// Whether `key` (relative to the repository root) holds backup or WAL data, which is
-/// written with Object Lock when enabled. State objects (leases, job history) are rewritten
-/// and deleted in normal operation, so they are never locked.
-pub fn is_protected(key: &str) -> bool {
-    let mut parts = key.trim_start_matches('/').split('/');
-    let _cluster = parts.next();
-    matches!(parts.next(), Some("backups") | Some("wal"))
 }
 
 impl Error {
@@ -216,69 +213,71 @@ pub struct Repo {
     pub cluster: String,
 }
 
+/// Which of the configured repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Which {
+    /// `[storage]`: where backups and WAL are written.
+    Primary,
+    /// `[offsite]`: the second repository the off-site copy goes to.
+    Offsite,
+}
+
+impl Which {
+    /// The `store` metric label value: `primary` or `offsite`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Which::Primary => "primary",
+            Which::Offsite => "offsite",
+        }
+    }
+}
+
 impl Repo {
     /// The key of `path` inside this cluster's directory.
     pub fn key(&self, path: &str) -> String {
         format!("{}/{}", self.cluster, path.trim_start_matches('/'))
     }
+
+    /// Opens repository `which` of `settings`, guarded by the residency policy.
+    /// `Error::NotConfigured` for the off-site repository when `[offsite] url` is unset.
+    pub async fn open(settings: &Settings, which: Which) -> Result<Repo, Error> {
+        Ok(Self::open_guarded(settings, which).await?.0)
+    }
+
+    /// Like [`Repo::open`], and also returns the guard, for the daemon's periodic
+    /// residency checks ([`Guarded::check`]); the repository writes through it.
+    pub async fn open_guarded(
+        settings: &Settings,
+        which: Which,
+    ) -> Result<(Repo, Arc<Guarded>), Error> {
+        let spec = match which {
+            Which::Primary => &settings.storage.store,
+            Which::Offsite => match &settings.offsite {
+                Some(o) => &o.store,
+                None => {
+                    return Err(Error::NotConfigured {
+                        which: which.label(),
+                    })
+                }
+            },
+        };
+        let guard = open(spec, &settings.storage.residency).await?;
+        let repo = Repo {
+            store: guard.clone(),
+            cluster: settings.storage.cluster.clone(),
+        };
+        Ok((repo, guard))
+    }
 }
 
-/// Opens the store named by a `storage.url` (`file:///path` or `s3://bucket/prefix`),
-/// guarded by `residency`: its first write checks where the bucket really is.
-pub async fn open(
-    url: &str,
-    s3: &crate::config::S3Settings,
-    residency: &Residency,
-) -> Result<Arc<Guarded>, Error> {
-    Ok(Arc::new(Guarded::new(
-        open_backend(url, s3).await?,
-        residency.clone(),
-    )))
-}
-
-async fn open_backend(
-    url: &str,
-    s3: &crate::config::S3Settings,
-) -> Result<Arc<dyn ObjectStore>, Error> {
-    if let Some(path) = url.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err(Error::Url {
-                url: url.into(),
-                message: "file:// needs an absolute path, e.g. file:///var/lib/pgvigil/repo".into(),
-            });
+/// Opens the store at `spec`, guarded by `residency`: its first write checks where the
+/// bucket really is.
+pub async fn open(spec: &StoreSpec, residency: &Residency) -> Result<Arc<Guarded>, Error> {
+    let backend: Arc<dyn ObjectStore> = match spec {
+        StoreSpec::File(path) => Arc::new(local::LocalStore::new(path.clone())),
+        StoreSpec::S3 { bucket, prefix, s3 } => {
+            Arc::new(s3::S3Store::connect(bucket, prefix, s3).await?)
         }
-        return Ok(Arc::new(local::LocalStore::new(path.into())));
-    }
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(Error::Url {
-                url: url.into(),
-                message: "names no bucket: use s3://bucket/prefix".into(),
-            });
-        }
-        return Ok(Arc::new(
-            s3::S3Store::connect(bucket, prefix.trim_matches('/'), s3).await?,
-        ));
-    }
-    Err(Error::Url {
-        url: url.into(),
-        message: "must start with file:// or s3://".into(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_backup_and_wal_objects_are_protected() {
-        assert!(super::is_protected(
-            "default/backups/20261130T000000Z/base.tar.zst"
-        ));
-        assert!(super::is_protected(
-            "default/wal/000000010000000000000001.zst"
-        ));
-        assert!(!super::is_protected("default/state/locks/backup.json"));
-        assert!(!super::is_protected("default/state/jobs/backup.json"));
-        assert!(!super::is_protected("backups"));
-    }
+    };
+    Ok(Arc::new(Guarded::new(backend, residency.clone())))
 }

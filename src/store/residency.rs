@@ -2,10 +2,11 @@
 //! (never the region in the configuration), and a store outside the policy refuses every
 //! write. The policy fails closed: a location that cannot be determined is a refusal.
 //!
-//! `residency = "eu"` allows the AWS regions in EU member states only. London (`eu-west-2`)
-//! and Zurich (`eu-central-2`) start with `eu-` and are not in the EU, so regions are
-//! matched exactly, never by prefix. `allowed_regions` replaces the list (other providers
-//! name their regions differently, e.g. `fsn1`); `residency = "any"` turns the check off.
+//! The policy itself is configuration (`config::Residency`, plain data): `residency = "eu"`
+//! allows the AWS regions in EU member states only, matched exactly (London `eu-west-2` and
+//! Zurich `eu-central-2` start with `eu-` and are not in the EU); `allowed_regions`
+//! replaces the list (other providers name their regions differently, e.g. `fsn1`);
+//! `residency = "any"` turns the check off. This module asks the store and judges.
 //!
 //! [`Guarded`] wraps a backend: the first write of a process (and every write after a
 //! failed check) runs the check, and the daemon re-checks periodically with
@@ -17,60 +18,7 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use super::{ByteStream, Error, Metadata, ObjectMeta, ObjectStore};
-
-/// AWS regions in EU member states (Frankfurt, Ireland, Paris, Milan, Spain, Stockholm).
-pub const EU_REGIONS: &[&str] = &[
-    "eu-central-1",
-    "eu-west-1",
-    "eu-west-3",
-    "eu-south-1",
-    "eu-south-2",
-    "eu-north-1",
-];
-
-/// Where a store may keep data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Residency {
-    /// `residency = "any"`: no check.
-    Any,
-    /// Only these regions. `policy` names where the list came from (`eu` or
-    /// `allowed_regions`), for messages.
-    Regions {
-        policy: String,
-        regions: Vec<String>,
-    },
-}
-
-impl Residency {
-    /// The policy for `residency = "eu"`.
-    pub fn eu() -> Self {
-        Residency::Regions {
-            policy: "eu".into(),
-            regions: EU_REGIONS.iter().map(|r| r.to_string()).collect(),
-        }
-    }
-
-    /// Whether `region` (already normalized) is allowed.
-    pub fn allows(&self, region: &str) -> bool {
-        match self {
-            Residency::Any => true,
-            Residency::Regions { regions, .. } => regions.iter().any(|r| r == region),
-        }
-    }
-
-    /// `residency "eu"` or `allowed_regions [..]`, for messages.
-    pub fn describe(&self) -> String {
-        match self {
-            Residency::Any => "residency \"any\" (no check)".into(),
-            Residency::Regions { policy, regions } if policy == "eu" => {
-                format!("residency \"eu\" ({})", regions.join(", "))
-            }
-            Residency::Regions { regions, .. } => {
-                format!("allowed_regions [{}]", regions.join(", "))
-            }
-        }
-    }
-}
+pub use crate::config::{Residency, EU_REGIONS};
 
 /// Turns a `GetBucketLocation` answer into a region name: S3 answers an empty (or absent)
 /// constraint for us-east-1 and the legacy `EU` for eu-west-1.

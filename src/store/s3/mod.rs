@@ -19,29 +19,34 @@
 //! uploads) to every request, which many S3-compatible servers (older MinIO, Ceph RGW, most
 //! hosted S3 clones) reject or mishandle. Integrity is checked end to end anyway: the
 //! repository records the SHA-256 of every object it writes.
+//!
+//! This file holds the client setup and the `ObjectStore` impl; `multipart.rs` the
+//! multipart upload (parts cut by the backend-neutral `store::parts`), `lock.rs` Object
+//! Lock (lock dates, renewal, deleting every version) and `error.rs` the SDK error mapping.
+
+mod error;
+mod lock;
+mod multipart;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::RequestId;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::primitives::DateTime as SdkDateTime;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
-    ObjectIdentifier, ObjectLockEnabled, ObjectLockMode, ObjectLockRetention,
-    ObjectLockRetentionMode,
+    ChecksumAlgorithm, Delete, MetadataDirective, ObjectIdentifier, ObjectLockEnabled,
 };
 use aws_sdk_s3::Client;
 
+use self::error::{sdk_message, status};
+use super::parts::PartReader;
 use super::residency::{normalize_location, BucketFacts};
-use super::{is_protected, ByteStream, Error, LockMode, Metadata, ObjectMeta, ObjectStore};
+use super::{ByteStream, Error, LockMode, Metadata, ObjectMeta, ObjectStore};
 use crate::config::{ObjectLockSettings, S3Settings};
 
 /// The largest object one `CopyObject` may copy (5 GiB); larger ones are streamed.
@@ -52,9 +57,6 @@ const MAX_COPY_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 /// fails with an error saying so (a bigger part size would lift the limit at the cost of
 /// memory). Memory use is at most two parts plus one body chunk.
 pub const PART_SIZE: usize = 16 * 1024 * 1024;
-
-/// S3's limit on the number of parts of one multipart upload.
-const MAX_PARTS: i32 = 10_000;
 
 /// How often `put_if_absent` retries a `409 ConditionalRequestConflict` (a conflicting
 /// write of the same key in progress; AWS says to retry, and the retry sees either no object
@@ -164,19 +166,6 @@ impl S3Store {
         })
     }
 
-    /// The lock mode and retain-until date to write `key` with, if it is locked: backup
-    /// and WAL objects, when Object Lock is configured. The date is now + the recovery
-    /// window + one backup interval + a margin, computed by the configuration.
-    fn lock_for(&self, key: &str) -> Option<(ObjectLockMode, SdkDateTime)> {
-        let lock = self.lock.filter(|_| is_protected(key))?;
-        let mode = match lock.mode {
-            LockMode::Governance => ObjectLockMode::Governance,
-            LockMode::Compliance => ObjectLockMode::Compliance,
-        };
-        let until = std::time::SystemTime::now() + lock.retain_for;
-        Some((mode, SdkDateTime::from(until)))
-    }
-
     /// The bucket's region as `GetBucketLocation` tells it, for `bucket` (ours or a
     /// replication destination).
     async fn location_of(&self, bucket: &str) -> Result<String, String> {
@@ -189,109 +178,9 @@ impl S3Store {
             .map_err(|e| sdk_message(&e))
     }
 
-    /// Every version id of `full_key` (objects and delete markers), for deleting an
-    /// object from a versioned (Object Lock) bucket for good.
-    async fn versions_of(&self, key: &str, full_key: &str) -> Result<Vec<String>, Error> {
-        let mut out = Vec::new();
-        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
-        // Bounded: one key has few versions; stop after 100 pages whatever the server says.
-        for _ in 0..100 {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(full_key)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| self.backend("listing versions of", key, &e))?;
-            let versions = page
-                .versions()
-                .iter()
-                .filter(|v| v.key() == Some(full_key))
-                .filter_map(|v| v.version_id());
-            let markers = page
-                .delete_markers()
-                .iter()
-                .filter(|m| m.key() == Some(full_key))
-                .filter_map(|m| m.version_id());
-            out.extend(versions.chain(markers).map(str::to_string));
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = page.next_key_marker().map(str::to_string);
-            version_marker = page.next_version_id_marker().map(str::to_string);
-        }
-        Ok(out)
-    }
-
-    /// Deletes every version of `key`; a version still under retention is `Locked`.
-    async fn delete_versions(&self, key: &str) -> Result<(), Error> {
-        let full_key = self.full_key(key);
-        for version in self.versions_of(key, &full_key).await? {
-            let deleted = self
-                .client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&full_key)
-                .version_id(&version)
-                .send()
-                .await;
-            let Err(e) = deleted else { continue };
-            if e.code() == Some("NoSuchVersion") || e.code() == Some("NoSuchKey") {
-                continue;
-            }
-            if e.code() == Some("AccessDenied") || status(&e) == Some(403) {
-                let until = self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&full_key)
-                    .version_id(&version)
-                    .send()
-                    .await
-                    .ok()
-                    .and_then(|h| h.object_lock_retain_until_date().map(|d| d.to_string()));
-                if let Some(until) = until {
-                    return Err(Error::Locked {
-                        key: key.to_string(),
-                        store: self.describe(),
-                        until,
-                    });
-                }
-            }
-            return Err(self.backend("deleting", key, &e));
-        }
-        Ok(())
-    }
-
     /// The bucket key of repository key `key`.
     fn full_key(&self, key: &str) -> String {
         join_key(&self.prefix, key)
-    }
-
-    /// A `Backend` error for a failed request.
-    fn backend<E>(&self, op: &'static str, key: &str, err: &SdkError<E>) -> Error
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        Error::Backend {
-            op,
-            key: key.to_string(),
-            store: self.describe(),
-            message: sdk_message(err),
-        }
-    }
-
-    /// A `Backend` error with a message of our own.
-    fn failed(&self, op: &'static str, key: &str, message: String) -> Error {
-        Error::Backend {
-            op,
-            key: key.to_string(),
-            store: self.describe(),
-            message,
-        }
     }
 
     async fn put_single(&self, key: &str, body: Bytes, meta: &Metadata) -> Result<(), Error> {
@@ -311,341 +200,6 @@ impl S3Store {
             .map_err(|e| self.backend("uploading", key, &e))?;
         Ok(())
     }
-
-    /// Uploads `first` (a full part) and the rest of `reader` as the parts of `upload`;
-    /// returns the completed parts in order. On error the caller aborts the upload (the
-    /// part in flight, if any, is in `upload.in_flight`).
-    async fn upload_parts(
-        &self,
-        key: &str,
-        upload: &mut Multipart,
-        first: BytesMut,
-        reader: &mut PartReader,
-    ) -> Result<Vec<CompletedPart>, Error> {
-        let mut parts = Vec::new();
-        let mut number: i32 = 0;
-        let mut next = Some(first);
-        while let Some(part) = next.take() {
-            number += 1;
-            if number > MAX_PARTS {
-                return Err(self.failed(
-                    "uploading",
-                    key,
-                    format!(
-                        "the stream is larger than S3 allows for one object written in \
-                         {} MiB parts ({MAX_PARTS} parts, {} GiB)",
-                        PART_SIZE >> 20,
-                        (PART_SIZE as u64 * MAX_PARTS as u64) >> 30
-                    ),
-                ));
-            }
-            // One part uploads while the next one fills: wait for the previous one first.
-            if let Some(previous) = upload.in_flight.take() {
-                parts.push(self.join_part(key, previous).await?);
-            }
-            upload.in_flight = Some(tokio::spawn(upload_part(
-                self.client.clone(),
-                self.bucket.clone(),
-                upload.full_key.clone(),
-                upload.upload_id.clone(),
-                number,
-                part.freeze(),
-                PartContext {
-                    key: key.to_string(),
-                    store: self.describe(),
-                    checksum: upload.checksums,
-                },
-            )));
-            let (following, _) = reader
-                .next_part()
-                .await
-                .map_err(|e| self.read_error(key, e))?;
-            if !following.is_empty() {
-                next = Some(following);
-            }
-        }
-        if let Some(last) = upload.in_flight.take() {
-            parts.push(self.join_part(key, last).await?);
-        }
-        Ok(parts)
-    }
-
-    fn read_error(&self, key: &str, source: std::io::Error) -> Error {
-        Error::Io {
-            op: "reading the body for",
-            key: key.to_string(),
-            store: self.describe(),
-            source,
-        }
-    }
-
-    async fn join_part(
-        &self,
-        key: &str,
-        handle: tokio::task::JoinHandle<Result<CompletedPart, Error>>,
-    ) -> Result<CompletedPart, Error> {
-        match handle.await {
-            Ok(result) => result,
-            Err(e) => Err(self.failed("uploading a part of", key, e.to_string())),
-        }
-    }
-
-    async fn put_multipart(
-        &self,
-        key: &str,
-        first: BytesMut,
-        mut reader: PartReader,
-        meta: &Metadata,
-    ) -> Result<u64, Error> {
-        let full_key = self.full_key(key);
-        let lock = self.lock_for(key);
-        let locked = lock.is_some();
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full_key)
-            .set_metadata(Some(user_metadata(meta)))
-            .set_checksum_algorithm(lock.as_ref().map(|_| ChecksumAlgorithm::Crc32))
-            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
-            .set_object_lock_retain_until_date(lock.map(|l| l.1))
-            .send()
-            .await
-            .map_err(|e| self.backend("starting a multipart upload of", key, &e))?;
-        let Some(upload_id) = created.upload_id else {
-            return Err(self.failed(
-                "starting a multipart upload of",
-                key,
-                "the server returned no upload id".into(),
-            ));
-        };
-        // From here on, the guard aborts the upload if this future is dropped.
-        let mut upload = Multipart {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            full_key,
-            upload_id,
-            in_flight: None,
-            armed: true,
-            checksums: locked,
-        };
-        let result = async {
-            let parts = self
-                .upload_parts(key, &mut upload, first, &mut reader)
-                .await?;
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&upload.full_key)
-                .upload_id(&upload.upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| self.backend("completing the multipart upload of", key, &e))?;
-            Ok(reader.total)
-        }
-        .await;
-        match result {
-            Ok(total) => {
-                upload.armed = false;
-                Ok(total)
-            }
-            Err(e) => {
-                upload.abort().await;
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Cuts a body stream into parts of `PART_SIZE` bytes. Each part is one allocation of
-/// exactly `PART_SIZE` (no doubling growth); a chunk that overflows a part is carried over
-/// to the next one without copying.
-struct PartReader {
-    body: ByteStream,
-    carry: Option<Bytes>,
-    ended: bool,
-    /// Bytes read from the body so far.
-    total: u64,
-}
-
-impl PartReader {
-    fn new(body: ByteStream) -> Self {
-        Self {
-            body,
-            carry: None,
-            ended: false,
-            total: 0,
-        }
-    }
-
-    /// The next part (full unless the body ended; empty once it has) and whether the body
-    /// has ended. Never polls the body again after its end.
-    async fn next_part(&mut self) -> Result<(BytesMut, bool), std::io::Error> {
-        if self.ended && self.carry.is_none() {
-            return Ok((BytesMut::new(), true));
-        }
-        let mut buf = BytesMut::with_capacity(PART_SIZE);
-        loop {
-            let chunk = match self.carry.take() {
-                Some(c) => c,
-                None if self.ended => return Ok((buf, true)),
-                None => match self.body.next().await {
-                    None => {
-                        self.ended = true;
-                        return Ok((buf, true));
-                    }
-                    Some(chunk) => {
-                        let chunk = chunk?;
-                        self.total += chunk.len() as u64;
-                        chunk
-                    }
-                },
-            };
-            let room = PART_SIZE - buf.len();
-            if chunk.len() < room {
-                buf.extend_from_slice(&chunk);
-            } else {
-                buf.extend_from_slice(&chunk[..room]);
-                if chunk.len() > room {
-                    self.carry = Some(chunk.slice(room..));
-                }
-                return Ok((buf, self.ended && self.carry.is_none()));
-            }
-        }
-    }
-}
-
-/// For messages about a part, and whether it carries a checksum.
-struct PartContext {
-    key: String,
-    store: String,
-    /// CRC32 (required for objects written with Object Lock).
-    checksum: bool,
-}
-
-/// Uploads one part (run as a task, so the next part can fill meanwhile).
-async fn upload_part(
-    client: Client,
-    bucket: String,
-    full_key: String,
-    upload_id: String,
-    number: i32,
-    part: Bytes,
-    PartContext {
-        key,
-        store,
-        checksum,
-    }: PartContext,
-) -> Result<CompletedPart, Error> {
-    let out = client
-        .upload_part()
-        .bucket(bucket)
-        .key(full_key)
-        .upload_id(upload_id)
-        .part_number(number)
-        .set_checksum_algorithm(checksum.then_some(ChecksumAlgorithm::Crc32))
-        .body(SdkByteStream::from(part))
-        .send()
-        .await
-        .map_err(|e| Error::Backend {
-            op: "uploading a part of",
-            key,
-            store,
-            message: format!("part {number}: {}", sdk_message(&e)),
-        })?;
-    Ok(CompletedPart::builder()
-        .set_e_tag(out.e_tag)
-        .set_checksum_crc32(out.checksum_crc32)
-        .part_number(number)
-        .build())
-}
-
-/// A multipart upload in progress. Dropped while armed (the put was cancelled), it stops
-/// the part in flight and aborts the upload in the background, so no invisible parts are
-/// left to be billed.
-struct Multipart {
-    client: Client,
-    bucket: String,
-    full_key: String,
-    upload_id: String,
-    in_flight: Option<tokio::task::JoinHandle<Result<CompletedPart, Error>>>,
-    armed: bool,
-    /// Parts carry CRC32 checksums (required for locked objects).
-    checksums: bool,
-}
-
-impl Multipart {
-    /// Stops the part in flight and aborts the upload (best effort: the error that made us
-    /// abort is the one worth reporting).
-    async fn abort(&mut self) {
-        self.armed = false;
-        if let Some(handle) = self.in_flight.take() {
-            handle.abort();
-            let _ = handle.await;
-        }
-        if let Err(e) =
-            abort_request(&self.client, &self.bucket, &self.full_key, &self.upload_id).await
-        {
-            tracing::warn!(
-                event = "store.s3.abort_failed",
-                bucket = %self.bucket,
-                key = %self.full_key,
-                error = %sdk_message(&e),
-                "could not abort a multipart upload; a lifecycle rule will have to remove it"
-            );
-        }
-    }
-}
-
-impl Drop for Multipart {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        if let Some(handle) = self.in_flight.take() {
-            handle.abort();
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (client, bucket, key, id) = (
-                self.client.clone(),
-                self.bucket.clone(),
-                self.full_key.clone(),
-                self.upload_id.clone(),
-            );
-            rt.spawn(async move {
-                // A few tries: nobody waits for this, and a failed abort leaves billed parts.
-                for attempt in 0..3u32 {
-                    if abort_request(&client, &bucket, &key, &id).await.is_ok() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-                tracing::warn!(event = "store.s3.abort_failed", bucket = %bucket, key = %key, "could not abort a cancelled multipart upload; a lifecycle rule will have to remove it");
-            });
-        }
-    }
-}
-
-async fn abort_request(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    upload_id: &str,
-) -> Result<(), SdkError<aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadError>>
-{
-    client
-        .abort_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await
-        .map(|_| ())
 }
 
 #[async_trait::async_trait]
@@ -656,14 +210,14 @@ impl ObjectStore for S3Store {
 
     async fn put_stream(&self, key: &str, body: ByteStream, meta: Metadata) -> Result<u64, Error> {
         // A stream that ends within the first part is one PutObject.
-        let mut reader = PartReader::new(body);
+        let mut reader = PartReader::new(body, PART_SIZE);
         let (first, ended) = reader
             .next_part()
             .await
             .map_err(|e| self.read_error(key, e))?;
         if ended {
             self.put_single(key, first.freeze(), &meta).await?;
-            return Ok(reader.total);
+            return Ok(reader.total());
         }
         self.put_multipart(key, first, reader, &meta).await
     }
@@ -978,32 +532,7 @@ impl ObjectStore for S3Store {
         written: std::time::SystemTime,
         now: std::time::SystemTime,
     ) -> Result<bool, Error> {
-        let Some(lock) = self.lock.filter(|_| is_protected(key)) else {
-            return Ok(false);
-        };
-        // The lock a write gave it (a renewed one is renewed again a day before it ends:
-        // at most one request per kept object and day, and only for the old ones).
-        if written + lock.retain_for > now + Duration::from_secs(86_400) {
-            return Ok(false);
-        }
-        let mode = match lock.mode {
-            LockMode::Governance => ObjectLockRetentionMode::Governance,
-            LockMode::Compliance => ObjectLockRetentionMode::Compliance,
-        };
-        self.client
-            .put_object_retention()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .retention(
-                ObjectLockRetention::builder()
-                    .mode(mode)
-                    .retain_until_date(SdkDateTime::from(now + lock.retain_for))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| self.backend("renewing the Object Lock of", key, &e))?;
-        Ok(true)
+        self.renew_lock(key, written, now).await
     }
 
     async fn copy_from(
@@ -1101,62 +630,6 @@ fn user_metadata(meta: &Metadata) -> HashMap<String, String> {
         .collect()
 }
 
-/// The HTTP status of a failed request, if a response came back.
-fn status<E>(err: &SdkError<E>) -> Option<u16> {
-    err.raw_response().map(|r| r.status().as_u16())
-}
-
-/// What went wrong, for humans: the service's error code and message when the server
-/// answered (`NoSuchBucket: The specified bucket does not exist (HTTP 404, request id …)`),
-/// otherwise the whole source chain (connection refused, timeout, bad endpoint URL…).
-fn sdk_message<E>(err: &SdkError<E>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let mut context = Vec::new();
-    if let Some(s) = status(err) {
-        context.push(format!("HTTP {s}"));
-    }
-    if let Some(id) = err.request_id() {
-        context.push(format!("request id {id}"));
-    }
-    let context = if context.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", context.join(", "))
-    };
-    match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}{context}"),
-        (Some(code), None) => format!("{code}{context}"),
-        _ => format!("{}{context}", source_chain(err)),
-    }
-}
-
-/// Every error in the source chain, joined with ": " (the SDK's own `Display` says only
-/// "service error" or "dispatch failure"; its `DisplayErrorContext` appends a `Debug` dump
-/// of the whole response). Repeated messages are skipped and the result is bounded.
-fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    let mut out = parts.join(": ");
-    if out.len() > 1000 {
-        let mut end = 1000;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,73 +644,6 @@ mod tests {
         assert_eq!(relative_key("repo", "repo/c/wal/1"), Some("c/wal/1"));
         // A sibling that merely shares the prefix's spelling is not in the repository.
         assert_eq!(relative_key("repo", "repository/c"), None);
-    }
-
-    fn reader(chunks: Vec<Result<Bytes, std::io::Error>>) -> PartReader {
-        PartReader::new(Box::pin(futures_util::stream::iter(chunks)))
-    }
-
-    fn mib(n: usize, byte: u8) -> Result<Bytes, std::io::Error> {
-        Ok(Bytes::from(vec![byte; n * 1024 * 1024]))
-    }
-
-    /// Part sizes in MiB and the ended flag, until the reader reports the end.
-    async fn cut(mut r: PartReader) -> Vec<(usize, bool)> {
-        let mut out = Vec::new();
-        loop {
-            let (part, ended) = r.next_part().await.unwrap();
-            assert!(part.len() <= PART_SIZE && part.capacity() <= PART_SIZE);
-            out.push((part.len() >> 20, ended));
-            if ended {
-                return out;
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn parts_are_cut_at_the_part_size_across_chunks() {
-        // Chunks straddle part boundaries; the overflow carries over.
-        let mut r = reader(vec![mib(10, 1), mib(10, 2), mib(12, 3)]);
-        let (first, ended) = r.next_part().await.unwrap();
-        assert!(!ended);
-        assert_eq!(first.len(), PART_SIZE);
-        assert_eq!(&first[..10 << 20], &vec![1u8; 10 << 20][..]);
-        assert_eq!(&first[10 << 20..], &vec![2u8; 6 << 20][..]);
-        let (second, ended) = r.next_part().await.unwrap();
-        assert!(!ended);
-        assert_eq!(&second[..4 << 20], &vec![2u8; 4 << 20][..]);
-        assert_eq!(&second[4 << 20..], &vec![3u8; 12 << 20][..]);
-        // Exactly two parts: the end is only known on the next read, which is empty.
-        let (third, ended) = r.next_part().await.unwrap();
-        assert!(ended && third.is_empty());
-        assert_eq!(r.total, 32 << 20);
-        // And the body is never polled after its end.
-        let (again, ended) = r.next_part().await.unwrap();
-        assert!(ended && again.is_empty());
-    }
-
-    #[tokio::test]
-    async fn one_huge_chunk_is_split_and_small_streams_are_one_part() {
-        assert_eq!(
-            cut(reader(vec![mib(40, 7)])).await,
-            [(16, false), (16, false), (8, true)]
-        );
-        assert_eq!(
-            cut(reader(vec![mib(16, 7)])).await,
-            [(16, false), (0, true)]
-        );
-        assert_eq!(cut(reader(vec![])).await, [(0, true)]);
-        assert_eq!(
-            cut(reader(vec![Ok(Bytes::from("ab")), Ok(Bytes::from("cd"))])).await,
-            [(0, true)]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_body_error_is_returned() {
-        let mut r = reader(vec![mib(1, 0), Err(std::io::Error::other("child died"))]);
-        let err = r.next_part().await.err().unwrap();
-        assert_eq!(err.to_string(), "child died");
     }
 
     #[test]

@@ -1,0 +1,125 @@
+//! `[backup]`, `[pitr]`, `[drill]` and `[retention]`: what the backup jobs do and when.
+//! Owns their Settings structs and validators; schedules arrive parsed ([`Schedule`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::schedule::{self, Schedule};
+use super::{Ctx, Error};
+use crate::config::raw::{BackupConfig, DrillConfig, PitrConfig, RetentionConfig};
+
+/// `[backup]`, validated.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub schedule: Schedule,
+    /// zstd level (1..=19).
+    pub compression_level: i32,
+}
+
+/// `[pitr]`, validated.
+#[derive(Debug, Clone)]
+pub struct PitrSettings {
+    pub check_interval: Duration,
+    /// Zero disables the heartbeat table.
+    pub heartbeat_interval: Duration,
+    pub rpo: Duration,
+}
+
+impl Default for PitrSettings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(10),
+            rpo: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[drill]`, validated.
+#[derive(Debug, Clone)]
+pub struct DrillSettings {
+    pub schedule: Schedule,
+    pub work_dir: PathBuf,
+    pub amcheck: bool,
+    pub checks: Vec<DrillCheck>,
+}
+
+/// A user check run on a restored cluster: the first column of the first row, as text,
+/// must equal `expect`.
+#[derive(Debug, Clone)]
+pub struct DrillCheck {
+    pub name: String,
+    pub sql: String,
+    pub expect: String,
+}
+
+/// `[retention]`, validated.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Every point in time this far back stays recoverable.
+    pub recovery_window: Duration,
+    /// Never fewer backups than this (and never zero).
+    pub min_backups: usize,
+    pub schedule: Schedule,
+}
+
+pub(super) fn validate_backup(ctx: &Ctx<'_>, raw: &BackupConfig) -> Result<BackupSettings, Error> {
+    Ok(BackupSettings {
+        schedule: schedule::validate(ctx, &["backup", "schedule"], &raw.schedule)?,
+        compression_level: match raw.compression_level {
+            l @ 1..=19 => l,
+            l => {
+                return Err(ctx.invalid(
+                    &["backup", "compression_level"],
+                    format!("{l} is outside 1..=19"),
+                ))
+            }
+        },
+    })
+}
+
+pub(super) fn validate_retention(
+    ctx: &Ctx<'_>,
+    raw: &RetentionConfig,
+) -> Result<RetentionSettings, Error> {
+    let recovery_window = ctx.duration(&["retention", "recovery_window"], &raw.recovery_window)?;
+    let schedule = schedule::validate(ctx, &["retention", "schedule"], &raw.schedule)?;
+    if recovery_window.is_zero() {
+        return Err(ctx.invalid(&["retention", "recovery_window"], "must be longer than 0s"));
+    }
+    Ok(RetentionSettings {
+        recovery_window,
+        min_backups: raw.min_backups.max(1),
+        schedule,
+    })
+}
+
+pub(super) fn validate_pitr(ctx: &Ctx<'_>, raw: &PitrConfig) -> Result<PitrSettings, Error> {
+    Ok(PitrSettings {
+        check_interval: ctx.duration(&["pitr", "check_interval"], &raw.check_interval)?,
+        heartbeat_interval: ctx
+            .duration(&["pitr", "heartbeat_interval"], &raw.heartbeat_interval)?,
+        rpo: ctx.duration(&["pitr", "rpo"], &raw.rpo)?,
+    })
+}
+
+pub(super) fn validate_drill(ctx: &Ctx<'_>, raw: &DrillConfig) -> Result<DrillSettings, Error> {
+    let schedule = schedule::validate(ctx, &["drill", "schedule"], &raw.schedule)?;
+    if !raw.work_dir.starts_with('/') {
+        return Err(ctx.invalid(&["drill", "work_dir"], "must be an absolute path"));
+    }
+    Ok(DrillSettings {
+        schedule,
+        work_dir: PathBuf::from(&raw.work_dir),
+        amcheck: raw.amcheck,
+        checks: raw
+            .checks
+            .iter()
+            .map(|c| DrillCheck {
+                name: c.name.clone(),
+                sql: c.sql.clone(),
+                expect: c.expect.clone(),
+            })
+            .collect(),
+    })
+}
