@@ -16,6 +16,7 @@ pub mod prometheus;
 pub mod promql;
 pub mod relay;
 pub mod shipped;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
