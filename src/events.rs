@@ -242,16 +242,10 @@ mod tests {
     async fn an_event_writes_the_audit_line_and_bumps_the_counter() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let tracker = TaskTracker::new();
-        let token = CancellationToken::new();
-        let config = SinkConfig {
-            stdout: false,
-            file: Some(path.clone()),
-        };
         let kinds =
             prometheus::IntCounterVec::new(prometheus::Opts::new("k", "k"), &["kind"]).unwrap();
-        let audit = AuditLog::open(&config, Some(kinds.clone()), &tracker, token.clone()).unwrap();
-        let events = Events::new(audit, "test");
+        let f = crate::audit::sink::tests::FileLog::open(&path, Some(kinds.clone()));
+        let events = Events::new(f.log.clone(), "test");
         let counter = IntCounter::new("c", "c").unwrap();
         events.emit(
             Op::refused("wal.push.refused", "WAL of another cluster")
@@ -270,8 +264,6 @@ mod tests {
         assert_eq!(v["details"]["message"], "WAL of another cluster");
         assert_eq!(v["actor"]["process"], "pgvigil test");
         assert_eq!(v["seq"], 1);
-        token.cancel();
-        tracker.close();
-        tracker.wait().await;
+        f.stop().await;
     }
 }

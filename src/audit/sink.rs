@@ -452,9 +452,40 @@ pub fn last_data_id(path: &Path) -> Result<Option<(i64, i64)>, SinkError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::audit::event::Outcome;
+
+    /// An audit log writing only to `path`, with its tracker and token; `stop` ends it.
+    pub(crate) struct FileLog {
+        pub log: AuditLog,
+        tracker: TaskTracker,
+        token: CancellationToken,
+    }
+
+    impl FileLog {
+        pub(crate) fn open(path: &Path, kinds: Option<prometheus::IntCounterVec>) -> Self {
+            let tracker = TaskTracker::new();
+            let token = CancellationToken::new();
+            let config = SinkConfig {
+                stdout: false,
+                file: Some(path.to_path_buf()),
+            };
+            let log = AuditLog::open(&config, kinds, &tracker, token.clone()).unwrap();
+            Self {
+                log,
+                tracker,
+                token,
+            }
+        }
+
+        /// Stops the writer and waits for it.
+        pub(crate) async fn stop(self) {
+            self.token.cancel();
+            self.tracker.close();
+            self.tracker.wait().await;
+        }
+    }
 
     fn event(i: u64) -> Event {
         Event {
@@ -469,20 +500,12 @@ mod tests {
     }
 
     async fn write_events(path: &Path, range: std::ops::Range<u64>) {
-        let tracker = TaskTracker::new();
-        let token = CancellationToken::new();
-        let config = SinkConfig {
-            stdout: false,
-            file: Some(path.to_path_buf()),
-        };
-        let log = AuditLog::open(&config, None, &tracker, token.clone()).unwrap();
+        let f = FileLog::open(path, None);
         for i in range {
-            log.emit(event(i));
+            f.log.emit(event(i));
         }
-        log.flushed().await.unwrap();
-        token.cancel();
-        tracker.close();
-        tracker.wait().await;
+        f.log.flushed().await.unwrap();
+        f.stop().await;
     }
 
     #[tokio::test]
@@ -519,20 +542,13 @@ mod tests {
     async fn a_line_longer_than_the_tail_window_still_continues_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let tracker = TaskTracker::new();
-        let token = CancellationToken::new();
-        let config = SinkConfig {
-            stdout: false,
-            file: Some(path.clone()),
-        };
-        let log = AuditLog::open(&config, None, &tracker, token.clone()).unwrap();
+        let f = FileLog::open(&path, None);
+        let log = f.log.clone();
         let mut big = event(0);
         big.details = serde_json::json!({ "blob": "x".repeat(3 << 20) });
         log.emit(big);
         log.flushed().await.unwrap();
-        token.cancel();
-        tracker.close();
-        tracker.wait().await;
+        f.stop().await;
         write_events(&path, 1..2).await;
         let v = chain::verify_file(&path).unwrap();
         assert_eq!((v.lines, v.last_seq), (2, Some(2)));
@@ -542,13 +558,8 @@ mod tests {
     async fn flushed_waits_for_the_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let tracker = TaskTracker::new();
-        let token = CancellationToken::new();
-        let config = SinkConfig {
-            stdout: false,
-            file: Some(path.clone()),
-        };
-        let log = AuditLog::open(&config, None, &tracker, token.clone()).unwrap();
+        let f = FileLog::open(&path, None);
+        let log = f.log.clone();
         for i in 0..1000 {
             log.emit(event(i));
         }
@@ -558,9 +569,7 @@ mod tests {
             std::fs::read_to_string(&path).unwrap().lines().count(),
             1000
         );
-        token.cancel();
-        tracker.close();
-        tracker.wait().await;
+        f.stop().await;
         assert!(log.flushed().await.is_ok(), "nothing queued: still ok");
     }
 

@@ -188,54 +188,53 @@ fn json_raw(out: &mut Vec<u8>, s: Option<&str>) {
     out.extend_from_slice(s.unwrap_or("null").as_bytes());
 }
 
+/// Appends `key` (the JSON text before a value, e.g. `,"table":`) and a string or `null`.
+fn str_field(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) {
+    out.extend_from_slice(key);
+    json_str(out, s);
+}
+
+/// Appends `key` and JSON text PostgreSQL produced, or `null`.
+fn raw_field(out: &mut Vec<u8>, key: &[u8], s: Option<&str>) {
+    out.extend_from_slice(key);
+    json_raw(out, s);
+}
+
+/// Appends `key` and a number or boolean, or `null`.
+fn plain_field(out: &mut Vec<u8>, key: &[u8], v: Option<impl std::fmt::Display>) {
+    out.extend_from_slice(key);
+    match v {
+        Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 /// Appends one `data` line (and `\n`) for a row of [`fetch_sql`].
 fn write_line(out: &mut Vec<u8>, r: &tokio_postgres::Row, id: i64) {
     let text = |i: usize| r.get::<_, Option<&str>>(i);
-    out.extend_from_slice(b"{\"ts\":");
-    json_str(out, text(3));
-    out.extend_from_slice(b",\"kind\":\"data\",\"event\":");
     let action = text(4).unwrap_or("");
-    json_str(out, Some(&format!("data.{}", action.to_ascii_lowercase())));
-    out.extend_from_slice(b",\"outcome\":\"success\",\"actor\":{\"session_user\":");
-    json_str(out, text(7));
-    out.extend_from_slice(b",\"application_name\":");
-    json_str(out, text(8));
-    out.extend_from_slice(b",\"client_addr\":");
-    json_str(out, text(9));
-    out.extend_from_slice(b",\"client_port\":");
-    match r.get::<_, Option<i32>>(10) {
-        Some(p) => out.extend_from_slice(p.to_string().as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"claims\":");
-    json_raw(out, text(11));
-    out.extend_from_slice(b"},\"target\":{\"schema\":");
-    json_str(out, text(5));
-    out.extend_from_slice(b",\"table\":");
-    json_str(out, text(6));
-    out.extend_from_slice(b",\"action\":");
-    json_str(out, Some(action));
-    out.extend_from_slice(b"},\"details\":{\"id\":");
-    out.extend_from_slice(id.to_string().as_bytes());
-    out.extend_from_slice(b",\"transaction_id\":");
-    match r.get::<_, Option<i64>>(12) {
-        Some(x) => out.extend_from_slice(x.to_string().as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"statement_only\":");
-    out.extend_from_slice(match r.get::<_, Option<bool>>(13) {
-        Some(true) => b"true",
-        Some(false) => b"false",
-        None => b"null",
-    });
-    out.extend_from_slice(b",\"transaction_ts\":");
-    json_str(out, text(14));
-    out.extend_from_slice(b",\"statement_ts\":");
-    json_str(out, text(15));
-    out.extend_from_slice(b",\"row\":");
-    json_raw(out, text(16));
-    out.extend_from_slice(b",\"changed\":");
-    json_raw(out, text(17));
+    let event = format!("data.{}", action.to_ascii_lowercase());
+    str_field(out, b"{\"ts\":", text(3));
+    str_field(out, b",\"kind\":\"data\",\"event\":", Some(&event));
+    str_field(
+        out,
+        b",\"outcome\":\"success\",\"actor\":{\"session_user\":",
+        text(7),
+    );
+    str_field(out, b",\"application_name\":", text(8));
+    str_field(out, b",\"client_addr\":", text(9));
+    plain_field(out, b",\"client_port\":", r.get::<_, Option<i32>>(10));
+    raw_field(out, b",\"claims\":", text(11));
+    str_field(out, b"},\"target\":{\"schema\":", text(5));
+    str_field(out, b",\"table\":", text(6));
+    str_field(out, b",\"action\":", Some(action));
+    plain_field(out, b"},\"details\":{\"id\":", Some(id));
+    plain_field(out, b",\"transaction_id\":", r.get::<_, Option<i64>>(12));
+    plain_field(out, b",\"statement_only\":", r.get::<_, Option<bool>>(13));
+    str_field(out, b",\"transaction_ts\":", text(14));
+    str_field(out, b",\"statement_ts\":", text(15));
+    raw_field(out, b",\"row\":", text(16));
+    raw_field(out, b",\"changed\":", text(17));
     out.extend_from_slice(b"}}\n");
 }
 

@@ -103,8 +103,10 @@ impl Ops {
         let result = basebackup::run(&self.settings, &self.primary, progress).await;
         m.running.set(0.0);
         let repository = self.repository();
-        match &result {
-            Ok(info) => self.events.emit(
+        self.emit_result(
+            &result,
+            "backup.skipped",
+            |info| {
                 Op::success("backup.completed", format!("backup {} completed", info.id))
                     .target(json!({ "repository": repository, "backup": info.id }))
                     .details(json!({
@@ -114,17 +116,14 @@ impl Ops {
                         "start_lsn": info.start_lsn,
                         "stop_lsn": info.stop_lsn,
                         "timeline": info.timeline,
-                    })),
-            ),
-            Err(Error::Skipped(why)) => {
-                tracing::info!(event = "backup.skipped", reason = %why, "backup skipped")
-            }
-            Err(e) => self.events.emit(
+                    }))
+            },
+            |e| {
                 failed("backup.failed", "backup failed", e)
                     .target(json!({ "repository": repository }))
-                    .count(&m.failures),
-            ),
-        }
+                    .count(&m.failures)
+            },
+        );
         m.refresh(&self.primary).await;
         result
     }
@@ -305,34 +304,54 @@ impl Ops {
         };
         let m = &self.metrics.offsite;
         let result = offsite::run(&self.primary, dest).await;
-        match &result {
-            Ok(r) => {
-                m.last_success.set(unix_seconds(r.finished));
-                self.events.emit(
-                    Op::success(
-                        "offsite.completed",
-                        format!("backup {} copied off-site and verified", r.backup_id),
-                    )
-                    .target(json!({ "destination": r.destination, "backup": r.backup_id }))
-                    .details(json!({
-                        "objects_copied": r.objects_copied,
-                        "server_side": r.server_side,
-                        "objects_present": r.objects_present,
-                        "bytes": r.bytes_copied,
-                        "wal_files": r.wal_files,
-                    })),
-                );
-            }
-            Err(Error::Skipped(why)) => {
-                tracing::info!(event = "offsite.skipped", reason = %why, "off-site copy skipped")
-            }
-            Err(e) => self.events.emit(
+        if let Ok(r) = &result {
+            m.last_success.set(unix_seconds(r.finished));
+        }
+        self.emit_result(
+            &result,
+            "offsite.skipped",
+            |r| {
+                Op::success(
+                    "offsite.completed",
+                    format!("backup {} copied off-site and verified", r.backup_id),
+                )
+                .target(json!({ "destination": r.destination, "backup": r.backup_id }))
+                .details(json!({
+                    "objects_copied": r.objects_copied,
+                    "server_side": r.server_side,
+                    "objects_present": r.objects_present,
+                    "bytes": r.bytes_copied,
+                    "wal_files": r.wal_files,
+                }))
+            },
+            |e| {
                 failed("offsite.failed", "off-site copy failed", e)
                     .target(json!({ "destination": dest.store.describe() }))
-                    .count(&m.failures),
-            ),
-        }
+                    .count(&m.failures)
+            },
+        );
         result
+    }
+}
+
+impl Ops {
+    /// Emits the event of an operation's result: `ok` builds it on success, `failure` on an
+    /// error; a skipped run (not this sidecar's turn: a standby, or another holds the lease)
+    /// is only logged, as `skipped`.
+    fn emit_result<T>(
+        &self,
+        result: &Result<T, Error>,
+        skipped: &'static str,
+        ok: impl FnOnce(&T) -> Op,
+        failure: impl FnOnce(&Error) -> Op,
+    ) {
+        match result {
+            Ok(v) => self.events.emit(ok(v)),
+            Err(Error::Skipped(why)) => {
+                tracing::info!(event = skipped, reason = %why, "skipped: not this sidecar's turn")
+            }
+            Err(e) => self.events.emit(failure(e)),
+        }
     }
 }
 

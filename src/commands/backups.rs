@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::HumanBytes;
 
-use super::{open_repo, parse_time, print_json, rfc3339, Exit, Invocation};
+use super::{open_repo, parse_time, print_json, render, rfc3339, Exit, Invocation};
 use crate::backup::basebackup::Progress;
 use crate::backup::catalog::{parse_lsn, Target};
 use crate::backup::ops::wal_fetch_command;
@@ -55,9 +55,7 @@ pub(super) async fn backup(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     }
     ops.close().await;
     let info = result.context("backup failed")?;
-    if args.json {
-        print_json(&info)?;
-    } else {
+    render(args.json, &info, |info| {
         println!(
             "backup {} done: {} raw, {} stored in {:.1}s, WAL {} .. {} (timeline {})",
             info.id,
@@ -68,7 +66,7 @@ pub(super) async fn backup(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             info.stop_lsn,
             info.timeline
         );
-    }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -153,9 +151,7 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
     let restored = crate::backup::restore::restore(&repo, &req)
         .await
         .context("restore failed")?;
-    if args.json {
-        print_json(&restored)?;
-    } else {
+    render(args.json, &restored, |restored| {
         println!(
             "restored backup {} ({} in {:.1}s) into {}; start PostgreSQL on it to replay WAL to the target",
             restored.backup_id,
@@ -163,6 +159,6 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
             restored.seconds,
             restored.data_dir.display()
         );
-    }
+    })?;
     Ok(ExitCode::SUCCESS)
 }

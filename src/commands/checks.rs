@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{parse_time, print_json, Exit, Invocation, ShutdownSignals};
+use super::{parse_time, render, Exit, Invocation, ShutdownSignals};
 use crate::cli::{DrillArgs, JsonArgs};
 
 pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
@@ -13,9 +13,7 @@ pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     let report = ops.verify().await;
     ops.close().await;
     let report = report.context("verify failed")?;
-    if args.json {
-        print_json(&report)?;
-    } else {
+    render(args.json, &report, |report| {
         let t = |x: Option<chrono::DateTime<chrono::Utc>>| {
             x.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
         };
@@ -41,7 +39,7 @@ pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
         for p in &report.problems {
             println!("problem: {p}");
         }
-    }
+    })?;
     Ok(if report.ok {
         ExitCode::SUCCESS
     } else {
@@ -63,9 +61,7 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
         _ = signals.wait() => anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed"),
     };
     ops.close().await;
-    if args.json {
-        print_json(&evidence)?;
-    } else {
+    render(args.json, &evidence, |evidence| {
         println!(
             "drill {}: {} (target {}, backup {}, skew {:.1}s)",
             evidence.id,
@@ -97,7 +93,7 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
         if let Some(e) = &evidence.error {
             println!("error: {e}");
         }
-    }
+    })?;
     Ok(if evidence.success {
         ExitCode::SUCCESS
     } else {

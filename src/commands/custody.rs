@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use indicatif::HumanBytes;
 
-use super::{print_json, rfc3339, Exit, Invocation};
+use super::{print_json, render, rfc3339, Exit, Invocation};
 use crate::backup::retention::Fate;
 use crate::cli::{JsonArgs, RetentionArgs};
 
@@ -70,9 +70,7 @@ pub(super) async fn offsite(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     let result = ops.offsite().await;
     ops.close().await;
     let report = result.context("off-site copy failed")?;
-    if args.json {
-        print_json(&report)?;
-    } else {
+    render(args.json, &report, |report| {
         println!(
             "backup {} copied to {}: {} object(s) copied ({} server-side, {}), {} already there, {} WAL file(s) needed; every copy verified",
             report.backup_id,
@@ -83,6 +81,6 @@ pub(super) async fn offsite(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             report.objects_present,
             report.wal_files
         );
-    }
+    })?;
     Ok(ExitCode::SUCCESS)
 }

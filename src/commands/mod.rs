@@ -120,6 +120,16 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints `value` as pretty JSON (`--json`) or as `text` renders it for people.
+fn render<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        print_json(value)
+    } else {
+        text(value);
+        Ok(())
+    }
+}
+
 /// A time as the text output shows it.
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -29,42 +29,28 @@ pub trait OwnMetric: Sized {
     fn create(r: &Registry, d: &MetricDef, buckets: &[f64]) -> Result<Self, prometheus::Error>;
 }
 
-impl OwnMetric for Gauge {
-    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
-        registered(r, Gauge::with_opts(opts(d))?)
-    }
+/// `OwnMetric` for a type built from `Opts` (labelled types also take the labels).
+macro_rules! from_opts {
+    ($($ty:ty => |$d:ident, $b:ident| $build:expr;)+) => {
+        $(impl OwnMetric for $ty {
+            fn create(r: &Registry, $d: &MetricDef, $b: &[f64]) -> Result<Self, prometheus::Error> {
+                registered(r, $build?)
+            }
+        })+
+    };
 }
 
-impl OwnMetric for GaugeVec {
-    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
-        registered(r, GaugeVec::new(opts(d), d.labels)?)
-    }
+from_opts! {
+    Gauge => |d, _b| Gauge::with_opts(opts(d));
+    GaugeVec => |d, _b| GaugeVec::new(opts(d), d.labels);
+    IntCounter => |d, _b| IntCounter::with_opts(opts(d));
+    IntCounterVec => |d, _b| IntCounterVec::new(opts(d), d.labels);
+    Histogram => |d, b| Histogram::with_opts(histogram_opts(d, b));
+    HistogramVec => |d, b| HistogramVec::new(histogram_opts(d, b), d.labels);
 }
 
-impl OwnMetric for IntCounter {
-    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
-        registered(r, IntCounter::with_opts(opts(d))?)
-    }
-}
-
-impl OwnMetric for IntCounterVec {
-    fn create(r: &Registry, d: &MetricDef, _: &[f64]) -> Result<Self, prometheus::Error> {
-        registered(r, IntCounterVec::new(opts(d), d.labels)?)
-    }
-}
-
-impl OwnMetric for Histogram {
-    fn create(r: &Registry, d: &MetricDef, buckets: &[f64]) -> Result<Self, prometheus::Error> {
-        let o = HistogramOpts::new(d.name, d.help).buckets(buckets.to_vec());
-        registered(r, Histogram::with_opts(o)?)
-    }
-}
-
-impl OwnMetric for HistogramVec {
-    fn create(r: &Registry, d: &MetricDef, buckets: &[f64]) -> Result<Self, prometheus::Error> {
-        let o = HistogramOpts::new(d.name, d.help).buckets(buckets.to_vec());
-        registered(r, HistogramVec::new(o, d.labels)?)
-    }
+fn histogram_opts(d: &MetricDef, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(d.name, d.help).buckets(buckets.to_vec())
 }
 
 /// Creates and registers one metric of type `M` from its catalogue entry.

@@ -20,19 +20,6 @@ pub struct AuditSettings {
     pub redact_columns: Vec<String>,
 }
 
-impl Default for AuditSettings {
-    fn default() -> Self {
-        Self {
-            stdout: true,
-            file: None,
-            table: None,
-            redact_columns: ["password", "password_hash", "token", "secret"]
-                .map(String::from)
-                .to_vec(),
-        }
-    }
-}
-
 /// A schema-qualified table name, both parts plain lowercase identifiers
 /// (`[a-z_][a-z0-9_]*`), so they can be quoted into SQL safely.
 #[derive(Debug, Clone, PartialEq, Eq)]
