@@ -287,6 +287,11 @@ pub struct RestoreArgs {
     /// What PostgreSQL does when it reaches the target.
     #[arg(long, value_enum, default_value_t = crate::backup::restore::TargetAction::Promote)]
     pub target_action: crate::backup::restore::TargetAction,
+    /// Keep the backup's WAL archiving settings: for a restore that becomes the new primary.
+    /// Without it the restored cluster gets `archive_mode = off`, so it cannot push its new
+    /// timeline into the repository it came from.
+    #[arg(long)]
+    pub keep_archiving: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -277,6 +277,7 @@ async fn drill(
             target: Target::Time(target),
             action: TargetAction::Promote,
             restore_command: format!("{wal_fetch} %f %p"),
+            keep_archiving: false,
         },
     )
     .await?;

@@ -2,6 +2,14 @@
 //! repository, verify its SHA-256 while unpacking into an empty directory, and configure
 //! recovery (`recovery.signal`, `restore_command` through `pgvigil wal-fetch`, the target).
 //! A directory that is not empty is refused, and a failed restore removes what it wrote.
+//!
+//! A restored cluster does not archive: its `postgresql.conf` (or `postgresql.auto.conf`,
+//! inside the backup) usually still says `archive_command = 'pgvigil wal-push %p'`, and
+//! after promotion it would push its new timeline's `.history` and WAL into the production
+//! repository, where the next real failover collides with it and `recovery_target_timeline
+//! = 'latest'` follows the wrong branch. So a restore appends `archive_mode = off` (read
+//! last, it wins) unless [`RestoreRequest::keep_archiving`] says the restored cluster is
+//! meant to become the new primary.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +40,9 @@ pub struct RestoreRequest {
     pub action: TargetAction,
     /// The restore_command PostgreSQL will run, e.g. `/usr/bin/pgvigil wal-fetch -c /etc/pgvigil.toml %f %p`.
     pub restore_command: String,
+    /// Keep the backup's archive settings (a restore meant to become the new primary);
+    /// otherwise `archive_mode = off` is written.
+    pub keep_archiving: bool,
 }
 
 /// What was restored.
@@ -42,6 +53,8 @@ pub struct Restored {
     pub data_dir: PathBuf,
     pub bytes: u64,
     pub seconds: f64,
+    /// Whether the restored cluster will archive WAL (`--keep-archiving`).
+    pub archiving: bool,
 }
 
 fn check_empty(dir: &Path) -> Result<(), Error> {
@@ -89,6 +102,7 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
                 data_dir: req.to.clone(),
                 bytes,
                 seconds: started.elapsed().as_secs_f64(),
+                archiving: req.keep_archiving,
             })
         }
         Err(e) => {
@@ -170,6 +184,9 @@ fn configure_recovery(dir: &Path, req: &RestoreRequest) -> Result<(), Error> {
         };
         conf.push_str(&format!("recovery_target_action = '{action}'\n"));
     }
+    if !req.keep_archiving {
+        conf.push_str("archive_mode = off\n");
+    }
     use std::io::Write;
     std::fs::OpenOptions::new()
         .append(true)
@@ -177,7 +194,5 @@ fn configure_recovery(dir: &Path, req: &RestoreRequest) -> Result<(), Error> {
         .open(dir.join("postgresql.auto.conf"))
         .and_then(|mut f| f.write_all(conf.as_bytes()))
         .map_err(io("writing postgresql.auto.conf"))?;
-    // A restored cluster must not archive into the repository it came from until someone
-    // decides it is the new primary.
     Ok(())
 }

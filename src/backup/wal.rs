@@ -247,6 +247,36 @@ pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<bool, Error> 
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_history_file_with_other_content_than_the_archived_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo {
+            store: std::sync::Arc::new(crate::store::local::LocalStore::new(
+                dir.path().join("repo"),
+            )),
+            cluster: "c".into(),
+        };
+        let file = dir.path().join("00000002.history");
+        std::fs::write(&file, "1\t0/3000158\tno recovery target specified\n").unwrap();
+        assert!(!push(&repo, &file, 3).await.unwrap().already_archived);
+        // The same content again (a retried push) is success.
+        assert!(push(&repo, &file, 3).await.unwrap().already_archived);
+        // Another cluster's (or a restored cluster's) timeline 2 forked elsewhere.
+        std::fs::write(&file, "1\t0/5000000\tbefore 2026-12-01\n").unwrap();
+        let err = push(&repo, &file, 3).await.unwrap_err().to_string();
+        assert!(
+            err.contains("00000002.history") && err.contains("different content"),
+            "{err}"
+        );
+        let stored = fetch(&repo, "00000002.history", &dir.path().join("back")).await;
+        assert!(stored.unwrap());
+        let back = std::fs::read_to_string(dir.path().join("back")).unwrap();
+        assert!(
+            back.contains("0/3000158"),
+            "the archived history is unchanged: {back}"
+        );
+    }
+
     #[test]
     fn classifies_wal_names() {
         assert_eq!(classify("000000010000000000000002"), Some(WalKind::Segment));

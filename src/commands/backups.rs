@@ -147,6 +147,7 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
         target,
         action: args.target_action,
         restore_command: format!("{} %f %p", wal_fetch_command(&inv.cli.config)?),
+        keep_archiving: args.keep_archiving,
     };
     let restored = crate::backup::restore::restore(&repo, &req)
         .await
@@ -159,6 +160,11 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
             restored.seconds,
             restored.data_dir.display()
         );
+        if restored.archiving {
+            println!("WAL archiving kept as in the backup (--keep-archiving): this cluster will archive into the repository once it runs");
+        } else {
+            println!("WAL archiving is off (archive_mode = off in postgresql.auto.conf), so this cluster cannot push into the repository it came from; restore with --keep-archiving for a new primary");
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }

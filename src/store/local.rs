@@ -2,6 +2,14 @@
 //! directory and renames it into place (no-overwrite puts use `link`, which fails if the
 //! name exists), so readers never see a partial object. Metadata lives in a hidden
 //! sidecar file `.<name>.meta.json` next to the object, which listings skip.
+//!
+//! Durability: a put returns only after the object's data, its metadata and the directory
+//! entry naming them are on disk (fsync of the file, then of the directory after the rename
+//! or link), so `wal-push` exiting 0 means the segment survives a power loss. A
+//! no-overwrite put publishes its metadata only after its link won: a losing writer with
+//! other content never replaces the winner's checksum. Readers treat missing metadata as
+//! unknown (they hash the content instead), so the instant between link and metadata is
+//! harmless.
 
 use std::path::{Path, PathBuf};
 
@@ -86,10 +94,23 @@ impl LocalStore {
             let _ = tokio::fs::remove_file(&mp).await;
             return Ok(());
         }
-        let text = serde_json::to_vec(meta).unwrap_or_default();
-        tokio::fs::write(&mp, text)
+        let text = Bytes::from(serde_json::to_vec(meta).unwrap_or_default());
+        let stream: ByteStream =
+            Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(text)]));
+        let (tmp, _) = self.write_temp(key, &mp, stream).await?;
+        tokio::fs::rename(&tmp, &mp)
             .await
             .map_err(self.io("writing metadata of", key))
+    }
+
+    /// Makes the names in `path`'s directory durable (after a rename or link into it).
+    async fn sync_dir(&self, key: &str, path: &Path) -> Result<(), Error> {
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(self.io("syncing the directory of", key))
     }
 }
 
@@ -107,6 +128,7 @@ impl ObjectStore for LocalStore {
         tokio::fs::rename(&tmp, &path)
             .await
             .map_err(self.io("renaming into place", key))?;
+        self.sync_dir(key, &path).await?;
         Ok(size)
     }
 
@@ -118,15 +140,18 @@ impl ObjectStore for LocalStore {
         let stream: ByteStream =
             Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]));
         let (tmp, _) = self.write_temp(key, &path, stream).await?;
-        self.write_meta(key, &path, &meta).await?;
         // link() fails if the name exists: atomic no-overwrite, even against a racing writer.
         let linked = tokio::fs::hard_link(&tmp, &path).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         match linked {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(self.io("linking into place", key)(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(self.io("linking into place", key)(e)),
         }
+        // Only the writer whose link won publishes metadata.
+        self.write_meta(key, &path, &meta).await?;
+        self.sync_dir(key, &path).await?;
+        Ok(true)
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {
@@ -240,6 +265,35 @@ mod tests {
 
     fn stream(parts: Vec<Result<Bytes, std::io::Error>>) -> ByteStream {
         Box::pin(futures_util::stream::iter(parts))
+    }
+
+    #[tokio::test]
+    async fn a_losing_no_overwrite_put_leaves_the_winners_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path().to_path_buf());
+        let key = "c/wal/000000010000000000000003.zst";
+        let sha = |v: &str| -> Metadata { [("sha256".to_string(), v.to_string())].into() };
+        assert!(s
+            .put_if_absent(key, Bytes::from("first"), sha("aaa"))
+            .await
+            .unwrap());
+        // Another writer with other content loses the race: nothing of it may remain.
+        assert!(!s
+            .put_if_absent(key, Bytes::from("second"), sha("bbb"))
+            .await
+            .unwrap());
+        let (m, md) = s.head(key).await.unwrap().unwrap();
+        assert_eq!((m.size, md), (5, sha("aaa")));
+        assert_eq!(s.get_bytes(key).await.unwrap(), Bytes::from("first"));
+        // No temp files left behind (they would be listed as hidden files in the directory).
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("c/wal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(TMP_PREFIX)),
+            "{names:?}"
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ mod pgbouncer;
 mod pitr;
 mod postgres_metrics;
 mod replication;
+mod restore_safety;
 mod retention;
 mod scrape_contract;
 mod store_s3;
