@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev build dev test lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
+.PHONY: all deps deps-dev build install dev test lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -16,6 +16,11 @@ deps-dev:
 
 build:
 	$(CARGO) build --release --locked
+
+## install: the release binary as /usr/local/bin/pgvigil (PREFIX=... to change)
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(CARGO_TARGET_DIR)/release/pgvigil $(DESTDIR)$(PREFIX)/bin/pgvigil
 
 ## dev: a throwaway PostgreSQL with pgvigil on it; Ctrl-C tears it down
 dev: deps-dev build

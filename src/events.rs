@@ -74,6 +74,12 @@ impl Op {
         Self::new(event, Outcome::Failure, Level::Error, message)
     }
 
+    /// A state worth an operator's attention that is not a failure of what pgvigil did
+    /// (WARN, outcome `success`), e.g. "no backup yet".
+    pub fn notice(event: &'static str, message: impl Into<String>) -> Self {
+        Self::new(event, Outcome::Success, Level::Warn, message)
+    }
+
     /// A policy refused an action (WARN, outcome `failure`).
     pub fn refused(event: &'static str, message: impl Into<String>) -> Self {
         Self::new(event, Outcome::Failure, Level::Warn, message)

@@ -50,6 +50,8 @@ pub struct Ops {
     pub offsite: Option<Repo>,
     pub events: Events,
     pub metrics: OpsMetrics,
+    /// `pitr.check.no_backup` was said (once per process).
+    pub no_backup_said: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Ops {
@@ -68,6 +70,7 @@ impl Ops {
             offsite,
             events,
             metrics: OpsMetrics::unregistered()?,
+            no_backup_said: Arc::default(),
         })
     }
 
@@ -87,6 +90,21 @@ impl Ops {
             repo,
         }))
         .collect()
+    }
+
+    /// When the first backup will be taken, for people.
+    fn first_backup_due(&self) -> String {
+        let b = &self.settings.backup;
+        match b.schedule.cron() {
+            None => "comes when you run `pgvigil backup` (backup.schedule is off)".into(),
+            Some(_) if b.initial_backup => {
+                "is taken by `pgvigil run` shortly after it starts (backup.initial_backup)".into()
+            }
+            Some(cron) => match cron.find_next_occurrence(&Utc::now(), false) {
+                Ok(t) => format!("is scheduled for {} (backup.schedule)", t.to_rfc3339()),
+                Err(_) => "has no scheduled time (backup.schedule)".into(),
+            },
+        }
     }
 
     fn repository(&self) -> String {
@@ -176,6 +194,25 @@ impl Ops {
         let result = pitr::verify(&self.primary, archiver).await;
         let target = json!({ "repository": self.repository() });
         let op = match &result {
+            Ok(r) if r.backups == 0 => {
+                // A state, not a failure to shout about every check: said once per process
+                // at WARN (with when the first backup comes), then at DEBUG.
+                if self
+                    .no_backup_said
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::debug!(event = "pitr.check.no_backup", "no backup yet");
+                    self.metrics.pitr.publish(r);
+                    return result;
+                }
+                Op::notice(
+                    "pitr.check.no_backup",
+                    format!(
+                        "no backup yet, nothing can be restored; the first one {}",
+                        self.first_backup_due()
+                    ),
+                )
+            }
             Ok(r) if r.ok => Op::success("pitr.check.completed", "PITR continuity verified")
                 .details(json!({
                     "segments_checked": r.segments_checked,
@@ -377,6 +414,19 @@ fn retention_op(o: &retention::Handled, deleted: &prometheus::IntCounter) -> Opt
         Fate::WouldDelete => return None,
     };
     Some(op.details(json!({ "reason": d.reason.label(), "why": d.why, "bytes": d.bytes })))
+}
+
+/// Whether the server is a primary (None if it cannot be asked).
+pub async fn is_primary(pg: &crate::config::PostgresSettings) -> Option<bool> {
+    let conn = crate::pg::connect(&crate::pg::ConnectOptions::from_settings(pg), None)
+        .await
+        .ok()?;
+    let row = conn
+        .client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .ok()?;
+    Some(!row.get::<_, bool>(0))
 }
 
 /// Asks PostgreSQL what it last archived (None if it cannot be asked).

@@ -36,9 +36,11 @@ pub(super) async fn dev(args: &DevArgs) -> Exit {
     println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
     println!("  data dir:   {}", env.cluster.data_dir().display());
     println!("  repository: {}", env.repo_url);
+    // The binary by its full path: after `make dev` it is not on the PATH (`make install`).
     println!(
-        "  config:     {}   (try: pgvigil backups -c {})",
+        "  config:     {}   (try: {} backups -c {})",
         env.config_file.display(),
+        exe.display(),
         env.config_file.display()
     );
     match &env.first_backup {

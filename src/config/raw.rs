@@ -262,6 +262,8 @@ impl Default for S3Config {
 pub struct BackupConfig {
     pub schedule: String,
     pub compression_level: i32,
+    /// Take a first backup soon after start when the repository has none (primary only).
+    pub initial_backup: bool,
 }
 
 impl Default for BackupConfig {
@@ -269,6 +271,7 @@ impl Default for BackupConfig {
         Self {
             schedule: "0 2 * * *".into(),
             compression_level: 3,
+            initial_backup: true,
         }
     }
 }

@@ -41,6 +41,13 @@ pub fn schedule(
     if let (Some(o), Some(_)) = (&s.offsite, &ops.offsite) {
         jobs.push(("offsite", &o.schedule, offsite(ops)));
     }
+    if s.backup.initial_backup && s.backup.schedule.cron().is_some() {
+        tracker.spawn(initial_backup(
+            ops.clone(),
+            exclusive.clone(),
+            token.clone(),
+        ));
+    }
     for (job, when, body) in jobs {
         let Some(cron) = when.cron() else {
             continue;
@@ -57,6 +64,60 @@ pub fn schedule(
         ));
     }
     Ok(())
+}
+
+/// How long after start the first backup of an empty repository is taken: long enough for
+/// PostgreSQL to be up and a crash-looping pod not to start backups in a loop.
+const INITIAL_BACKUP_DELAY: Duration = Duration::from_secs(30);
+
+/// How often, and how many times, the initial backup is tried while PostgreSQL cannot say
+/// whether it is a primary.
+const INITIAL_BACKUP_RETRY: Duration = Duration::from_secs(30);
+const INITIAL_BACKUP_ATTEMPTS: u32 = 20;
+
+/// Takes a first backup soon after start when the repository has none and this server is a
+/// primary (CloudNativePG's immediate backup), so a new deployment does not wait for the
+/// night's schedule to become restorable. Runs under the jobs' lock, so it never overlaps a
+/// scheduled job; a standby's sidecar, or a repository that has a backup, does nothing.
+async fn initial_backup(
+    ops: Ops,
+    exclusive: Arc<tokio::sync::Mutex<()>>,
+    token: CancellationToken,
+) {
+    let mut wait = INITIAL_BACKUP_DELAY;
+    for _ in 0..INITIAL_BACKUP_ATTEMPTS {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = INITIAL_BACKUP_RETRY;
+        let _turn = tokio::select! {
+            _ = token.cancelled() => return,
+            g = exclusive.lock() => g,
+        };
+        match crate::backup::catalog::newest(&ops.primary).await {
+            Ok((0, _)) => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(event = "backup.initial.failed", error = %e, "cannot list backups; will retry");
+                continue;
+            }
+        }
+        match crate::backup::ops::is_primary(&ops.settings.postgres).await {
+            Some(true) => {}
+            Some(false) => return,
+            None => continue,
+        }
+        tracing::info!(
+            event = "backup.initial.started",
+            "the repository has no backup: taking the first one now"
+        );
+        let backup = ops.backup(Arc::new(Progress::default()));
+        tokio::select! {
+            _ = token.cancelled() => return,
+            result = backup => if result.is_ok() { return },
+        }
+    }
 }
 
 /// A job body that calls `run` on a clone of `ops`.

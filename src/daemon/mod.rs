@@ -154,6 +154,7 @@ impl App {
             offsite: stores.get(1).map(|s| s.repo.clone()),
             events: events.clone(),
             metrics: OpsMetrics::register(&registry)?,
+            no_backup_said: Arc::default(),
         };
         for s in ops.stores() {
             ops.metrics.retention.init_store(s.label);

@@ -399,7 +399,7 @@ async fn access_log_lines_carry_no_secrets() {
     let secret = secret_file(&dir);
     let cfg = dir.path().join("pgvigil.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[postgres]\ndsn = \"{DEAD_PG}\"\n[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\njwt_secret_file = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[postgres]\ndsn = \"{DEAD_PG}\"\n[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\njwt_secret_file = \"{}\"\n[backup]\ninitial_backup = false\n",
         fake.api,
         secret.display()
     );

@@ -238,8 +238,15 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
         .find(|v| v["actor"]["process"] == "pgvigil verify");
     let cli_line = cli_line.unwrap_or_else(|| panic!("no ops line of `pgvigil verify`"));
     assert_eq!(cli_line["kind"], "ops");
-    assert_eq!(cli_line["event"], "pitr.check.failed");
-    assert_eq!(cli_line["outcome"], "failure");
+    // The repository has no backup yet: a state (WARN), said with when the first one comes.
+    assert_eq!(cli_line["event"], "pitr.check.no_backup");
+    assert_eq!(cli_line["outcome"], "success");
+    assert!(
+        cli_line["details"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no backup yet")),
+        "{cli_line}"
+    );
 
     // The file's chain survived the kill, both restarts and the CLI's append.
     let (ok, out, err) = run_pgvigil(&["audit", "verify", &audit_file.display().to_string()]);

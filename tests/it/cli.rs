@@ -110,7 +110,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     let path = write_config(
         &dir,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[postgres]\ndsn = \"{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[postgres]\ndsn = \"{}\"\n[backup]\ninitial_backup = false\n",
             pg.dsn("postgres")
         ),
     );

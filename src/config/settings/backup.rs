@@ -14,6 +14,9 @@ pub struct BackupSettings {
     pub schedule: Schedule,
     /// zstd level (1..=19).
     pub compression_level: i32,
+    /// The daemon takes a first backup soon after start when the repository has none and
+    /// the server is a primary (never when `schedule` is off).
+    pub initial_backup: bool,
 }
 
 /// `[pitr]`, validated.
@@ -66,6 +69,7 @@ pub struct RetentionSettings {
 pub(super) fn validate_backup(ctx: &Ctx<'_>, raw: &BackupConfig) -> Result<BackupSettings, Error> {
     Ok(BackupSettings {
         schedule: schedule::validate(ctx, &["backup", "schedule"], &raw.schedule)?,
+        initial_backup: raw.initial_backup,
         compression_level: match raw.compression_level {
             l @ 1..=19 => l,
             l => {

@@ -100,8 +100,15 @@ pub fn settings(dsn: &str, extra_toml: &str) -> Settings {
     }
 }
 
-/// Starts the daemon in-process.
-pub async fn daemon(settings: Settings) -> Running {
+/// Starts the daemon in-process. Its initial backup is off (most tests' repositories are
+/// not theirs to fill); [`daemon_as_configured`] keeps it.
+pub async fn daemon(mut settings: Settings) -> Running {
+    settings.backup.initial_backup = false;
+    daemon_as_configured(settings).await
+}
+
+/// Starts the daemon in-process with `settings` unchanged.
+pub async fn daemon_as_configured(settings: Settings) -> Running {
     match App::start(settings).await {
         Ok(r) => r,
         Err(e) => panic!("starting pgvigil: {e}"),
