@@ -28,6 +28,7 @@ use super::{wal_report, Error};
 use crate::config::Settings;
 use crate::events::{Events, Op};
 use crate::metrics::own::unix_seconds;
+use crate::pg::binaries::server_user_can_reach;
 use crate::store::{Repo, Which};
 
 /// The `store` label of the primary repository.
@@ -241,7 +242,8 @@ impl Ops {
     /// (`drill.completed|failed`). `target` overrides the randomly drawn point.
     pub async fn drill(&self, target: Option<DateTime<Utc>>, patience: Duration) -> Evidence {
         let m = &self.metrics.drill;
-        let evidence = match wal_fetch_command(&self.settings.file) {
+        let copy_to = self.settings.drill.work_dir.as_path();
+        let evidence = match wal_fetch_command(&self.settings.file, Some(copy_to)) {
             Ok(wal_fetch) => {
                 drill::run(&self.settings, &self.primary, &wal_fetch, target, patience).await
             }
@@ -451,15 +453,70 @@ pub async fn archiver_state(pg: &crate::config::PostgresSettings) -> Option<Arch
 }
 
 /// `<this binary> wal-fetch -c <absolute config path>`: the prefix of the `restore_command`
-/// of restores and drills (PostgreSQL appends `%f %p`).
-pub fn wal_fetch_command(config: &Path) -> Result<String, Error> {
+/// of restores and drills (PostgreSQL appends `%f %p`). The command runs as the PostgreSQL
+/// server user, so both must be reachable by it: when the binary is not (pgvigil run as root
+/// from a private path, as `make dev` builds it) and `copy_to` is given, a copy the server
+/// user can execute is placed there (drills); otherwise, and for an unreadable config file,
+/// the error says what the server user cannot reach before anything is restored.
+pub fn wal_fetch_command(config: &Path, copy_to: Option<&Path>) -> Result<String, Error> {
     let exe = std::env::current_exe()
         .map_err(super::io("finding the pgvigil binary for restore_command"))?;
     let config = std::fs::canonicalize(config)
         .map_err(super::io(format!("resolving {}", config.display())))?;
+    let unreachable = |what: &str, path: &Path| {
+        Error::Refused(format!(
+            "the PostgreSQL server user cannot {what} {} (restore_command runs as that user); \
+             make it reachable, e.g. `make install` for the binary (/usr/local/bin/pgvigil) and a \
+             config file the server user can read",
+            path.display()
+        ))
+    };
+    if !server_user_can_reach(&config, false) {
+        return Err(unreachable("read", &config));
+    }
+    let exe = if server_user_can_reach(&exe, true) {
+        exe
+    } else if let Some(dir) = copy_to {
+        copy_binary(&exe, dir)?
+    } else {
+        return Err(unreachable("execute", &exe));
+    };
     Ok(format!(
         "{} wal-fetch -c {}",
         exe.display(),
         config.display()
     ))
+}
+
+/// A copy of `exe` in `dir/bin/` that the server user can execute (kept between drills and
+/// replaced when the binary changed).
+fn copy_binary(exe: &Path, dir: &Path) -> Result<std::path::PathBuf, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    let dest = bin.join("pgvigil");
+    let step = |what: &str| super::io(format!("{what} {}", dest.display()));
+    std::fs::create_dir_all(&bin).map_err(step("creating the directory of"))?;
+    for d in [dir, bin.as_path()] {
+        let mode = std::fs::metadata(d)
+            .map_err(step("inspecting"))?
+            .permissions()
+            .mode();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o711))
+            .map_err(step("making searchable the directory of"))?;
+    }
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    if len(&dest) != len(exe) {
+        let tmp = bin.join(".pgvigil.tmp");
+        std::fs::copy(exe, &tmp).map_err(step("copying the binary to"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(step("chmod"))?;
+        std::fs::rename(&tmp, &dest).map_err(step("renaming into"))?;
+    }
+    if !server_user_can_reach(&dest, true) {
+        return Err(Error::Refused(format!(
+            "the PostgreSQL server user cannot execute {} (drill.work_dir must be reachable by it)",
+            dest.display()
+        )));
+    }
+    Ok(dest)
 }

@@ -146,7 +146,7 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
         backup: args.backup.clone(),
         target,
         action: args.target_action,
-        restore_command: format!("{} %f %p", wal_fetch_command(&inv.cli.config)?),
+        restore_command: format!("{} %f %p", wal_fetch_command(&inv.cli.config, None)?),
         keep_archiving: args.keep_archiving,
     };
     let restored = crate::backup::restore::restore(&repo, &req)

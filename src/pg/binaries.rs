@@ -95,3 +95,47 @@ pub fn chown_tree_to_server_user(root: &Path) -> Result<(), std::io::Error> {
     }
     Ok(())
 }
+
+/// Whether the server user (`postgres` when root; else this process's user, which can) can
+/// reach `path`: every directory on the way searchable, and the file itself readable and,
+/// when `execute`, executable — by owner, group (primary or supplementary) or other bits.
+pub fn server_user_can_reach(path: &Path, execute: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(Some((uid, gid))) = server_user() else {
+        return true;
+    };
+    let groups: Vec<u32> = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .and_then(|u| {
+            let name = std::ffi::CString::new(u.name).ok()?;
+            nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)).ok()
+        })
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|| vec![gid]);
+    // `bits` is an rwx triple (4 read, 2 write, 1 execute) that must all be granted.
+    let allows = |m: &std::fs::Metadata, bits: u32| {
+        let mode = m.mode();
+        let granted = if m.uid() == uid {
+            mode >> 6
+        } else if groups.contains(&m.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        granted & bits == bits
+    };
+    let Ok(full) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    for dir in full.ancestors().skip(1) {
+        match std::fs::metadata(dir) {
+            Ok(m) if allows(&m, 1) => {}
+            _ => return false,
+        }
+    }
+    match std::fs::metadata(&full) {
+        Ok(m) => allows(&m, if execute { 5 } else { 4 }),
+        Err(_) => false,
+    }
+}
