@@ -248,9 +248,10 @@ mod tests {
     async fn an_event_writes_the_audit_line_and_bumps_the_counter() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let kinds =
-            prometheus::IntCounterVec::new(prometheus::Opts::new("k", "k"), &["kind"]).unwrap();
-        let f = crate::audit::sink::tests::FileLog::open(&path, Some(kinds.clone()));
+        let metrics =
+            crate::audit::sink::AuditMetrics::register(&prometheus::Registry::new()).unwrap();
+        let kinds = metrics.events.clone();
+        let f = crate::audit::sink::tests::FileLog::open(&path, Some(metrics));
         let events = Events::new(f.log.clone(), "test");
         let counter = IntCounter::new("c", "c").unwrap();
         events.emit(

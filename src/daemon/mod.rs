@@ -99,10 +99,11 @@ impl App {
                 stdout: settings.audit.stdout,
                 file: settings.audit.file.clone(),
             },
-            Some(create(&registry, &cat::PGVIGIL_AUDIT_EVENTS_TOTAL)?),
+            Some(audit::sink::AuditMetrics::register(&registry)?),
             &tracker,
             token.clone(),
         )?;
+        readiness.watch_audit(audit.clone());
         let events = Events::new(audit.clone(), "run");
         events.emit(
             Op::success("config.loaded", "configuration loaded")

@@ -32,10 +32,12 @@ impl fmt::Display for Condition {
     }
 }
 
-/// The named conditions and whether each was met.
+/// The named conditions and whether each was met, plus the audit log's health, which is
+/// not a latch: an audit sink that fails makes the daemon unready until it writes again.
 #[derive(Debug)]
 pub struct Readiness {
     conditions: Vec<(Condition, AtomicBool)>,
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }
 
 impl Readiness {
@@ -46,7 +48,13 @@ impl Readiness {
                 .into_iter()
                 .map(|c| (c, AtomicBool::new(false)))
                 .collect(),
+            audit: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports `audit`'s failures (a sink failing, lines dropped) as unmet until it recovers.
+    pub fn watch_audit(&self, audit: crate::audit::AuditLog) {
+        let _ = self.audit.set(audit);
     }
 
     /// Marks `condition` met (for good). A condition the latch does not wait for is ignored.

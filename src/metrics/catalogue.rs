@@ -372,6 +372,8 @@ catalogue! {
 
     // --- audit log ---------------------------------------------------------------------
     PGVIGIL_AUDIT_EVENTS_TOTAL: counter "pgvigil_audit_events_total" ["kind"] new "Audit lines written, by kind (ops, data, access).";
+    PGVIGIL_AUDIT_WRITE_FAILURES_TOTAL: counter "pgvigil_audit_write_failures_total" [] new "Failed writes of an audit sink (the file is retried every second until it works; a closed stdout stops the writer). Anything above 0 needs a look: /readyz names the error.";
+    PGVIGIL_AUDIT_DROPPED_LINES_TOTAL: counter "pgvigil_audit_dropped_lines_total" [] new "Audit lines dropped because a failing sink let more than 64 MiB queue up (access and ops lines; database change rows wait instead).";
     PGVIGIL_AUDIT_FORWARD_LAG_SECONDS: gauge "pgvigil_audit_forward_lag_seconds" [] new "Age of the newest database change row forwarded from the audit table when it was forwarded, or of the oldest row still waiting (seconds).";
     PGVIGIL_AUDIT_CURSOR_ID: gauge "pgvigil_audit_cursor_id" [] new "The audit table id up to which every row has been forwarded (the persisted cursor).";
 

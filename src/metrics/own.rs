@@ -79,7 +79,7 @@ macro_rules! own_metrics {
         $($fvis:vis $field:ident: $ty:ty = $def:ident $(with $buckets:expr)?),+ $(,)?
     }) => {
         $(#[$meta])*
-        #[derive(Clone)]
+        #[derive(Clone, Debug)]
         $vis struct $name {
             $($fvis $field: $ty,)+
         }
