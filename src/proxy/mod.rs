@@ -10,6 +10,7 @@ pub mod client;
 pub mod headers;
 pub mod jwks;
 pub mod jwt;
+pub mod probe;
 pub mod route;
 
 mod observed;

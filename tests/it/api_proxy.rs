@@ -844,3 +844,43 @@ async fn a_retired_key_stops_verifying_and_an_outage_keeps_the_cached_keys() {
     wait_count(&running, "author", 3.0).await;
     running.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_probes_the_https_upstream_and_the_jwks_with_the_proxy_client() {
+    let mut pki = TestPki::new("probe");
+    let cert = pki.server("postgrest", &[]);
+    let fake = FakePostgrest::start_tls(&cert).await;
+    let key = TestKey::ed25519("ed-1");
+    let jwks = JwksServer::start(&[&key], Some(&cert)).await;
+    let (_other, other_ca) = crate::harness::tls::other_ca("elsewhere");
+    let probe = |ca: &std::path::Path| {
+        let text = format!(
+            "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"https://127.0.0.1:{}\"\nupstream_ca_file = \"{}\"\njwks_url = \"{}\"\n",
+            fake.api.port(),
+            ca.display(),
+            jwks.url
+        );
+        let s = settings(DEAD_PG, &text);
+        async move {
+            let p = s.api_proxy.unwrap_or_else(|| panic!("no api_proxy"));
+            pgvigil::proxy::probe::probe(&p).await
+        }
+    };
+    let good = probe(&pki.ca_cert).await;
+    assert_eq!(good.len(), 2, "{good:?}");
+    let up = good[0].outcome.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        up.contains("over TLS") && up.contains("verified against"),
+        "{up}"
+    );
+    assert_eq!(good[1].outcome.as_deref(), Ok("1 usable signing keys"));
+    let bad = probe(&other_ca).await;
+    for p in &bad {
+        let e = p
+            .outcome
+            .as_ref()
+            .err()
+            .unwrap_or_else(|| panic!("{p:?} passed"));
+        assert!(e.to_lowercase().contains("certificate"), "{}: {e}", p.name);
+    }
+}
