@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http_body_util::BodyExt;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use prometheus::{Gauge, IntCounter, Registry};
 use tokio::time::Instant;
@@ -155,12 +155,14 @@ impl KeySet {
                 .get("kid")
                 .and_then(|k| k.as_str())
                 .map(str::to_string);
+            // Identity providers publish encryption keys beside signing keys (often with
+            // algorithms jsonwebtoken does not model): not ours, not worth a warning.
+            if value.get("use").and_then(|u| u.as_str()) == Some("enc") {
+                continue;
+            }
             let parsed = serde_json::from_value::<Jwk>(value)
                 .map_err(|e| e.to_string())
                 .and_then(|jwk| {
-                    if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
-                        return Err("an encryption key (use: enc)".to_string());
-                    }
                     let algs = algorithms_for(&jwk)?;
                     let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
                     Ok(VerifyKey {
@@ -394,7 +396,7 @@ mod tests {
             b"{\"keys\": []}",
             b"{\"keys\": [1, \"x\", {\"kty\": \"RSA\"}, {\"kty\": \"EC\", \"crv\": \"P-521\", \"x\": \"A\", \"y\": \"A\"}]}",
             b"{\"keys\": [{\"kty\":\"RSA\",\"alg\":\"ES256\",\"n\":\"sXch\",\"e\":\"AQAB\"}]}",
-            b"{\"keys\": [{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"sXch\",\"e\":\"AQAB\"}]}",
+            b"{\"keys\": [{\"kty\":\"RSA\",\"use\":\"enc\",\"alg\":\"RSA-OAEP\",\"n\":\"sXch\",\"e\":\"AQAB\"}]}",
         ] {
             assert!(KeySet::parse(body, &rules()).is_err(), "{body:?}");
         }
