@@ -101,40 +101,19 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
     out.push(probe_storage(settings).await);
     out.extend(probe_residency(settings).await);
     if let Some(p) = &settings.api_proxy {
-        let target = p.upstream.to_string();
-        let addr = p
-            .upstream
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
-        let addr = if addr.contains(':') {
-            addr
-        } else {
-            format!("{addr}:80")
-        };
-        let reach =
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-                .await;
-        out.push(match reach {
-            Ok(Ok(_)) => Check {
-                status: Status::Ok,
-                name: "api_proxy.upstream".into(),
-                target,
-                detail: format!("accepts connections; proxy will listen on {}", p.listen),
-            },
-            Ok(Err(e)) => Check {
-                status: Status::Fail,
-                name: "api_proxy.upstream".into(),
-                target,
-                detail: e.to_string(),
-            },
-            Err(_) => Check {
-                status: Status::Fail,
-                name: "api_proxy.upstream".into(),
-                target,
-                detail: "connect timed out after 2s".into(),
-            },
-        });
+        // The proxy's own client: an https upstream is a real handshake; JWKS is fetched.
+        out.extend(crate::proxy::probe::probe(p).await.into_iter().map(|r| {
+            let (status, detail) = match r.outcome {
+                Ok(d) => (Status::Ok, d),
+                Err(e) => (Status::Fail, e),
+            };
+            Check {
+                status,
+                name: r.name.into(),
+                target: r.target,
+                detail,
+            }
+        }));
     }
     out.extend(probe_audit(settings).await);
     out

@@ -15,6 +15,7 @@ mod settings;
 use std::path::Path;
 
 pub use error::{Error, Location};
+pub use settings::ClaimRules;
 pub use settings::{
     display_dsn, longest_interval, ApiProxySettings, AuditSettings, AuditTable, BackupSettings,
     ClaimPath, ClaimStep, CustomKind, CustomQuery, DrillCheck, DrillSettings, EnvLookup, LockMode,

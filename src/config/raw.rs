@@ -168,7 +168,20 @@ pub struct ApiProxyConfig {
     pub role_claim_key: String,
     pub anon_role: String,
     pub jwt_secret_file: Option<String>,
+    /// A JSON Web Key Set to verify tokens with: `https://`, or `http://` on loopback.
     pub jwks_url: Option<String>,
+    /// How often the key set is fetched again. Default `5m`.
+    pub jwks_refresh: String,
+    /// PEM CA bundle trusted for an `https://` upstream and `jwks_url`; default: system roots.
+    pub upstream_ca_file: Option<String>,
+    /// The `aud` a verified token must carry (one of, if the claim is a list). Default: unchecked.
+    pub jwt_audience: Option<String>,
+    /// The `iss` a verified token must carry. Default: unchecked.
+    pub jwt_issuer: Option<String>,
+    /// Clock skew allowed for `exp` and `nbf`. Default `30s`.
+    pub jwt_leeway: String,
+    /// Whether a verified token must have `exp`. Default `true`.
+    pub require_exp: bool,
     pub max_routes: usize,
     /// How long to wait for the upstream's response headers. Default `60s`.
     pub upstream_timeout: String,
@@ -183,6 +196,12 @@ impl Default for ApiProxyConfig {
             anon_role: "anon".into(),
             jwt_secret_file: None,
             jwks_url: None,
+            jwks_refresh: "5m".into(),
+            upstream_ca_file: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_leeway: "30s".into(),
+            require_exp: true,
             max_routes: 200,
             upstream_timeout: "60s".into(),
         }

@@ -127,7 +127,9 @@ impl App {
         }
         let proxy_addr = match &settings.api_proxy {
             Some(p) => {
-                let router = proxy::router(p.clone(), &registry, audit.clone()).await?;
+                let router =
+                    proxy::router(p.clone(), &registry, audit.clone(), &tracker, token.clone())
+                        .await?;
                 let addr = listener::serve(
                     "api_proxy.listen",
                     p.listen,

@@ -334,6 +334,9 @@ catalogue! {
     PGVIGIL_API_ROWS_TOTAL: counter "pgvigil_api_rows_total" ["route", "method"] new "Rows returned or affected, from the upstream's Content-Range header (0-24/* is 25 rows).";
     PGVIGIL_API_UPSTREAM_ERRORS_TOTAL: counter "pgvigil_api_upstream_errors_total" ["route", "error"] new "Errors by code: PostgREST's Proxy-Status error (e.g. PGRST116), or upstream_unreachable / upstream_timeout when the proxy got no response.";
     PGVIGIL_API_UPSTREAM_STAGE_DURATION_SECONDS: histogram "pgvigil_api_upstream_stage_duration_seconds" ["stage"] new "PostgREST's Server-Timing stages (jwt, parse, plan, transaction, response), in seconds; only when PostgREST sends Server-Timing.";
+    PGVIGIL_API_JWKS_REFRESH_FAILURES_TOTAL: counter "pgvigil_api_jwks_refresh_failures_total" [] new "Failed fetches of api_proxy.jwks_url (unreachable, non-2xx, not a JSON key set, or no usable key); the proxy keeps verifying with the keys it last fetched.";
+    PGVIGIL_API_JWKS_LAST_REFRESH_TIMESTAMP_SECONDS: gauge "pgvigil_api_jwks_last_refresh_timestamp_seconds" [] new "When the key set at api_proxy.jwks_url was last fetched successfully, as a Unix timestamp; 0 until the first success.";
+    PGVIGIL_API_JWKS_KEYS: gauge "pgvigil_api_jwks_keys" [] new "Signing keys in the cached key set from api_proxy.jwks_url that the proxy can verify with.";
 
     // --- backups and the WAL archive ----------------------------------------------------
     PGVIGIL_BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS: gauge "pgvigil_backup_last_success_timestamp_seconds" [] new "Stop time of the newest committed backup in the repository (Unix seconds); absent until there is one.";

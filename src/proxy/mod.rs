@@ -2,26 +2,29 @@
 //! response body is wrapped so that bytes are counted as they pass and the request is
 //! recorded when the body ends (or the client goes away). Each request yields
 //! `pgvigil_api_*` metrics with bounded labels and one `access` audit line, which never
-//! contains the Authorization header, the token or query-string values.
+//! contains the Authorization header, the token or query-string values. The upstream may be
+//! `https://` ([`client`]); tokens are verified with a secret or the keys at `jwks_url`
+//! ([`jwks`], refreshed by a task on the daemon's tracker).
 
+pub mod client;
 pub mod headers;
+pub mod jwks;
 pub mod jwt;
+pub mod probe;
 pub mod route;
 
 mod observed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use prometheus::{HistogramVec, IntCounterVec, Registry};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
 use crate::config::ApiProxySettings;
@@ -53,7 +56,7 @@ crate::own_metrics! {
 /// Everything a request handler needs.
 pub(crate) struct Shared {
     settings: ApiProxySettings,
-    client: Client<HttpConnector, Body>,
+    client: client::HttpClient,
     roles: jwt::RoleResolver,
     routes: BoundedLabels,
     role_labels: BoundedLabels,
@@ -76,13 +79,20 @@ pub enum ProxyError {
     },
     #[error("registering API metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tls(#[from] client::TlsError),
 }
 
 /// The proxy's handler as a router (the daemon's listener serves it on `api_proxy.listen`).
+/// With `jwks_url`, the key set is fetched once before this returns (a failure is logged and
+/// counted, not fatal: the refresh keeps trying) and then refreshed by a task on `tracker`
+/// that stops when `token` is cancelled.
 pub async fn router(
     settings: ApiProxySettings,
     registry: &Registry,
     audit: AuditLog,
+    tracker: &TaskTracker,
+    token: CancellationToken,
 ) -> Result<axum::Router, ProxyError> {
     let secret = match &settings.jwt_secret_file {
         Some(p) => Some(
@@ -101,18 +111,28 @@ pub async fn router(
         }
         s
     });
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(settings.upstream_timeout.min(Duration::from_secs(5))));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector);
+    let client = client::build(&settings)?;
+    let jwks = match &settings.jwks_url {
+        Some(url) => {
+            let jwks = Arc::new(jwks::Jwks::new(
+                url.clone(),
+                client.clone(),
+                settings.claims.clone(),
+                registry,
+            )?);
+            let _ = jwks.refresh().await;
+            tracker.spawn(jwks.clone().run(settings.jwks_refresh, token));
+            Some(jwks)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         roles: jwt::RoleResolver::new(
             settings.role_claim_key.clone(),
             settings.anon_role.clone(),
             secret.as_deref(),
+            jwks,
+            &settings.claims,
         ),
         routes: BoundedLabels::new(settings.max_routes),
         role_labels: BoundedLabels::new(MAX_ROLES),
@@ -184,11 +204,14 @@ async fn handle(
     let method = method_label(req.method());
     let route = shared.routes.label(route_of(req.uri().path()));
     let request_id = request_id(&req);
-    let identity = shared.roles.identify(
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok()),
-    );
+    let identity = shared
+        .roles
+        .identify(
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+        )
+        .await;
     let role_label = shared.role_labels.label(&identity.role);
     let mut finish = Finish {
         shared: shared.clone(),

@@ -5,13 +5,20 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::harness::jwks::{JwksServer, TestKey};
 use crate::harness::postgrest::FakePostgrest;
+use crate::harness::tls::TestPki;
 use crate::harness::{daemon, eventually, http_client, scrape, settings, Scrape};
 
 const SECRET: &str = "reallyreallyreallyreallyreallysafe";
 const DEAD_PG: &str = "postgresql://postgres@127.0.0.1:1/postgres";
 
-fn token(claims: serde_json::Value, secret: &str) -> String {
+/// An HS256 token; an `exp` an hour ahead is added unless the claims have one (the proxy
+/// requires `exp` by default).
+fn token(mut claims: serde_json::Value, secret: &str) -> String {
+    if claims.get("exp").is_none() {
+        claims["exp"] = (jsonwebtoken::get_current_timestamp() + 3600).into();
+    }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -484,4 +491,396 @@ async fn access_log_lines_carry_no_secrets() {
     let b = &access[1];
     assert_eq!(b["details"]["upstream_error"], "PGRST116");
     assert_eq!(b["actor"]["role"], "anon");
+}
+
+// --- https upstreams and JWKS ----------------------------------------------------------
+
+const AUD: &str = "pgvigil-test";
+
+/// Claims that pass the JWKS daemons' rules (audience, exp), with `role`.
+fn good_claims(role: &str) -> serde_json::Value {
+    serde_json::json!({"role": role, "sub": "u-1", "aud": AUD,
+                       "exp": jsonwebtoken::get_current_timestamp() + 600})
+}
+
+/// A daemon proxying to `upstream` (a URL) with the keys at `jwks_url`, refreshed every
+/// `refresh`.
+async fn jwks_daemon(
+    upstream: &str,
+    jwks_url: &str,
+    refresh: &str,
+    extra: &str,
+) -> (pgvigil::Running, String) {
+    let text = format!(
+        "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\njwks_url = \"{jwks_url}\"\njwks_refresh = \"{refresh}\"\njwt_audience = \"{AUD}\"\n{extra}\n[audit]\nstdout = false\n"
+    );
+    let running = daemon(settings(DEAD_PG, &text)).await;
+    let base = format!(
+        "http://{}",
+        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
+    );
+    (running, base)
+}
+
+/// Sends GET /articles with `token` and returns the status.
+async fn get_with(base: &str, token: Option<&str>) -> u16 {
+    let mut req = http_client().get(format!("{base}/articles?limit=1"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let r = req.send().await.unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    let _ = r.bytes().await;
+    status
+}
+
+/// Waits until the request counter for `role` on GET /articles reaches `n`.
+async fn wait_count(running: &pgvigil::Running, role: &str, n: f64) -> Scrape {
+    eventually(Duration::from_secs(5), || async {
+        let s = scrape(running).await;
+        let got = count(&s, "/articles", "GET", "200", role);
+        if got >= n {
+            Ok(s)
+        } else {
+            Err(format!("{role}: {got} of {n} requests recorded"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_reaches_an_https_upstream_trusting_only_the_configured_ca() {
+    let mut pki = TestPki::new("upstream");
+    let cert = pki.server("postgrest", &[]);
+    let fake = FakePostgrest::start_tls(&cert).await;
+    let text = |ca: &std::path::Path| {
+        format!(
+            "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"https://127.0.0.1:{}\"\nupstream_ca_file = \"{}\"\n[audit]\nstdout = false\n",
+            fake.api.port(),
+            ca.display()
+        )
+    };
+    let running = daemon(settings(DEAD_PG, &text(&pki.ca_cert))).await;
+    let base = format!(
+        "http://{}",
+        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
+    );
+    let r = http_client()
+        .get(format!("{base}/articles?limit=3"))
+        .header("x-request-id", "tls-1")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok()),
+        Some("0-2/*")
+    );
+    let _ = r.bytes().await;
+    let seen = fake
+        .state
+        .seen
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        seen.last()
+            .and_then(|h| h.get("x-request-id"))
+            .and_then(|v| v.to_str().ok()),
+        Some("tls-1"),
+        "the upstream saw the request over TLS"
+    );
+    wait_count(&running, "anon", 1.0).await;
+    running.shutdown(Duration::from_secs(5)).await;
+
+    // A CA that did not sign the upstream's certificate: no connection, a 502.
+    let (_other, other_ca) = crate::harness::tls::other_ca("elsewhere");
+    let running = daemon(settings(DEAD_PG, &text(&other_ca))).await;
+    let base = format!(
+        "http://{}",
+        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
+    );
+    assert_eq!(get_with(&base, None).await, 502);
+    let s = scrape(&running).await;
+    assert_eq!(
+        s.metric("pgvigil_api_upstream_errors_total")
+            .label("route", "/articles")
+            .label("error", "upstream_unreachable")
+            .value(),
+        Some(1.0)
+    );
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_keys_of_every_family_verify_and_rotate_without_restart() {
+    let mut pki = TestPki::new("idp");
+    let cert = pki.server("idp", &[]);
+    let fake = FakePostgrest::start_tls(&cert).await;
+    let rs256 = TestKey::rsa("rsa-1", jsonwebtoken::Algorithm::RS256);
+    let ps256 = TestKey::rsa("rsa-ps", jsonwebtoken::Algorithm::PS256);
+    let es256 = TestKey::ec("ec-256", jsonwebtoken::Algorithm::ES256);
+    let es384 = TestKey::ec("ec-384", jsonwebtoken::Algorithm::ES384);
+    let ed = TestKey::ed25519("ed-1");
+    let jwks = JwksServer::start(&[&rs256, &ps256, &es256, &es384, &ed], Some(&cert)).await;
+    let (running, base) = jwks_daemon(
+        &format!("https://127.0.0.1:{}", fake.api.port()),
+        &jwks.url,
+        // No periodic refresh during the test: the new key is found because its kid is unknown.
+        "1h",
+        &format!("upstream_ca_file = \"{}\"", pki.ca_cert.display()),
+    )
+    .await;
+    for key in [&rs256, &ps256, &es256, &es384, &ed] {
+        let t = key.sign(&good_claims(&format!("role_{}", key.kid)));
+        assert_eq!(get_with(&base, Some(&t)).await, 200);
+    }
+    let s = wait_count(&running, "role_ed-1", 1.0).await;
+    for key in ["rsa-1", "rsa-ps", "ec-256", "ec-384", "ed-1"] {
+        assert_eq!(
+            count(&s, "/articles", "GET", "200", &format!("role_{key}")),
+            1.0,
+            "{key}"
+        );
+    }
+    assert_eq!(count(&s, "/articles", "GET", "200", "invalid_token"), 0.0);
+    assert_eq!(s.metric("pgvigil_api_jwks_keys").value(), Some(5.0));
+
+    // Rotation: publish a new key beside the old one and sign with it at once; the unknown
+    // kid makes the proxy fetch the set again (no restart, no waiting for the period).
+    let hits = jwks.hits();
+    let rs2 = TestKey::rsa("rsa-2", jsonwebtoken::Algorithm::RS256);
+    jwks.publish(&[&rs256, &rs2]);
+    let new = rs2.sign(&good_claims("rotated"));
+    assert_eq!(get_with(&base, Some(&new)).await, 200);
+    assert_eq!(get_with(&base, Some(&new)).await, 200);
+    let s = wait_count(&running, "rotated", 2.0).await;
+    assert_eq!(jwks.hits(), hits + 1, "one fetch for the unknown kid");
+    assert_eq!(s.metric("pgvigil_api_jwks_keys").value(), Some(2.0));
+    assert!(
+        s.metric("pgvigil_api_jwks_last_refresh_timestamp_seconds")
+            .value()
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    assert_eq!(
+        s.metric("pgvigil_api_jwks_refresh_failures_total").value(),
+        Some(0.0)
+    );
+    // Unknown kids are rate-limited: inventing them does not make the proxy fetch again.
+    let stranger = TestKey::ec("nobody", jsonwebtoken::Algorithm::ES256);
+    for _ in 0..3 {
+        assert_eq!(
+            get_with(&base, Some(&stranger.sign(&good_claims("x")))).await,
+            200
+        );
+    }
+    wait_count(&running, "invalid_token", 3.0).await;
+    assert_eq!(
+        jwks.hits(),
+        hits + 1,
+        "at most one unknown-kid fetch per 10s"
+    );
+    let seen = fake.state.seen.lock().map(|v| v.len()).unwrap_or(0);
+    assert!(seen >= 10, "the https upstream saw {seen} requests");
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_confused_tokens_are_never_verified() {
+    let fake = FakePostgrest::start().await;
+    let rsa = TestKey::rsa("rsa-1", jsonwebtoken::Algorithm::RS256);
+    let jwks = JwksServer::start(&[&rsa], None).await;
+    let (running, base) = jwks_daemon(&format!("http://{}", fake.api), &jwks.url, "1h", "").await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let admin = || {
+        let mut c = good_claims("admin");
+        c["sub"] = "mallory".into();
+        c
+    };
+    // alg: none, with a kid the set has and claims that would otherwise pass.
+    let none = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})),
+        b64(admin())
+    );
+    let mut expired = admin();
+    expired["exp"] = (now - 3600).into();
+    let expired = rsa.sign(&expired);
+    let mut wrong_aud = admin();
+    wrong_aud["aud"] = "someone-else".into();
+    let wrong_aud = rsa.sign(&wrong_aud);
+    let mut no_exp = admin();
+    no_exp.as_object_mut().map(|o| o.remove("exp"));
+    let no_exp = rsa.sign(&no_exp);
+    // Algorithm confusion: HS256 with the RSA public key (PEM) as the HMAC secret, with and
+    // without the RSA key's kid.
+    let confused = |kid: Option<&str>| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(
+            &h,
+            &admin(),
+            &jsonwebtoken::EncodingKey::from_secret(&rsa.public_pem),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let attacks = [
+        none,
+        expired,
+        wrong_aud,
+        no_exp,
+        confused(Some("rsa-1")),
+        confused(None),
+        "not.a.jwt".to_string(),
+    ];
+    for t in &attacks {
+        assert_eq!(
+            get_with(&base, Some(t)).await,
+            200,
+            "forwarded; PostgREST answers 401"
+        );
+    }
+    let good = rsa.sign(&good_claims("author"));
+    assert_eq!(get_with(&base, Some(&good)).await, 200);
+    let s = wait_count(&running, "author", 1.0).await;
+    let s = if count(&s, "/articles", "GET", "200", "invalid_token") < attacks.len() as f64 {
+        wait_count(&running, "invalid_token", attacks.len() as f64).await
+    } else {
+        s
+    };
+    assert_eq!(
+        count(&s, "/articles", "GET", "200", "invalid_token"),
+        attacks.len() as f64
+    );
+    assert_eq!(
+        count(&s, "/articles", "GET", "200", "admin"),
+        0.0,
+        "never verified"
+    );
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_key_stops_verifying_and_an_outage_keeps_the_cached_keys() {
+    let fake = FakePostgrest::start().await;
+    let old = TestKey::ed25519("ed-old");
+    let key = TestKey::ec("ec-1", jsonwebtoken::Algorithm::ES256);
+    let jwks = JwksServer::start(&[&old, &key], None).await;
+    let (running, base) = jwks_daemon(&format!("http://{}", fake.api), &jwks.url, "1s", "").await;
+    let t = key.sign(&good_claims("author"));
+    assert_eq!(get_with(&base, Some(&t)).await, 200);
+    wait_count(&running, "author", 1.0).await;
+    let retired = old.sign(&good_claims("retired"));
+    assert_eq!(get_with(&base, Some(&retired)).await, 200);
+    wait_count(&running, "retired", 1.0).await;
+
+    // Retire the old key: after the next periodic refresh its tokens no longer verify.
+    jwks.publish(&[&key]);
+    eventually(Duration::from_secs(10), || async {
+        let s = scrape(&running).await;
+        if s.metric("pgvigil_api_jwks_keys").value() == Some(1.0) {
+            Ok(())
+        } else {
+            Err("the old key is still cached".to_string())
+        }
+    })
+    .await;
+    assert_eq!(get_with(&base, Some(&retired)).await, 200);
+    let s = wait_count(&running, "invalid_token", 1.0).await;
+    assert_eq!(count(&s, "/articles", "GET", "200", "retired"), 1.0);
+
+    jwks.set_up(false);
+    let hits = jwks.hits();
+    let s = eventually(Duration::from_secs(10), || async {
+        let s = scrape(&running).await;
+        let failures = s
+            .metric("pgvigil_api_jwks_refresh_failures_total")
+            .value()
+            .unwrap_or(0.0);
+        if failures >= 1.0 && jwks.hits() > hits {
+            Ok(s)
+        } else {
+            Err(format!("{failures} refresh failures so far"))
+        }
+    })
+    .await;
+    assert_eq!(s.metric("pgvigil_api_jwks_keys").value(), Some(1.0));
+    assert_eq!(get_with(&base, Some(&t)).await, 200);
+    let s = wait_count(&running, "author", 2.0).await;
+    assert_eq!(count(&s, "/articles", "GET", "200", "invalid_token"), 1.0);
+
+    // Back up: the next refresh succeeds and the same key keeps working.
+    jwks.set_up(true);
+    let failures = s
+        .metric("pgvigil_api_jwks_refresh_failures_total")
+        .value()
+        .unwrap_or(0.0);
+    let at = s
+        .metric("pgvigil_api_jwks_last_refresh_timestamp_seconds")
+        .value()
+        .unwrap_or(0.0);
+    eventually(Duration::from_secs(10), || async {
+        let s = scrape(&running).await;
+        let now_at = s
+            .metric("pgvigil_api_jwks_last_refresh_timestamp_seconds")
+            .value()
+            .unwrap_or(0.0);
+        if now_at > at {
+            Ok(())
+        } else {
+            Err("no successful refresh yet".to_string())
+        }
+    })
+    .await;
+    assert!(failures >= 1.0);
+    assert_eq!(get_with(&base, Some(&t)).await, 200);
+    wait_count(&running, "author", 3.0).await;
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_probes_the_https_upstream_and_the_jwks_with_the_proxy_client() {
+    let mut pki = TestPki::new("probe");
+    let cert = pki.server("postgrest", &[]);
+    let fake = FakePostgrest::start_tls(&cert).await;
+    let key = TestKey::ed25519("ed-1");
+    let jwks = JwksServer::start(&[&key], Some(&cert)).await;
+    let (_other, other_ca) = crate::harness::tls::other_ca("elsewhere");
+    let probe = |ca: &std::path::Path| {
+        let text = format!(
+            "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"https://127.0.0.1:{}\"\nupstream_ca_file = \"{}\"\njwks_url = \"{}\"\n",
+            fake.api.port(),
+            ca.display(),
+            jwks.url
+        );
+        let s = settings(DEAD_PG, &text);
+        async move {
+            let p = s.api_proxy.unwrap_or_else(|| panic!("no api_proxy"));
+            pgvigil::proxy::probe::probe(&p).await
+        }
+    };
+    let good = probe(&pki.ca_cert).await;
+    assert_eq!(good.len(), 2, "{good:?}");
+    let up = good[0].outcome.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        up.contains("over TLS") && up.contains("verified against"),
+        "{up}"
+    );
+    assert_eq!(good[1].outcome.as_deref(), Ok("1 usable signing keys"));
+    let bad = probe(&other_ca).await;
+    for p in &bad {
+        let e = p
+            .outcome
+            .as_ref()
+            .err()
+            .unwrap_or_else(|| panic!("{p:?} passed"));
+        assert!(e.to_lowercase().contains("certificate"), "{}: {e}", p.name);
+    }
 }

@@ -17,8 +17,29 @@ pub struct ApiProxySettings {
     pub role_claim_key: ClaimPath,
     pub anon_role: String,
     pub jwt_secret_file: Option<PathBuf>,
+    /// Where the JSON Web Key Set is fetched from (`https://`, or `http://` on loopback).
+    pub jwks_url: Option<hyper::Uri>,
+    /// How often the key set is fetched again.
+    pub jwks_refresh: Duration,
+    /// CA bundle for `https://` upstreams and `jwks_url`; `None` trusts the system roots.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// The claims a verified token must satisfy.
+    pub claims: ClaimRules,
     pub max_routes: usize,
     pub upstream_timeout: Duration,
+}
+
+/// What a verified token's registered claims must satisfy (`exp`, `nbf`, `aud`, `iss`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRules {
+    /// `aud` must be (or contain) this value.
+    pub audience: Option<String>,
+    /// `iss` must equal this value.
+    pub issuer: Option<String>,
+    /// Clock skew allowed for `exp` and `nbf`.
+    pub leeway: Duration,
+    /// A token without `exp` is refused.
+    pub require_exp: bool,
 }
 
 /// One step of a claim path: an object key or an array index.
@@ -104,12 +125,35 @@ pub(super) fn validate(
             format!("{listen_text:?} is not a socket address; use e.g. \"0.0.0.0:3000\""),
         )
     })?;
-    if raw.jwks_url.is_some() {
-        return Err(ctx.invalid(
-            &["api_proxy", "jwks_url"],
-            "is not supported yet; use jwt_secret_file (HS256)",
-        ));
+    let upstream = proxy_url(ctx, &["api_proxy", "upstream"], upstream, false)?;
+    let jwks_url = raw
+        .jwks_url
+        .as_deref()
+        .map(|u| proxy_url(ctx, &["api_proxy", "jwks_url"], u, true))
+        .transpose()?;
+    let jwks_refresh = ctx.duration(&["api_proxy", "jwks_refresh"], &raw.jwks_refresh)?;
+    if jwks_refresh < Duration::from_secs(1) {
+        return Err(ctx.invalid(&["api_proxy", "jwks_refresh"], "must be at least 1s"));
     }
+    let non_empty = |key: &str, v: &Option<String>| -> Result<Option<String>, Error> {
+        match v {
+            None => Ok(None),
+            Some(v) => {
+                let v = ctx.expand(&["api_proxy", key], v)?;
+                if v.is_empty() {
+                    return Err(ctx.invalid(&["api_proxy", key], "is empty; leave it out instead"));
+                }
+                Ok(Some(v))
+            }
+        }
+    };
+    let claims = ClaimRules {
+        audience: non_empty("jwt_audience", &raw.jwt_audience)?,
+        issuer: non_empty("jwt_issuer", &raw.jwt_issuer)?,
+        leeway: ctx.duration(&["api_proxy", "jwt_leeway"], &raw.jwt_leeway)?,
+        require_exp: raw.require_exp,
+    };
+    let upstream_ca_file = non_empty("upstream_ca_file", &raw.upstream_ca_file)?.map(PathBuf::from);
     let role_claim_key = ClaimPath::parse(&raw.role_claim_key)
         .map_err(|e| ctx.invalid(&["api_proxy", "role_claim_key"], e))?;
     if raw.max_routes == 0 {
@@ -117,14 +161,59 @@ pub(super) fn validate(
     }
     Ok(Some(ApiProxySettings {
         listen,
-        upstream: ctx.http_url(&["api_proxy", "upstream"], upstream)?,
+        upstream,
         role_claim_key,
         anon_role: raw.anon_role.clone(),
         jwt_secret_file: raw.jwt_secret_file.as_ref().map(PathBuf::from),
+        jwks_url,
+        jwks_refresh,
+        upstream_ca_file,
+        claims,
         max_routes: raw.max_routes,
         upstream_timeout: ctx
             .duration(&["api_proxy", "upstream_timeout"], &raw.upstream_timeout)?,
     }))
+}
+
+/// An `http://` or `https://` URL with a host. With `loopback_http_only`, plain `http://`
+/// is accepted only for a loopback host: a key set fetched in clear text over a network
+/// could be replaced by anyone on the path, and every token they sign would verify.
+fn proxy_url(
+    ctx: &Ctx<'_>,
+    path: &[&str],
+    value: &str,
+    loopback_http_only: bool,
+) -> Result<hyper::Uri, Error> {
+    let value = ctx.expand(path, value)?;
+    let uri: hyper::Uri = value.parse().map_err(|_| {
+        ctx.invalid(
+            path,
+            format!("{value:?} is not a URL; use e.g. \"https://127.0.0.1:3002\""),
+        )
+    })?;
+    let host = uri.host().unwrap_or("");
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(uri),
+        Some("http") if !host.is_empty() => {
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback_http_only && !loopback {
+                return Err(ctx.invalid(
+                    path,
+                    format!("{value:?}: plain http is allowed on loopback only; use https://"),
+                ));
+            }
+            Ok(uri)
+        }
+        _ => Err(ctx.invalid(
+            path,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -150,5 +239,55 @@ mod tests {
         assert!(ClaimPath::parse("").is_err());
         assert!(ClaimPath::parse(".\"open").is_err());
         assert!(ClaimPath::parse(".roles[x]").is_err());
+    }
+
+    fn proxy(extra: &str) -> Result<ApiProxySettings, String> {
+        let text = format!(
+            "[postgres]\ndsn = \"postgresql://x@127.0.0.1/x\"\n[api_proxy]\nlisten = \"127.0.0.1:0\"\n{extra}\n"
+        );
+        let env = |_: &str| None;
+        crate::config::parse(&text, std::path::Path::new("t.toml"), &env)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.api_proxy.ok_or_else(|| "no api_proxy".to_string()))
+    }
+
+    #[test]
+    fn https_upstreams_and_jwks_urls_and_claim_rules() {
+        let p = proxy("upstream = \"https://postgrest.internal:3000/api\"").unwrap();
+        assert_eq!(p.upstream.scheme_str(), Some("https"));
+        assert_eq!(p.jwks_url, None);
+        assert_eq!(p.jwks_refresh, Duration::from_secs(300));
+        assert_eq!(
+            p.claims,
+            ClaimRules {
+                audience: None,
+                issuer: None,
+                leeway: Duration::from_secs(30),
+                require_exp: true
+            }
+        );
+        let p = proxy(
+            "upstream = \"http://127.0.0.1:3002\"\njwks_url = \"http://127.0.0.1:9/jwks\"\n\
+             jwt_audience = \"api\"\njwt_issuer = \"https://idp/\"\njwt_leeway = \"5s\"\n\
+             require_exp = false\njwks_refresh = \"1m\"",
+        )
+        .unwrap();
+        assert!(p.jwks_url.is_some());
+        assert_eq!(p.claims.audience.as_deref(), Some("api"));
+        assert_eq!(p.claims.leeway, Duration::from_secs(5));
+        assert!(!p.claims.require_exp);
+        assert!(
+            proxy("upstream = \"http://[::1]:3002\"\njwks_url = \"http://localhost/j\"").is_ok()
+        );
+        let e = proxy("upstream = \"http://127.0.0.1:3002\"\njwks_url = \"http://idp.example/j\"")
+            .unwrap_err();
+        assert!(
+            e.contains("api_proxy.jwks_url") && e.contains("loopback"),
+            "{e}"
+        );
+        let e = proxy("upstream = \"ftp://x\"").unwrap_err();
+        assert!(e.contains("api_proxy.upstream"), "{e}");
+        let e = proxy("upstream = \"http://127.0.0.1:1\"\njwt_audience = \"\"").unwrap_err();
+        assert!(e.contains("api_proxy.jwt_audience"), "{e}");
     }
 }

@@ -25,6 +25,7 @@ use super::error::{Error, Location};
 use super::locate::Locator;
 use super::raw::ConfigFile;
 
+pub use api_proxy::ClaimRules;
 pub use api_proxy::{ApiProxySettings, ClaimPath, ClaimStep};
 pub use audit::{AuditSettings, AuditTable};
 pub use backup::{BackupSettings, DrillCheck, DrillSettings, PitrSettings, RetentionSettings};

@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod backup;
+pub mod https;
+pub mod jwks;
 /// The one generator of the Kubernetes manifests, shared with `make generate`.
 #[path = "../../../examples/generate_manifests/manifests.rs"]
 pub mod manifests;

@@ -2,7 +2,8 @@
 //! responses PostgREST documents — `Content-Range` (`0-24/*`, `0-24/100` with
 //! `Prefer: count=exact`), `Proxy-Status: PostgREST; error=PGRST116` with PostgREST's error
 //! JSON, `Server-Timing` stages — and an admin server with `/live`, `/ready` (200 or 503)
-//! and `/metrics` with the `pgrst_*` families of PostgREST's observability docs.
+//! and `/metrics` with the `pgrst_*` families of PostgREST's observability docs. The API can
+//! be served over HTTPS ([`FakePostgrest::start_tls`]), as PostgREST behind TLS would be.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,6 +185,15 @@ async fn serve(router: Router, token: CancellationToken) -> SocketAddr {
 impl FakePostgrest {
     /// Starts the API and admin listeners on free loopback ports.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`FakePostgrest::start`], with the API served over HTTPS with `cert`.
+    pub async fn start_tls(cert: &super::tls::CertFiles) -> Self {
+        Self::start_with(Some(cert)).await
+    }
+
+    async fn start_with(cert: Option<&super::tls::CertFiles>) -> Self {
         let state = Arc::new(UpstreamState {
             ready: AtomicBool::new(true),
             ..Default::default()
@@ -211,7 +221,7 @@ impl FakePostgrest {
             )
             .with_state(state.clone());
         Self {
-            api: serve(api, token.clone()).await,
+            api: super::https::serve(api, cert, token.clone()).await,
             admin: serve(admin, token.clone()).await,
             state,
             token,

@@ -1,0 +1,97 @@
+//! Serving an axum router over real TLS in the tests (tokio-rustls with a certificate from
+//! [`super::tls::TestPki`]), so clients under test talk to an HTTPS server, not a mock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::tls::CertFiles;
+
+/// A TLS acceptor for `cert` (TLS 1.2 and 1.3, aws-lc-rs).
+pub fn acceptor(cert: &CertFiles) -> TlsAcceptor {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
+        .unwrap_or_else(|e| panic!("{}: {e}", cert.cert.display()))
+        .map(|c| c.unwrap_or_else(|e| panic!("{}: {e}", cert.cert.display())))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&cert.key)
+        .unwrap_or_else(|e| panic!("{}: {e}", cert.key.display()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap_or_else(|e| panic!("server cert: {e}"));
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TCP listener whose connections are TLS-terminated before axum sees them. Handshakes run
+/// in `accept` (bounded by a timeout), which is enough for tests.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, peer)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            // A client that does not trust us (or speaks plain HTTP) just fails its handshake.
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await
+            {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serves `router` on a free loopback port, over TLS with `cert` when given, until `token`
+/// is cancelled.
+pub async fn serve(
+    router: axum::Router,
+    cert: Option<&CertFiles>,
+    token: CancellationToken,
+) -> SocketAddr {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = tcp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    match cert {
+        None => {
+            tokio::spawn(async move {
+                let _ = axum::serve(tcp, router)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await;
+            });
+        }
+        Some(cert) => {
+            let listener = TlsListener {
+                tcp,
+                acceptor: acceptor(cert),
+            };
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await;
+            });
+        }
+    }
+    addr
+}
