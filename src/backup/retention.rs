@@ -111,7 +111,10 @@ pub fn plan(
 ) -> Plan {
     let window = chrono::Duration::from_std(policy.recovery_window)
         .unwrap_or_else(|_| chrono::Duration::days(36_500));
-    let window_start = now - window;
+    // A window longer than the calendar reaches back to its start, never overflows.
+    let window_start = now
+        .checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut sorted: Vec<&BackupInfo> = backups.iter().collect();
     sorted.sort_by(|a, b| a.stop_time.cmp(&b.stop_time).then_with(|| a.id.cmp(&b.id)));
 
@@ -166,7 +169,9 @@ pub fn plan(
 
     // Orphans: a backup directory without a commit marker (by key: an unreadable
     // backup.json is not an orphan), old enough not to be a running backup.
-    let grace_start = now - chrono::Duration::from_std(ORPHAN_GRACE).unwrap_or_default();
+    let grace_start = now
+        .checked_sub_signed(chrono::Duration::from_std(ORPHAN_GRACE).unwrap_or_default())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     for (id, objs) in &by_backup {
         if markers.contains(id) || committed.contains(id) {
             continue;
@@ -631,6 +636,31 @@ mod tests {
             POLICY,
         );
         assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn a_window_longer_than_the_calendar_keeps_everything() {
+        // `recovery_window = "300000years"` parses; `now - window` overflowed chrono.
+        let b = vec![
+            backup("b1", "2026-01-01T00:00:00Z", 0x10, 1),
+            backup("b2", "2026-02-01T00:00:00Z", 0x20, 1),
+        ];
+        let mut objects = objects_of(&b);
+        objects.extend(wal(&["000000010000000000000010"]));
+        let p = plan(
+            &repo(),
+            &b,
+            &objects,
+            t("2026-03-01T00:00:00Z"),
+            Policy {
+                recovery_window: Duration::from_secs(300_000 * 365 * 86_400),
+                min_backups: 1,
+            },
+        );
+        assert_eq!(p.window_start, DateTime::<Utc>::MIN_UTC);
+        let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(kept, ["b1", "b2"]);
+        assert!(p.delete.is_empty(), "{:?}", deleted(&p));
     }
 
     #[test]
