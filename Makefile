@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev build install dev test lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
+.PHONY: all deps deps-dev build install dev test lint fuzz generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -29,6 +29,21 @@ dev: deps-dev build
 ## test: every unit and integration test, against real servers on loopback
 test: deps
 	$(CARGO) test --locked --all-targets -- --test-threads=4
+
+## fuzz: run every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each, one after the
+## other (needs nightly; installs cargo-fuzz if missing). New corpus entries go to
+## fuzz/target/corpus/<target>/ (ignored); crashes to fuzz/artifacts/<target>/.
+## `make test` runs the committed corpora without libFuzzer (tests/it/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 180
+FUZZ_TARGETS ?= $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus/$$t; \
+	  echo "== fuzzing $$t for $(FUZZ_SECONDS)s"; \
+	  CARGO_TARGET_DIR=$(CURDIR)/fuzz/target cargo +nightly fuzz run --sanitizer none --debug-assertions \
+	    $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1; \
+	done
 
 ## lint: formatting and clippy, as CI runs them
 lint:

@@ -3,6 +3,7 @@
 //! `config` (validated settings) → `pg`, `metrics`, `audit`, `events`, `store` → `collectors`,
 //! `backup` (its `ops` are the operations), `proxy`, `schedule` → `http` → `daemon` (the
 //! long-running process) → `check`, `dev`, `cli`, `commands` (the command line's edge).
+//! `fuzzing` (the fuzz targets, one per parser of external input) sits beside them.
 
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
@@ -20,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod dev;
 pub mod events;
+pub mod fuzzing;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -36,9 +36,12 @@ pub struct Progress {
 }
 
 /// Keeps `backup_label` whole and the last 64 KiB of `backup_manifest` while a tar stream
-/// passes through (the manifest's WAL-Ranges are at its end).
+/// passes through (the manifest's WAL-Ranges are at its end). Any byte stream is accepted:
+/// what is not a tar header is skipped, and what it keeps is bounded (a label of at most
+/// [`MAX_LABEL`] bytes, a GNU long name of at most [`MAX_LONG_NAME`]), so a stream that is
+/// not what pg_basebackup writes can neither panic it nor grow it without limit.
 #[derive(Debug, Default)]
-struct TarInspector {
+pub struct TarInspector {
     /// Bytes left in the current header block (512) being collected.
     header: Vec<u8>,
     /// Member data still to pass, including padding to 512.
@@ -52,15 +55,35 @@ struct TarInspector {
 }
 
 const MANIFEST_TAIL: usize = 64 * 1024;
+/// A real `backup_label` is a few hundred bytes.
+pub const MAX_LABEL: usize = 64 * 1024;
+/// PATH_MAX: no file name in a data directory is longer.
+pub const MAX_LONG_NAME: usize = 4096;
 
 impl TarInspector {
-    fn feed(&mut self, mut buf: &[u8]) {
+    /// The `backup_label` seen so far (at most [`MAX_LABEL`] bytes).
+    pub fn label(&self) -> &[u8] {
+        &self.label
+    }
+
+    /// The last bytes of `backup_manifest` seen so far (at most 128 KiB).
+    pub fn manifest_tail(&self) -> &[u8] {
+        &self.manifest_tail
+    }
+
+    /// Passes the next bytes of the stream.
+    pub fn feed(&mut self, mut buf: &[u8]) {
         while !buf.is_empty() {
             if self.remaining > 0 {
-                let n = (self.remaining as usize).min(buf.len());
-                let data_n = (self.data_left as usize).min(n);
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                let data_n = usize::try_from(self.data_left).unwrap_or(usize::MAX).min(n);
                 match self.capture {
-                    Some("backup_label") => self.label.extend_from_slice(&buf[..data_n]),
+                    Some("backup_label") => {
+                        let room = MAX_LABEL.saturating_sub(self.label.len()).min(data_n);
+                        self.label.extend_from_slice(&buf[..room]);
+                    }
                     Some("backup_manifest") => {
                         self.manifest_tail.extend_from_slice(&buf[..data_n]);
                         if self.manifest_tail.len() > 2 * MANIFEST_TAIL {
@@ -69,15 +92,15 @@ impl TarInspector {
                         }
                     }
                     Some("longname") => {
-                        let name = String::from_utf8_lossy(&buf[..data_n])
-                            .trim_end_matches('\0')
-                            .to_string();
-                        self.long_name = Some(self.long_name.take().unwrap_or_default() + &name);
+                        let mut long = self.long_name.take().unwrap_or_default();
+                        let room = MAX_LONG_NAME.saturating_sub(long.len()).min(data_n);
+                        long.push_str(String::from_utf8_lossy(&buf[..room]).trim_end_matches('\0'));
+                        self.long_name = Some(long);
                     }
                     _ => {}
                 }
-                self.data_left -= data_n as u64;
-                self.remaining -= n as u64;
+                self.data_left = self.data_left.saturating_sub(data_n as u64);
+                self.remaining = self.remaining.saturating_sub(n as u64);
                 buf = &buf[n..];
                 continue;
             }
@@ -120,20 +143,22 @@ impl TarInspector {
             _ => None,
         };
         self.data_left = size;
-        self.remaining = size.div_ceil(512) * 512;
+        self.remaining = size.div_ceil(512).saturating_mul(512);
     }
 }
 
 /// Facts parsed from `backup_label`.
 #[derive(Debug, Default, PartialEq)]
-struct Label {
-    start_lsn: String,
-    start_wal: String,
-    timeline: u32,
-    start_time: Option<DateTime<Utc>>,
+pub struct Label {
+    pub start_lsn: String,
+    pub start_wal: String,
+    pub timeline: u32,
+    pub start_time: Option<DateTime<Utc>>,
 }
 
-fn parse_label(text: &str) -> Label {
+/// Parses a `backup_label`; fields it does not find are empty (0, None). Never fails:
+/// [`check_label`] decides whether the result can go into a `backup.json`.
+pub fn parse_label(text: &str) -> Label {
     let mut l = Label::default();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("START WAL LOCATION: ") {
@@ -162,13 +187,31 @@ fn parse_label(text: &str) -> Label {
     l
 }
 
+/// Whether a parsed label can be recorded in `backup.json`: a real LSN, a WAL segment
+/// name and a timeline, which verify, restore and retention rely on.
+pub fn check_label(l: &Label) -> Result<(), Error> {
+    if catalog::parse_lsn(&l.start_lsn).is_none() {
+        return Err(Error::Invalid(format!(
+            "backup_label has no readable START WAL LOCATION ({:?}); is this a single-tablespace cluster?",
+            l.start_lsn
+        )));
+    }
+    if wal::classify(&l.start_wal) != Some(wal::WalKind::Segment) || l.timeline == 0 {
+        return Err(Error::Invalid(format!(
+            "backup_label names no WAL segment and timeline (file {:?}, timeline {})",
+            l.start_wal, l.timeline
+        )));
+    }
+    Ok(())
+}
+
 /// The last End-LSN of the manifest's WAL-Ranges.
-fn manifest_stop_lsn(tail: &str) -> Option<String> {
+pub fn manifest_stop_lsn(tail: &str) -> Option<String> {
     let i = tail.rfind("\"End-LSN\"")?;
-    let rest = &tail[i + "\"End-LSN\"".len()..];
+    let rest = tail.get(i + "\"End-LSN\"".len()..)?;
     let start = rest.find('"')? + 1;
-    let end = start + rest[start..].find('"')?;
-    Some(rest[start..end].to_string())
+    let end = start + rest.get(start..)?.find('"')?;
+    Some(rest.get(start..end)?.to_string())
 }
 
 /// A `Write` that hands full chunks to the async side.
@@ -303,6 +346,7 @@ fn pipeline(
             "the backup stream has no backup_label; is this a single-tablespace cluster?".into(),
         ));
     }
+    check_label(&label)?;
     let stop_lsn = manifest_stop_lsn(&String::from_utf8_lossy(&inspector.manifest_tail));
     Ok(PipelineResult {
         label,
@@ -509,6 +553,52 @@ mod tests {
             parse_label("START TIME: 2026-11-23 14:45:01 CET\n").start_time,
             None
         );
+    }
+
+    #[test]
+    fn a_label_without_a_segment_name_is_refused_before_backup_json() {
+        let good = parse_label(
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
+        );
+        assert!(check_label(&good).is_ok());
+        for text in [
+            "START WAL LOCATION: 0/2000028 (file 0000)\nSTART TIMELINE: 1\n",
+            "START WAL LOCATION: 0/2000028\nSTART TIMELINE: 1\n",
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
+            "START WAL LOCATION: x/y (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
+        ] {
+            let e = check_label(&parse_label(text)).unwrap_err().to_string();
+            assert!(e.contains("backup_label"), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_inspector_bounds_what_it_keeps() {
+        // A GNU long name and a label far larger than any real one.
+        let mut ar = tar::Builder::new(Vec::new());
+        let long = "d/".repeat(300_000) + "backup_label";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o600);
+        ar.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        let big = vec![b'S'; 1 << 20];
+        h.set_size(big.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        ar.append_data(&mut h, "backup_label", &big[..]).unwrap();
+        let data = ar.into_inner().unwrap();
+        let mut insp = TarInspector::default();
+        for chunk in data.chunks(100_000) {
+            insp.feed(chunk);
+        }
+        assert_eq!(insp.label().len(), MAX_LABEL);
+        assert!(insp.long_name.is_none());
+        // A header whose size field is not octal counts as an empty member.
+        let mut junk = vec![b'x'; 512];
+        junk[124..136].copy_from_slice(b"zzzzzzzzzzz\0");
+        insp.feed(&junk);
+        assert_eq!((insp.remaining, insp.data_left), (0, 0));
     }
 
     #[test]

@@ -93,10 +93,12 @@ pub async fn newest(repo: &Repo) -> Result<(usize, Option<BackupInfo>), Error> {
     Ok((markers.len(), info))
 }
 
-/// Parses an LSN like `0/3000028` into a number.
+/// Parses an LSN like `0/3000028` into a number (each half is 32 bits, as PostgreSQL
+/// prints it; anything wider is not an LSN).
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+    let half = |h: &str| u32::from_str_radix(h, 16).ok().map(u64::from);
+    Some((half(hi)? << 32) | half(lo)?)
 }
 
 /// Which backup to restore.
@@ -197,5 +199,8 @@ mod tests {
         );
         assert!(select(&b, Some("nope"), &Target::Latest).is_err());
         assert_eq!(parse_lsn("1/0000002A"), Some((1 << 32) | 42));
+        // A half wider than 32 bits used to be shifted into (or over) the other half.
+        assert_eq!(parse_lsn("100000000/0"), None);
+        assert_eq!(parse_lsn("0/100000000"), None);
     }
 }

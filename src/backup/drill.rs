@@ -161,13 +161,17 @@ async fn drill_count(repo: &Repo) -> usize {
 }
 
 fn pick_target(start: DateTime<Utc>, end: DateTime<Utc>, oldest_day: bool) -> DateTime<Utc> {
-    let end = if oldest_day {
-        end.min(start + chrono::Duration::days(1))
-    } else {
-        end
+    // Times come from backup.json and listings: no arithmetic here may overflow.
+    let end = match start.checked_add_signed(chrono::Duration::days(1)) {
+        Some(day) if oldest_day => end.min(day),
+        _ => end,
     };
-    let span = (end - start).num_milliseconds().max(0) as f64;
-    start + chrono::Duration::milliseconds((fastrand::f64() * span) as i64)
+    let span = end.signed_duration_since(start).num_milliseconds().max(0) as f64;
+    start
+        .checked_add_signed(chrono::Duration::milliseconds(
+            (fastrand::f64() * span) as i64,
+        ))
+        .unwrap_or(start)
 }
 
 /// Runs a drill. `wal_fetch` is the restore_command prefix (`<pgvigil> wal-fetch -c <file>`).
@@ -246,7 +250,11 @@ async fn drill(
         "creating drill.work_dir {}",
         work.display()
     )))?;
-    let needed = backup.raw_bytes + backup.raw_bytes / 5 + (256 << 20);
+    // raw_bytes comes from backup.json: saturate rather than overflow.
+    let needed = backup
+        .raw_bytes
+        .saturating_add(backup.raw_bytes / 5)
+        .saturating_add(256 << 20);
     if let Some(free) = free_bytes(work) {
         if free < needed {
             return Err(Error::Refused(format!(
@@ -501,5 +509,18 @@ mod tests {
             let t = pick_target(start, end, true);
             assert!(t >= start && t <= start + chrono::Duration::days(1));
         }
+    }
+
+    #[test]
+    fn targets_at_the_end_of_the_calendar_do_not_overflow() {
+        // Times come from backup.json: the latest chrono can hold is a valid (if hostile)
+        // stop time, and `start + 1 day` overflowed.
+        let end = DateTime::<Utc>::MAX_UTC;
+        let start = end - chrono::Duration::hours(1);
+        for oldest_day in [false, true] {
+            let t = pick_target(start, end, oldest_day);
+            assert!(t >= start && t <= end, "{t}");
+        }
+        assert_eq!(pick_target(end, start, true), end);
     }
 }

@@ -48,15 +48,34 @@ pub struct Report {
 /// A segment: timeline and segment number.
 type Seg = (u32, u64);
 
-fn parse_segment(name: &str, segs_per_id: u64) -> Option<Seg> {
-    let tli = u32::from_str_radix(&name[0..8], 16).ok()?;
-    let hi = u64::from_str_radix(&name[8..16], 16).ok()?;
-    let lo = u64::from_str_radix(&name[16..24], 16).ok()?;
-    Some((tli, hi * segs_per_id + lo))
+/// The timeline and segment number of a segment name (`000000010000000A000000FF`); None
+/// for anything else, such as a short or non-hex `start_wal` in a hostile `backup.json`.
+pub fn parse_segment(name: &str, segs_per_id: u64) -> Option<Seg> {
+    if classify(name) != Some(WalKind::Segment) {
+        return None;
+    }
+    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(name.get(r)?, 16).ok();
+    let tli = u32::try_from(hex(0..8)?).ok()?;
+    let (hi, lo) = (hex(8..16)?, hex(16..24)?);
+    if lo >= segs_per_id {
+        return None; // PostgreSQL never names such a segment for this segment size
+    }
+    Some((tli, hi.checked_mul(segs_per_id)?.checked_add(lo)?))
 }
+
+/// A WAL segment size PostgreSQL can have (`wal_segment_size`: a power of two from 1 MiB to
+/// 1 GiB); anything else, e.g. a `raw-size` of 0 in an object's metadata, is not trusted.
+pub fn valid_segment_size(size: u64) -> bool {
+    size.is_power_of_two() && ((1 << 20)..=(1 << 30)).contains(&size)
+}
+
+/// The most segments one range check enumerates (16 TiB of WAL at 16 MiB): a listing or a
+/// `backup.json` naming a far-away segment must not make `verify` loop for hours.
+const MAX_CHECKED_SEGMENTS: u64 = 1 << 20;
 
 /// The file name of a segment.
 pub fn segment_name((tli, segno): Seg, segs_per_id: u64) -> String {
+    let segs_per_id = segs_per_id.max(1);
     format!(
         "{tli:08X}{:08X}{:08X}",
         segno / segs_per_id,
@@ -86,7 +105,7 @@ fn timeline_path(latest: u32, history: &[(u32, u64)], seg_size: u64) -> Vec<(u64
     let mut start = 0u64;
     for (parent, lsn) in history {
         path.push((start, *parent));
-        start = lsn / seg_size;
+        start = lsn / seg_size.max(1);
     }
     path.push((start, latest));
     path
@@ -132,16 +151,28 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
     let history_tlis: Vec<u32> = wal
         .iter()
         .filter(|(_, k, _)| *k == WalKind::History)
-        .filter_map(|(n, _, _)| u32::from_str_radix(&n[..8], 16).ok())
+        .filter_map(|(n, _, _)| u32::from_str_radix(n.get(..8)?, 16).ok())
         .collect();
+    let mut problems = Vec::new();
     // The segment size is recorded with each pushed segment.
     let seg_size = match wal.iter().find(|(_, k, _)| *k == WalKind::Segment) {
-        Some((name, _, _)) => repo
-            .store
-            .head(&super::wal::key(repo, name))
-            .await?
-            .and_then(|(_, m)| m.get("raw-size").and_then(|s| s.parse().ok()))
-            .unwrap_or(DEFAULT_SEGMENT_SIZE),
+        Some((name, _, _)) => {
+            let recorded: Option<u64> = repo
+                .store
+                .head(&super::wal::key(repo, name))
+                .await?
+                .and_then(|(_, m)| m.get("raw-size").and_then(|s| s.parse().ok()));
+            match recorded {
+                Some(size) if valid_segment_size(size) => size,
+                Some(size) => {
+                    problems.push(format!(
+                        "WAL segment {name} records raw-size {size}, which is no WAL segment size; assuming {DEFAULT_SEGMENT_SIZE}"
+                    ));
+                    DEFAULT_SEGMENT_SIZE
+                }
+                None => DEFAULT_SEGMENT_SIZE,
+            }
+        }
         None => DEFAULT_SEGMENT_SIZE,
     };
     let segs_per_id = (0x1_0000_0000u64 / seg_size).max(1);
@@ -151,7 +182,6 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .filter_map(|(n, _, t)| Some((parse_segment(n, segs_per_id)?, *t)))
         .collect();
 
-    let mut problems = Vec::new();
     let latest_tli = segments
         .keys()
         .map(|(t, _)| *t)
@@ -189,6 +219,16 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
     let mut first_gap: Option<u64> = None;
     if let (Some(oldest), Some(end)) = (backups.first(), newest_segno) {
         if let Some((_, start)) = parse_segment(&oldest.start_wal, segs_per_id) {
+            let end = if end.saturating_sub(start) >= MAX_CHECKED_SEGMENTS {
+                problems.push(format!(
+                    "the WAL from {} to {} spans more than {MAX_CHECKED_SEGMENTS} segments; only the first are checked",
+                    oldest.start_wal,
+                    segment_name((latest_tli, end), segs_per_id)
+                ));
+                start + MAX_CHECKED_SEGMENTS - 1
+            } else {
+                end
+            };
             for segno in start..=end {
                 let seg = (owner(&path, segno), segno);
                 checked += 1;
@@ -208,9 +248,19 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
             problems.push(format!("backup {} has an unreadable WAL range", b.id));
             continue;
         };
-        for segno in start..=(stop / seg_size).max(start) {
+        let stop_segno = (stop / seg_size).max(start);
+        if stop_segno - start >= MAX_CHECKED_SEGMENTS {
+            problems.push(format!(
+                "backup {} claims a WAL range of more than {MAX_CHECKED_SEGMENTS} segments",
+                b.id
+            ));
+            continue;
+        }
+        for segno in start..=stop_segno {
             let name = segment_name((tli, segno), segs_per_id);
-            if !segments.contains_key(&(tli, segno)) && !missing.contains(&name) {
+            // Duplicates go with the sort and dedup below (a linear `contains` here would be
+            // quadratic in the range).
+            if !segments.contains_key(&(tli, segno)) {
                 missing.push(name);
             }
         }
@@ -277,7 +327,118 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::store::local::LocalStore;
+    use crate::store::Metadata;
+
+    /// A `file://` repository in a temp dir with one backup (its `backup.json` given
+    /// `start_wal`) and one archived segment whose metadata records `raw_size`.
+    async fn repo_with(start_wal: &str, raw_size: &str) -> (tempfile::TempDir, Repo) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo {
+            store: Arc::new(LocalStore::new(dir.path().into())),
+            cluster: "c".into(),
+        };
+        let info = serde_json::json!({
+            "format": 1, "id": "b1", "pgvigil_version": "0", "system_identifier": "1",
+            "pg_version_num": 150000, "timeline": 1, "start_lsn": "0/2000028",
+            "stop_lsn": "0/2000100", "start_wal": start_wal,
+            "start_time": "2026-01-01T00:00:00Z", "stop_time": "2026-01-01T00:00:01Z",
+            "duration_seconds": 1.0, "raw_bytes": 0, "stored_bytes": 0,
+            "compression": "zstd", "objects": []
+        });
+        repo.store
+            .put_bytes(
+                "c/backups/b1/backup.json",
+                serde_json::to_vec(&info).unwrap().into(),
+                Metadata::new(),
+            )
+            .await
+            .unwrap();
+        let meta: Metadata = [("raw-size".to_string(), raw_size.to_string())].into();
+        repo.store
+            .put_bytes(
+                "c/wal/000000010000000000000002.zst",
+                bytes::Bytes::from_static(b"x"),
+                meta,
+            )
+            .await
+            .unwrap();
+        (dir, repo)
+    }
+
+    #[tokio::test]
+    async fn a_short_start_wal_is_a_problem_not_a_panic() {
+        let (_dir, repo) = repo_with("0000", "16777216").await;
+        let r = verify(&repo, None).await.unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.backups, 1);
+        assert_eq!(r.segments_checked, 0);
+        assert_eq!(r.problems, ["backup b1 has an unreadable WAL range"]);
+    }
+
+    #[tokio::test]
+    async fn a_zero_raw_size_is_a_problem_not_a_panic() {
+        let (_dir, repo) = repo_with("000000010000000000000002", "0").await;
+        let r = verify(&repo, None).await.unwrap();
+        assert!(!r.ok);
+        assert_eq!(
+            r.problems,
+            ["WAL segment 000000010000000000000002 records raw-size 0, which is no WAL segment size; assuming 16777216"]
+        );
+        // The default size is used instead, and the one segment the backup needs is there.
+        assert!(r.missing.is_empty(), "{:?}", r.missing);
+        assert_eq!(r.segments_checked, 1);
+        assert_eq!(
+            r.newest_segment.as_deref(),
+            Some("000000010000000000000002")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_far_away_segment_name_does_not_make_verify_loop() {
+        // The oldest backup starts at segment 2; a listed segment 0xFFFFFFFF/0xFF would be
+        // 2^40 segments to enumerate.
+        let (_dir, repo) = repo_with("000000010000000000000002", "16777216").await;
+        repo.store
+            .put_bytes(
+                "c/wal/00000001FFFFFFFF000000FF.zst",
+                bytes::Bytes::from_static(b"x"),
+                [("raw-size".to_string(), "16777216".to_string())].into(),
+            )
+            .await
+            .unwrap();
+        let r = verify(&repo, None).await.unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.segments_checked, MAX_CHECKED_SEGMENTS);
+        assert!(
+            r.problems[0].contains("spans more than 1048576 segments"),
+            "{:?}",
+            r.problems
+        );
+    }
+
+    #[test]
+    fn segment_names_of_any_length_parse_or_not() {
+        for bad in [
+            "",
+            "0000",
+            "00000001000000000000000",
+            "0000000100000000000000é2",
+        ] {
+            assert_eq!(parse_segment(bad, 256), None, "{bad:?}");
+        }
+        // The low part must fit the segment size: 0x100 is no 16 MiB segment.
+        assert_eq!(parse_segment("000000010000000000000100", 256), None);
+        assert_eq!(
+            parse_segment("00000001FFFFFFFF000000FF", 256),
+            Some((1, 0xFFFF_FFFF * 256 + 0xFF))
+        );
+        assert!(!valid_segment_size(0) && !valid_segment_size(3 << 20));
+        assert!(valid_segment_size(16 << 20) && valid_segment_size(1 << 30));
+    }
 
     #[test]
     fn names_and_histories() {

@@ -138,10 +138,7 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
         let mut hashed = HashingReader::new(bridge);
         let result = (|| -> std::io::Result<()> {
             let dec = zstd::stream::read::Decoder::new(&mut hashed)?;
-            let mut ar = tar::Archive::new(dec);
-            ar.set_preserve_permissions(true);
-            ar.set_overwrite(false);
-            ar.unpack(&to)?;
+            unpack_tar(dec, &to)?;
             // Drain anything after the tar end (zstd frame end) so the hash covers it all.
             std::io::copy(&mut hashed, &mut std::io::sink())?;
             Ok(())
@@ -158,6 +155,15 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
     })
     .await
     .map_err(|e| Error::Invalid(format!("restore task: {e}")))?
+}
+
+/// Unpacks a (decompressed) tar stream from the repository into `to`, an empty directory.
+/// The stream is hostile until its checksum matched: this is where entries are judged.
+pub fn unpack_tar(reader: impl std::io::Read, to: &Path) -> std::io::Result<()> {
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.set_overwrite(false);
+    ar.unpack(to)
 }
 
 fn configure_recovery(dir: &Path, req: &RestoreRequest) -> Result<(), Error> {

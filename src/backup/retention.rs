@@ -109,7 +109,10 @@ pub fn plan(
 ) -> Plan {
     let window = chrono::Duration::from_std(policy.recovery_window)
         .unwrap_or_else(|_| chrono::Duration::days(36_500));
-    let window_start = now - window;
+    // A window longer than the calendar reaches back to its start, never overflows.
+    let window_start = now
+        .checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut sorted: Vec<&BackupInfo> = backups.iter().collect();
     sorted.sort_by(|a, b| a.stop_time.cmp(&b.stop_time).then_with(|| a.id.cmp(&b.id)));
 
@@ -164,7 +167,9 @@ pub fn plan(
 
     // Orphans: a backup directory without a commit marker (by key: an unreadable
     // backup.json is not an orphan), old enough not to be a running backup.
-    let grace_start = now - chrono::Duration::from_std(ORPHAN_GRACE).unwrap_or_default();
+    let grace_start = now
+        .checked_sub_signed(chrono::Duration::from_std(ORPHAN_GRACE).unwrap_or_default())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     for (id, objs) in &by_backup {
         if markers.contains(id) || committed.contains(id) {
             continue;
@@ -628,6 +633,172 @@ mod tests {
             POLICY,
         );
         assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn a_window_longer_than_the_calendar_keeps_everything() {
+        // `recovery_window = "300000years"` parses; `now - window` overflowed chrono.
+        let b = vec![
+            backup("b1", "2026-01-01T00:00:00Z", 0x10, 1),
+            backup("b2", "2026-02-01T00:00:00Z", 0x20, 1),
+        ];
+        let mut objects = objects_of(&b);
+        objects.extend(wal(&["000000010000000000000010"]));
+        let p = plan(
+            &repo(),
+            &b,
+            &objects,
+            t("2026-03-01T00:00:00Z"),
+            Policy {
+                recovery_window: Duration::from_secs(300_000 * 365 * 86_400),
+                min_backups: 1,
+            },
+        );
+        assert_eq!(p.window_start, DateTime::<Utc>::MIN_UTC);
+        let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(kept, ["b1", "b2"]);
+        assert!(p.delete.is_empty(), "{:?}", deleted(&p));
+    }
+
+    mod properties {
+        //! Retention over random histories: backups taken at random intervals, each
+        //! starting at a later WAL position, WAL archived contiguously (with `.backup`,
+        //! `.partial` and `.history` files among it), a random window and `min_backups`.
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A history: per backup (hours since the previous one, segments since the
+        /// previous one's start), then the hours from the last backup to `now`.
+        fn history() -> impl Strategy<Value = (Vec<(u32, u32)>, u32, u32, usize)> {
+            (
+                prop::collection::vec((1u32..24 * 20, 0u32..40), 1..10),
+                0u32..24 * 60,
+                0u32..60,
+                0usize..5,
+            )
+        }
+
+        struct Case {
+            backups: Vec<BackupInfo>,
+            objects: Vec<ObjectMeta>,
+            now: DateTime<Utc>,
+            policy: Policy,
+        }
+
+        fn case(steps: &[(u32, u32)], tail_hours: u32, window_days: u32, min: usize) -> Case {
+            let mut at = t("2026-01-01T00:00:00Z");
+            let mut seg = 0x10u32;
+            let mut backups = Vec::new();
+            for (i, (hours, segs)) in steps.iter().enumerate() {
+                at += chrono::Duration::hours(i64::from(*hours));
+                seg += segs;
+                backups.push(backup(&format!("b{i:02}"), &at.to_rfc3339(), seg, 1));
+            }
+            let mut objects = objects_of(&backups);
+            // Every segment from before the first backup to past the last one.
+            let names: Vec<String> = (0x08..=seg + 5)
+                .flat_map(|s| {
+                    let name = format!("0000000100000000{s:08X}");
+                    let mut v = vec![name.clone()];
+                    if s % 7 == 0 {
+                        v.push(format!("{name}.00000028.backup"));
+                    }
+                    if s % 11 == 0 {
+                        v.push(format!("{name}.partial"));
+                    }
+                    v
+                })
+                .chain(["00000002.history".to_string()])
+                .collect();
+            objects.extend(wal(&names.iter().map(String::as_str).collect::<Vec<_>>()));
+            Case {
+                now: at + chrono::Duration::hours(i64::from(tail_hours)),
+                backups,
+                objects,
+                policy: Policy {
+                    recovery_window: Duration::from_secs(u64::from(window_days) * 86_400),
+                    min_backups: min,
+                },
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            #[test]
+            fn nothing_a_kept_backup_needs_is_deleted(
+                (steps, tail, window, min) in history()
+            ) {
+                let c = case(&steps, tail, window, min);
+                let p = plan(&repo(), &c.backups, &c.objects, c.now, c.policy);
+                let deleted: BTreeSet<&str> = p.delete.iter().map(|d| d.key.as_str()).collect();
+                let kept: BTreeSet<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
+
+                // The newest backup, and at least min_backups (all there are, if fewer).
+                let newest = c.backups.iter().max_by_key(|b| b.stop_time).map(|b| b.id.as_str());
+                prop_assert!(newest.is_some_and(|n| kept.contains(n)));
+                prop_assert!(kept.len() >= min.max(1).min(c.backups.len()));
+
+                // The window: every backup that ended in it, and the newest before it
+                // (the base for the window's first moments).
+                for b in &c.backups {
+                    if b.stop_time >= p.window_start {
+                        prop_assert!(kept.contains(b.id.as_str()), "{} ended in the window", b.id);
+                    }
+                }
+                if let Some(base) = c.backups.iter().filter(|b| b.stop_time < p.window_start).max_by_key(|b| b.stop_time) {
+                    prop_assert!(kept.contains(base.id.as_str()), "{} is the window's base", base.id);
+                }
+
+                // A kept backup's objects, and every WAL file from its start on, stay.
+                for b in c.backups.iter().filter(|b| kept.contains(b.id.as_str())) {
+                    let from = position(&b.start_wal);
+                    for o in &c.objects {
+                        let mine = backup_id_of(&repo(), &o.key) == Some(b.id.as_str());
+                        let name = o.key.trim_start_matches("c/wal/").trim_end_matches(".zst");
+                        let needed = o.key.starts_with("c/wal/")
+                            && (name.ends_with(".history") || position(name) >= from);
+                        prop_assert!(
+                            !((mine || needed) && deleted.contains(o.key.as_str())),
+                            "{} is needed by kept backup {} and deleted", o.key, b.id
+                        );
+                    }
+                }
+
+                // What goes is an expired backup's object or WAL before the oldest kept start.
+                for d in &p.delete {
+                    match d.reason {
+                        Reason::ExpiredBackup => {
+                            let id = backup_id_of(&repo(), &d.key);
+                            prop_assert!(id.is_some_and(|id| !kept.contains(id)), "{}", d.key);
+                        }
+                        Reason::ExpiredWal => prop_assert!(d.key.starts_with("c/wal/")),
+                        Reason::Orphan => prop_assert!(false, "no orphans here: {}", d.key),
+                    }
+                }
+            }
+
+            #[test]
+            fn plan_never_panics_on_any_listing(
+                keys in prop::collection::vec("c/(backups|wal)/[0-9A-Fa-z./]{0,40}", 0..30),
+                starts in prop::collection::vec("[0-9A-F]{0,26}", 1..4),
+                // Windows up to 2^54 s cover those that overflowed chrono (> 262,000 years).
+                window in prop_oneof![0u64..u64::MAX, 0u64..(1 << 54)],
+                min in 0usize..usize::MAX,
+                secs in -(1i64 << 40)..(1i64 << 40),
+            ) {
+                let now = DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
+                let backups: Vec<BackupInfo> = starts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| BackupInfo { start_wal: s.clone(), ..backup(&format!("b{i}"), "2026-01-01T00:00:00Z", 1, 1) })
+                    .collect();
+                let objects: Vec<ObjectMeta> = keys.iter().map(|k| obj(k, "2026-01-01T00:00:00Z")).collect();
+                let p = plan(&repo(), &backups, &objects, now, Policy { recovery_window: Duration::from_secs(window), min_backups: min });
+                prop_assert!(!p.kept.is_empty());
+            }
+        }
     }
 
     #[test]

@@ -60,16 +60,50 @@ fn parse_labels(s: &str) -> Option<Vec<(Cow<'static, str>, String)>> {
             }
         }
         let end = end?;
-        out.push((
-            Cow::Owned(key.trim().trim_start_matches(',').trim().to_string()),
-            value,
-        ));
-        rest = after[end + 1..]
+        let key = key.trim().trim_start_matches(',').trim();
+        if !valid_label_name(key) {
+            return None;
+        }
+        out.push((Cow::Owned(key.to_string()), value));
+        rest = after
+            .get(end + 1..)?
             .trim_start()
             .trim_start_matches(',')
             .trim_start();
     }
     Some(out)
+}
+
+/// Splits a sample line into name, label text and the rest (value and timestamp). The
+/// label set ends at the last `}` *after* its `{`; a line such as `pgrst_}a{b 1` has none
+/// and is malformed (None).
+fn split_sample(line: &str) -> Option<(&str, &str, &str)> {
+    let i = line.find(['{', ' ', '\t'])?;
+    if line.as_bytes().get(i) != Some(&b'{') {
+        return Some((line.get(..i)?, "", line.get(i..)?));
+    }
+    let after = line.get(i + 1..)?;
+    let close = after.rfind('}')?;
+    Some((line.get(..i)?, after.get(..close)?, after.get(close + 1..)?))
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`: a name Prometheus accepts. Anything else would make the
+/// whole /metrics page unparseable for Prometheus, so such a sample is skipped.
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`: a label name Prometheus accepts.
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn unescape_help(s: &str) -> String {
@@ -101,16 +135,12 @@ pub fn parse_text(text: &str, keep: impl Fn(&str) -> bool) -> Vec<Family> {
         if line.starts_with('#') {
             continue;
         }
-        let (name, labels, rest) = match line.find(['{', ' ']) {
-            Some(i) if line.as_bytes()[i] == b'{' => {
-                let Some(close) = line.rfind('}') else {
-                    continue;
-                };
-                (&line[..i], &line[i + 1..close], &line[close + 1..])
-            }
-            Some(i) => (&line[..i], "", &line[i..]),
-            None => continue,
+        let Some((name, labels, rest)) = split_sample(line) else {
+            continue;
         };
+        if !valid_metric_name(name) {
+            continue;
+        }
         let Some(value) = rest.split_whitespace().next() else {
             continue;
         };
@@ -154,6 +184,25 @@ pub fn parse_text(text: &str, keep: impl Fn(&str) -> bool) -> Vec<Family> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_lines_are_skipped_and_the_rest_kept() {
+        // Each of these once panicked or produced a page Prometheus cannot parse.
+        let text = "pgrst_}a{b 1\n\
+pgrst_ok 2\n\
+pgrst_x{a=\"1\"}}{ 3\n\
+pgrst_bad-name 4\n\
+pgrst_l{1a=\"x\"} 5\n\
+pgrst_y{a=\"\\\"} 6\n\
+pgrst_{ 7\n\
+pgrst_tab\t8\n";
+        let f = parse_text(text, |n| n.starts_with("pgrst_"));
+        let got: Vec<(&str, f64)> = f
+            .iter()
+            .flat_map(|f| f.samples.iter().map(|s| (f.name.as_ref(), s.value)))
+            .collect();
+        assert_eq!(got, [("pgrst_ok", 2.0), ("pgrst_tab", 8.0)]);
+    }
 
     #[test]
     fn groups_histograms_and_keeps_types() {

@@ -45,7 +45,8 @@ pub fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
         r => {
             let (a, b) = r.split_once('-')?;
             let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-            b.checked_sub(a)? + 1
+            // `0-18446744073709551615` is u64::MAX + 1 rows: not a count we can hold.
+            b.checked_sub(a)?.checked_add(1)?
         }
     };
     Some((rows, total))
@@ -86,6 +87,13 @@ mod tests {
         assert_eq!(content_range("*/*"), Some((0, None)));
         assert_eq!(content_range("10-5/*"), None);
         assert_eq!(content_range("junk"), None);
+        // The largest range overflowed the row count (a panic in debug builds).
+        assert_eq!(content_range("0-18446744073709551615/*"), None);
+        assert_eq!(
+            content_range("1-18446744073709551615/*"),
+            Some((u64::MAX, None))
+        );
+        assert_eq!(content_range("0-1/18446744073709551616"), None);
     }
 
     #[test]

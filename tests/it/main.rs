@@ -11,6 +11,7 @@ mod cli;
 mod dashboards_live;
 mod drill;
 mod first_hour;
+mod fuzz_corpus;
 mod pgbouncer;
 mod pitr;
 mod postgres_metrics;

@@ -1,0 +1,4 @@
+#![no_main]
+// The target itself is `pgvigil::fuzzing::config` (one definition, shared with the corpus
+// test that `make test` runs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pgvigil::fuzzing::config(data));
