@@ -68,12 +68,9 @@ pub(crate) struct Shared {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("cannot read api_proxy.jwt_secret_file {path}: {source}")]
-    Secret {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The JWT secret file is unreadable, empty, shorter than 32 bytes or readable by others.
+    #[error(transparent)]
+    Secret(#[from] crate::config::SecretError),
     #[error("registering API metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -85,22 +82,12 @@ pub async fn router(
     audit: AuditLog,
 ) -> Result<axum::Router, ProxyError> {
     let secret = match &settings.jwt_secret_file {
-        Some(p) => Some(
-            tokio::fs::read(p)
-                .await
-                .map_err(|source| ProxyError::Secret {
-                    path: p.display().to_string(),
-                    source,
-                })?,
-        ),
+        Some(p) => Some(crate::config::read_secret_file(
+            "api_proxy.jwt_secret_file",
+            p,
+        )?),
         None => None,
     };
-    let secret = secret.map(|mut s| {
-        while s.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            s.pop();
-        }
-        s
-    });
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(settings.upstream_timeout.min(Duration::from_secs(5))));
