@@ -10,6 +10,7 @@ mod backup_restore;
 mod cli;
 mod dashboards_live;
 mod drill;
+mod listeners;
 mod pgbouncer;
 mod pitr;
 mod postgres_metrics;
