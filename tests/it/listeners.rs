@@ -226,8 +226,7 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let mut pki = TestPki::new("mtls-ca");
     let server = pki.server("mtls-server", &[]);
     let client = pki.client("mtls-client", "prometheus");
-    let (_other_pki, _) = crate::harness::tls::other_ca("mtls-other");
-    let mut other = _other_pki;
+    let (mut other, _) = crate::harness::tls::other_ca("mtls-other");
     let stranger = other.client("stranger", "prometheus");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let settings = settings_from_file(
@@ -438,7 +437,7 @@ async fn empty_short_or_readable_bearer_tokens_stop_the_start() {
         ("readable", good.as_str(), 0o644, "must not read"),
     ] {
         let p = secret_file(dir.path(), name, text, mode);
-        let settings = harness::settings(DEAD_PG, &format!("[audit]\nstdout = false\n"));
+        let settings = harness::settings(DEAD_PG, "[audit]\nstdout = false\n");
         let mut settings = settings;
         settings.server.bearer_token_file = Some(p.clone());
         let err = match pgvigil::App::start(settings).await {
