@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// pgvigil: a PostgreSQL operations sidecar.
 #[derive(Debug, Parser)]
@@ -40,6 +40,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `pgvigil run` flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// Prometheus exporter-toolkit web configuration file (TLS, basic auth); overrides
+    /// server.web_config_file.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -57,9 +66,12 @@ pub enum Command {
                       scraper's Accept header prefers it), /healthz (process alive) and /readyz (configuration \
                       loaded and a first successful collection) on server.listen (default 0.0.0.0:9432). \
                       SIGTERM and SIGINT stop it gracefully within 10 s. If PostgreSQL is down, /metrics still \
-                      answers promptly with pg_up 0 and pgvigil reconnects with backoff."
+                      answers promptly with pg_up 0 and pgvigil reconnects with backoff. With \
+                      --web.config.file (or server.web_config_file), the metrics server takes TLS, client \
+                      certificates, bcrypt basic auth and response headers from a Prometheus exporter-toolkit \
+                      web configuration file, the one postgres_exporter reads."
     )]
-    Run,
+    Run(RunArgs),
 
     /// Start a throwaway PostgreSQL from the system binaries and run the daemon against it (like `vault server -dev`).
     #[command(

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     let cli = pgvigil::cli::Cli::parse();
     let rust_log = std::env::var("RUST_LOG").ok();
     let (target, terminal) = match cli.command {
-        pgvigil::cli::Command::Run | pgvigil::cli::Command::Dev(_) => (
+        pgvigil::cli::Command::Run(_) | pgvigil::cli::Command::Dev(_) => (
             pgvigil::logging::Target::Stdout,
             std::io::stdout().is_terminal(),
         ),

@@ -6,12 +6,16 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{Exit, Invocation, ShutdownSignals};
-use crate::cli::{CatalogArgs, DevArgs};
+use crate::cli::{CatalogArgs, DevArgs, RunArgs};
 use crate::metrics::catalogue;
 
-pub(super) async fn run(inv: &Invocation<'_>) -> Exit {
+pub(super) async fn run(inv: &Invocation<'_>, args: &RunArgs) -> Exit {
     // App::start emits config.loaded (log, metric and audit line together).
-    let settings = inv.load_quiet()?;
+    let settings = crate::config::load_with_web_config(
+        &inv.cli.config,
+        inv.env,
+        args.web_config_file.as_deref(),
+    )?;
     // Handlers first: a SIGTERM that arrives while starting must still drain, not kill.
     let signals = ShutdownSignals::install()?;
     let running = crate::App::start(settings).await?;

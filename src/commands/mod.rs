@@ -64,7 +64,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
     };
     let inv = &inv;
     match &cli.command {
-        Command::Run => admin::run(inv).await,
+        Command::Run(args) => admin::run(inv, args).await,
         Command::Dev(args) => admin::dev(args).await,
         Command::CheckConfig => admin::check_config(inv).await,
         Command::Catalog(args) => admin::catalog(inv, args),

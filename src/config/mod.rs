@@ -10,11 +10,13 @@
 mod error;
 mod locate;
 mod raw;
+mod secret;
 mod settings;
 
 use std::path::Path;
 
 pub use error::{Error, Location};
+pub use secret::{check_private, read_secret_file, SecretError, MIN_SECRET_BYTES};
 pub use settings::ClaimRules;
 pub use settings::{
     display_dsn, longest_interval, ApiProxySettings, AuditSettings, AuditTable, BackupSettings,
@@ -23,14 +25,40 @@ pub use settings::{
     PostgresSettings, PostgrestSettings, Residency, RetentionSettings, S3Settings, Schedule,
     ServerSettings, Settings, StorageSettings, StoreSpec, EU_REGIONS,
 };
+pub use settings::{
+    parse_web_config, ClientAuth, ListenerSettings, TlsSettings, TlsVersion, WebConfig,
+};
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and validates a configuration file, and the web configuration file that
+/// `server.web_config_file` names.
 pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<Settings, Error> {
+    load_with_web_config(path, env, None)
+}
+
+/// Like [`load`], with `web_config_file` (the `--web.config.file` flag) taking the place of
+/// `server.web_config_file` when given.
+pub fn load_with_web_config(
+    path: &Path,
+    env: EnvLookup<'_>,
+    web_config_file: Option<&Path>,
+) -> Result<Settings, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path, env)
+    let mut settings = parse(&text, path, env)?;
+    let web = web_config_file
+        .map(Path::to_path_buf)
+        .or_else(|| settings.server.web_config_file.clone());
+    if let Some(web) = web {
+        let text = std::fs::read_to_string(&web).map_err(|source| Error::Read {
+            path: web.clone(),
+            source,
+        })?;
+        let parsed = parse_web_config(&text, &web)?;
+        settings.server.apply_web_config(&web, parsed)?;
+    }
+    Ok(settings)
 }
 
 /// Parses and validates configuration text; `path` is used for messages only.

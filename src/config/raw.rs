@@ -28,12 +28,27 @@ pub struct ConfigFile {
 pub struct ServerConfig {
     /// Listen address. Default `0.0.0.0:9432`.
     pub listen: String,
-    /// File holding a bearer token that /metrics requires. Default: none (open).
+    /// File holding a bearer token (at least 32 bytes) that /metrics requires. Default: none.
     pub bearer_token_file: Option<String>,
-    /// PEM certificate for HTTPS. Not supported yet: rejected with a clear error.
+    /// Prometheus exporter-toolkit web configuration file (YAML: TLS, client CA, bcrypt
+    /// basic auth, response headers). Default: none. `pgvigil run --web.config.file` overrides it.
+    pub web_config_file: Option<String>,
+    /// Whether /healthz and /readyz require authentication too. Default `false` (kubelet probes).
+    pub protect_probes: bool,
+    /// PEM certificate chain for HTTPS; re-read when the file changes. Default: none (HTTP).
     pub tls_cert_file: Option<String>,
-    /// PEM key for HTTPS. Not supported yet: rejected with a clear error.
+    /// PEM private key for HTTPS (mode 0600 or stricter); re-read when it changes.
     pub tls_key_file: Option<String>,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS).
+    pub tls_client_ca_file: Option<String>,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub tls_min_version: String,
+    /// How long a client may take for the TLS handshake and a request's headers. Default `10s`.
+    pub header_read_timeout: String,
+    /// A connection with no bytes moving for this long is closed. Default `60s`.
+    pub idle_timeout: String,
+    /// Connections served at once; more are accepted and closed at once. Default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -41,8 +56,15 @@ impl Default for ServerConfig {
         Self {
             listen: "0.0.0.0:9432".into(),
             bearer_token_file: None,
+            web_config_file: None,
+            protect_probes: false,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_min_version: "1.2".into(),
+            header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            max_connections: 1024,
         }
     }
 }
@@ -185,6 +207,22 @@ pub struct ApiProxyConfig {
     pub max_routes: usize,
     /// How long to wait for the upstream's response headers. Default `60s`.
     pub upstream_timeout: String,
+    /// Largest request body passed upstream; larger ones get 413. Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// PEM certificate chain for HTTPS; re-read when the file changes. Default: none (HTTP).
+    pub tls_cert_file: Option<String>,
+    /// PEM private key for HTTPS (mode 0600 or stricter); re-read when it changes.
+    pub tls_key_file: Option<String>,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS).
+    pub tls_client_ca_file: Option<String>,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub tls_min_version: String,
+    /// How long a client may take for the TLS handshake and a request's headers. Default `10s`.
+    pub header_read_timeout: String,
+    /// A connection with no bytes moving for this long is closed. Default `60s`.
+    pub idle_timeout: String,
+    /// Connections served at once; more are accepted and closed at once. Default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for ApiProxyConfig {
@@ -204,6 +242,14 @@ impl Default for ApiProxyConfig {
             require_exp: true,
             max_routes: 200,
             upstream_timeout: "60s".into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_min_version: "1.2".into(),
+            header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            max_connections: 1024,
         }
     }
 }

@@ -1,36 +1,333 @@
 //! The one place where pgvigil binds a port and serves HTTP on it: the metrics server
 //! (`server.listen`) and the API proxy (`api_proxy.listen`) both go through [`serve`], so
-//! what a public listener needs (TLS, timeouts, connection caps) is added here once for both.
+//! what a public listener needs is done here once for both:
+//!
+//! - TLS (`tls.rs`): certificate, key and client CA re-read when they change on disk;
+//!   ALPN offers `h2` and `http/1.1` (only `http/1.1` when `http2` is off).
+//! - The TLS handshake and each request's headers must arrive within
+//!   `header_read_timeout` (slowloris); a connection with no bytes moving for
+//!   `idle_timeout` is shut down gracefully (a request in flight still finishes; one that
+//!   still has not after another `idle_timeout` is dropped).
+//! - At most `max_connections` connections are served at once. Excess connections are
+//!   **refused**: accepted and closed at once (the client sees the connection closed or
+//!   reset, and retries), not queued, so a flood cannot pile up work or file descriptors
+//!   behind the cap. Refusals are logged (`http.connection.refused`) at most every 10 s.
+//! - Configured response headers (exporter-toolkit `http_server_config.headers`).
+//!
+//! Handlers see the peer address as `ConnectInfo<SocketAddr>`, as with `axum::serve`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, HeaderValue, Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::tls::Reloading;
 use super::StartError;
+use crate::config::ListenerSettings;
+
+/// What one listener serves with: everything a connection task needs, shared.
+struct Shared {
+    key: &'static str,
+    router: axum::Router,
+    tls: Option<Reloading>,
+    builder: auto::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    token: CancellationToken,
+}
 
 /// Binds `addr` (the configuration key `key` names it in errors), then serves `router` on it
-/// until `token` is cancelled, as a task of `tracker`. Returns the bound address (a port of 0
-/// picks a free one). The handlers see the peer address as `ConnectInfo<SocketAddr>`.
+/// with `settings` (TLS, timeouts, connection cap, headers) until `token` is cancelled, as a
+/// task of `tracker`. Returns the bound address (a port of 0 picks a free one). TLS files
+/// that cannot be loaded stop the start.
 pub async fn serve(
     key: &'static str,
     addr: SocketAddr,
+    settings: &ListenerSettings,
     router: axum::Router,
     tracker: &TaskTracker,
     token: CancellationToken,
 ) -> Result<SocketAddr, StartError> {
+    let tls = match &settings.tls {
+        Some(t) => Some(Reloading::load(key, t.clone(), settings.http2)?),
+        None => None,
+    };
+    let router = with_headers(key, router, &settings.headers)?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    if !settings.http2 {
+        builder = builder.http1_only();
+    }
     let bind = |source| StartError::Bind { key, addr, source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
     let bound = listener.local_addr().map_err(bind)?;
-    tracker.spawn(async move {
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(event = "http.failed", listener = key, error = %e, "HTTP server failed");
-        }
+    let shared = Arc::new(Shared {
+        key,
+        router,
+        tls,
+        builder,
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
+        token: token.clone(),
     });
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let conns = tracker.clone();
+    tracker.spawn(accept_loop(listener, shared, slots, conns));
     Ok(bound)
+}
+
+/// Adds the configured headers to every response.
+fn with_headers(
+    key: &'static str,
+    router: axum::Router,
+    headers: &[(String, String)],
+) -> Result<axum::Router, StartError> {
+    if headers.is_empty() {
+        return Ok(router);
+    }
+    let parsed: Vec<(HeaderName, HeaderValue)> = headers
+        .iter()
+        .map(|(n, v)| {
+            let bad = || StartError::Header {
+                key,
+                name: n.clone(),
+            };
+            Ok((
+                HeaderName::try_from(n.as_str()).map_err(|_| bad())?,
+                HeaderValue::try_from(v.as_str()).map_err(|_| bad())?,
+            ))
+        })
+        .collect::<Result<_, StartError>>()?;
+    let parsed = Arc::new(parsed);
+    Ok(router.layer(axum::middleware::map_response(
+        move |mut resp: axum::response::Response| {
+            let parsed = parsed.clone();
+            async move {
+                for (n, v) in parsed.iter() {
+                    resp.headers_mut().insert(n.clone(), v.clone());
+                }
+                resp
+            }
+        },
+    )))
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    conns: TaskTracker,
+) {
+    let mut refused = 0u64;
+    let mut last_report: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.token.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(event = "http.accept.failed", listener = shared.key, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            refused += 1;
+            if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    event = "http.connection.refused",
+                    listener = shared.key,
+                    refused,
+                    "connection cap reached; refusing connections"
+                );
+                last_report = Some(Instant::now());
+                refused = 0;
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        conns.spawn(connection(shared.clone(), stream, peer, permit));
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    match &shared.tls {
+        None => drive(&shared, TokioIo::new(io), peer, &activity).await,
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            match tokio::time::timeout(shared.header_read_timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => drive(&shared, TokioIo::new(stream), peer, &activity).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(event = "http.tls.handshake.failed", listener = shared.key, peer = %peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    tracing::debug!(event = "http.tls.handshake.timeout", listener = shared.key, peer = %peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+async fn drive<I>(shared: &Shared, io: I, peer: SocketAddr, activity: &Activity)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let router = shared.router.clone();
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        tower_service::Service::call(&mut router, req)
+    });
+    let conn = shared.builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let idle = shared.idle_timeout;
+    let mut tick =
+        tokio::time::interval((idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(event = "http.connection.error", listener = shared.key, peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shared.token.cancelled(), if closing_since.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing_since = Some(Instant::now());
+            }
+            _ = tick.tick() => match closing_since {
+                None if activity.idle_for() >= idle => {
+                    tracing::debug!(event = "http.connection.idle", listener = shared.key, peer = %peer, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing_since = Some(Instant::now());
+                }
+                Some(since) if since.elapsed() >= idle && activity.idle_for() >= idle => return,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// When bytes last moved on a connection, in milliseconds since it was accepted.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed();
+        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A TCP stream that records when bytes move (below TLS, so handshakes count too).
+    struct Tracked {
+        #[pin]
+        inner: TcpStream,
+        activity: Arc<Activity>,
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
 }

@@ -11,11 +11,13 @@
 //! Every task is spawned on one `TaskTracker` and stops on one `CancellationToken`, passed
 //! explicitly (no globals), so tests can run several daemons in one process.
 
+pub mod auth;
 pub mod custody;
 pub mod jobs;
 pub mod listener;
 pub mod loops;
 pub mod ready;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,12 +47,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read bearer token file {path}: {source} (server.bearer_token_file)")]
-    BearerToken {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The bearer token file is unreadable, empty, short or readable by others.
+    #[error(transparent)]
+    Secret(#[from] crate::config::SecretError),
+    /// A listener's certificate, key or client CA cannot be loaded.
+    #[error(transparent)]
+    Tls(Box<tls::TlsError>),
+    #[error("{key}: response header {name:?} is not a valid header")]
+    Header { key: &'static str, name: String },
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
@@ -59,6 +63,14 @@ pub enum StartError {
     Store(#[from] store::Error),
     #[error("opening the audit log: {0}")]
     Audit(#[from] audit::sink::SinkError),
+}
+
+impl From<tls::TlsError> for StartError {
+    fn from(e: tls::TlsError) -> Self {
+        // Boxed: the TLS error carries paths and rustls errors, and every start function
+        // returns this type.
+        StartError::Tls(Box::new(e))
+    }
 }
 
 /// The daemon.
@@ -86,7 +98,10 @@ impl App {
         create::<GaugeVec>(&registry, &cat::PGVIGIL_BUILD_INFO)?
             .with_label_values(&[VERSION])
             .set(1.0);
-        let bearer_token = read_bearer_token(&settings).await?;
+        for w in &settings.server.warnings {
+            tracing::warn!(event = "config.ignored", file = ?settings.server.web_config_file, "{w}");
+        }
+        let bearer_token = read_bearer_token(&settings)?;
         let stores = custody::open_stores(&settings).await?;
         let readiness = Arc::new(Readiness::new(
             [Condition::ConfigLoaded, Condition::FirstScrape]
@@ -130,9 +145,11 @@ impl App {
                 let router =
                     proxy::router(p.clone(), &registry, audit.clone(), &tracker, token.clone())
                         .await?;
+                let router = limit_body(router, p.max_body_bytes);
                 let addr = listener::serve(
                     "api_proxy.listen",
                     p.listen,
+                    &p.listener,
                     router,
                     &tracker,
                     token.clone(),
@@ -178,18 +195,34 @@ impl App {
             scraper: scraper.clone(),
             registry,
             readiness: readiness.clone(),
-            bearer_token,
             wal_metrics: ops.metrics.wal.clone(),
         });
+        let auth = Arc::new(auth::Auth::new(
+            bearer_token,
+            settings.server.basic_auth_users.clone(),
+            settings.server.protect_probes,
+            &[crate::backup::wal_report::PATH],
+            http::PROBE_PATHS,
+        ));
+        let router = http::router(state).layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::require,
+        ));
+        let scheme = if settings.server.listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let addr = listener::serve(
             "server.listen",
             settings.server.listen,
-            http::router(state),
+            &settings.server.listener,
+            router,
             &tracker,
             token.clone(),
         )
         .await?;
-        tracing::info!(event = "daemon.started", listen = %addr, postgres = %settings.postgres.dsn_display, version = VERSION, "pgvigil started");
+        tracing::info!(event = "daemon.started", listen = %addr, scheme, auth = auth.enabled(), probes_protected = auth.protects_probes(), postgres = %settings.postgres.dsn_display, version = VERSION, "pgvigil started");
         Ok(Running {
             addr,
             proxy_addr,
@@ -201,17 +234,41 @@ impl App {
     }
 }
 
-async fn read_bearer_token(settings: &Settings) -> Result<Option<String>, StartError> {
+fn read_bearer_token(settings: &Settings) -> Result<Option<Vec<u8>>, StartError> {
     let Some(p) = &settings.server.bearer_token_file else {
         return Ok(None);
     };
-    let token = tokio::fs::read_to_string(p)
-        .await
-        .map_err(|source| StartError::BearerToken {
-            path: p.display().to_string(),
-            source,
-        })?;
-    Ok(Some(token.trim().to_string()))
+    Ok(Some(crate::config::read_secret_file(
+        "server.bearer_token_file",
+        p,
+    )?))
+}
+
+/// `api_proxy.max_body_bytes`: a request declaring a larger `Content-Length` is answered
+/// 413 before anything reaches the upstream; a chunked body is cut off at the limit (the
+/// upstream request then fails). Applied here, where the proxy is served, as a layer.
+fn limit_body(router: axum::Router, max: u64) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let declared = req
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                use axum::response::IntoResponse;
+                return (
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    format!("{{\"code\":\"PGVIGIL413\",\"message\":\"request body larger than {max} bytes\",\"details\":null,\"hint\":null}}"),
+                )
+                    .into_response();
+            }
+            let limit = usize::try_from(max).unwrap_or(usize::MAX);
+            let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
+            next.run(req).await
+        },
+    ))
 }
 
 /// The PostgreSQL collector (its connection task starts now) and the other sources.
@@ -252,7 +309,7 @@ impl Running {
         tracing::info!(event = "daemon.stopped", "pgvigil stopped");
     }
 
-    /// The URL of /metrics.
+    /// The URL of /metrics (plain HTTP; with TLS, use `https://` and [`Running::addr`]).
     pub fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.addr)
     }

@@ -71,12 +71,9 @@ pub(crate) struct Shared {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("cannot read api_proxy.jwt_secret_file {path}: {source}")]
-    Secret {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The JWT secret file is unreadable, empty, shorter than 32 bytes or readable by others.
+    #[error(transparent)]
+    Secret(#[from] crate::config::SecretError),
     #[error("registering API metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
@@ -95,14 +92,10 @@ pub async fn router(
     token: CancellationToken,
 ) -> Result<axum::Router, ProxyError> {
     let secret = match &settings.jwt_secret_file {
-        Some(p) => Some(
-            tokio::fs::read(p)
-                .await
-                .map_err(|source| ProxyError::Secret {
-                    path: p.display().to_string(),
-                    source,
-                })?,
-        ),
+        Some(p) => Some(crate::config::read_secret_file(
+            "api_proxy.jwt_secret_file",
+            p,
+        )?),
         None => None,
     };
     let secret = secret.map(|mut s| {

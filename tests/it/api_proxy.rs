@@ -39,6 +39,8 @@ fn proxy_toml(fake: &FakePostgrest, secret_file: &std::path::Path, extra: &str) 
 fn secret_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let p = dir.path().join("jwt");
     std::fs::write(&p, format!("{SECRET}\n")).unwrap_or_else(|e| panic!("{e}"));
+    // Secret files readable by others are refused at start.
+    crate::harness::make_private(&p);
     p
 }
 

@@ -474,6 +474,7 @@ async fn a_forged_token_is_an_auth_denied_event() {
     let secret = dir.path().join("jwt");
     std::fs::write(&secret, "reallyreallyreallyreallyreallysafe\n")
         .unwrap_or_else(|e| panic!("{e}"));
+    harness::make_private(&secret);
     let audit_file = dir.path().join("audit.jsonl");
     let running = harness::daemon(harness::settings(
         "postgresql://postgres@127.0.0.1:1/postgres",

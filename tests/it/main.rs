@@ -12,6 +12,7 @@ mod dashboards_live;
 mod drill;
 mod first_hour;
 mod fuzz_corpus;
+mod listeners;
 mod pgbouncer;
 mod pitr;
 mod postgres_metrics;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::server::{validate_listener, ListenerKeys, ListenerSettings};
 use super::{Ctx, Error};
 use crate::config::raw::ApiProxyConfig;
 
@@ -27,6 +28,10 @@ pub struct ApiProxySettings {
     pub claims: ClaimRules,
     pub max_routes: usize,
     pub upstream_timeout: Duration,
+    /// Largest request body passed upstream; larger ones are answered 413.
+    pub max_body_bytes: u64,
+    /// TLS, timeouts and connection cap of the proxy's listener.
+    pub listener: ListenerSettings,
 }
 
 /// What a verified token's registered claims must satisfy (`exp`, `nbf`, `aud`, `iss`).
@@ -159,6 +164,22 @@ pub(super) fn validate(
     if raw.max_routes == 0 {
         return Err(ctx.invalid(&["api_proxy", "max_routes"], "must be at least 1"));
     }
+    if raw.max_body_bytes == 0 {
+        return Err(ctx.invalid(&["api_proxy", "max_body_bytes"], "must be at least 1"));
+    }
+    let listener = validate_listener(
+        ctx,
+        ListenerKeys {
+            section: "api_proxy",
+            tls_cert_file: &raw.tls_cert_file,
+            tls_key_file: &raw.tls_key_file,
+            tls_client_ca_file: &raw.tls_client_ca_file,
+            tls_min_version: &raw.tls_min_version,
+            header_read_timeout: &raw.header_read_timeout,
+            idle_timeout: &raw.idle_timeout,
+            max_connections: raw.max_connections,
+        },
+    )?;
     Ok(Some(ApiProxySettings {
         listen,
         upstream,
@@ -172,6 +193,8 @@ pub(super) fn validate(
         max_routes: raw.max_routes,
         upstream_timeout: ctx
             .duration(&["api_proxy", "upstream_timeout"], &raw.upstream_timeout)?,
+        max_body_bytes: raw.max_body_bytes,
+        listener,
     }))
 }
 

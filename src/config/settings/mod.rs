@@ -17,6 +17,7 @@ mod postgrest;
 mod schedule;
 mod server;
 mod storage;
+mod web;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,11 +34,12 @@ pub use pgbouncer::{PgbouncerSettings, PgbouncerTarget};
 pub use postgres::{display_dsn, CustomKind, CustomQuery, PostgresSettings};
 pub use postgrest::PostgrestSettings;
 pub use schedule::{longest_interval, Schedule};
-pub use server::ServerSettings;
+pub use server::{ClientAuth, ListenerSettings, ServerSettings, TlsSettings, TlsVersion};
 pub use storage::{
     LockMode, ObjectLockSettings, OffsiteSettings, Residency, S3Settings, StorageSettings,
     StoreSpec, EU_REGIONS,
 };
+pub use web::{parse as parse_web_config, WebConfig};
 
 /// Looks up an environment variable; injected so that nothing below `main` reads the
 /// process environment (tests pass a map).

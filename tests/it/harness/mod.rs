@@ -460,3 +460,10 @@ pub fn run_pgvigil_env(args: &[&str], env: &[(String, String)]) -> (bool, String
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Makes `path` mode 0600: pgvigil refuses secret and key files that others may read.
+pub fn make_private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+}

@@ -22,6 +22,16 @@ impl TempPrometheus {
     /// Starts Prometheus scraping `target` (job `job`) every second and evaluating
     /// `rule_files` every second; waits (bounded) until it is ready.
     pub async fn start(job: &str, target: SocketAddr, rule_files: &[PathBuf]) -> Self {
+        Self::start_with(
+            &format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"),
+            rule_files,
+        )
+        .await
+    }
+
+    /// Starts Prometheus with `scrape_configs` given as YAML list items (indented two
+    /// spaces, e.g. with `scheme: https`, `tls_config` and `basic_auth`).
+    pub async fn start_with(scrape_configs: &str, rule_files: &[PathBuf]) -> Self {
         require_binary(PROMETHEUS_BIN, "prometheus");
         let dir = tempfile::Builder::new()
             .prefix("pgvigil-prometheus-")
@@ -34,7 +44,7 @@ impl TempPrometheus {
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n{}\
-             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n",
+             scrape_configs:\n{scrape_configs}",
             rules.concat()
         );
         let config_path = dir.path().join("prometheus.yml");
