@@ -244,12 +244,10 @@ fn build(listener: &'static str, s: &TlsSettings, http2: bool) -> Result<ServerC
             if policy == ClientAuth::VerifyIfGiven {
                 verifier = verifier.allow_unauthenticated();
             }
-            let verifier = verifier
-                .build()
-                .map_err(|source| TlsError::Verifier {
-                    listener,
-                    source: Box::new(source),
-                })?;
+            let verifier = verifier.build().map_err(|source| TlsError::Verifier {
+                listener,
+                source: Box::new(source),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
