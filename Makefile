@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev build dev test lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
+.PHONY: all deps deps-dev pg-majors build dev test lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -13,6 +13,11 @@ deps:
 
 deps-dev:
 	@scripts/deps.sh dev
+
+## pg-majors: PostgreSQL 17 and 18 in Debian trixie/sid chroots under ~/.cache/pgvigil/pg
+## (built once, then cached; `make deps` runs it too)
+pg-majors:
+	@scripts/pg-chroots.sh
 
 build:
 	$(CARGO) build --release --locked
