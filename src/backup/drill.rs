@@ -309,6 +309,7 @@ async fn drill(
         unix_socket_only: true,
         parent_dir: Some(dir.clone()),
         env: Vec::new(),
+        binaries: None,
     };
     let cluster = TempCluster::adopt(&data, opts)
         .await

@@ -10,6 +10,7 @@ mod backup_restore;
 mod cli;
 mod dashboards_live;
 mod drill;
+mod pg_majors;
 mod pgbouncer;
 mod pitr;
 mod postgres_metrics;

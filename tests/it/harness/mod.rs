@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backup;
+pub mod majors;
 /// The one generator of the Kubernetes manifests, shared with `make generate`.
 #[path = "../../../examples/generate_manifests/manifests.rs"]
 pub mod manifests;
