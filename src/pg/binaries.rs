@@ -91,6 +91,17 @@ pub enum BinariesError {
 }
 
 impl Search {
+    /// The search `[postgres]` describes: its `bindir` list, run inside `bin_chroot` if set.
+    pub fn from_settings(pg: &crate::config::PostgresSettings) -> Self {
+        Self {
+            dirs: pg.bindir.clone(),
+            runner: match &pg.bin_chroot {
+                Some(root) => Runner::Chroot(root.clone()),
+                None => Runner::Host,
+            },
+        }
+    }
+
     /// The search `[postgres] bindir` describes (an empty list: the package directories).
     pub fn dirs(dirs: Vec<PathBuf>) -> Self {
         Self {

@@ -247,3 +247,139 @@ async fn collectors_match_the_views(major: u32) {
     assert!(replica.is_running());
     running.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_with_the_binaries_of_pg15() {
+    backup_and_restore(15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_with_the_binaries_of_pg17() {
+    backup_and_restore(17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_with_the_binaries_of_pg18() {
+    backup_and_restore(18).await;
+}
+
+/// Settings for a backup of `pg` into a local repository at `repo`, with the binaries of
+/// the cluster's own search (its chroot, for 17 and 18).
+fn backup_settings(
+    pg: &pgvigil::pg::TempCluster,
+    repo: &std::path::Path,
+) -> pgvigil::config::Settings {
+    let mut s = settings(
+        &pg.dsn("postgres"),
+        &format!(
+            "[storage]\nurl = \"file://{}\"\nresidency = \"any\"\n",
+            repo.display()
+        ),
+    );
+    if let pgvigil::pg::binaries::Runner::Chroot(root) = &pg.binaries().runner {
+        s.postgres.bin_chroot = Some(root.clone());
+    }
+    s
+}
+
+/// A backup taken by pgvigil with the server's own pg_basebackup (the host's 15 refuses a
+/// 17 server), recorded with its major, restored and started with the binaries of that
+/// major: the data is there.
+async fn backup_and_restore(major: u32) {
+    use pgvigil::backup::{basebackup, catalog::Target, restore};
+    if !wanted(major) {
+        eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
+        return;
+    }
+    let pg = cluster_major(major).await;
+    let db = client(&pg, "postgres").await;
+    exec(
+        &db,
+        "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 10000) g",
+    )
+    .await;
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = backup_settings(&pg, repo_dir.path());
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = std::time::Instant::now();
+    let info = basebackup::run(&settings, &repo, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup of PostgreSQL {major}: {e}"));
+    let backup_time = t.elapsed();
+    assert_eq!(info.pg_major(), major);
+
+    // Restore into a directory the major's binaries can reach (inside its chroot).
+    let bins = pg.binaries().clone();
+    let parent = match bins.default_parent_dir() {
+        Some(p) => tempfile::tempdir_in(p),
+        None => tempfile::tempdir(),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    bins.chown_to_server_user(parent.path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let to = parent.path().join("restored");
+    let t = std::time::Instant::now();
+    restore::restore(
+        &repo,
+        &restore::RestoreRequest {
+            to: to.clone(),
+            backup: Some(info.id.clone()),
+            target: Target::Immediate,
+            action: restore::TargetAction::Promote,
+            // The backup carries the WAL it needs (-X fetch); no archive in this test.
+            restore_command: "false".into(),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore of PostgreSQL {major}: {e}"));
+    bins.chown_tree_to_server_user(&to)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let restored = pgvigil::pg::TempCluster::adopt(
+        &to,
+        pgvigil::pg::TempClusterOptions {
+            settings: vec![("archive_mode".into(), "off".into())],
+            binaries: Some(bins),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("starting the restored PostgreSQL {major}: {e}"));
+    let rc = client(&restored, "postgres").await;
+    crate::harness::wait_promoted(&rc).await;
+    let restore_time = t.elapsed();
+    let n: i64 = query_value(&rc, "SELECT count(*) FROM t").await;
+    assert_eq!(n, 10000);
+    let v: String = query_value(&rc, "SHOW server_version_num").await;
+    assert!(v.starts_with(&major.to_string()), "{v}");
+    eprintln!(
+        "PostgreSQL {major}: backup {backup_time:?} ({} raw bytes, {} stored), restore to promoted {restore_time:?}",
+        info.raw_bytes, info.stored_bytes
+    );
+}
+
+/// The host has only 15: a backup of a 17 server with the host's binaries fails naming
+/// the major it needs and where it looked, before pg_basebackup runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_without_binaries_of_the_servers_major_names_it() {
+    if !wanted(17) {
+        return;
+    }
+    let pg = cluster_major(17).await;
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = backup_settings(&pg, repo_dir.path());
+    settings.postgres.bin_chroot = None;
+    settings.postgres.bindir = vec!["/usr/lib/postgresql/15/bin".into()];
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = pgvigil::backup::basebackup::run(&settings, &repo, Default::default())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("PostgreSQL 17 or newer"), "{err}");
+    assert!(err.contains("/usr/lib/postgresql/15/bin"), "{err}");
+    assert!(err.contains("postgresql-17"), "{err}");
+}
