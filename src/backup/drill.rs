@@ -313,7 +313,7 @@ async fn drill(
     // source cluster's pg_hba.conf.
     std::fs::write(data.join("pg_hba.conf"), "local all all trust\n")
         .map_err(super::io("writing pg_hba.conf"))?;
-    crate::pg::binaries::chown_to_server_user(&data.join("pg_hba.conf"))
+    bins.chown_to_server_user(&data.join("pg_hba.conf"))
         .map_err(super::io("chown pg_hba.conf"))?;
     let mut checks_seconds = t_checks_a.elapsed().as_secs_f64();
 
@@ -427,7 +427,10 @@ async fn drill(
             let mut cmd = bins
                 .command("pg_amcheck")
                 .map_err(|e| Error::Invalid(e.to_string()))?;
-            cmd.arg("-h").arg(c.socket_dir()).args([
+            let socket = bins
+                .guest_path(c.socket_dir())
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            cmd.arg("-h").arg(socket).args([
                 "-p",
                 &c.port().to_string(),
                 "-U",

@@ -61,6 +61,8 @@ pub struct TempCluster {
     bins: PgBinaries,
     /// The temp directory holding everything; None for an adopted data directory.
     _dir: Option<tempfile::TempDir>,
+    /// A short socket directory of its own, when the one under `_dir` would be too long.
+    _socket_dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     socket_dir: PathBuf,
     log_file: PathBuf,
@@ -99,11 +101,21 @@ impl TempCluster {
         data_dir: PathBuf,
         opts: &TempClusterOptions,
     ) -> Result<Self, Error> {
-        let socket_dir = dir.path().join("sock");
-        std::fs::create_dir_all(&socket_dir).map_err(io("creating socket dir"))?;
-        bins.chown_to_server_user(&socket_dir)
-            .map_err(io("chown socket dir"))?;
+        let mut socket_dir = dir.path().join("sock");
+        let mut short_socket_dir = None;
+        // A unix socket path has at most 107 bytes (`<dir>/.s.PGSQL.<port>`): a cluster deep
+        // in a chroot or a drill's work directory gets a short socket dir of its own.
+        if socket_dir.as_os_str().len() + "/.s.PGSQL.65535".len() > MAX_SOCKET_PATH {
+            let short = temp_dir(&bins, None, "pgvigil-s-")?;
+            socket_dir = short.path().to_path_buf();
+            short_socket_dir = Some(short);
+        } else {
+            std::fs::create_dir_all(&socket_dir).map_err(io("creating socket dir"))?;
+            bins.chown_to_server_user(&socket_dir)
+                .map_err(io("chown socket dir"))?;
+        }
         Ok(Self {
+            _socket_dir: short_socket_dir,
             log_file: dir.path().join("postgres.log"),
             port: free_port()?,
             unix_socket_only: opts.unix_socket_only,
@@ -310,6 +322,9 @@ impl TempCluster {
             .unwrap_or_default()
     }
 }
+
+/// The longest unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// The binaries the options name, or the newest on the host.
 fn binaries(opts: &TempClusterOptions) -> Result<PgBinaries, Error> {

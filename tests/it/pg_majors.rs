@@ -383,3 +383,90 @@ async fn a_backup_without_binaries_of_the_servers_major_names_it() {
     assert!(err.contains("/usr/lib/postgresql/15/bin"), "{err}");
     assert!(err.contains("postgresql-17"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_archive_pitr_and_drill_on_pg15() {
+    wal_archive_pitr_and_drill(15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_archive_pitr_and_drill_on_pg17() {
+    wal_archive_pitr_and_drill(17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_archive_pitr_and_drill_on_pg18() {
+    wal_archive_pitr_and_drill(18).await;
+}
+
+/// archive_command = `pgvigil wal-push` run by the server of the major (inside its chroot),
+/// a backup, then a drill to a point in time between two markers with that major's
+/// pg_verifybackup, postmaster (restore_command = `pgvigil wal-fetch`) and pg_amcheck.
+async fn wal_archive_pitr_and_drill(major: u32) {
+    use crate::harness::backup::switch_and_archive;
+    use crate::harness::majors::MajorRepo;
+    if !wanted(major) {
+        eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
+        return;
+    }
+    let fixture = MajorRepo::new(major);
+    let pg = fixture.archiving_primary(major).await;
+    let db = client(&pg, "postgres").await;
+    exec(&db, "CREATE TABLE markers (id int)").await;
+    exec(&db, "INSERT INTO markers VALUES (1)").await;
+    switch_and_archive(&db).await;
+    let work = fixture.dir.path().join("drill");
+    let settings = fixture.settings(
+        &pg.dsn("postgres"),
+        &format!(
+            "[pitr]\nheartbeat_interval = \"0s\"\n[drill]\nwork_dir = \"{}\"\namcheck = true\n\
+             [[drill.checks]]\nname = \"markers\"\nsql = \"select count(*) from markers\"\nexpect = \"2\"\n",
+            work.display()
+        ),
+    );
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info = pgvigil::backup::basebackup::run(&settings, &repo, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup of PostgreSQL {major}: {e}"));
+    assert_eq!(info.pg_major(), major);
+    exec(&db, "INSERT INTO markers VALUES (2)").await;
+    switch_and_archive(&db).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    exec(&db, "INSERT INTO markers VALUES (3)").await;
+    switch_and_archive(&db).await;
+
+    let ev = pgvigil::backup::drill::run(
+        &settings,
+        &repo,
+        &fixture.wal_fetch(),
+        Some(target),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(ev.success, "PostgreSQL {major} drill: {ev:#?}");
+    for name in ["pg_verifybackup", "pg_amcheck", "markers"] {
+        let c = ev.checks.iter().find(|c| c.name == name);
+        assert!(
+            c.is_some_and(|c| c.ok),
+            "PostgreSQL {major} {name}: {ev:#?}"
+        );
+    }
+    eprintln!(
+        "PostgreSQL {major}: drill {:.1}s (download {:.1}s, replay {:.1}s), target skew {:?}",
+        ev.timings.total_seconds,
+        ev.timings.download_seconds,
+        ev.timings.replay_seconds,
+        ev.target_skew_seconds
+    );
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "the drill left {left:?}");
+}

@@ -98,3 +98,115 @@ pub async fn cluster_major_with(major: u32, extra: Vec<(&str, &str)>) -> TempClu
 pub async fn cluster_major(major: u32) -> TempCluster {
     cluster_major_with(major, Vec::new()).await
 }
+
+/// A working directory the binaries of a major can reach (inside its chroot for 17 and
+/// 18), owned by the user they run as, holding a copy of the pgvigil binary, a local
+/// repository and a config file for the programs the server starts (archive_command,
+/// restore_command), which see the directory under another path than the host does.
+pub struct MajorRepo {
+    /// The directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The binaries of the major.
+    pub bins: PgBinaries,
+    /// The repository, as the host sees it.
+    pub repo_dir: PathBuf,
+    /// The config file, as the host sees it.
+    pub config: PathBuf,
+}
+
+impl MajorRepo {
+    /// An empty working directory for `major`.
+    pub fn new(major: u32) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let bins = binaries(major);
+        let dir = match bins.default_parent_dir() {
+            Some(p) => tempfile::Builder::new()
+                .prefix("pgvigil-test-")
+                .tempdir_in(p),
+            None => tempfile::Builder::new().prefix("pgvigil-test-").tempdir(),
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
+        let repo_dir = dir.path().join("repo");
+        std::fs::create_dir_all(&repo_dir).unwrap_or_else(|e| panic!("{e}"));
+        // The pgvigil binary links the host's glibc (2.36); trixie and sid have newer ones.
+        let bin = dir.path().join("pgvigil");
+        std::fs::copy(super::pgvigil_bin(), &bin).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for p in [dir.path(), repo_dir.as_path()] {
+            bins.chown_to_server_user(p)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let config = dir.path().join("pgvigil.toml");
+        Self {
+            dir,
+            bins,
+            repo_dir,
+            config,
+        }
+    }
+
+    /// `host` as the server's programs see it.
+    pub fn guest(&self, host: &std::path::Path) -> PathBuf {
+        self.bins.guest_path(host).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The `archive_command` that pushes into this repository.
+    pub fn archive_command(&self) -> String {
+        format!(
+            "'{} wal-push -c {} %p'",
+            self.guest(&self.dir.path().join("pgvigil")).display(),
+            self.guest(&self.config).display()
+        )
+    }
+
+    /// The `restore_command` prefix (PostgreSQL appends `%f %p`) reading this repository.
+    pub fn wal_fetch(&self) -> String {
+        format!(
+            "{} wal-fetch -c {}",
+            self.guest(&self.dir.path().join("pgvigil")).display(),
+            self.guest(&self.config).display()
+        )
+    }
+
+    /// Writes the config the server's programs read (paths as they see them), once the
+    /// cluster's DSN is known.
+    pub fn write_config(&self, dsn: &str) {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[postgres]\ndsn = \"{dsn}\"\n[storage]\nurl = \"file://{}\"\nresidency = \"any\"\n",
+            self.guest(&self.repo_dir).display()
+        );
+        std::fs::write(&self.config, text).unwrap_or_else(|e| panic!("{e}"));
+        self.bins
+            .chown_to_server_user(&self.config)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Settings for in-process operations on the host: the same repository by its host
+    /// path, `extra_toml` after `[storage]`, and the major's binaries (its chroot).
+    pub fn settings(&self, dsn: &str, extra_toml: &str) -> pgvigil::config::Settings {
+        let mut s = super::settings(
+            dsn,
+            &format!(
+                "[storage]\nurl = \"file://{}\"\nresidency = \"any\"\n{extra_toml}",
+                self.repo_dir.display()
+            ),
+        );
+        if let Runner::Chroot(root) = &self.bins.runner {
+            s.postgres.bin_chroot = Some(root.clone());
+        }
+        s
+    }
+
+    /// An archiving primary of this major into this repository, config written.
+    pub async fn archiving_primary(&self, major: u32) -> TempCluster {
+        let cmd = self.archive_command();
+        let pg = cluster_major_with(
+            major,
+            vec![("archive_mode", "on"), ("archive_command", cmd.as_str())],
+        )
+        .await;
+        self.write_config(&pg.dsn("postgres"));
+        pg
+    }
+}
