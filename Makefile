@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev pg-majors build dev test lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
+.PHONY: all deps deps-dev pg-majors build dev test test-matrix lint generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -29,6 +29,10 @@ dev: deps-dev build
 ## test: every unit and integration test, against real servers on loopback
 test: deps
 	$(CARGO) test --locked --all-targets -- --test-threads=4
+
+## test-matrix: only the tests that run on every PostgreSQL major (15, 17, 18)
+test-matrix: deps
+	$(CARGO) test --locked --test it -- --test-threads=2 pg_majors::
 
 ## lint: formatting and clippy, as CI runs them
 lint:
