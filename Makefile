@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev build install dev test lint fuzz generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
+.PHONY: all deps deps-dev pg-majors build install dev test test-matrix lint fuzz generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -13,6 +13,11 @@ deps:
 
 deps-dev:
 	@scripts/deps.sh dev
+
+## pg-majors: PostgreSQL 17 and 18 in Debian trixie/sid chroots under ~/.cache/pgvigil/pg
+## (built once, then cached; `make deps` runs it too)
+pg-majors:
+	@scripts/pg-chroots.sh
 
 build:
 	$(CARGO) build --release --locked
@@ -44,6 +49,10 @@ fuzz:
 	  CARGO_TARGET_DIR=$(CURDIR)/fuzz/target cargo +nightly fuzz run --sanitizer none --debug-assertions \
 	    $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1; \
 	done
+
+## test-matrix: only the tests that run on every PostgreSQL major (15, 17, 18)
+test-matrix: deps
+	$(CARGO) test --locked --test it -- --test-threads=2 pg_majors::
 
 ## lint: formatting and clippy, as CI runs them
 lint:

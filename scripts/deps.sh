@@ -56,6 +56,14 @@ if [ "$want_moto" = 1 ] && ! command -v kubernetes-validate >/dev/null 2>&1; the
   timeout 900 python3 -m pip install -q kubernetes-validate
 fi
 
+# --- PostgreSQL majors beyond the host's (pgmajors) -------------------------------------
+# The version-sensitive tests run against 15 (host), 17 and 18; 17 and 18 need a newer glibc
+# and come from Debian trixie/sid chroots outside the clone (cached; see scripts/pg-chroots.sh).
+if [ "$want_moto" = 1 ]; then
+  "$(dirname "$0")/pg-chroots.sh"
+fi
+# --- end PostgreSQL majors -------------------------------------------------------------
+
 # Fail here, with the package to install, rather than deep inside a test.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "deps: PostgreSQL server binaries missing after install" >&2; exit 1; }
 echo "deps: ok" >&2

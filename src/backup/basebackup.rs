@@ -23,6 +23,7 @@ use super::compress::HashingWriter;
 use super::lease::Lease;
 use super::{wal, Error};
 use crate::config::Settings;
+use crate::pg::binaries::{self, PgBinaries, Runner, Search};
 use crate::pg::{connect, db_error_message, ConnectOptions};
 use crate::store::{layout, ByteStream, Metadata, Repo};
 
@@ -428,9 +429,20 @@ async fn take(
     let pg = &settings.postgres;
     let started = Utc::now();
     let id = started.format("%Y%m%dT%H%M%SZ").to_string();
-    let bins =
-        crate::pg::binaries::PgBinaries::discover().map_err(|e| Error::Invalid(e.to_string()))?;
-    let mut cmd = Command::new(bins.bin("pg_basebackup"));
+    let major = binaries::major_of_version_num(pg_version_num);
+    let bins = PgBinaries::client(
+        &Search::from_settings(pg),
+        major,
+        &format!("pg_basebackup of a PostgreSQL {major} server"),
+    )
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut cmd = match bins.runner {
+        // pg_basebackup is a client: on the host it runs as pgvigil's own user.
+        Runner::Host => Command::new(bins.bin("pg_basebackup")),
+        Runner::Chroot(_) => bins
+            .command("pg_basebackup")
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+    };
     cmd.args([
         "-D",
         "-",

@@ -41,6 +41,14 @@ pub struct BackupInfo {
     pub objects: Vec<BackupObject>,
 }
 
+impl BackupInfo {
+    /// The PostgreSQL major of the backed-up server (restore, verify and drills need
+    /// binaries of exactly this major).
+    pub fn pg_major(&self) -> u32 {
+        crate::pg::binaries::major_of_version_num(self.pg_version_num)
+    }
+}
+
 /// Writes the commit marker.
 pub async fn commit(repo: &Repo, info: &BackupInfo) -> Result<(), Error> {
     let body = serde_json::to_vec_pretty(info)

@@ -22,7 +22,7 @@ use super::catalog::{self, Target};
 use super::restore::{restore, RestoreRequest, TargetAction};
 use super::{pitr, Error};
 use crate::config::Settings;
-use crate::pg::binaries::PgBinaries;
+use crate::pg::binaries::{PgBinaries, Search};
 use crate::pg::{TempCluster, TempClusterOptions};
 use crate::store::{layout, Metadata, Repo};
 
@@ -245,6 +245,15 @@ async fn drill(
     let backup = catalog::select(&backups, None, &Target::Time(target))?.clone();
     ev.backup_id = Some(backup.id.clone());
 
+    // A data directory is readable only by its own major: 15's backup needs 15's binaries
+    // even where 17 is installed too.
+    let major = backup.pg_major();
+    let bins = PgBinaries::server(
+        &Search::from_settings(&settings.postgres),
+        major,
+        &format!("the drill of backup {} (PostgreSQL {major})", backup.id),
+    )
+    .map_err(|e| Error::Invalid(e.to_string()))?;
     let work = &settings.drill.work_dir;
     std::fs::create_dir_all(work).map_err(super::io(format!(
         "creating drill.work_dir {}",
@@ -290,22 +299,30 @@ async fn drill(
     )
     .await?;
     ev.bytes_restored = restored.bytes;
+    // The restored tree belongs to the user the binaries of its major run as (a chroot's
+    // postgres uid differs from the host's).
+    if bins.runner != crate::pg::binaries::Runner::Host {
+        bins.chown_tree_to_server_user(&dir)
+            .map_err(super::io(format!("chown {}", dir.display())))?;
+    }
     ev.timings.download_seconds = t.elapsed().as_secs_f64();
 
     // pg_verifybackup before the postmaster touches anything (it ignores recovery.signal
     // and postgresql.auto.conf, which restore wrote).
     let t_checks_a = Instant::now();
-    let bins = PgBinaries::discover().map_err(|e| Error::Invalid(e.to_string()))?;
     let mut verify = bins
         .command("pg_verifybackup")
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    verify.arg(&data);
+    verify.arg(
+        bins.guest_path(&data)
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+    );
     ev.checks.push(run_check("pg_verifybackup", verify).await);
     // Only the drill connects, over a private socket: trust is safe and independent of the
     // source cluster's pg_hba.conf.
     std::fs::write(data.join("pg_hba.conf"), "local all all trust\n")
         .map_err(super::io("writing pg_hba.conf"))?;
-    crate::pg::binaries::chown_to_server_user(&data.join("pg_hba.conf"))
+    bins.chown_to_server_user(&data.join("pg_hba.conf"))
         .map_err(super::io("chown pg_hba.conf"))?;
     let mut checks_seconds = t_checks_a.elapsed().as_secs_f64();
 
@@ -318,6 +335,7 @@ async fn drill(
         unix_socket_only: true,
         parent_dir: Some(dir.clone()),
         env: Vec::new(),
+        binaries: Some(bins.clone()),
     };
     let cluster = TempCluster::adopt(&data, opts)
         .await
@@ -418,7 +436,10 @@ async fn drill(
             let mut cmd = bins
                 .command("pg_amcheck")
                 .map_err(|e| Error::Invalid(e.to_string()))?;
-            cmd.arg("-h").arg(c.socket_dir()).args([
+            let socket = bins
+                .guest_path(c.socket_dir())
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            cmd.arg("-h").arg(socket).args([
                 "-p",
                 &c.port().to_string(),
                 "-U",

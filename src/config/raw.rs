@@ -96,6 +96,10 @@ pub struct PostgresConfig {
     pub top_statements: usize,
     /// Custom SQL metrics.
     pub queries: Vec<QueryConfig>,
+    /// PostgreSQL bin directories to pick binaries from, e.g.
+    /// `["/usr/lib/postgresql/17/bin"]`; empty (default) = every
+    /// `/usr/lib/postgresql/<major>/bin`. The server's major chooses among them.
+    pub bindir: Vec<String>,
 }
 
 impl Default for PostgresConfig {
@@ -112,6 +116,7 @@ impl Default for PostgresConfig {
             top_tables: 50,
             top_statements: 50,
             queries: Vec::new(),
+            bindir: Vec::new(),
         }
     }
 }

@@ -3,12 +3,18 @@
 //! `postgres` user when we are root) and stopped on drop. Restore drills start their
 //! private postmaster with it, `pgvigil dev` runs on it, and the tests build primaries and
 //! streaming replicas from it.
+//!
+//! The server may be of any major: [`TempClusterOptions::binaries`] picks them, and binaries
+//! run inside a chroot (the tests' PostgreSQL 17 and 18) get every directory inside that
+//! chroot, paths translated, owned by the chroot's own `postgres` user, and System V
+//! dynamic shared memory (a chroot's `/dev/shm` is root-owned). The postmaster is always a
+//! direct child, stopped by its pid.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use super::binaries::{chown_to_server_user, BinariesError, PgBinaries};
+use super::binaries::{BinariesError, PgBinaries, Runner};
 use super::process::{free_port, io, run_blocking, run_checked, stop_child, tail};
 use nix::sys::signal::Signal;
 
@@ -24,6 +30,8 @@ pub struct TempClusterOptions {
     /// Extra environment for the postmaster (inherited by archive_command and
     /// restore_command), e.g. AWS credentials for an S3 repository.
     pub env: Vec<(String, String)>,
+    /// The server binaries (and so the major) to run; default: the newest on the host.
+    pub binaries: Option<PgBinaries>,
 }
 
 /// Errors while creating or running a temp cluster; each names the step and, for a child
@@ -53,6 +61,8 @@ pub struct TempCluster {
     bins: PgBinaries,
     /// The temp directory holding everything; None for an adopted data directory.
     _dir: Option<tempfile::TempDir>,
+    /// A short socket directory of its own, when the one under `_dir` would be too long.
+    _socket_dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     socket_dir: PathBuf,
     log_file: PathBuf,
@@ -65,16 +75,11 @@ pub struct TempCluster {
 impl TempCluster {
     /// Runs initdb and starts the server; returns once it accepts connections.
     pub async fn start(opts: TempClusterOptions) -> Result<Self, Error> {
-        let bins = PgBinaries::discover()?;
-        let dir = match &opts.parent_dir {
-            Some(p) => tempfile::Builder::new().prefix("pgvigil-pg-").tempdir_in(p),
-            None => tempfile::Builder::new().prefix("pgvigil-pg-").tempdir(),
-        }
-        .map_err(io("creating temp dir"))?;
-        chown_to_server_user(dir.path()).map_err(io("chown temp dir"))?;
+        let bins = binaries(&opts)?;
+        let dir = temp_dir(&bins, opts.parent_dir.as_deref(), "pgvigil-pg-")?;
         let data_dir = dir.path().join("data");
         let mut cmd = bins.command("initdb")?;
-        cmd.arg("-D").arg(&data_dir).args([
+        cmd.arg("-D").arg(bins.guest_path(&data_dir)?).args([
             "-U",
             "postgres",
             "-E",
@@ -96,10 +101,21 @@ impl TempCluster {
         data_dir: PathBuf,
         opts: &TempClusterOptions,
     ) -> Result<Self, Error> {
-        let socket_dir = dir.path().join("sock");
-        std::fs::create_dir_all(&socket_dir).map_err(io("creating socket dir"))?;
-        chown_to_server_user(&socket_dir).map_err(io("chown socket dir"))?;
+        let mut socket_dir = dir.path().join("sock");
+        let mut short_socket_dir = None;
+        // A unix socket path has at most 107 bytes (`<dir>/.s.PGSQL.<port>`): a cluster deep
+        // in a chroot or a drill's work directory gets a short socket dir of its own.
+        if socket_dir.as_os_str().len() + "/.s.PGSQL.65535".len() > MAX_SOCKET_PATH {
+            let short = temp_dir(&bins, None, "pgvigil-s-")?;
+            socket_dir = short.path().to_path_buf();
+            short_socket_dir = Some(short);
+        } else {
+            std::fs::create_dir_all(&socket_dir).map_err(io("creating socket dir"))?;
+            bins.chown_to_server_user(&socket_dir)
+                .map_err(io("chown socket dir"))?;
+        }
         Ok(Self {
+            _socket_dir: short_socket_dir,
             log_file: dir.path().join("postgres.log"),
             port: free_port()?,
             unix_socket_only: opts.unix_socket_only,
@@ -128,8 +144,12 @@ impl TempCluster {
         let mut text = format!(
             "listen_addresses = {listen}\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nmax_wal_senders = 10\nwal_level = replica\n",
             self.port,
-            self.socket_dir.display()
+            self.bins.guest_path(&self.socket_dir)?.display()
         );
+        if matches!(self.bins.runner, Runner::Chroot(_)) {
+            // The chroot's /dev/shm is root-owned: POSIX shared memory would fail there.
+            text.push_str("dynamic_shared_memory_type = sysv\n");
+        }
         for (k, v) in settings {
             text.push_str(&format!("{k} = {v}\n"));
         }
@@ -152,7 +172,7 @@ impl TempCluster {
         let mut cmd = self.bins.command("postgres")?;
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("-D")
-            .arg(&self.data_dir)
+            .arg(self.bins.guest_path(&self.data_dir)?)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -213,12 +233,8 @@ impl TempCluster {
     /// private socket dir and port and the given extra settings; the data directory is
     /// left in place on drop (its owner decides), the socket dir and log are removed.
     pub async fn adopt(data_dir: &Path, opts: TempClusterOptions) -> Result<Self, Error> {
-        let bins = PgBinaries::discover()?;
-        let dir = tempfile::Builder::new()
-            .prefix("pgvigil-adopt-")
-            .tempdir()
-            .map_err(io("creating temp dir"))?;
-        chown_to_server_user(dir.path()).map_err(io("chown temp dir"))?;
+        let bins = binaries(&opts)?;
+        let dir = temp_dir(&bins, opts.parent_dir.as_deref(), "pgvigil-adopt-")?;
         let mut cluster = Self::prepare(bins, dir, data_dir.to_path_buf(), &opts)?;
         cluster.write_conf(&opts.settings)?;
         cluster.start_server().await?;
@@ -228,15 +244,11 @@ impl TempCluster {
     /// Makes a streaming replica of this (running) cluster with `pg_basebackup -R`.
     pub async fn replica(&self) -> Result<TempCluster, Error> {
         let bins = self.bins.clone();
-        let dir = tempfile::Builder::new()
-            .prefix("pgvigil-replica-")
-            .tempdir()
-            .map_err(io("creating temp dir"))?;
-        chown_to_server_user(dir.path()).map_err(io("chown temp dir"))?;
+        let dir = temp_dir(&bins, None, "pgvigil-replica-")?;
         let data_dir = dir.path().join("data");
         let mut cmd = bins.command("pg_basebackup")?;
         cmd.arg("-D")
-            .arg(&data_dir)
+            .arg(bins.guest_path(&data_dir)?)
             .args([
                 "-h",
                 "127.0.0.1",
@@ -253,6 +265,7 @@ impl TempCluster {
         let opts = TempClusterOptions {
             unix_socket_only: self.unix_socket_only,
             env: self.env.clone(),
+            binaries: Some(bins.clone()),
             ..Default::default()
         };
         let mut replica = Self::prepare(bins, dir, data_dir, &opts)?;
@@ -275,6 +288,11 @@ impl TempCluster {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The binaries this server runs (its major, and how its programs are started).
+    pub fn binaries(&self) -> &PgBinaries {
+        &self.bins
     }
 
     /// libpq URL for `db` over loopback TCP as the `postgres` superuser.
@@ -303,6 +321,37 @@ impl TempCluster {
             .map(|s| tail(&s, 2000))
             .unwrap_or_default()
     }
+}
+
+/// The longest unix socket path the kernel accepts (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The binaries the options name, or the newest on the host.
+fn binaries(opts: &TempClusterOptions) -> Result<PgBinaries, Error> {
+    match &opts.binaries {
+        Some(b) => Ok(b.clone()),
+        None => Ok(PgBinaries::discover()?),
+    }
+}
+
+/// A temp directory the server's programs can reach (inside their chroot), owned by the
+/// user they run as.
+fn temp_dir(
+    bins: &PgBinaries,
+    parent: Option<&Path>,
+    prefix: &str,
+) -> Result<tempfile::TempDir, Error> {
+    let parent = parent
+        .map(Path::to_path_buf)
+        .or_else(|| bins.default_parent_dir());
+    let dir = match &parent {
+        Some(p) => tempfile::Builder::new().prefix(prefix).tempdir_in(p),
+        None => tempfile::Builder::new().prefix(prefix).tempdir(),
+    }
+    .map_err(io("creating temp dir"))?;
+    bins.chown_to_server_user(dir.path())
+        .map_err(io("chown temp dir"))?;
+    Ok(dir)
 }
 
 impl Drop for TempCluster {

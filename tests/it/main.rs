@@ -13,6 +13,7 @@ mod drill;
 mod first_hour;
 mod fuzz_corpus;
 mod listeners;
+mod pg_majors;
 mod pgbouncer;
 mod pitr;
 mod postgres_metrics;

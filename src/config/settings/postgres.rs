@@ -26,6 +26,11 @@ pub struct PostgresSettings {
     pub top_tables: usize,
     pub top_statements: usize,
     pub queries: Vec<CustomQuery>,
+    /// `[postgres] bindir`: directories to pick PostgreSQL binaries from; empty = discover.
+    pub bindir: Vec<PathBuf>,
+    /// Run the binaries inside this chroot. Never read from the file: set by code that
+    /// owns such a chroot (the tests' PostgreSQL 17 and 18).
+    pub bin_chroot: Option<PathBuf>,
 }
 
 /// Sample type of a custom query metric.
@@ -66,6 +71,8 @@ impl PostgresSettings {
             top_tables: 50,
             top_statements: 50,
             queries: Vec::new(),
+            bindir: Vec::new(),
+            bin_chroot: None,
         })
     }
 }
@@ -155,6 +162,8 @@ pub(super) fn validate(ctx: &Ctx<'_>, pg: PostgresConfig) -> Result<PostgresSett
         top_tables: pg.top_tables,
         top_statements: pg.top_statements,
         queries,
+        bindir: pg.bindir.iter().map(PathBuf::from).collect(),
+        bin_chroot: None,
     })
 }
 

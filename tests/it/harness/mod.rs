@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod https;
 pub mod jwks;
+pub mod majors;
 /// The one generator of the Kubernetes manifests, shared with `make generate`.
 #[path = "../../../examples/generate_manifests/manifests.rs"]
 pub mod manifests;

@@ -1,0 +1,473 @@
+//! The version-sensitive paths against real servers of every major (15 from the host, 17 and
+//! 18 from their chroots; see `harness::majors`): every collector's values equal the views,
+//! the families that moved between majors are where the catalogue says, and a replica built
+//! with the major's own pg_basebackup streams.
+
+use std::time::Duration;
+
+use crate::harness::majors::{cluster_major, wanted};
+use crate::harness::{client, daemon, eventually, exec, query_value, scrape, settings};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_match_the_views_on_pg15() {
+    collectors_match_the_views(15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_match_the_views_on_pg17() {
+    collectors_match_the_views(17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_match_the_views_on_pg18() {
+    collectors_match_the_views(18).await;
+}
+
+/// One scraped value compared with one view value, read after the scrape.
+async fn same_as_view(
+    running: &pgvigil::Running,
+    db: &tokio_postgres::Client,
+    metric: &str,
+    labels: &[(&str, &str)],
+    sql: &str,
+) {
+    eventually(PATIENCE, || async {
+        let s = scrape(running).await;
+        let mut m = s.metric(metric);
+        for (k, v) in labels {
+            m = m.label(k, v);
+        }
+        let got = m.get()?;
+        let want: f64 = db
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if (got - want).abs() <= f64::EPSILON * want.abs().max(1.0) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{metric}{labels:?}: scraped {got}, view {want} ({sql})"
+            ))
+        }
+    })
+    .await;
+}
+
+async fn collectors_match_the_views(major: u32) {
+    if !wanted(major) {
+        eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
+        return;
+    }
+    let started = std::time::Instant::now();
+    let pg = cluster_major(major).await;
+    let boot = started.elapsed();
+    let admin = client(&pg, "postgres").await;
+    let version: i32 = query_value::<String>(&admin, "SHOW server_version_num")
+        .await
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        version / 10000,
+        major as i32,
+        "the cluster runs the wrong major"
+    );
+    // The statements collector reads pg_stat_statements in the DSN's database.
+    exec(&admin, "CREATE EXTENSION pg_stat_statements").await;
+    exec(&admin, "CREATE DATABASE app").await;
+    let app = client(&pg, "app").await;
+    exec(
+        &app,
+        "CREATE EXTENSION pg_stat_statements; \
+         CREATE TABLE t (id int primary key, v text); \
+         INSERT INTO t SELECT g, 'x' FROM generate_series(1, 1234) g; \
+         ANALYZE t",
+    )
+    .await;
+    for _ in 0..7 {
+        exec(&app, "SELECT count(*) FROM t WHERE v = 'pgvigil-majors'").await;
+    }
+    let replica = pg.replica().await.unwrap_or_else(|e| panic!("{e}"));
+    let holder = client(&pg, "app").await;
+    exec(&holder, "BEGIN; SELECT 1").await;
+
+    // Statistics reach the views up to a second after a commit: let the cached
+    // collectors (tables, statements) refresh within the patience of each comparison.
+    let running = daemon(settings(
+        &pg.dsn("postgres"),
+        "slow_collectors_interval = \"1s\"",
+    ))
+    .await;
+    let t = std::time::Instant::now();
+    let s = scrape(&running).await;
+    let scrape_time = t.elapsed();
+
+    // Every collector ran, and everything exported is in the catalogue.
+    assert_eq!(s.metric("pg_up").value(), Some(1.0));
+    for sample in &s.metric("pgvigil_scrape_collector_success").all() {
+        assert_eq!(sample.value, 1.0, "PostgreSQL {major}: {sample:?} failed");
+    }
+    for name in s.names() {
+        assert!(
+            pgvigil::metrics::catalogue::lookup(&name).is_some(),
+            "PostgreSQL {major}: {name} is exported but not in the catalogue"
+        );
+    }
+    let families: std::collections::BTreeSet<&str> = s
+        .names()
+        .iter()
+        .filter_map(|n| pgvigil::metrics::catalogue::lookup(n).map(|d| d.name))
+        .collect();
+    eprintln!(
+        "PostgreSQL {major}: {} families, {} series, first scrape {scrape_time:?}, cluster up in {boot:?}",
+        families.len(),
+        s.samples.len()
+    );
+
+    // The families that moved between majors are where the catalogue says.
+    let names = s.names();
+    let has = |n: &str| names.contains(n);
+    if major >= 17 {
+        assert!(has("pg_stat_checkpointer_num_timed_total"));
+        assert!(!has("pg_stat_bgwriter_checkpoints_timed_total"));
+    } else {
+        assert!(has("pg_stat_bgwriter_checkpoints_timed_total"));
+        assert!(!has("pg_stat_checkpointer_num_timed_total"));
+    }
+    assert!(has("pg_stat_wal_records_total"));
+    assert_eq!(has("pg_stat_wal_write_total"), major < 18, "{major}");
+
+    // database
+    same_as_view(
+        &running,
+        &admin,
+        "pg_database_size_bytes",
+        &[("datname", "app")],
+        "SELECT pg_database_size('app')::float8",
+    )
+    .await;
+    same_as_view(
+        &running,
+        &admin,
+        "pg_stat_database_tup_inserted",
+        &[("datname", "app")],
+        "SELECT tup_inserted::float8 FROM pg_stat_database WHERE datname = 'app'",
+    )
+    .await;
+    // activity
+    same_as_view(
+        &running,
+        &admin,
+        "pg_stat_activity_count",
+        &[("datname", "app"), ("state", "idle in transaction")],
+        "SELECT count(*)::float8 FROM pg_stat_activity WHERE datname = 'app' AND state = 'idle in transaction'",
+    )
+    .await;
+    // tables
+    same_as_view(
+        &running,
+        &app,
+        "pg_stat_user_tables_n_live_tup",
+        &[("datname", "app"), ("relname", "t")],
+        "SELECT n_live_tup::float8 FROM pg_stat_user_tables WHERE relname = 't'",
+    )
+    .await;
+    same_as_view(
+        &running,
+        &app,
+        "pg_stat_user_tables_seq_scan",
+        &[("datname", "app"), ("relname", "t")],
+        "SELECT seq_scan::float8 FROM pg_stat_user_tables WHERE relname = 't'",
+    )
+    .await;
+    // statements: the query run seven times, by its queryid
+    let queryid: i64 = query_value(
+        &app,
+        "SELECT queryid FROM pg_stat_statements WHERE query LIKE 'SELECT count(*) FROM t WHERE v = $1%' LIMIT 1",
+    )
+    .await;
+    same_as_view(
+        &running,
+        &app,
+        "pg_stat_statements_calls_total",
+        &[("datname", "app"), ("queryid", &queryid.to_string())],
+        &format!("SELECT sum(calls)::float8 FROM pg_stat_statements WHERE queryid = {queryid}"),
+    )
+    .await;
+    // cluster: checkpoints (moved to pg_stat_checkpointer in 17), archiver
+    let (metric, sql) = if major >= 17 {
+        (
+            "pg_stat_checkpointer_num_requested_total",
+            "SELECT num_requested::float8 FROM pg_stat_checkpointer",
+        )
+    } else {
+        (
+            "pg_stat_bgwriter_checkpoints_req_total",
+            "SELECT checkpoints_req::float8 FROM pg_stat_bgwriter",
+        )
+    };
+    same_as_view(&running, &admin, metric, &[], sql).await;
+    same_as_view(
+        &running,
+        &admin,
+        "pg_stat_bgwriter_buffers_alloc_total",
+        &[],
+        "SELECT buffers_alloc::float8 FROM pg_stat_bgwriter",
+    )
+    .await;
+    same_as_view(
+        &running,
+        &admin,
+        "pg_stat_archiver_archived_count",
+        &[],
+        "SELECT archived_count::float8 FROM pg_stat_archiver",
+    )
+    .await;
+    // settings
+    same_as_view(
+        &running,
+        &admin,
+        "pg_settings_max_connections",
+        &[],
+        "SELECT setting::float8 FROM pg_settings WHERE name = 'max_connections'",
+    )
+    .await;
+    // replication: one streaming replica with zero byte lag once idle
+    eventually(PATIENCE, || async {
+        let s = scrape(&running).await;
+        let rows = s.metric("pg_stat_replication_replay_lag_bytes").all();
+        match rows.as_slice() {
+            [one] if one.value == 0.0 => Ok(()),
+            other => Err(format!("replication rows {other:?}")),
+        }
+    })
+    .await;
+    assert!(replica.is_running());
+    running.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_with_the_binaries_of_pg15() {
+    backup_and_restore(15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_with_the_binaries_of_pg17() {
+    backup_and_restore(17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_with_the_binaries_of_pg18() {
+    backup_and_restore(18).await;
+}
+
+/// Settings for a backup of `pg` into a local repository at `repo`, with the binaries of
+/// the cluster's own search (its chroot, for 17 and 18).
+fn backup_settings(
+    pg: &pgvigil::pg::TempCluster,
+    repo: &std::path::Path,
+) -> pgvigil::config::Settings {
+    let mut s = settings(
+        &pg.dsn("postgres"),
+        &format!(
+            "[storage]\nurl = \"file://{}\"\nresidency = \"any\"\n",
+            repo.display()
+        ),
+    );
+    if let pgvigil::pg::binaries::Runner::Chroot(root) = &pg.binaries().runner {
+        s.postgres.bin_chroot = Some(root.clone());
+    }
+    s
+}
+
+/// A backup taken by pgvigil with the server's own pg_basebackup (the host's 15 refuses a
+/// 17 server), recorded with its major, restored and started with the binaries of that
+/// major: the data is there.
+async fn backup_and_restore(major: u32) {
+    use pgvigil::backup::{basebackup, catalog::Target, restore};
+    if !wanted(major) {
+        eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
+        return;
+    }
+    let pg = cluster_major(major).await;
+    let db = client(&pg, "postgres").await;
+    exec(
+        &db,
+        "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 10000) g",
+    )
+    .await;
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = backup_settings(&pg, repo_dir.path());
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = std::time::Instant::now();
+    let info = basebackup::run(&settings, &repo, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup of PostgreSQL {major}: {e}"));
+    let backup_time = t.elapsed();
+    assert_eq!(info.pg_major(), major);
+
+    // Restore into a directory the major's binaries can reach (inside its chroot).
+    let bins = pg.binaries().clone();
+    let parent = match bins.default_parent_dir() {
+        Some(p) => tempfile::tempdir_in(p),
+        None => tempfile::tempdir(),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    bins.chown_to_server_user(parent.path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let to = parent.path().join("restored");
+    let t = std::time::Instant::now();
+    restore::restore(
+        &repo,
+        &restore::RestoreRequest {
+            to: to.clone(),
+            backup: Some(info.id.clone()),
+            target: Target::Immediate,
+            action: restore::TargetAction::Promote,
+            // The backup carries the WAL it needs (-X fetch); no archive in this test.
+            restore_command: "false".into(),
+            keep_archiving: false,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore of PostgreSQL {major}: {e}"));
+    bins.chown_tree_to_server_user(&to)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let restored = pgvigil::pg::TempCluster::adopt(
+        &to,
+        pgvigil::pg::TempClusterOptions {
+            settings: vec![("archive_mode".into(), "off".into())],
+            binaries: Some(bins),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("starting the restored PostgreSQL {major}: {e}"));
+    let rc = client(&restored, "postgres").await;
+    crate::harness::wait_promoted(&rc).await;
+    let restore_time = t.elapsed();
+    let n: i64 = query_value(&rc, "SELECT count(*) FROM t").await;
+    assert_eq!(n, 10000);
+    let v: String = query_value(&rc, "SHOW server_version_num").await;
+    assert!(v.starts_with(&major.to_string()), "{v}");
+    eprintln!(
+        "PostgreSQL {major}: backup {backup_time:?} ({} raw bytes, {} stored), restore to promoted {restore_time:?}",
+        info.raw_bytes, info.stored_bytes
+    );
+}
+
+/// The host has only 15: a backup of a 17 server with the host's binaries fails naming
+/// the major it needs and where it looked, before pg_basebackup runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_without_binaries_of_the_servers_major_names_it() {
+    if !wanted(17) {
+        return;
+    }
+    let pg = cluster_major(17).await;
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = backup_settings(&pg, repo_dir.path());
+    settings.postgres.bin_chroot = None;
+    settings.postgres.bindir = vec!["/usr/lib/postgresql/15/bin".into()];
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = pgvigil::backup::basebackup::run(&settings, &repo, Default::default())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("PostgreSQL 17 or newer"), "{err}");
+    assert!(err.contains("/usr/lib/postgresql/15/bin"), "{err}");
+    assert!(err.contains("postgresql-17"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_archive_pitr_and_drill_on_pg15() {
+    wal_archive_pitr_and_drill(15).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_archive_pitr_and_drill_on_pg17() {
+    wal_archive_pitr_and_drill(17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_archive_pitr_and_drill_on_pg18() {
+    wal_archive_pitr_and_drill(18).await;
+}
+
+/// archive_command = `pgvigil wal-push` run by the server of the major (inside its chroot),
+/// a backup, then a drill to a point in time between two markers with that major's
+/// pg_verifybackup, postmaster (restore_command = `pgvigil wal-fetch`) and pg_amcheck.
+async fn wal_archive_pitr_and_drill(major: u32) {
+    use crate::harness::backup::switch_and_archive;
+    use crate::harness::majors::MajorRepo;
+    if !wanted(major) {
+        eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
+        return;
+    }
+    let fixture = MajorRepo::new(major);
+    let pg = fixture.archiving_primary(major).await;
+    let db = client(&pg, "postgres").await;
+    exec(&db, "CREATE TABLE markers (id int)").await;
+    exec(&db, "INSERT INTO markers VALUES (1)").await;
+    switch_and_archive(&db).await;
+    let work = fixture.dir.path().join("drill");
+    let settings = fixture.settings(
+        &pg.dsn("postgres"),
+        &format!(
+            "[pitr]\nheartbeat_interval = \"0s\"\n[drill]\nwork_dir = \"{}\"\namcheck = true\n\
+             [[drill.checks]]\nname = \"markers\"\nsql = \"select count(*) from markers\"\nexpect = \"2\"\n",
+            work.display()
+        ),
+    );
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info = pgvigil::backup::basebackup::run(&settings, &repo, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup of PostgreSQL {major}: {e}"));
+    assert_eq!(info.pg_major(), major);
+    exec(&db, "INSERT INTO markers VALUES (2)").await;
+    switch_and_archive(&db).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    exec(&db, "INSERT INTO markers VALUES (3)").await;
+    switch_and_archive(&db).await;
+
+    let ev = pgvigil::backup::drill::run(
+        &settings,
+        &repo,
+        &fixture.wal_fetch(),
+        Some(target),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(ev.success, "PostgreSQL {major} drill: {ev:#?}");
+    for name in ["pg_verifybackup", "pg_amcheck", "markers"] {
+        let c = ev.checks.iter().find(|c| c.name == name);
+        assert!(
+            c.is_some_and(|c| c.ok),
+            "PostgreSQL {major} {name}: {ev:#?}"
+        );
+    }
+    eprintln!(
+        "PostgreSQL {major}: drill {:.1}s (download {:.1}s, replay {:.1}s), target skew {:?}",
+        ev.timings.total_seconds,
+        ev.timings.download_seconds,
+        ev.timings.replay_seconds,
+        ev.target_skew_seconds
+    );
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "the drill left {left:?}");
+}
