@@ -48,11 +48,13 @@ impl std::fmt::Display for Check {
 pub async fn probe(settings: &Settings) -> Vec<Check> {
     let mut out = probe_postgres(settings).await;
     for t in &settings.pgbouncer.targets {
+        let mut tls_lines = Vec::new();
         let timeout = settings.pgbouncer.timeout.max(Duration::from_secs(2));
         let result = async {
-            let client = crate::pg::connect_admin_console(&t.dsn, timeout)
+            let (client, handshake) = crate::pg::connect_admin_console(&t.dsn, &t.tls, timeout)
                 .await
                 .map_err(|e| e.to_string())?;
+            tls_lines.push(tls_check("pgbouncer.tls", &t.instance, &t.tls, &handshake));
             let rows = client
                 .simple_query("SHOW VERSION")
                 .await
@@ -79,6 +81,7 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
                 detail: e,
             },
         });
+        out.extend(tls_lines);
     }
     if let Some(p) = &settings.postgrest {
         let collector = crate::collectors::postgrest::PostgrestCollector::new(p.clone());
@@ -250,6 +253,7 @@ async fn probe_postgres(settings: &Settings) -> Vec<Check> {
             started.elapsed().as_millis()
         ),
     });
+    out.push(tls_check("postgres.tls", &target, &pg.tls, &conn.tls));
     out.push(Check {
         status: if monitor { Status::Ok } else { Status::Fail },
         name: "postgres.role".into(),
@@ -271,6 +275,42 @@ async fn probe_postgres(settings: &Settings) -> Vec<Check> {
         },
     });
     out
+}
+
+/// What a session's TLS handshake did: the negotiated version and how the server
+/// certificate was checked. Unverified or unencrypted sessions warn, saying which
+/// `sslmode` would fix it.
+fn tls_check(
+    name: &str,
+    target: &str,
+    tls: &crate::config::PgTls,
+    handshake: &crate::pg::Handshake,
+) -> Check {
+    use crate::pg::Verified;
+    let mode = tls.mode.as_str();
+    let (status, detail) = match (handshake.version, &handshake.verified) {
+        (None, _) => (
+            Status::Warn,
+            format!("not encrypted (sslmode={mode}); set sslmode=verify-full and sslrootcert to require TLS"),
+        ),
+        (Some(v), Verified::No) => (
+            Status::Warn,
+            format!("{v}, {} (sslmode={mode}); use sslmode=verify-full with sslrootcert", handshake.verified),
+        ),
+        (Some(v), verified @ Verified::Chain(_)) => (
+            Status::Warn,
+            format!("{v}, {verified} (sslmode={mode}); use verify-full to check the host name"),
+        ),
+        (Some(v), verified @ Verified::Full(_)) => {
+            (Status::Ok, format!("{v}, {verified} (sslmode={mode})"))
+        }
+    };
+    Check {
+        status,
+        name: name.into(),
+        target: target.into(),
+        detail,
+    }
 }
 
 /// `[audit]`: the file can be appended to and its last line verifies; the audit table,

@@ -109,9 +109,14 @@ impl DevEnvironment {
         })
         .await?;
         let dsn = cluster.dsn("postgres");
-        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
-            .await
-            .map_err(setup("connecting"))?;
+        let config: tokio_postgres::Config = dsn.parse().map_err(setup("connecting"))?;
+        let (client, conn, _) = crate::pg::establish(
+            &config,
+            &crate::config::PgTls::disabled(),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| DevError::Setup(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

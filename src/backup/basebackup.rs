@@ -357,8 +357,8 @@ fn pipeline(
     })
 }
 
-/// libpq connection string for pg_basebackup (the password goes through PGPASSWORD, never
-/// the command line).
+/// libpq connection string for pg_basebackup (the password goes through PGPASSWORD and the
+/// TLS parameters through PGSSL*, never the command line).
 fn conninfo(cfg: &tokio_postgres::Config) -> String {
     let mut parts = Vec::new();
     match cfg.get_hosts().first() {
@@ -475,6 +475,10 @@ async fn take(
     };
     if let Some(pw) = password {
         cmd.env("PGPASSWORD", pw);
+    }
+    // The same TLS as pgvigil's own sessions, through the environment (never argv).
+    for (name, value) in pg.tls.child_env() {
+        cmd.env(name, value);
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let level = settings.backup.compression_level;

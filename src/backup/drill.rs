@@ -342,10 +342,14 @@ async fn drill(
         .map_err(|e| Error::Invalid(format!("the restored cluster did not start: {e}")))?;
     let socket = cluster.socket_config("postgres");
     guard.cluster = Some(cluster);
-    let (client, conn) = socket
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::Postgres(e.to_string()))?;
+    // A unix socket in the drill's own directory: no TLS to negotiate.
+    let (client, conn, _) = crate::pg::establish(
+        &socket,
+        &crate::config::PgTls::disabled(),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| Error::Postgres(e.to_string()))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -28,6 +28,7 @@ pub use settings::{
 pub use settings::{
     parse_web_config, ClientAuth, ListenerSettings, TlsSettings, TlsVersion, WebConfig,
 };
+pub use settings::{OptionalFile, PgTls, PgTlsVersion, RootCert, SslMode, SYSTEM_BUNDLE};
 
 /// Reads, parses and validates a configuration file, and the web configuration file that
 /// `server.web_config_file` names.

@@ -1,18 +1,25 @@
 //! The one connection helper. Every session pgvigil opens gets `application_name`,
 //! server-side `statement_timeout` and `lock_timeout` (as startup options, so no extra
 //! round trip), a connect timeout, and a password re-read from `password_file` when one is
-//! configured. TLS is not supported yet: `sslmode=require` fails with a clear message.
+//! configured, and TLS as libpq's `sslmode` and friends say (see [`super::tls`]); every
+//! connection to PostgreSQL or PgBouncer is opened by [`establish`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Socket};
+
+use super::tls::{self, Handshake};
+use crate::config::{PgTls, SslMode};
 
 /// What every pgvigil session is opened with.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub config: Config,
+    /// libpq's TLS parameters for this server.
+    pub tls: PgTls,
     pub password_file: Option<PathBuf>,
     pub statement_timeout: Duration,
     pub lock_timeout: Duration,
@@ -26,6 +33,7 @@ impl ConnectOptions {
     pub fn from_settings(pg: &crate::config::PostgresSettings) -> Self {
         Self {
             config: pg.dsn.clone(),
+            tls: pg.tls.clone(),
             password_file: pg.password_file.clone(),
             statement_timeout: pg.statement_timeout,
             lock_timeout: pg.lock_timeout,
@@ -46,6 +54,12 @@ pub enum ConnectError {
     },
     #[error("connecting to {target} timed out after {timeout:?}")]
     Timeout { target: String, timeout: Duration },
+    #[error("connecting to {target}: {source}")]
+    Tls {
+        target: String,
+        #[source]
+        source: tls::TlsError,
+    },
     #[error("connecting to {target}: {message}")]
     Postgres {
         target: String,
@@ -62,6 +76,87 @@ pub struct Connected {
     pub driver: JoinHandle<()>,
     /// `server_version_num`, e.g. 150018.
     pub server_version_num: i32,
+    /// The TLS handshake, if the session is encrypted.
+    pub tls: Handshake,
+}
+
+type Stream = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+/// The socket task of a session, plain or TLS.
+pub type Connection = tokio_postgres::Connection<Socket, Stream>;
+
+/// Opens a socket with `config` and `tls` within `timeout`: the one place a connection to
+/// PostgreSQL or PgBouncer is made. `sslmode=allow` tries plaintext first and TLS when the
+/// server refuses it, as libpq does.
+pub async fn establish(
+    config: &Config,
+    tls: &PgTls,
+    timeout: Duration,
+) -> Result<(Client, Connection, Handshake), ConnectError> {
+    let target = crate::config::display_dsn(config);
+    match attempt(config, tls, timeout, &target).await {
+        Err(ConnectError::Postgres { source, .. })
+            if tls.mode == SslMode::Allow
+                && source.code()
+                    == Some(
+                        &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                    ) =>
+        {
+            let mut config = config.clone();
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = PgTls {
+                mode: SslMode::Require,
+                ..tls.clone()
+            };
+            attempt(&config, &tls, timeout, &target).await
+        }
+        other => other,
+    }
+}
+
+async fn attempt(
+    config: &Config,
+    tls: &PgTls,
+    timeout: Duration,
+    target: &str,
+) -> Result<(Client, Connection, Handshake), ConnectError> {
+    let connector = tls::connector(tls, "sslkey").map_err(|source| ConnectError::Tls {
+        target: target.to_string(),
+        source,
+    })?;
+    let connected = tokio::time::timeout(timeout, config.connect(connector.make))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            target: target.to_string(),
+            timeout,
+        })?;
+    let handshake = connector
+        .handshake
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
+    match connected {
+        Ok((client, connection)) => Ok((client, connection, handshake)),
+        Err(source) => Err(ConnectError::Postgres {
+            target: target.to_string(),
+            message: match &handshake.refused {
+                Some(why) => format!("TLS handshake failed: {why}"),
+                None => tls_message(&db_error_message(&source), tls),
+            },
+            source,
+        }),
+    }
+}
+
+/// tokio-postgres' words for "the server said no to TLS", in libpq's terms.
+fn tls_message(message: &str, tls: &PgTls) -> String {
+    if message.contains("server does not support TLS") {
+        format!(
+            "the server does not support TLS, and sslmode={} requires it",
+            tls.mode.as_str()
+        )
+    } else {
+        message.to_string()
+    }
 }
 
 /// Formats a tokio-postgres error with its SQLSTATE, message and detail, instead of the
@@ -94,29 +189,19 @@ pub fn db_error_message(e: &tokio_postgres::Error) -> String {
 /// only user, database, application_name and client_encoding are sent.
 pub async fn connect_admin_console(
     config: &Config,
+    tls: &PgTls,
     timeout: Duration,
-) -> Result<Client, ConnectError> {
+) -> Result<(Client, Handshake), ConnectError> {
     let mut config = config.clone();
-    let target = crate::config::display_dsn(&config);
     if config.get_application_name().is_none() {
         config.application_name("pgvigil");
     }
     config.connect_timeout(timeout);
-    let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            target: target.clone(),
-            timeout,
-        })?
-        .map_err(|source| ConnectError::Postgres {
-            target: target.clone(),
-            message: db_error_message(&source),
-            source,
-        })?;
+    let (client, connection, handshake) = establish(&config, tls, timeout).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    Ok(client)
+    Ok((client, handshake))
 }
 
 /// Opens a session to `dbname` (or the DSN's database) with pgvigil's standard settings.
@@ -178,13 +263,8 @@ async fn open(
         message: db_error_message(&source),
         source,
     };
-    let (client, connection) = tokio::time::timeout(opts.connect_timeout, config.connect(NoTls))
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            target: target.clone(),
-            timeout: opts.connect_timeout,
-        })?
-        .map_err(pg_err)?;
+    let (client, connection, handshake) =
+        establish(&config, &opts.tls, opts.connect_timeout).await?;
     let driver = tokio::spawn(async move {
         let result = match notifications {
             None => connection.await,
@@ -227,5 +307,6 @@ async fn open(
         server_version_num: row.get(0),
         client,
         driver,
+        tls: handshake,
     })
 }

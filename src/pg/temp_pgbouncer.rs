@@ -39,6 +39,16 @@ impl TempPgbouncer {
         pool_mode: &str,
         users: &[&str],
     ) -> Result<Self, Error> {
+        Self::start_with(databases, pool_mode, users, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra `[pgbouncer]` lines (e.g. `client_tls_*`).
+    pub async fn start_with(
+        databases: &[String],
+        pool_mode: &str,
+        users: &[&str],
+        extra: &[String],
+    ) -> Result<Self, Error> {
         if !Self::available() {
             return Err(Error::Io {
                 step: "starting pgbouncer".into(),
@@ -61,12 +71,13 @@ impl TempPgbouncer {
         let config = format!(
             "[databases]\n{}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {}\n\
              auth_type = trust\nauth_file = {}\nadmin_users = postgres\nstats_users = {}\npool_mode = {pool_mode}\n\
-             max_client_conn = 200\ndefault_pool_size = 10\nmax_user_connections = 50\nstats_period = 1\nlogfile = {}\n",
+             max_client_conn = 200\ndefault_pool_size = 10\nmax_user_connections = 50\nstats_period = 1\nlogfile = {}\n{}\n",
             databases.join("\n"),
             dir.path().display(),
             userlist.display(),
             users.join(", "),
             log_file.display(),
+            extra.join("\n"),
         );
         std::fs::write(&config_file, config).map_err(io("writing pgbouncer.ini"))?;
         for p in [&userlist, &config_file] {

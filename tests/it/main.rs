@@ -14,6 +14,7 @@ mod first_hour;
 mod fuzz_corpus;
 mod listeners;
 mod pg_majors;
+mod pg_tls;
 mod pgbouncer;
 mod pitr;
 mod postgres_metrics;

@@ -80,9 +80,10 @@ impl PgbouncerCollector {
         let mut guard = t.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             *guard = Some(
-                connect_admin_console(&t.settings.dsn, self.timeout)
+                connect_admin_console(&t.settings.dsn, &t.settings.tls, self.timeout)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| e.to_string())?
+                    .0,
             );
         }
         let Some(client) = guard.as_ref() else {

@@ -11,6 +11,7 @@
 mod api_proxy;
 mod audit;
 mod backup;
+mod pg_tls;
 mod pgbouncer;
 mod postgres;
 mod postgrest;
@@ -30,6 +31,7 @@ pub use api_proxy::ClaimRules;
 pub use api_proxy::{ApiProxySettings, ClaimPath, ClaimStep};
 pub use audit::{AuditSettings, AuditTable};
 pub use backup::{BackupSettings, DrillCheck, DrillSettings, PitrSettings, RetentionSettings};
+pub use pg_tls::{OptionalFile, PgTls, PgTlsVersion, RootCert, SslMode, SYSTEM_BUNDLE};
 pub use pgbouncer::{PgbouncerSettings, PgbouncerTarget};
 pub use postgres::{display_dsn, CustomKind, CustomQuery, PostgresSettings};
 pub use postgrest::PostgrestSettings;
@@ -104,7 +106,8 @@ impl Ctx<'_> {
         })
     }
 
-    /// Parses an `http://` URL (https is not supported yet: no TLS client).
+    /// Parses an `http://` URL: PostgREST's admin server speaks plain HTTP only, so it is
+    /// reached on the pod's loopback.
     fn http_url(&self, path: &[&str], value: &str) -> Result<hyper::Uri, Error> {
         let value = self.expand(path, value)?;
         let uri: hyper::Uri = value.parse().map_err(|_| {
@@ -117,7 +120,7 @@ impl Ctx<'_> {
             (Some("http"), Some(_)) => Ok(uri),
             (Some("https"), _) => Err(self.invalid(
                 path,
-                "https is not supported yet; use http on the pod's loopback",
+                "PostgREST's admin server speaks plain HTTP only; use http:// on the pod's loopback",
             )),
             _ => Err(self.invalid(
                 path,

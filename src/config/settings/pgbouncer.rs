@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::pg_tls::PgTls;
 use super::{Ctx, Error};
 use crate::config::raw::PgbouncerConfig;
 
@@ -18,6 +19,8 @@ pub struct PgbouncerSettings {
 #[derive(Debug, Clone)]
 pub struct PgbouncerTarget {
     pub dsn: tokio_postgres::Config,
+    /// libpq's TLS parameters of this DSN (and `PGSSL*`).
+    pub tls: PgTls,
     /// `host:port`, the `instance` label when several are configured.
     pub instance: String,
 }
@@ -29,13 +32,8 @@ pub(super) fn validate(ctx: &Ctx<'_>, raw: &PgbouncerConfig) -> Result<Pgbouncer
         let idx = i.to_string();
         let path = ["pgbouncer", "dsns", idx.as_str()];
         let text = ctx.expand(&["pgbouncer", "dsns"], dsn)?;
-        let mut cfg: tokio_postgres::Config =
-            text.parse().map_err(|e: tokio_postgres::Error| {
-                ctx.invalid(
-                    &path[..2],
-                    format!("entry {i} is not a valid libpq DSN: {e}"),
-                )
-            })?;
+        let (mut cfg, tls) = super::postgres::parse_dsn(&text, ctx.env)
+            .map_err(|m| ctx.invalid(&path[..2], format!("entry {i}: {m}")))?;
         if cfg.get_dbname().is_none() {
             cfg.dbname("pgbouncer");
         }
@@ -56,6 +54,7 @@ pub(super) fn validate(ctx: &Ctx<'_>, raw: &PgbouncerConfig) -> Result<Pgbouncer
         }
         targets.push(PgbouncerTarget {
             dsn: cfg,
+            tls,
             instance: format!("{host}:{port}"),
         });
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::pg_tls::{resolve, split_dsn, PgTls, SslMode};
 use super::{Ctx, EnvLookup, Error};
 use crate::config::raw::{PostgresConfig, QueryConfig};
 
@@ -15,6 +16,8 @@ pub struct PostgresSettings {
     pub dsn: tokio_postgres::Config,
     /// The DSN without credentials, safe for logs and labels.
     pub dsn_display: String,
+    /// libpq's TLS parameters from the DSN and `PGSSL*` (tokio-postgres parses only a few).
+    pub tls: PgTls,
     pub password_file: Option<PathBuf>,
     pub statement_timeout: Duration,
     pub lock_timeout: Duration,
@@ -56,10 +59,11 @@ pub struct CustomQuery {
 impl PostgresSettings {
     /// Settings for a server at `dsn`, everything else defaulted (used by `pgvigil dev`
     /// and tests).
-    pub fn for_dsn(dsn: &str) -> Result<Self, tokio_postgres::Error> {
-        let config: tokio_postgres::Config = dsn.parse()?;
+    pub fn for_dsn(dsn: &str) -> Result<Self, String> {
+        let (config, tls) = parse_dsn(dsn, &|_| None)?;
         Ok(Self {
             dsn_display: display_dsn(&config),
+            tls,
             dsn: config,
             password_file: None,
             statement_timeout: Duration::from_secs(5),
@@ -111,10 +115,8 @@ pub(super) fn validate(ctx: &Ctx<'_>, pg: PostgresConfig) -> Result<PostgresSett
         )
     })?;
     let dsn_text = ctx.expand(&["postgres", "dsn"], dsn_raw)?;
-    let mut dsn: tokio_postgres::Config =
-        dsn_text.parse().map_err(|e: tokio_postgres::Error| {
-            ctx.invalid(&["postgres", "dsn"], format!("not a valid libpq DSN: {e}"))
-        })?;
+    let (mut dsn, tls) =
+        parse_dsn(&dsn_text, ctx.env).map_err(|m| ctx.invalid(&["postgres", "dsn"], m))?;
     apply_pg_env(&mut dsn, ctx.env);
     if dsn.get_user().is_none() {
         return Err(ctx.invalid(
@@ -152,6 +154,7 @@ pub(super) fn validate(ctx: &Ctx<'_>, pg: PostgresConfig) -> Result<PostgresSett
     Ok(PostgresSettings {
         dsn_display: display_dsn(&dsn),
         dsn,
+        tls,
         password_file: pg.password_file.map(PathBuf::from),
         statement_timeout,
         lock_timeout,
@@ -165,6 +168,30 @@ pub(super) fn validate(ctx: &Ctx<'_>, pg: PostgresConfig) -> Result<PostgresSett
         bindir: pg.bindir.iter().map(PathBuf::from).collect(),
         bin_chroot: None,
     })
+}
+
+/// Parses a libpq DSN (either form) with its TLS parameters, which tokio-postgres does not
+/// know, taken out first; `env` supplies the `PGSSL*` fallbacks.
+pub(super) fn parse_dsn(
+    text: &str,
+    env: EnvLookup<'_>,
+) -> Result<(tokio_postgres::Config, PgTls), String> {
+    let (rest, pairs) = split_dsn(text)?;
+    let tls = resolve(&pairs, env)?;
+    let mut config: tokio_postgres::Config = rest
+        .parse()
+        .map_err(|e: tokio_postgres::Error| format!("not a valid libpq DSN: {e}"))?;
+    config.ssl_mode(match tls.mode {
+        SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
+    });
+    if tls.direct {
+        config.ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct);
+    }
+    Ok((config, tls))
 }
 
 /// libpq falls back to PG* variables for what the DSN leaves out; so do we.

@@ -131,6 +131,14 @@ impl TestPki {
         self.issue(file, user, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// Writes a readable file (e.g. a `pg_hba.conf`) next to the certificates, owned by the
+    /// server user as they are.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        write(&path, text, false);
+        path
+    }
+
     /// The serial number the next certificate will get (each one is new).
     pub fn next_serial(&self) -> u64 {
         self.serial + 1
