@@ -349,12 +349,14 @@ pub fn backup_json(data: &[u8]) {
 /// A valid `backup.json` (trimmed from a real one).
 const GOOD_BACKUP_JSON: &[u8] = br#"{"format":1,"id":"good","pgvigil_version":"0.1.0","system_identifier":"7400000000000000001","pg_version_num":150000,"timeline":1,"start_lsn":"0/1000028","stop_lsn":"0/1000100","start_wal":"000000010000000000000001","start_time":"2026-01-01T00:00:00Z","stop_time":"2026-01-01T00:00:05Z","duration_seconds":5.0,"raw_bytes":1000,"stored_bytes":100,"compression":"zstd","objects":[{"name":"base.tar.zst","stored_bytes":100,"sha256":"00"}]}"#;
 
-/// The first bytes of a WAL segment, as `wal-push` reads its system identifier.
+/// The first bytes of a WAL segment, as `wal-push` reads its system identifier, and its
+/// records, as `verify` reads the newest transaction time from them.
 pub fn wal_page_header(data: &[u8]) {
     if let Some(sysid) = wal::system_identifier(data) {
         assert!(data.len() >= 32 && data[2] & 0x02 != 0);
         assert_eq!(data.get(24..32), Some(&sysid.to_le_bytes()[..]));
     }
+    let _ = crate::backup::wal_scan::newest_xact_time(data);
 }
 
 /// WAL file names (one per line) and `.history` content (the whole input).

@@ -223,7 +223,7 @@ async fn drill(
     let report = pitr::verify(repo, None).await?;
     let (Some(start), Some(end)) = (report.window_start, report.window_end) else {
         return Err(Error::Refused(
-            "there is no recovery window (no backup, or no WAL after it)".into(),
+            "there is no recovery window yet: no backup, or no transaction committed after the oldest backup ended has been archived".into(),
         ));
     };
     ev.window_start = Some(start);
@@ -320,7 +320,7 @@ async fn drill(
     ev.checks.push(run_check("pg_verifybackup", verify).await);
     // Only the drill connects, over a private socket: trust is safe and independent of the
     // source cluster's pg_hba.conf.
-    std::fs::write(data.join("pg_hba.conf"), "local all all trust\n")
+    super::unpack::replace_no_follow(&data.join("pg_hba.conf"), b"local all all trust\n")
         .map_err(super::io("writing pg_hba.conf"))?;
     bins.chown_to_server_user(&data.join("pg_hba.conf"))
         .map_err(super::io("chown pg_hba.conf"))?;

@@ -20,8 +20,10 @@ pub mod ops;
 pub mod pitr;
 pub mod restore;
 pub mod retention;
+pub mod unpack;
 pub mod wal;
 pub mod wal_report;
+pub mod wal_scan;
 
 /// Errors of backup, WAL and restore operations; each names the object or step.
 #[derive(Debug, thiserror::Error)]

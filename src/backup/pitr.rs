@@ -3,8 +3,12 @@
 //! across timelines (a segment number belongs to the timeline that was current for it, so
 //! a failover creates no false gap: the old timeline's last, partial segment is not
 //! expected); every backup's own WAL range is present; and the last WAL file that
-//! `pg_stat_archiver` reports archived is in the repository. Segments are never downloaded
-//! (their SHA-256 was recorded at push time); only the small `.history` files are read.
+//! `pg_stat_archiver` reports archived is in the repository. Segments are checked from the
+//! listing (their SHA-256 was recorded at push time); the small `.history` files are read,
+//! and so is the newest segment before any gap (or up to [`END_SCAN_SEGMENTS`] before it,
+//! once per segment per process): the recovery window ends at the newest commit or abort
+//! inside it ([`super::wal_scan`]), the last point replay provably reaches, not at the time
+//! the segment arrived.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
@@ -15,6 +19,7 @@ use serde::Serialize;
 use super::catalog::{self, parse_lsn, BackupInfo};
 use super::compress::decompress;
 use super::wal::{classify, WalKind};
+use super::wal_scan;
 use super::Error;
 use crate::store::{layout, Repo};
 
@@ -34,7 +39,8 @@ pub struct Report {
     pub newest_segment: Option<String>,
     /// Earliest recoverable time: the oldest backup's end.
     pub window_start: Option<DateTime<Utc>>,
-    /// Latest recoverable time: when the newest archived segment (before any gap) arrived.
+    /// Latest recoverable time: the newest commit or abort in the archived WAL before any
+    /// gap (None when there is none after the oldest backup ended).
     pub window_end: Option<DateTime<Utc>>,
     /// Seconds since the last WAL file was archived (the RPO now).
     pub archive_age_seconds: Option<f64>,
@@ -121,6 +127,57 @@ fn owner(path: &[(u64, u32)], segno: u64) -> u32 {
 
 fn to_utc(t: SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(t)
+}
+
+/// How many segments back from the newest contiguous one the window's end is looked for
+/// (a segment may hold no commit: one closed by `archive_timeout` on an idle server).
+pub const END_SCAN_SEGMENTS: u64 = 8;
+
+/// Scanned segments' newest transaction times, by store key: segments never change once
+/// stored, so each is downloaded once per process. Bounded (cleared when full).
+static SCANNED: std::sync::Mutex<BTreeMap<String, Option<DateTime<Utc>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The newest commit/abort time in `last` or the segments before it that are stored.
+async fn newest_xact_time(
+    repo: &Repo,
+    segments: &BTreeMap<Seg, Option<SystemTime>>,
+    path: &[(u64, u32)],
+    (_, last): Seg,
+    segs_per_id: u64,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    for segno in (last.saturating_sub(END_SCAN_SEGMENTS - 1)..=last).rev() {
+        let seg = (owner(path, segno), segno);
+        if !segments.contains_key(&seg) {
+            continue;
+        }
+        let key = super::wal::key(repo, &segment_name(seg, segs_per_id));
+        let cached = SCANNED.lock().ok().and_then(|m| m.get(&key).copied());
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                let body = repo.store.get_bytes(&key).await?;
+                let found = tokio::task::spawn_blocking(move || {
+                    decompress(&body)
+                        .ok()
+                        .and_then(|raw| wal_scan::newest_xact_time(&raw))
+                })
+                .await
+                .map_err(|e| Error::Invalid(format!("WAL scan task: {e}")))?;
+                if let Ok(mut m) = SCANNED.lock() {
+                    if m.len() >= 256 {
+                        m.clear();
+                    }
+                    m.insert(key, found);
+                }
+                found
+            }
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// What pg_stat_archiver says (None when PostgreSQL could not be asked).
@@ -288,19 +345,24 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
     };
 
     let window_start = backups.first().map(|b: &BackupInfo| b.stop_time);
-    let window_end = match (first_gap, newest_segno) {
+    let last_contiguous = match (first_gap, newest_segno) {
         (Some(gap), _) => segments
             .range(..(owner(&path, gap), gap))
             .next_back()
-            .and_then(|(_, t)| t.map(to_utc)),
-        (None, Some(n)) => segments
-            .get(&(latest_tli, n))
-            .copied()
-            .flatten()
-            .map(to_utc),
+            .map(|(seg, _)| *seg),
+        (None, Some(n)) => Some((latest_tli, n)),
         (None, None) => None,
-    }
-    .filter(|_| !backups.is_empty());
+    };
+    let window_end = match (window_start, last_contiguous) {
+        // PostgreSQL stops a time target (inclusive) before the first commit *after* it:
+        // the newest commit itself can be reached only by "latest", so the window ends a
+        // microsecond before it (recovery_target_time's resolution).
+        (Some(start), Some(last)) => newest_xact_time(repo, &segments, &path, last, segs_per_id)
+            .await?
+            .and_then(|t| t.checked_sub_signed(chrono::Duration::microseconds(1)))
+            .filter(|end| *end >= start),
+        _ => None,
+    };
     let last_archive = archiver
         .as_ref()
         .and_then(|a| a.last_archived_time)

@@ -1,7 +1,11 @@
 //! Restore: pick the newest backup that ended before the target, stream it from the
-//! repository, verify its SHA-256 while unpacking into an empty directory, and configure
+//! repository, verify its SHA-256 while unpacking into a staging directory inside the
+//! target, move the content into place only once the checksum matched, and configure
 //! recovery (`recovery.signal`, `restore_command` through `pgvigil wal-fetch`, the target).
-//! A directory that is not empty is refused, and a failed restore removes what it wrote.
+//! The stream is judged entry by entry as it is unpacked ([`super::unpack`]: no links out,
+//! no devices), and pgvigil's own files are written without following links. A directory
+//! that is not empty is refused, a failed restore removes what it wrote, and the staging
+//! directory a killed restore left is swept by the next one.
 //!
 //! A restored cluster does not archive: its `postgresql.conf` (or `postgresql.auto.conf`,
 //! inside the backup) usually still says `archive_command = 'pgvigil wal-push %p'`, and
@@ -19,6 +23,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::catalog::{self, BackupInfo, Target};
 use super::compress::HashingReader;
+use super::unpack::{append_no_follow, replace_no_follow};
 use super::{io, Error};
 use crate::store::{layout, Repo};
 
@@ -57,7 +62,19 @@ pub struct Restored {
     pub archiving: bool,
 }
 
+/// Where a restore unpacks before the checksum matched, inside the target directory (so
+/// it works when the target is a mount point whose parent pgvigil cannot write).
+pub const STAGING: &str = ".pgvigil-unpacking";
+
 fn check_empty(dir: &Path) -> Result<(), Error> {
+    let staging = dir.join(STAGING);
+    if staging.is_dir() && !staging.is_symlink() {
+        // A restore killed while unpacking: nothing of it was trusted yet.
+        std::fs::remove_dir_all(&staging).map_err(io(format!(
+            "removing the unfinished restore in {}",
+            staging.display()
+        )))?;
+    }
     match std::fs::read_dir(dir) {
         Ok(mut rd) => {
             if rd.next().is_some() {
@@ -107,6 +124,7 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
         }
         Err(e) => {
             // Leave the directory as we found it: empty.
+            let _ = std::fs::remove_dir_all(req.to.join(STAGING));
             if let Ok(rd) = std::fs::read_dir(&req.to) {
                 for entry in rd.flatten() {
                     let p = entry.path();
@@ -135,10 +153,12 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
     let to = to.to_path_buf();
     let describe = repo.store.describe();
     tokio::task::spawn_blocking(move || {
+        let staging = to.join(STAGING);
+        std::fs::create_dir(&staging).map_err(io(format!("creating {}", staging.display())))?;
         let mut hashed = HashingReader::new(bridge);
         let result = (|| -> std::io::Result<()> {
             let dec = zstd::stream::read::Decoder::new(&mut hashed)?;
-            unpack_tar(dec, &to)?;
+            unpack_tar(dec, &staging)?;
             // Drain anything after the tar end (zstd frame end) so the hash covers it all.
             std::io::copy(&mut hashed, &mut std::io::sink())?;
             Ok(())
@@ -147,10 +167,20 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
         let (sha, bytes) = hashed.finish();
         if sha != object.sha256 {
             return Err(Error::Refused(format!(
-                "{key} in {describe} is corrupt: sha256 {sha}, recorded {}",
+                "{key} in {describe} is corrupt: sha256 {sha}, recorded {}; nothing of it was kept",
                 object.sha256
             )));
         }
+        // Trusted now: move the content into place (renames within one directory tree).
+        let entries =
+            std::fs::read_dir(&staging).map_err(io(format!("reading {}", staging.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io(format!("reading {}", staging.display())))?;
+            let dest = to.join(entry.file_name());
+            std::fs::rename(entry.path(), &dest)
+                .map_err(io(format!("moving {} into place", dest.display())))?;
+        }
+        std::fs::remove_dir(&staging).map_err(io(format!("removing {}", staging.display())))?;
         Ok(bytes)
     })
     .await
@@ -158,16 +188,13 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
 }
 
 /// Unpacks a (decompressed) tar stream from the repository into `to`, an empty directory.
-/// The stream is hostile until its checksum matched: this is where entries are judged.
+/// The stream is hostile until its checksum matched: [`super::unpack`] judges its entries.
 pub fn unpack_tar(reader: impl std::io::Read, to: &Path) -> std::io::Result<()> {
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    ar.set_overwrite(false);
-    ar.unpack(to)
+    Ok(super::unpack::unpack_tar(reader, to)?)
 }
 
 fn configure_recovery(dir: &Path, req: &RestoreRequest) -> Result<(), Error> {
-    std::fs::write(dir.join("recovery.signal"), b"").map_err(io("writing recovery.signal"))?;
+    replace_no_follow(&dir.join("recovery.signal"), b"").map_err(io("writing recovery.signal"))?;
     let mut conf = format!(
         "\n# added by pgvigil restore\nrestore_command = '{}'\nrecovery_target_timeline = 'latest'\n",
         quote(&req.restore_command)
@@ -193,12 +220,7 @@ fn configure_recovery(dir: &Path, req: &RestoreRequest) -> Result<(), Error> {
     if !req.keep_archiving {
         conf.push_str("archive_mode = off\n");
     }
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(dir.join("postgresql.auto.conf"))
-        .and_then(|mut f| f.write_all(conf.as_bytes()))
+    append_no_follow(&dir.join("postgresql.auto.conf"), conf.as_bytes())
         .map_err(io("writing postgresql.auto.conf"))?;
     Ok(())
 }

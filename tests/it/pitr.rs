@@ -106,3 +106,76 @@ async fn a_promoted_replica_archiving_into_the_same_store_stays_green() {
         "{report}"
     );
 }
+
+/// The window ends just before the newest commit inside the archived WAL, not when its
+/// segment arrived (issue 14, item 5): the segment is archived seconds after the last
+/// commit, and a drill to exactly the advertised end reaches it. Before, the end was the arrival time,
+/// and recovery to it failed with "recovery ended before configured recovery target was
+/// reached".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_ends_at_the_newest_archived_commit_and_a_drill_reaches_it() {
+    let repo = LocalRepo::new();
+    let pg = repo.archiving_primary().await;
+    let db = client(&pg, "postgres").await;
+    let drill = format!(
+        "{}\n[pitr]\nheartbeat_interval = \"1s\"\n[drill]\nwork_dir = \"{}\"\n",
+        repo.storage,
+        repo.dir.path().join("drill").display()
+    );
+    write_config(&repo.config, &pg.dsn("postgres"), &drill);
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
+    assert!(ok, "{err}");
+    // Two heartbeats, as the daemon writes them (the drill checks the one it restored).
+    exec(
+        &db,
+        "CREATE SCHEMA pgvigil; CREATE TABLE pgvigil.heartbeat (ts timestamptz NOT NULL, lsn pg_lsn NOT NULL)",
+    )
+    .await;
+    let beat = "INSERT INTO pgvigil.heartbeat VALUES (clock_timestamp(), pg_current_wal_lsn()) \
+        RETURNING to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+    let _ = db
+        .query_one(beat, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let committed: chrono::DateTime<chrono::Utc> = {
+        let row = db
+            .query_one(beat, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text: String = row.get(0);
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    // The segment arrives well after its last commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    switch_and_archive(&db).await;
+
+    let (ok, report) = verify_json(&repo.cfg);
+    assert!(ok, "{report}");
+    let end: chrono::DateTime<chrono::Utc> = report["window_end"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no window_end: {report}"));
+    let after = (end - committed).num_milliseconds();
+    assert!(
+        (-1..1000).contains(&after),
+        "window_end {end} is {after} ms after the last commit at {committed} (the segment arrived 3 s later)"
+    );
+
+    let (ok, out, err) = run_pgvigil(&[
+        "drill",
+        "-c",
+        &repo.cfg,
+        "--target-time",
+        &end.to_rfc3339(),
+        "--timeout",
+        "2m",
+        "--json",
+    ]);
+    let ev: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("drill output {out:?} / {err}: {e}"));
+    assert!(
+        ok && ev["success"] == true,
+        "a drill to the window's end: {ev:#}"
+    );
+}

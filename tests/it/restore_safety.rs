@@ -75,3 +75,109 @@ async fn a_restored_cluster_does_not_archive_into_the_repository_it_came_from() 
     assert!(added.contains("restore_command"), "{conf}");
     assert!(!added.contains("archive_mode"), "{conf}");
 }
+
+/// A backup rewritten by someone who can write to the bucket (its `backup.json` checksum
+/// updated to match): a planted symlink `postgresql.auto.conf -> <a file outside>` is
+/// refused by name, the file outside is untouched, and the target is left empty
+/// (issue 14, item 2). Before, the link was created and restore appended through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_symlink_in_a_backup_is_refused_and_nothing_is_written_through_it() {
+    use sha2::Digest;
+    let repo = LocalRepo::new();
+    let primary = repo.archiving_primary().await;
+    let db = client(&primary, "postgres").await;
+    switch_and_archive(&db).await;
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
+    assert!(ok, "backup failed: {err}");
+
+    // Find the backup's object and its backup.json.
+    let marker = walk(&repo.repo_dir)
+        .into_iter()
+        .find(|p| p.ends_with("backup.json"))
+        .unwrap_or_else(|| panic!("no backup.json under {}", repo.repo_dir.display()));
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marker).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let name = info["objects"][0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let object = marker.with_file_name(&name);
+
+    // Rebuild the tar with the link in place of postgresql.auto.conf.
+    let outside = repo.dir.path().join("outside.conf");
+    std::fs::write(&outside, "precious\n").unwrap_or_else(|e| panic!("{e}"));
+    let raw = zstd::decode_all(&std::fs::read(&object).unwrap_or_else(|e| panic!("{e}"))[..])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_mode(0o600);
+    link.set_size(0);
+    builder
+        .append_link(&mut link, "postgresql.auto.conf", &outside)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut archive = tar::Archive::new(&raw[..]);
+    for entry in archive.entries().unwrap_or_else(|e| panic!("{e}")) {
+        let mut entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        let path = entry.path().unwrap_or_else(|e| panic!("{e}")).into_owned();
+        if path.ends_with("postgresql.auto.conf") {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        builder
+            .append_data(&mut header, &path, &mut entry)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let tampered = zstd::encode_all(
+        &builder.into_inner().unwrap_or_else(|e| panic!("{e}"))[..],
+        3,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&object, &tampered).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(object.with_file_name(format!(".{name}.meta.json")));
+    info["objects"][0]["sha256"] = hex::encode(sha2::Sha256::digest(&tampered)).into();
+    info["objects"][0]["stored_bytes"] = tampered.len().into();
+    std::fs::write(&marker, serde_json::to_vec(&info).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let to = repo.dir.path().join("restored");
+    let (ok, out, err) = run_pgvigil(&[
+        "restore",
+        "-c",
+        &repo.cfg,
+        "--to",
+        &to.display().to_string(),
+    ]);
+    assert!(!ok, "a restore with a planted symlink succeeded: {out}");
+    assert!(
+        err.contains("\"postgresql.auto.conf\", a symlink to")
+            && err.contains(&outside.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outside).unwrap_or_default(),
+        "precious\n",
+        "restore wrote through the planted link"
+    );
+    let left: Vec<_> = std::fs::read_dir(&to)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the failed restore left {left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
