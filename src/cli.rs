@@ -132,6 +132,10 @@ pub enum Command {
         /// Where to write it (%p).
         #[arg(value_name = "DEST")]
         dest: std::path::PathBuf,
+        /// Ask the drill that started this server for the file over its unix socket instead
+        /// of reading the repository (no configuration or credentials needed; drills set it).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
     },
 
     /// Restore a backup into an empty directory, to the latest point or a target time, LSN or immediately.

@@ -100,16 +100,101 @@ impl Evidence {
 struct Cleanup {
     dir: PathBuf,
     cluster: Option<TempCluster>,
+    wal: Option<super::wal_serve::WalServer>,
+    /// Held while the drill runs: a directory whose lock is free belongs to a crashed one.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         drop(self.cluster.take());
+        drop(self.wal.take());
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::error!(event = "drill.cleanup.failed", dir = %self.dir.display(), error = %e, "could not remove the drill directory");
             }
         }
+    }
+}
+
+/// The lock file a running drill holds in its directory.
+const LOCK: &str = ".drill.lock";
+
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    let path = dir.join(LOCK);
+    let file =
+        std::fs::File::create(&path).map_err(super::io(format!("creating {}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| Error::Invalid(format!("locking {}: {e}", path.display())))
+}
+
+/// Whether `name` is a drill id (`20261203T085835Z`), the only directories swept.
+fn is_drill_id(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
+/// Removes what drills killed before their cleanup ran left in `work`: a directory named
+/// like a drill whose lock is free. A postmaster still running in it (it outlives a killed
+/// pgvigil) is stopped first: the pid in its `postmaster.pid`, if that process's working
+/// directory is that data directory (so no other process is ever signalled).
+async fn sweep_crashed(work: &Path) {
+    let Ok(entries) = std::fs::read_dir(work) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name();
+        if !is_drill_id(&name.to_string_lossy()) || !dir.is_dir() || dir.is_symlink() {
+            continue;
+        }
+        let lock = std::fs::File::open(dir.join(LOCK)).ok().map(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+        });
+        if lock == Some(false) {
+            continue; // a drill is running there
+        }
+        stop_orphan_postmaster(&dir.join("data")).await;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::warn!(event = "drill.swept", dir = %dir.display(), "removed the directory of a drill that did not finish")
+            }
+            Err(e) => {
+                tracing::error!(event = "drill.cleanup.failed", dir = %dir.display(), error = %e, "could not remove the directory of a crashed drill")
+            }
+        }
+    }
+}
+
+async fn stop_orphan_postmaster(data: &Path) {
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    let ours = match (cwd, std::fs::canonicalize(data)) {
+        (Some(cwd), Ok(data)) => cwd == data,
+        _ => false,
+    };
+    if !ours || pid <= 1 {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
+    for _ in 0..100 {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -174,18 +259,19 @@ fn pick_target(start: DateTime<Utc>, end: DateTime<Utc>, oldest_day: bool) -> Da
         .unwrap_or(start)
 }
 
-/// Runs a drill. `wal_fetch` is the restore_command prefix (`<pgvigil> wal-fetch -c <file>`).
+/// Runs a drill. `pgvigil` is this binary as the server user runs it (its restore_command
+/// is `<pgvigil> wal-fetch --socket <drill dir>/wal.sock %f %p`).
 pub async fn run(
     settings: &Settings,
     repo: &Repo,
-    wal_fetch: &str,
+    pgvigil: &Path,
     requested: Option<DateTime<Utc>>,
     patience: Duration,
 ) -> Evidence {
     let started = Instant::now();
     let mut ev = Evidence::new(Utc::now());
     let id = ev.id.clone();
-    let result = drill(settings, repo, wal_fetch, requested, patience, &mut ev).await;
+    let result = drill(settings, repo, pgvigil, requested, patience, &mut ev).await;
     ev.timings.total_seconds = started.elapsed().as_secs_f64();
     ev.finished_at = Some(Utc::now());
     match result {
@@ -215,7 +301,7 @@ pub async fn run(
 async fn drill(
     settings: &Settings,
     repo: &Repo,
-    wal_fetch: &str,
+    pgvigil: &Path,
     requested: Option<DateTime<Utc>>,
     patience: Duration,
     ev: &mut Evidence,
@@ -275,14 +361,28 @@ async fn drill(
             )));
         }
     }
+    sweep_crashed(work).await;
     let dir = work.join(&ev.id);
+    std::fs::create_dir_all(&dir).map_err(super::io(format!("creating {}", dir.display())))?;
     let mut guard = Cleanup {
         dir: dir.clone(),
         cluster: None,
+        wal: None,
+        _lock: lock_dir(&dir)?,
     };
-    std::fs::create_dir_all(&dir).map_err(super::io(format!("creating {}", dir.display())))?;
     crate::pg::binaries::chown_to_server_user(&dir).map_err(super::io("chown drill directory"))?;
     let data = dir.join("data");
+    // WAL reaches the postmaster through the drill, not through the repository's
+    // credentials in its environment (see wal_serve).
+    let socket = dir.join("wal.sock");
+    guard.wal = Some(super::wal_serve::start(repo.clone(), &socket)?);
+    let restore_command = format!(
+        "{} wal-fetch --socket {} %f %p",
+        pgvigil.display(),
+        bins.guest_path(&socket)
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .display()
+    );
 
     // Download and unpack.
     let t = Instant::now();
@@ -293,7 +393,7 @@ async fn drill(
             backup: Some(backup.id.clone()),
             target: Target::Time(target),
             action: TargetAction::Promote,
-            restore_command: format!("{wal_fetch} %f %p"),
+            restore_command,
             keep_archiving: false,
         },
     )
@@ -331,11 +431,20 @@ async fn drill(
     let opts = TempClusterOptions {
         // Only what a private replay needs: the source's max_connections and friends must
         // stay (recovery refuses lower values), and so must its preloaded libraries.
-        settings: vec![("archive_mode".into(), "off".into())],
+        // Nothing reaches out: no archiving, no replication connection, no logical
+        // replication apply workers (subscriptions), no pg_cron jobs (a placeholder setting
+        // where pg_cron is not loaded); and none of pgvigil's environment.
+        settings: vec![
+            ("archive_mode".into(), "off".into()),
+            ("primary_conninfo".into(), "''".into()),
+            ("max_logical_replication_workers".into(), "0".into()),
+            ("cron.launch_active_jobs".into(), "off".into()),
+        ],
         unix_socket_only: true,
         parent_dir: Some(dir.clone()),
         env: Vec::new(),
         binaries: Some(bins.clone()),
+        clear_env: true,
     };
     let cluster = TempCluster::adopt(&data, opts)
         .await

@@ -24,6 +24,7 @@ pub mod unpack;
 pub mod wal;
 pub mod wal_report;
 pub mod wal_scan;
+pub mod wal_serve;
 
 /// Errors of backup, WAL and restore operations; each names the object or step.
 #[derive(Debug, thiserror::Error)]

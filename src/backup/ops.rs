@@ -243,10 +243,8 @@ impl Ops {
     pub async fn drill(&self, target: Option<DateTime<Utc>>, patience: Duration) -> Evidence {
         let m = &self.metrics.drill;
         let copy_to = self.settings.drill.work_dir.as_path();
-        let evidence = match wal_fetch_command(&self.settings.file, Some(copy_to)) {
-            Ok(wal_fetch) => {
-                drill::run(&self.settings, &self.primary, &wal_fetch, target, patience).await
-            }
+        let evidence = match server_user_exe(Some(copy_to)) {
+            Ok(exe) => drill::run(&self.settings, &self.primary, &exe, target, patience).await,
             Err(e) => Evidence::failed_to_start(e.to_string()),
         };
         m.last_duration.set(evidence.timings.total_seconds);
@@ -459,33 +457,38 @@ pub async fn archiver_state(pg: &crate::config::PostgresSettings) -> Option<Arch
 /// user can execute is placed there (drills); otherwise, and for an unreadable config file,
 /// the error says what the server user cannot reach before anything is restored.
 pub fn wal_fetch_command(config: &Path, copy_to: Option<&Path>) -> Result<String, Error> {
-    let exe = std::env::current_exe()
-        .map_err(super::io("finding the pgvigil binary for restore_command"))?;
     let config = std::fs::canonicalize(config)
         .map_err(super::io(format!("resolving {}", config.display())))?;
-    let unreachable = |what: &str, path: &Path| {
-        Error::Refused(format!(
-            "the PostgreSQL server user cannot {what} {} (restore_command runs as that user); \
-             make it reachable, e.g. `make install` for the binary (/usr/local/bin/pgvigil) and a \
-             config file the server user can read",
-            path.display()
-        ))
-    };
     if !server_user_can_reach(&config, false) {
         return Err(unreachable("read", &config));
     }
-    let exe = if server_user_can_reach(&exe, true) {
-        exe
-    } else if let Some(dir) = copy_to {
-        copy_binary(&exe, dir)?
-    } else {
-        return Err(unreachable("execute", &exe));
-    };
     Ok(format!(
         "{} wal-fetch -c {}",
-        exe.display(),
+        server_user_exe(copy_to)?.display(),
         config.display()
     ))
+}
+
+fn unreachable(what: &str, path: &Path) -> Error {
+    Error::Refused(format!(
+        "the PostgreSQL server user cannot {what} {} (restore_command runs as that user); \
+         make it reachable, e.g. `make install` for the binary (/usr/local/bin/pgvigil) and a \
+         config file the server user can read",
+        path.display()
+    ))
+}
+
+/// This binary as the server user can execute it: itself, or a copy in `copy_to`.
+pub fn server_user_exe(copy_to: Option<&Path>) -> Result<std::path::PathBuf, Error> {
+    let exe = std::env::current_exe()
+        .map_err(super::io("finding the pgvigil binary for restore_command"))?;
+    if server_user_can_reach(&exe, true) {
+        Ok(exe)
+    } else if let Some(dir) = copy_to {
+        copy_binary(&exe, dir)
+    } else {
+        Err(unreachable("execute", &exe))
+    }
 }
 
 /// A copy of `exe` in `dir/bin/` that the server user can execute (kept between drills and

@@ -133,8 +133,8 @@ fn to_utc(t: SystemTime) -> DateTime<Utc> {
 /// (a segment may hold no commit: one closed by `archive_timeout` on an idle server).
 pub const END_SCAN_SEGMENTS: u64 = 8;
 
-/// Scanned segments' newest transaction times, by store key: segments never change once
-/// stored, so each is downloaded once per process. Bounded (cleared when full).
+/// Scanned segments' newest transaction times, by store and key: segments never change
+/// once stored, so each is downloaded once per process. Bounded (cleared when full).
 static SCANNED: std::sync::Mutex<BTreeMap<String, Option<DateTime<Utc>>>> =
     std::sync::Mutex::new(BTreeMap::new());
 
@@ -152,7 +152,9 @@ async fn newest_xact_time(
             continue;
         }
         let key = super::wal::key(repo, &segment_name(seg, segs_per_id));
-        let cached = SCANNED.lock().ok().and_then(|m| m.get(&key).copied());
+        // Keys are relative to the store: two repositories hold the same names.
+        let id = format!("{} {key}", repo.store.describe());
+        let cached = SCANNED.lock().ok().and_then(|m| m.get(&id).copied());
         let found = match cached {
             Some(found) => found,
             None => {
@@ -168,7 +170,7 @@ async fn newest_xact_time(
                     if m.len() >= 256 {
                         m.clear();
                     }
-                    m.insert(key, found);
+                    m.insert(id, found);
                 }
                 found
             }

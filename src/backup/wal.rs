@@ -209,13 +209,25 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error>
 /// `Ok(false)` when the repository does not have it (PostgreSQL asks for files that may
 /// not exist, such as the next timeline's history).
 pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<bool, Error> {
+    match fetch_bytes(repo, name).await? {
+        Some(raw) => {
+            write_atomically(dest, &raw).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// One archived WAL file, decompressed and checked against the SHA-256 recorded at push;
+/// None when the repository does not have it.
+pub async fn fetch_bytes(repo: &Repo, name: &str) -> Result<Option<Vec<u8>>, Error> {
     if classify(name).is_none() {
         return Err(Error::Invalid(format!("{name:?} is not a WAL file name")));
     }
     let key = key(repo, name);
     let body = match repo.store.get_bytes(&key).await {
         Ok(b) => b,
-        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let raw = tokio::task::spawn_blocking(move || decompress(&body))
@@ -233,14 +245,20 @@ pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<bool, Error> 
             }
         }
     }
+    Ok(Some(raw))
+}
+
+/// Writes `raw` to `dest` through a temporary name and a rename, so PostgreSQL never sees
+/// a half-written file.
+pub async fn write_atomically(dest: &Path, raw: &[u8]) -> Result<(), Error> {
     let tmp = dest.with_extension("pgvigil-tmp");
-    tokio::fs::write(&tmp, &raw)
+    tokio::fs::write(&tmp, raw)
         .await
         .map_err(io(format!("writing {}", tmp.display())))?;
     tokio::fs::rename(&tmp, dest)
         .await
         .map_err(io(format!("renaming into {}", dest.display())))?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

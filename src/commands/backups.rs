@@ -114,13 +114,21 @@ pub(super) async fn wal_push(inv: &Invocation<'_>, path: &Path) -> Exit {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn wal_fetch(inv: &Invocation<'_>, name: &str, dest: &Path) -> Exit {
-    let settings = inv.load_quiet()?;
-    let repo = open_repo(&settings).await?;
-    if crate::backup::wal::fetch(&repo, name, dest)
-        .await
-        .with_context(|| format!("wal-fetch {name}"))?
-    {
+pub(super) async fn wal_fetch(
+    inv: &Invocation<'_>,
+    name: &str,
+    dest: &Path,
+    socket: Option<&Path>,
+) -> Exit {
+    let fetched = match socket {
+        Some(socket) => crate::backup::wal_serve::fetch_via(socket, name, dest).await,
+        None => {
+            let settings = inv.load_quiet()?;
+            let repo = open_repo(&settings).await?;
+            crate::backup::wal::fetch(&repo, name, dest).await
+        }
+    };
+    if fetched.with_context(|| format!("wal-fetch {name}"))? {
         Ok(ExitCode::SUCCESS)
     } else {
         // Normal during recovery (PostgreSQL probes for files that may not exist): quiet.

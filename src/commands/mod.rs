@@ -72,7 +72,9 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
         Command::Backup(args) => backups::backup(inv, args).await,
         Command::Backups(args) => backups::backups(inv, args).await,
         Command::WalPush { path } => backups::wal_push(inv, path).await,
-        Command::WalFetch { name, dest } => backups::wal_fetch(inv, name, dest).await,
+        Command::WalFetch { name, dest, socket } => {
+            backups::wal_fetch(inv, name, dest, socket.as_deref()).await
+        }
         Command::Restore(args) => backups::restore(inv, args).await,
         Command::Verify(args) => checks::verify(inv, args).await,
         Command::Drill(args) => checks::drill(inv, args).await,

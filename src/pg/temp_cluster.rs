@@ -32,7 +32,22 @@ pub struct TempClusterOptions {
     pub env: Vec<(String, String)>,
     /// The server binaries (and so the major) to run; default: the newest on the host.
     pub binaries: Option<PgBinaries>,
+    /// Start the postmaster with none of this process's environment but [`KEPT_ENV`] and
+    /// `env` (restore drills: a restored cluster must not see pgvigil's credentials).
+    pub clear_env: bool,
 }
+
+/// What a postmaster started with `clear_env` keeps of this process's environment.
+pub const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "TMPDIR",
+];
 
 /// Errors while creating or running a temp cluster; each names the step and, for a child
 /// process, its exit status and the tail of its output.
@@ -69,6 +84,7 @@ pub struct TempCluster {
     port: u16,
     unix_socket_only: bool,
     env: Vec<(String, String)>,
+    clear_env: bool,
     child: Option<Child>,
 }
 
@@ -120,6 +136,7 @@ impl TempCluster {
             port: free_port()?,
             unix_socket_only: opts.unix_socket_only,
             env: opts.env.clone(),
+            clear_env: opts.clear_env,
             bins,
             _dir: Some(dir),
             data_dir,
@@ -170,6 +187,19 @@ impl TempCluster {
             .map_err(io("opening server log"))?;
         let log2 = log.try_clone().map_err(io("opening server log"))?;
         let mut cmd = self.bins.command("postgres")?;
+        if self.clear_env {
+            let set: Vec<(std::ffi::OsString, std::ffi::OsString)> = cmd
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+                .collect();
+            cmd.env_clear();
+            for name in KEPT_ENV {
+                if let Some(v) = std::env::var_os(name) {
+                    cmd.env(name, v);
+                }
+            }
+            cmd.envs(set);
+        }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("-D")
             .arg(self.bins.guest_path(&self.data_dir)?)
@@ -265,6 +295,7 @@ impl TempCluster {
         let opts = TempClusterOptions {
             unix_socket_only: self.unix_socket_only,
             env: self.env.clone(),
+            clear_env: self.clear_env,
             binaries: Some(bins.clone()),
             ..Default::default()
         };

@@ -5,19 +5,29 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::backup::{archiving_cluster, switch_and_archive, write_config};
-use crate::harness::{self, client, exec, postgres_dir, query_value, run_pgvigil};
+use crate::harness::{self, client, exec, postgres_dir, query_value, run_pgvigil, run_pgvigil_env};
+
+/// In pgvigil's environment when it runs a drill; the drill's postmaster must not see it.
+const SECRET: &str = "drill-must-not-see-this";
 
 fn drill(cfg: &Path, target: &str) -> (bool, serde_json::Value) {
-    let (ok, out, err) = run_pgvigil(&[
-        "drill",
-        "-c",
-        &cfg.display().to_string(),
-        "--target-time",
-        target,
-        "--timeout",
-        "2m",
-        "--json",
-    ]);
+    let secrets = [
+        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET.to_string()),
+        ("PGPASSWORD".to_string(), SECRET.to_string()),
+    ];
+    let (ok, out, err) = run_pgvigil_env(
+        &[
+            "drill",
+            "-c",
+            &cfg.display().to_string(),
+            "--target-time",
+            target,
+            "--timeout",
+            "2m",
+            "--json",
+        ],
+        &secrets,
+    );
     let v =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("drill output {out:?} / {err}: {e}"));
     (ok, v)
@@ -49,7 +59,9 @@ async fn drills_pass_on_a_healthy_repository_and_fail_clearly_otherwise() {
     let section = |expect: &str| {
         format!(
             "[storage]\nurl = \"file://{}\"\n[pitr]\nheartbeat_interval = \"1s\"\n[drill]\nwork_dir = \"{}\"\namcheck = true\n\
-             [[drill.checks]]\nname = \"markers present\"\nsql = \"select count(*) from markers\"\nexpect = \"{expect}\"\n",
+             [[drill.checks]]\nname = \"markers present\"\nsql = \"select count(*) from markers\"\nexpect = \"{expect}\"\n\
+             [[drill.checks]]\nname = \"environment readable\"\nsql = \"create temp table env_a (l text); copy env_a from program 'env'; select count(*) from env_a where l like 'PATH=%'\"\nexpect = \"1\"\n\
+             [[drill.checks]]\nname = \"no secrets in the environment\"\nsql = \"create temp table env_b (l text); copy env_b from program 'env'; select count(*) from env_b where l like '%{SECRET}%'\"\nexpect = \"0\"\n",
             repo.display(),
             work.display()
         )
@@ -74,7 +86,15 @@ async fn drills_pass_on_a_healthy_repository_and_fail_clearly_otherwise() {
     exec(&db, "INSERT INTO markers VALUES (3)").await;
     switch_and_archive(&db).await;
 
-    // A healthy drill.
+    // A drill killed before its cleanup ran left its directory (and a lock nobody holds):
+    // the next drill sweeps it.
+    let crashed = work.join("20200101T000000Z");
+    std::fs::create_dir_all(crashed.join("data")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(crashed.join(".drill.lock"), b"").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(crashed.join("data/PG_VERSION"), b"15\n").unwrap_or_else(|e| panic!("{e}"));
+    pgvigil::pg::binaries::chown_tree_to_server_user(&work).unwrap_or_else(|e| panic!("{e}"));
+
+    // A healthy drill, whose postmaster sees none of pgvigil's environment.
     let (ok, ev) = drill(&config, &target);
     assert!(ok && ev["success"] == true, "{ev:#}");
     for name in [
@@ -82,6 +102,8 @@ async fn drills_pass_on_a_healthy_repository_and_fail_clearly_otherwise() {
         "heartbeat",
         "pg_amcheck",
         "markers present",
+        "environment readable",
+        "no secrets in the environment",
     ] {
         assert_eq!(check(&ev, name)["ok"], true, "{name}: {ev:#}");
     }

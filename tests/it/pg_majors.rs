@@ -443,7 +443,7 @@ async fn wal_archive_pitr_and_drill(major: u32) {
     let ev = pgvigil::backup::drill::run(
         &settings,
         &repo,
-        &fixture.wal_fetch(),
+        &fixture.pgvigil(),
         Some(target),
         Duration::from_secs(120),
     )

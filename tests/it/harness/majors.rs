@@ -160,13 +160,9 @@ impl MajorRepo {
         )
     }
 
-    /// The `restore_command` prefix (PostgreSQL appends `%f %p`) reading this repository.
-    pub fn wal_fetch(&self) -> String {
-        format!(
-            "{} wal-fetch -c {}",
-            self.guest(&self.dir.path().join("pgvigil")).display(),
-            self.guest(&self.config).display()
-        )
+    /// The pgvigil binary as the server's programs see it (a copy inside the chroot).
+    pub fn pgvigil(&self) -> PathBuf {
+        self.guest(&self.dir.path().join("pgvigil"))
     }
 
     /// Writes the config the server's programs read (paths as they see them), once the
