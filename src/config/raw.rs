@@ -313,6 +313,7 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     pub force_path_style: bool,
     pub object_lock: String,
+    pub ca_file: Option<String>,
 }
 
 impl Default for S3Config {
@@ -322,6 +323,7 @@ impl Default for S3Config {
             endpoint: None,
             force_path_style: false,
             object_lock: "off".into(),
+            ca_file: None,
         }
     }
 }

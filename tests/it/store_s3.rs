@@ -483,3 +483,67 @@ async fn an_unreachable_endpoint_names_the_store_and_the_cause() {
         "{msg}"
     );
 }
+
+/// An S3-compatible endpoint with a private CA (MinIO-style): `storage.s3.ca_file` makes
+/// it trusted; without it the connection is refused, naming the certificate problem.
+#[tokio::test]
+async fn an_https_endpoint_with_a_private_ca_is_trusted_through_ca_file() {
+    use pgvigil::store::s3::S3Store;
+    let moto = MotoServer::start().await;
+    moto.create_bucket("tls", REGION).await;
+    let mut pki = crate::harness::tls::TestPki::new("s3");
+    let cert = pki.server("s3", &[]);
+    let token = tokio_util::sync::CancellationToken::new();
+    let target: std::net::SocketAddr = moto
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let front = crate::harness::https::tls_front(&cert, target, token.clone()).await;
+    let https = pgvigil::config::S3Settings {
+        endpoint: Some(format!("https://127.0.0.1:{}", front.port())),
+        ca_file: Some(pki.ca_cert.clone()),
+        ..moto.settings()
+    };
+    let store = S3Store::connect_with("tls", "p", &https, Some(MotoServer::credentials()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put_bytes("k", Bytes::from("over tls"), Metadata::new())
+        .await
+        .unwrap_or_else(|e| panic!("put over TLS: {e}"));
+    assert_eq!(
+        store.get_bytes("k").await.unwrap_or_else(|e| panic!("{e}")),
+        Bytes::from("over tls")
+    );
+
+    // The system roots alone do not trust the private CA.
+    let untrusted = pgvigil::config::S3Settings {
+        ca_file: None,
+        ..https.clone()
+    };
+    let store = S3Store::connect_with("tls", "p", &untrusted, Some(MotoServer::credentials()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = store.get_bytes("k").await.unwrap_err().to_string();
+    assert!(
+        e.contains("s3://tls/p") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+
+    // A file without a certificate is refused by name.
+    let empty = pki.file("empty.pem", "not a certificate\n");
+    let bad = pgvigil::config::S3Settings {
+        ca_file: Some(empty.clone()),
+        ..https
+    };
+    let e = S3Store::connect_with("tls", "p", &bad, Some(MotoServer::credentials()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&empty.display().to_string()) && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    token.cancel();
+}

@@ -70,6 +70,8 @@ pub struct S3Settings {
     /// Custom endpoint for S3-compatible stores, e.g. `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+    /// PEM CA certificates trusted for the endpoint besides the system roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Object Lock on backup and WAL objects; None when `object_lock = "off"`.
     pub object_lock: Option<ObjectLockSettings>,
 }
@@ -246,6 +248,12 @@ fn validate_s3(
             None => None,
         },
         force_path_style: raw.force_path_style,
+        ca_file: match &raw.ca_file {
+            Some(f) if !f.is_empty() => {
+                Some(std::path::PathBuf::from(ctx.expand(&at("ca_file"), f)?))
+            }
+            _ => None,
+        },
         object_lock: object_lock.map(|mode| ObjectLockSettings { mode, retain_for }),
     })
 }

@@ -103,6 +103,62 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
+/// The SDK's HTTPS client trusting the system roots and the certificates in `path` (the
+/// credential chain's own requests, e.g. STS for IRSA, go through it too, so the system
+/// roots stay).
+fn https_client_trusting(
+    path: &std::path::Path,
+) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
+    use aws_smithy_http_client::tls;
+    use rustls::pki_types::pem::PemObject;
+    let pem =
+        std::fs::read(path).map_err(|e| format!("storage.s3.ca_file {}: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(&pem).collect();
+    let certs = certs.map_err(|e| format!("storage.s3.ca_file {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "storage.s3.ca_file {}: no PEM certificate in it",
+            path.display()
+        ));
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem))
+        .build()
+        .map_err(|e| format!("storage.s3.ca_file {}: {e}", path.display()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
+}
+
+/// A plaintext endpoint off loopback sends the repository's content, and request
+/// signatures anyone on the path can replay within their validity, unencrypted.
+fn warn_if_plaintext(endpoint: Option<&str>) {
+    let Some(rest) = endpoint.and_then(|e| e.strip_prefix("http://")) else {
+        return;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        tracing::warn!(
+            event = "storage.plaintext",
+            endpoint = %endpoint.unwrap_or_default(),
+            "storage.s3.endpoint is plain http:// and not on loopback: backups, WAL and request signatures cross the network unencrypted; use https:// (with storage.s3.ca_file for a private CA)"
+        );
+    }
+}
+
 impl S3Store {
     /// Builds the client from the standard AWS credential chain (environment, profile,
     /// web identity / IRSA, ECS, IMDS) and `[storage.s3]`. Credentials are resolved lazily,
@@ -141,6 +197,14 @@ impl S3Store {
                 "pgvigil-static",
             ));
         }
+        if let Some(path) = &settings.ca_file {
+            loader =
+                loader.http_client(https_client_trusting(path).map_err(|message| Error::Url {
+                    url: describe(bucket, &prefix),
+                    message,
+                })?);
+        }
+        warn_if_plaintext(settings.endpoint.as_deref());
         let sdk = loader.load().await;
         if sdk.region().is_none() {
             return Err(Error::Url {

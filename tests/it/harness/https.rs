@@ -95,3 +95,38 @@ pub async fn serve(
     }
     addr
 }
+
+/// Terminates TLS with `cert` on a free loopback port and relays the plaintext to
+/// `target` (a TLS front for servers that speak only HTTP, such as moto_server), until
+/// `token` is cancelled.
+pub async fn tls_front(
+    cert: &CertFiles,
+    target: SocketAddr,
+    token: CancellationToken,
+) -> SocketAddr {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = tcp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = acceptor(cert);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = tcp.accept() => a,
+                _ = token.cancelled() => return,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
