@@ -264,7 +264,12 @@ async fn judge(repo: &Repo) {
         catalog::Target::Lsn(u64::MAX),
         catalog::Target::Immediate,
     ] {
-        let _ = catalog::select(&backups, None, &target);
+        let _ = catalog::select(
+            &backups,
+            None,
+            &target,
+            &crate::backup::timeline::Lineage::single(1),
+        );
     }
     let mut objects: Vec<ObjectMeta> = Vec::new();
     for prefix in ["c/backups/", "c/wal/"] {

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::timeline::Lineage;
 use super::Error;
 use crate::store::{layout, Metadata, Repo};
 
@@ -123,38 +124,69 @@ pub enum Target {
 }
 
 /// The backup a restore to `target` starts from: the newest that ended before it.
+/// The backup a restore to `target` starts from: `backup` when named, else the newest one
+/// that ended before the target and lies on `lineage`, the timeline the restore follows
+/// (see [`super::timeline`]).
 pub fn select<'a>(
     backups: &'a [BackupInfo],
     backup: Option<&str>,
     target: &Target,
+    lineage: &Lineage,
 ) -> Result<&'a BackupInfo, Error> {
+    let on_lineage =
+        |b: &BackupInfo| parse_lsn(&b.stop_lsn).is_some_and(|s| lineage.reaches(b.timeline, s));
     if let Some(id) = backup.filter(|b| *b != "latest") {
-        return backups.iter().find(|b| b.id == id).ok_or_else(|| {
+        let found = backups.iter().find(|b| b.id == id).ok_or_else(|| {
             Error::Invalid(format!(
                 "no backup {id:?} in the repository (see `pgvigil backups`)"
             ))
-        });
+        })?;
+        if !on_lineage(found) {
+            return Err(off_lineage(found, lineage));
+        }
+        return Ok(found);
     }
     let candidates = backups.iter().filter(|b| match target {
         Target::Time(t) => b.stop_time < *t,
         Target::Lsn(l) => parse_lsn(&b.stop_lsn).is_some_and(|s| s <= *l),
         _ => true,
     });
-    candidates
+    let (usable, abandoned): (Vec<&BackupInfo>, Vec<&BackupInfo>) =
+        candidates.partition(|b| on_lineage(b));
+    usable
+        .into_iter()
         .max_by(|a, b| a.stop_time.cmp(&b.stop_time))
-        .ok_or_else(|| match target {
-            Target::Time(t) => Error::Invalid(format!(
+        .ok_or_else(|| match (target, abandoned.last()) {
+            (_, Some(b)) => off_lineage(b, lineage),
+            (Target::Time(t), None) => Error::Invalid(format!(
                 "no backup ended before {t}; the oldest ended at {}",
                 backups
                     .first()
                     .map(|b| b.stop_time.to_rfc3339())
                     .unwrap_or_else(|| "(no backups)".into())
             )),
-            Target::Lsn(_) => Error::Invalid("no backup ended before that LSN".into()),
+            (Target::Lsn(_), None) => Error::Invalid("no backup ended before that LSN".into()),
             _ => Error::Invalid(
                 "the repository has no backups; take one with `pgvigil backup`".into(),
             ),
         })
+}
+
+fn off_lineage(b: &BackupInfo, lineage: &Lineage) -> Error {
+    let fork = match lineage.branch_point(b.timeline) {
+        Some(lsn) => format!(
+            "timeline {} left timeline {} at {:X}/{:X}, before the backup ended",
+            lineage.tli,
+            b.timeline,
+            lsn >> 32,
+            lsn & 0xffff_ffff
+        ),
+        None => format!("timeline {} does not descend from it", lineage.tli),
+    };
+    Error::Invalid(format!(
+        "backup {} (timeline {}, ended at {}) lies on an abandoned branch and cannot recover onto timeline {}, the newest: {fork}",
+        b.id, b.timeline, b.stop_lsn, lineage.tli
+    ))
 }
 
 #[cfg(test)]
@@ -190,25 +222,62 @@ mod tests {
             info("b2", "2026-01-02T00:00:00Z", "0/200"),
         ];
         let t = |s: &str| Target::Time(s.parse().unwrap());
+        let one = Lineage::single(1);
         assert_eq!(
-            select(&b, None, &t("2026-01-01T12:00:00Z")).unwrap().id,
+            select(&b, None, &t("2026-01-01T12:00:00Z"), &one)
+                .unwrap()
+                .id,
             "b1"
         );
         assert_eq!(
-            select(&b, None, &t("2026-01-03T00:00:00Z")).unwrap().id,
+            select(&b, None, &t("2026-01-03T00:00:00Z"), &one)
+                .unwrap()
+                .id,
             "b2"
         );
-        assert!(select(&b, None, &t("2025-12-31T00:00:00Z")).is_err());
-        assert_eq!(select(&b, None, &Target::Lsn(0x150)).unwrap().id, "b1");
-        assert_eq!(select(&b, Some("b1"), &Target::Latest).unwrap().id, "b1");
+        assert!(select(&b, None, &t("2025-12-31T00:00:00Z"), &one).is_err());
         assert_eq!(
-            select(&b, Some("latest"), &Target::Latest).unwrap().id,
+            select(&b, None, &Target::Lsn(0x150), &one).unwrap().id,
+            "b1"
+        );
+        assert_eq!(
+            select(&b, Some("b1"), &Target::Latest, &one).unwrap().id,
+            "b1"
+        );
+        assert_eq!(
+            select(&b, Some("latest"), &Target::Latest, &one)
+                .unwrap()
+                .id,
             "b2"
         );
-        assert!(select(&b, Some("nope"), &Target::Latest).is_err());
+        assert!(select(&b, Some("nope"), &Target::Latest, &one).is_err());
         assert_eq!(parse_lsn("1/0000002A"), Some((1 << 32) | 42));
         // A half wider than 32 bits used to be shifted into (or over) the other half.
         assert_eq!(parse_lsn("100000000/0"), None);
         assert_eq!(parse_lsn("0/100000000"), None);
+    }
+
+    /// Timeline 2 left timeline 1 at 0/150, between b1 and b2 (a point-in-time restore to
+    /// a time before b2 that was promoted): b2 is on the abandoned branch.
+    #[test]
+    fn a_backup_on_an_abandoned_branch_is_not_chosen() {
+        let b = vec![
+            info("b1", "2026-01-01T00:00:00Z", "0/100"),
+            info("b2", "2026-01-02T00:00:00Z", "0/200"),
+        ];
+        let forked = Lineage {
+            tli: 2,
+            history: vec![(1, 0x150)],
+        };
+        assert_eq!(select(&b, None, &Target::Latest, &forked).unwrap().id, "b1");
+        let e = select(&b, Some("b2"), &Target::Latest, &forked)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("abandoned branch") && e.contains("0/150"), "{e}");
+        let only_b2 = vec![b[1].clone()];
+        let e = select(&only_b2, None, &Target::Latest, &forked)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backup b2"), "{e}");
     }
 }

@@ -89,20 +89,7 @@ pub fn segment_name((tli, segno): Seg, segs_per_id: u64) -> String {
     )
 }
 
-/// Switch points of a timeline's ancestors, from its `.history` file: `(parent_tli, lsn)`,
-/// meaning the parent ended at `lsn` and its child began there.
-pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            if l.is_empty() || l.starts_with('#') {
-                return None;
-            }
-            let mut f = l.split_whitespace();
-            Some((f.next()?.parse().ok()?, parse_lsn(f.next()?)?))
-        })
-        .collect()
-}
+pub use super::timeline::parse_history;
 
 /// Which timeline owns each segment number on the path to `latest`: a sorted list of
 /// `(first_segno, tli)`.
@@ -247,21 +234,12 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .chain(history_tlis.iter().copied())
         .max()
         .unwrap_or(1);
-    let history = if latest_tli > 1 {
-        let key = repo.key(&layout::timeline_history(latest_tli));
-        match repo.store.get_bytes(&key).await {
-            Ok(b) => parse_history(&String::from_utf8_lossy(
-                &decompress(&b).unwrap_or_default(),
-            )),
-            Err(e) => {
-                problems.push(format!(
-                    "timeline {latest_tli} has no readable history file ({e})"
-                ));
-                Vec::new()
-            }
+    let history = match super::timeline::history_of(repo, latest_tli).await {
+        Ok(h) => h,
+        Err(problem) => {
+            problems.push(problem);
+            Vec::new()
         }
-    } else {
-        Vec::new()
     };
     let path = timeline_path(latest_tli, &history, seg_size);
     let mut timelines: Vec<u32> = path.iter().map(|(_, t)| *t).collect();

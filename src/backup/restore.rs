@@ -100,7 +100,8 @@ fn quote(s: &str) -> String {
 pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Error> {
     let started = tokio::time::Instant::now();
     let backups = catalog::list(repo).await?;
-    let backup = catalog::select(&backups, req.backup.as_deref(), &req.target)?.clone();
+    let lineage = super::timeline::current(repo).await?;
+    let backup = catalog::select(&backups, req.backup.as_deref(), &req.target, &lineage)?.clone();
     check_empty(&req.to)?;
     match unpack(repo, &backup, &req.to).await {
         Ok(bytes) => {

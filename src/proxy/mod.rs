@@ -248,7 +248,14 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // What the client spoke to this listener (PostgREST builds Location and OpenAPI URLs
+    // from it).
+    let proto = if shared.settings.listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
 
     let sent =
         tokio::time::timeout(shared.settings.upstream_timeout, shared.client.request(req)).await;

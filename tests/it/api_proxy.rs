@@ -296,6 +296,11 @@ async fn proxy_forwards_request_ids_and_drops_hop_by_hop_headers() {
         Some("Bearer abc.def.ghi")
     );
     assert!(first.get("x-forwarded-for").is_some());
+    assert_eq!(
+        first.get("x-forwarded-proto").and_then(|v| v.to_str().ok()),
+        Some("http"),
+        "a plain listener forwards proto http"
+    );
     running.shutdown(Duration::from_secs(5)).await;
 }
 

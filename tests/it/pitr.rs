@@ -179,3 +179,99 @@ async fn the_window_ends_at_the_newest_archived_commit_and_a_drill_reaches_it() 
         "a drill to the window's end: {ev:#}"
     );
 }
+
+/// A point-in-time restore that forks before the newest backup (timeline 2 leaves
+/// timeline 1 before backup B ended) and archives into the repository, as a restore meant
+/// to become the new primary does: a later restore to the latest point starts from the
+/// backup before the fork, not from B, which lies on the abandoned branch (issue 14,
+/// item 4). Before, B was chosen by its stop time and PostgreSQL refused it ("requested
+/// timeline 2 is not a child of this server's history").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_after_a_fork_starts_from_a_backup_on_the_new_timeline() {
+    use pgvigil::pg::{TempCluster, TempClusterOptions};
+    let repo = LocalRepo::new();
+    let pg = repo.archiving_primary().await;
+    let db = client(&pg, "postgres").await;
+    exec(
+        &db,
+        "CREATE TABLE marks (id int); INSERT INTO marks VALUES (1)",
+    )
+    .await;
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
+    assert!(ok, "backup A: {err}");
+    exec(&db, "INSERT INTO marks VALUES (2)").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fork: String = crate::harness::query_value(
+        &db,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    exec(&db, "INSERT INTO marks VALUES (3)").await;
+    switch_and_archive(&db).await;
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
+    assert!(ok, "backup B: {err}");
+    exec(&db, "INSERT INTO marks VALUES (4)").await;
+    switch_and_archive(&db).await;
+
+    // The fork: restored to before B, promoted, archiving into the same repository.
+    let forked_dir = repo.dir.path().join("forked");
+    let (ok, _, err) = run_pgvigil(&[
+        "restore",
+        "-c",
+        &repo.cfg,
+        "--to",
+        &forked_dir.display().to_string(),
+        "--target-time",
+        &fork,
+        "--keep-archiving",
+    ]);
+    assert!(ok, "restore to {fork}: {err}");
+    let mut forked = TempCluster::adopt(&forked_dir, TempClusterOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("starting the forked cluster: {e}"));
+    let fc = client(&forked, "postgres").await;
+    harness::wait_promoted(&fc).await;
+    exec(&fc, "INSERT INTO marks VALUES (20)").await;
+    switch_and_archive(&fc).await;
+    forked.stop().await;
+    assert!(
+        repo.repo_dir
+            .join("default/wal/00000002.history.zst")
+            .exists(),
+        "the fork's history was archived"
+    );
+
+    // Latest: timeline 2, from backup A (B is on timeline 1 after the fork).
+    let latest = repo.dir.path().join("latest");
+    let (ok, out, err) = run_pgvigil(&[
+        "restore",
+        "-c",
+        &repo.cfg,
+        "--to",
+        &latest.display().to_string(),
+        "--json",
+    ]);
+    assert!(ok, "restore latest after the fork: {err}");
+    let (_, list, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
+    let backups: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+    let first = backups[0]["id"].as_str().unwrap_or("?").to_string();
+    assert!(
+        out.contains(&first),
+        "restore chose another backup than A ({first}): {out}"
+    );
+    let restored = TempCluster::adopt(&latest, TempClusterOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("starting the latest restore: {e}"));
+    let rc = client(&restored, "postgres").await;
+    harness::wait_promoted(&rc).await;
+    let ids: String = crate::harness::query_value(
+        &rc,
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM marks",
+    )
+    .await;
+    assert_eq!(
+        ids, "1,2,20",
+        "timeline 2's rows, not timeline 1's after the fork"
+    );
+}
