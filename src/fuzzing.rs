@@ -294,7 +294,14 @@ fn check_plan(
             recovery_window: std::time::Duration::from_secs(window_days.saturating_mul(86_400)),
             min_backups: 1,
         };
-        let plan = retention::plan(repo, backups, objects, now, policy);
+        let plan = retention::plan(
+            repo,
+            backups,
+            objects,
+            now,
+            policy,
+            &crate::backup::timeline::Lineage::single(1),
+        );
         let newest = backups
             .iter()
             .max_by(|a, b| a.stop_time.cmp(&b.stop_time).then_with(|| a.id.cmp(&b.id)));

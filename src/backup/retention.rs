@@ -1,9 +1,11 @@
 //! Retention by recovery window (Barman's `RECOVERY WINDOW OF 35 DAYS`): every point in
 //! time in the last `recovery_window` must stay recoverable. So every backup that ended
 //! inside the window is kept, plus the newest one that ended before it (the base for the
-//! window's first moments); never fewer than `min_backups`, never the last valid backup.
-//! WAL older than the oldest kept backup's start goes (`.history` files stay: they are
-//! tiny and recovery across timelines needs them). Objects of backups that never committed
+//! window's first moments) and, after a fork, the newest before it on the newest
+//! timeline's history (the other may lie on the abandoned branch); never fewer than
+//! `min_backups`, never the last valid backup. WAL before the lowest start position of any
+//! kept backup goes, on every timeline (`.history` files stay: they are tiny and recovery
+//! across timelines needs them). Objects of backups that never committed
 //! (no `backup.json`, e.g. a killed run) are removed after a day's grace.
 //!
 //! Backups are ordered by the times in `backup.json`, never by names or timelines. The
@@ -21,6 +23,7 @@ use serde::Serialize;
 
 use super::catalog::{self, BackupInfo};
 use super::lease::Lease;
+use super::timeline::Lineage;
 use super::wal::{classify, WalKind};
 use super::Error;
 use crate::store::{layout, ObjectMeta, Repo};
@@ -106,6 +109,7 @@ pub fn plan(
     objects: &[ObjectMeta],
     now: DateTime<Utc>,
     policy: Policy,
+    lineage: &Lineage,
 ) -> Plan {
     let window = chrono::Duration::from_std(policy.recovery_window)
         .unwrap_or_else(|_| chrono::Duration::days(36_500));
@@ -123,6 +127,23 @@ pub fn plan(
     if let Some(b) = sorted.iter().rev().find(|b| b.stop_time < window_start) {
         keep.entry(&b.id).or_insert_with(|| {
             "newest backup before the window: the base for its first moments".into()
+        });
+    }
+    // After a fork, that one may lie on the abandoned branch: the base a restore onto the
+    // newest timeline can use is the newest before the window on its history.
+    let on_lineage = |b: &BackupInfo| {
+        super::catalog::parse_lsn(&b.stop_lsn).is_some_and(|s| lineage.reaches(b.timeline, s))
+    };
+    if let Some(b) = sorted
+        .iter()
+        .rev()
+        .find(|b| b.stop_time < window_start && on_lineage(b))
+    {
+        keep.entry(&b.id).or_insert_with(|| {
+            format!(
+                "newest backup before the window on timeline {}'s history: the base for its first moments",
+                lineage.tli
+            )
         });
     }
     for b in sorted.iter().rev().take(policy.min_backups.max(1)) {
@@ -189,10 +210,13 @@ pub fn plan(
         }
     }
 
-    // WAL before the oldest kept backup's start. No backup, no WAL deletion.
+    // WAL before the lowest start of any kept backup, on every timeline (a newer backup on
+    // a younger timeline can start at a lower position than an older one: the fork went
+    // back in WAL). No backup, no WAL deletion.
     let oldest_kept = sorted
         .iter()
-        .find(|b| keep.contains_key(b.id.as_str()))
+        .filter(|b| keep.contains_key(b.id.as_str()))
+        .min_by_key(|b| position(&b.start_wal).unwrap_or((0, 0)))
         .copied();
     let oldest_needed_wal = oldest_kept.map(|b| b.start_wal.clone());
     if let Some(keep_from) = oldest_kept.and_then(|b| position(&b.start_wal)) {
@@ -213,7 +237,7 @@ pub fn plan(
                     bytes: o.size,
                     reason: Reason::ExpiredWal,
                     why: format!(
-                        "before {}, where the oldest kept backup ({}) starts",
+                        "before {}, where the kept backup that starts earliest ({}) starts",
                         oldest_kept.map(|b| b.start_wal.as_str()).unwrap_or(""),
                         oldest_kept.map(|b| b.id.as_str()).unwrap_or("")
                     ),
@@ -352,7 +376,8 @@ async fn apply(
         .list(&repo.key(&layout::backups_prefix()))
         .await?;
     objects.extend(repo.store.list(&repo.key(&layout::wal_prefix())).await?);
-    let plan = plan(repo, &backups, &objects, now, policy);
+    let lineage = super::timeline::current(repo).await?;
+    let plan = plan(repo, &backups, &objects, now, policy, &lineage);
     let store = repo.store.describe();
     let mut outcomes = Vec::with_capacity(plan.delete.len());
     // A backup whose marker is locked stays valid: leave the rest of its objects too.
@@ -455,7 +480,7 @@ mod tests {
             pg_version_num: 150000,
             timeline: tli,
             start_lsn: "0/1".into(),
-            stop_lsn: "0/2".into(),
+            stop_lsn: format!("0/{:X}", (u64::from(seg) + 1) << 24),
             start_wal: format!("{tli:08X}00000000{seg:08X}"),
             start_time: t(stop),
             stop_time: t(stop),
@@ -501,6 +526,55 @@ mod tests {
         p.delete.iter().map(|d| d.key.as_str()).collect()
     }
 
+    /// Timeline 2 left timeline 1 at segment 0x15, before b2 (on timeline 1) ended: b2 lies
+    /// on the abandoned branch. b3 on timeline 2 starts at 0x18, below b2's 0x20. Before,
+    /// b1 (the only base on timeline 2's history) was deleted, and so was the WAL from 0x18
+    /// that b3 needs, because b2 was the oldest kept backup by time.
+    #[test]
+    fn after_a_fork_the_base_on_the_new_timeline_and_its_wal_are_kept() {
+        let b = vec![
+            backup("b1", "2026-01-01T02:00:00Z", 0x10, 1),
+            backup("b2", "2026-01-20T02:00:00Z", 0x20, 1),
+            backup("b3", "2026-03-01T02:00:00Z", 0x18, 2),
+        ];
+        let mut objects = objects_of(&b);
+        objects.extend(wal(&[
+            "000000010000000000000010",
+            "000000010000000000000014",
+            "000000020000000000000015",
+            "000000020000000000000018",
+            "000000010000000000000020",
+            "00000002.history",
+        ]));
+        let forked = Lineage {
+            tli: 2,
+            history: vec![(1, 0x15 << 24)],
+        };
+        let p = plan(
+            &repo(),
+            &b,
+            &objects,
+            t("2026-03-08T00:00:00Z"),
+            POLICY,
+            &forked,
+        );
+        let gone = deleted(&p);
+        assert!(
+            !gone.iter().any(|k| k.contains("/b1/")),
+            "b1, the base on timeline 2's history, was deleted: {gone:?}"
+        );
+        for seg in [
+            "000000010000000000000010",
+            "000000020000000000000015",
+            "000000020000000000000018",
+        ] {
+            assert!(
+                !gone.iter().any(|k| k.contains(seg)),
+                "{seg} deleted: {gone:?}"
+            );
+        }
+    }
+
     #[test]
     fn keeps_the_window_and_the_newest_backup_before_it() {
         let b = vec![
@@ -519,7 +593,14 @@ mod tests {
             "000000010000000000000041",
         ]));
         // Window start 2026-02-01: b3 and b4 inside, b2 the base for the window's start.
-        let p = plan(&repo(), &b, &objects, t("2026-03-08T00:00:00Z"), POLICY);
+        let p = plan(
+            &repo(),
+            &b,
+            &objects,
+            t("2026-03-08T00:00:00Z"),
+            POLICY,
+            &Lineage::single(1),
+        );
         assert_eq!(p.window_start, t("2026-02-01T00:00:00Z"));
         let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(kept, ["b2", "b3", "b4"]);
@@ -553,7 +634,7 @@ mod tests {
             "000000010000000000000007",
         ]));
         let now = t("2026-11-30T10:15:00Z") + chrono::Duration::days(40);
-        let p = plan(&repo(), &b, &objects, now, POLICY);
+        let p = plan(&repo(), &b, &objects, now, POLICY, &Lineage::single(1));
         let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(kept, ["b3"]);
         assert_eq!(
@@ -568,7 +649,14 @@ mod tests {
             ]
         );
         // The same listing the day after the backups: everything is inside the window.
-        let p = plan(&repo(), &b, &objects, t("2026-12-01T00:00:00Z"), POLICY);
+        let p = plan(
+            &repo(),
+            &b,
+            &objects,
+            t("2026-12-01T00:00:00Z"),
+            POLICY,
+            &Lineage::single(1),
+        );
         assert!(p.delete.is_empty());
     }
 
@@ -586,6 +674,7 @@ mod tests {
             &objects_of(&b),
             t("2026-05-01T00:00:00Z"),
             POLICY,
+            &Lineage::single(1),
         );
         let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(kept, ["aaa"]);
@@ -609,6 +698,7 @@ mod tests {
                 min_backups: 2,
                 ..POLICY
             },
+            &Lineage::single(1),
         );
         let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(kept, ["b2", "b3"]);
@@ -621,6 +711,7 @@ mod tests {
                 min_backups: 0,
                 ..POLICY
             },
+            &Lineage::single(1),
         );
         let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(kept, ["b3"]);
@@ -631,6 +722,7 @@ mod tests {
             &wal(&["000000010000000000000001"]),
             now,
             POLICY,
+            &Lineage::single(1),
         );
         assert!(p.delete.is_empty());
     }
@@ -653,6 +745,7 @@ mod tests {
                 recovery_window: Duration::from_secs(300_000 * 365 * 86_400),
                 min_backups: 1,
             },
+            &Lineage::single(1),
         );
         assert_eq!(p.window_start, DateTime::<Utc>::MIN_UTC);
         let kept: Vec<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
@@ -731,7 +824,7 @@ mod tests {
                 (steps, tail, window, min) in history()
             ) {
                 let c = case(&steps, tail, window, min);
-                let p = plan(&repo(), &c.backups, &c.objects, c.now, c.policy);
+                let p = plan(&repo(), &c.backups, &c.objects, c.now, c.policy, &Lineage::single(1));
                 let deleted: BTreeSet<&str> = p.delete.iter().map(|d| d.key.as_str()).collect();
                 let kept: BTreeSet<&str> = p.kept.iter().map(|k| k.id.as_str()).collect();
 
@@ -795,7 +888,7 @@ mod tests {
                     .map(|(i, s)| BackupInfo { start_wal: s.clone(), ..backup(&format!("b{i}"), "2026-01-01T00:00:00Z", 1, 1) })
                     .collect();
                 let objects: Vec<ObjectMeta> = keys.iter().map(|k| obj(k, "2026-01-01T00:00:00Z")).collect();
-                let p = plan(&repo(), &backups, &objects, now, Policy { recovery_window: Duration::from_secs(window), min_backups: min });
+                let p = plan(&repo(), &backups, &objects, now, Policy { recovery_window: Duration::from_secs(window), min_backups: min }, &Lineage::single(1));
                 prop_assert!(!p.kept.is_empty());
             }
         }
@@ -813,7 +906,14 @@ mod tests {
         // An unreadable backup.json (not in `backups`) is not an orphan.
         objects.push(obj("c/backups/future/backup.json", "2026-01-01T00:00:00Z"));
         objects.push(obj("c/backups/future/base.tar.zst", "2026-01-01T00:00:00Z"));
-        let p = plan(&repo(), &b, &objects, t("2026-01-10T12:00:00Z"), POLICY);
+        let p = plan(
+            &repo(),
+            &b,
+            &objects,
+            t("2026-01-10T12:00:00Z"),
+            POLICY,
+            &Lineage::single(1),
+        );
         assert_eq!(deleted(&p), ["c/backups/killed/base.tar.zst"]);
         assert_eq!(p.delete[0].reason, Reason::Orphan);
     }
