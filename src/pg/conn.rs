@@ -23,6 +23,10 @@ pub struct ConnectOptions {
     pub password_file: Option<PathBuf>,
     pub statement_timeout: Duration,
     pub lock_timeout: Duration,
+    /// Send `statement_timeout` and `lock_timeout` as startup options (true but for the
+    /// session that reads the server's own settings: with them, `pg_settings` shows
+    /// pgvigil's values instead of what every other session gets).
+    pub session_limits: bool,
     pub connect_timeout: Duration,
     /// Shown in `pg_stat_activity.application_name`.
     pub application_name: String,
@@ -37,6 +41,7 @@ impl ConnectOptions {
             password_file: pg.password_file.clone(),
             statement_timeout: pg.statement_timeout,
             lock_timeout: pg.lock_timeout,
+            session_limits: true,
             connect_timeout: pg.connect_timeout,
             application_name: "pgvigil".into(),
         }
@@ -246,10 +251,11 @@ async fn open(
         config.application_name(&opts.application_name);
     }
     let mut options = config.get_options().map(str::to_string).unwrap_or_default();
-    for (name, value) in [
+    let limits = [
         ("statement_timeout", opts.statement_timeout),
         ("lock_timeout", opts.lock_timeout),
-    ] {
+    ];
+    for (name, value) in limits.iter().filter(|_| opts.session_limits) {
         if !options.is_empty() {
             options.push(' ');
         }

@@ -10,6 +10,9 @@ const PATIENCE: Duration = Duration::from_secs(20);
 async fn database_stats_and_sizes_match_the_views() {
     let pg = cluster().await;
     let admin = client(&pg, "postgres").await;
+    // A server-wide statement_timeout that pgvigil's own sessions override (5 s).
+    exec(&admin, "ALTER SYSTEM SET statement_timeout = '42s'").await;
+    exec(&admin, "SELECT pg_reload_conf()").await;
     exec(&admin, "CREATE DATABASE app").await;
     let app = client(&pg, "app").await;
     exec(&app, "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 1234) g").await;
@@ -77,6 +80,18 @@ async fn database_stats_and_sizes_match_the_views() {
         Some(sb)
     );
     assert_eq!(s.metric("pg_settings_max_connections").value(), Some(100.0));
+    // The server's values, not those of pgvigil's own sessions (5 s and 1 s).
+    for (setting, metric) in [
+        ("statement_timeout", "pg_settings_statement_timeout_seconds"),
+        ("lock_timeout", "pg_settings_lock_timeout_seconds"),
+    ] {
+        let server: f64 = harness::query_value(
+            &admin,
+            &format!("SELECT setting::float8 / 1000 FROM pg_settings WHERE name = '{setting}'"),
+        )
+        .await;
+        assert_eq!(s.metric(metric).value(), Some(server), "{metric}");
+    }
     running.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -221,7 +221,7 @@ impl PostgresCollector {
         let timeout = inner.settings.statement_timeout;
         let mut families = Vec::new();
         let (settings_res, sizes_res, statements_res, tables_res) = tokio::join!(
-            timed(metrics, "settings", timeout, settings::collect(&s.client)),
+            timed(metrics, "settings", timeout, server_settings(&inner.opts)),
             timed(
                 metrics,
                 "database_size",
@@ -303,6 +303,18 @@ async fn timed(
             Vec::new()
         }
     }
+}
+
+/// `pg_settings` as every other session sees it: read over a short session without
+/// pgvigil's own `statement_timeout`/`lock_timeout` startup options (bounded by the
+/// caller's client-side timeout instead), which would otherwise be what it shows.
+async fn server_settings(opts: &ConnectOptions) -> Result<Vec<Family>, CollectError> {
+    let opts = ConnectOptions {
+        session_limits: false,
+        ..opts.clone()
+    };
+    let conn = connect(&opts, None).await?;
+    settings::collect(&conn.client).await
 }
 
 async fn open_session(
