@@ -11,7 +11,7 @@ pub mod spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{GaugeVec, IntCounter};
+use prometheus::{Gauge, GaugeVec, IntCounter};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -23,18 +23,37 @@ crate::own_metrics! {
         pub duration: GaugeVec = PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS,
         pub success: GaugeVec = PGVIGIL_SCRAPE_COLLECTOR_SUCCESS,
         pub scrapes: IntCounter = PGVIGIL_SCRAPES_TOTAL,
+        pub pe_duration: GaugeVec = PG_SCRAPE_COLLECTOR_DURATION_SECONDS,
+        pub pe_success: GaugeVec = PG_SCRAPE_COLLECTOR_SUCCESS,
+        pub last_error: Gauge = PG_EXPORTER_LAST_SCRAPE_ERROR,
+        pub last_duration: Gauge = PG_EXPORTER_LAST_SCRAPE_DURATION_SECONDS,
+        pub pe_scrapes: IntCounter = PG_EXPORTER_SCRAPES_TOTAL,
     }
 }
 
 impl ScrapeMetrics {
     /// Records one collector run.
     pub fn record(&self, collector: &str, took: Duration, ok: bool) {
-        self.duration
-            .with_label_values(&[collector])
-            .set(took.as_secs_f64());
+        let ok_value = if ok { 1.0 } else { 0.0 };
+        for (duration, success) in [
+            (&self.duration, &self.success),
+            (&self.pe_duration, &self.pe_success),
+        ] {
+            duration
+                .with_label_values(&[collector])
+                .set(took.as_secs_f64());
+            success.with_label_values(&[collector]).set(ok_value);
+        }
+    }
+
+    /// Whether any collector's last run failed.
+    fn any_failed(&self) -> bool {
+        use prometheus::core::Collector as _;
         self.success
-            .with_label_values(&[collector])
-            .set(if ok { 1.0 } else { 0.0 });
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .any(|m| m.get_gauge().get_value() == 0.0)
     }
 }
 
@@ -92,6 +111,7 @@ impl Scraper {
             }
         }
         self.metrics.scrapes.inc();
+        self.metrics.pe_scrapes.inc();
         let mut families = Vec::with_capacity(128);
         let metrics = &self.metrics;
         // Sources are independent: one being slow or down never delays or hides another.
@@ -104,6 +124,11 @@ impl Scraper {
             }))
         );
         families.extend(others.into_iter().flatten());
+        let failed = !postgres_up || self.metrics.any_failed();
+        self.metrics.last_error.set(if failed { 1.0 } else { 0.0 });
+        self.metrics
+            .last_duration
+            .set(arrived.elapsed().as_secs_f64());
         let snap = Arc::new(Snapshot {
             families,
             finished: Instant::now(),

@@ -385,6 +385,12 @@ catalogue! {
     PGVIGIL_SCRAPES_TOTAL: counter "pgvigil_scrapes_total" [] new "Collections run (concurrent scrapes that share one collection count once).";
     PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS: gauge "pgvigil_scrape_collector_duration_seconds" ["collector"] new "How long the collector's last run took, in seconds.";
     PGVIGIL_SCRAPE_COLLECTOR_SUCCESS: gauge "pgvigil_scrape_collector_success" ["collector"] new "Whether the collector's last run succeeded (1) or failed or was skipped because its source is down (0).";
+    // postgres_exporter's names for the same, which community alerts and dashboards use.
+    PG_SCRAPE_COLLECTOR_DURATION_SECONDS: gauge "pg_scrape_collector_duration_seconds" ["collector"] pe "postgres_exporter: collector_name duration in seconds (as pgvigil_scrape_collector_duration_seconds).";
+    PG_SCRAPE_COLLECTOR_SUCCESS: gauge "pg_scrape_collector_success" ["collector"] pe "postgres_exporter: collector_name success (as pgvigil_scrape_collector_success).";
+    PG_EXPORTER_LAST_SCRAPE_ERROR: gauge "pg_exporter_last_scrape_error" [] pe "Whether the last scrape of metrics from PostgreSQL resulted in an error (1 for error, 0 for success): PostgreSQL down, or any collector failed.";
+    PG_EXPORTER_LAST_SCRAPE_DURATION_SECONDS: gauge "pg_exporter_last_scrape_duration_seconds" [] pe "Duration of the last scrape of metrics from PostgreSQL and the other sources.";
+    PG_EXPORTER_SCRAPES_TOTAL: counter "pg_exporter_scrapes_total" [] pe "Total number of times PostgreSQL was scraped for metrics (collections; concurrent scrapes share one).";
 }
 
 #[cfg(test)]

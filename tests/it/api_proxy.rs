@@ -403,6 +403,11 @@ async fn postgrest_admin_metrics_pass_through_and_readiness_follows() {
         Some(0.0),
         "the rest of the page is intact"
     );
+    assert_eq!(
+        s.metric("pg_exporter_last_scrape_error").value(),
+        Some(1.0),
+        "PostgreSQL down is a scrape error, as postgres_exporter says"
+    );
     running.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -92,6 +92,20 @@ async fn database_stats_and_sizes_match_the_views() {
         .await;
         assert_eq!(s.metric(metric).value(), Some(server), "{metric}");
     }
+    // postgres_exporter's meta metrics, which community alerts use.
+    assert_eq!(s.metric("pg_exporter_last_scrape_error").value(), Some(0.0));
+    assert!(s
+        .metric("pg_exporter_last_scrape_duration_seconds")
+        .value()
+        .is_some_and(|d| d > 0.0));
+    assert_eq!(
+        s.metric("pg_scrape_collector_success")
+            .label("collector", "settings")
+            .get(),
+        s.metric("pgvigil_scrape_collector_success")
+            .label("collector", "settings")
+            .get()
+    );
     running.shutdown(Duration::from_secs(5)).await;
 }
 
