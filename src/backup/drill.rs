@@ -198,11 +198,6 @@ async fn stop_orphan_postmaster(data: &Path) {
     }
 }
 
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let s = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
-}
-
 /// When the newest successful drill in the repository finished (the daemon's
 /// `pgvigil_drill_last_success_timestamp_seconds` survives restarts through this). Reads
 /// evidence newest first, at most 100 files.
@@ -351,7 +346,7 @@ async fn drill(
         .raw_bytes
         .saturating_add(backup.raw_bytes / 5)
         .saturating_add(256 << 20);
-    if let Some(free) = free_bytes(work) {
+    if let Some(free) = super::free_bytes(work) {
         if free < needed {
             return Err(Error::Refused(format!(
                 "drill.work_dir {} has {} MiB free; restoring backup {} needs about {} MiB",

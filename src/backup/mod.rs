@@ -67,6 +67,12 @@ impl Error {
     }
 }
 
+/// Bytes available to this process on the filesystem of `dir`.
+pub(crate) fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
 pub(crate) fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let step = step.into();
     move |cause| Error::Io { step, cause }

@@ -103,6 +103,19 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
     let lineage = super::timeline::current(repo).await?;
     let backup = catalog::select(&backups, req.backup.as_deref(), &req.target, &lineage)?.clone();
     check_empty(&req.to)?;
+    // raw_bytes (the tar stream) is what the data directory takes: refuse before writing
+    // rather than fill the disk and fail half-way.
+    if let Some(free) = super::free_bytes(&req.to) {
+        if free < backup.raw_bytes {
+            return Err(Error::Refused(format!(
+                "{} has {} MiB free; backup {} needs {} MiB",
+                req.to.display(),
+                free >> 20,
+                backup.id,
+                backup.raw_bytes.div_ceil(1 << 20)
+            )));
+        }
+    }
     match unpack(repo, &backup, &req.to).await {
         Ok(bytes) => {
             configure_recovery(&req.to, req)?;
@@ -164,7 +177,14 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
             std::io::copy(&mut hashed, &mut std::io::sink())?;
             Ok(())
         })();
-        result.map_err(io(format!("unpacking {key} into {}", to.display())))?;
+        result.map_err(|e| {
+            let full = e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32);
+            let free = match super::free_bytes(&to) {
+                Some(free) if full => format!(" ({} MiB free)", free >> 20),
+                _ => String::new(),
+            };
+            io(format!("unpacking {key} into {}{free}", to.display()))(e)
+        })?;
         let (sha, bytes) = hashed.finish();
         if sha != object.sha256 {
             return Err(Error::Refused(format!(

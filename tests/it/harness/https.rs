@@ -62,6 +62,15 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// A listener on a free loopback port, and its address.
+async fn loopback() -> (tokio::net::TcpListener, SocketAddr) {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = tcp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    (tcp, addr)
+}
+
 /// Serves `router` on a free loopback port, over TLS with `cert` when given, until `token`
 /// is cancelled.
 pub async fn serve(
@@ -69,10 +78,7 @@ pub async fn serve(
     cert: Option<&CertFiles>,
     token: CancellationToken,
 ) -> SocketAddr {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = tcp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (tcp, addr) = loopback().await;
     match cert {
         None => {
             tokio::spawn(async move {
@@ -104,10 +110,7 @@ pub async fn tls_front(
     target: SocketAddr,
     token: CancellationToken,
 ) -> SocketAddr {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = tcp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (tcp, addr) = loopback().await;
     let acceptor = acceptor(cert);
     tokio::spawn(async move {
         loop {
