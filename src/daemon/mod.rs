@@ -98,6 +98,10 @@ impl App {
         create::<GaugeVec>(&registry, &cat::PGVIGIL_BUILD_INFO)?
             .with_label_values(&[VERSION])
             .set(1.0);
+        // The standard process_* families (CPU, memory, file descriptors, start time).
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         for w in &settings.server.warnings {
             tracing::warn!(event = "config.ignored", file = ?settings.server.web_config_file, "{w}");
         }

@@ -385,6 +385,15 @@ catalogue! {
     PGVIGIL_SCRAPES_TOTAL: counter "pgvigil_scrapes_total" [] new "Collections run (concurrent scrapes that share one collection count once).";
     PGVIGIL_SCRAPE_COLLECTOR_DURATION_SECONDS: gauge "pgvigil_scrape_collector_duration_seconds" ["collector"] new "How long the collector's last run took, in seconds.";
     PGVIGIL_SCRAPE_COLLECTOR_SUCCESS: gauge "pgvigil_scrape_collector_success" ["collector"] new "Whether the collector's last run succeeded (1) or failed or was skipped because its source is down (0).";
+    // The standard process metrics (Prometheus client conventions), for pgvigil's own process.
+    PROCESS_CPU_SECONDS_TOTAL: counter "process_cpu_seconds_total" [] new "Total user and system CPU time spent in seconds.";
+    PROCESS_OPEN_FDS: gauge "process_open_fds" [] new "Number of open file descriptors.";
+    PROCESS_MAX_FDS: gauge "process_max_fds" [] new "Maximum number of open file descriptors.";
+    PROCESS_VIRTUAL_MEMORY_BYTES: gauge "process_virtual_memory_bytes" [] new "Virtual memory size in bytes.";
+    PROCESS_VIRTUAL_MEMORY_MAX_BYTES: gauge "process_virtual_memory_max_bytes" [] new "Maximum amount of virtual memory available in bytes.";
+    PROCESS_RESIDENT_MEMORY_BYTES: gauge "process_resident_memory_bytes" [] new "Resident memory size in bytes.";
+    PROCESS_START_TIME_SECONDS: gauge "process_start_time_seconds" [] new "Start time of the process since unix epoch in seconds.";
+    PROCESS_THREADS: gauge "process_threads" [] new "Number of OS threads in the process.";
     // postgres_exporter's names for the same, which community alerts and dashboards use.
     PG_SCRAPE_COLLECTOR_DURATION_SECONDS: gauge "pg_scrape_collector_duration_seconds" ["collector"] pe "postgres_exporter: collector_name duration in seconds (as pgvigil_scrape_collector_duration_seconds).";
     PG_SCRAPE_COLLECTOR_SUCCESS: gauge "pg_scrape_collector_success" ["collector"] pe "postgres_exporter: collector_name success (as pgvigil_scrape_collector_success).";

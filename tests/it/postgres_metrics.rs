@@ -92,6 +92,15 @@ async fn database_stats_and_sizes_match_the_views() {
         .await;
         assert_eq!(s.metric(metric).value(), Some(server), "{metric}");
     }
+    // The standard process metrics of pgvigil itself.
+    assert!(s
+        .metric("process_resident_memory_bytes")
+        .value()
+        .is_some_and(|b| b > 1e6));
+    assert!(s
+        .metric("process_open_fds")
+        .value()
+        .is_some_and(|n| n > 0.0));
     // postgres_exporter's meta metrics, which community alerts use.
     assert_eq!(s.metric("pg_exporter_last_scrape_error").value(), Some(0.0));
     assert!(s
