@@ -153,6 +153,9 @@ catalogue! {
     PG_REPLICATION_LAG_SECONDS: gauge "pg_replication_lag_seconds" [] pe "Replication lag behind master in seconds";
     PG_REPLICATION_IS_REPLICA: gauge "pg_replication_is_replica" [] pe "Indicates if the server is a replica";
     PG_REPLICATION_LAST_REPLAY_SECONDS: gauge "pg_replication_last_replay_seconds" [] pe "Age of last replay in seconds";
+    PG_WAL_SEGMENTS: gauge "pg_wal_segments" [] pe "Number of WAL segments";
+    PG_WAL_SIZE_BYTES: gauge "pg_wal_size_bytes" [] pe "Total size of WAL segments";
+    PG_ROLES_CONNECTION_LIMIT: gauge "pg_roles_connection_limit" ["rolname"] pe "Connection limit set for the role";
     PG_WAL_LSN_BYTES: gauge "pg_wal_lsn_bytes" [] new "Current WAL position in bytes since 0/0: insert position on a primary, replay position on a replica.";
 
     // --- pg_stat_database ----------------------------------------------------------

@@ -14,6 +14,7 @@ async fn database_stats_and_sizes_match_the_views() {
     exec(&admin, "ALTER SYSTEM SET statement_timeout = '42s'").await;
     exec(&admin, "SELECT pg_reload_conf()").await;
     exec(&admin, "CREATE DATABASE app").await;
+    exec(&admin, "CREATE ROLE limited LOGIN CONNECTION LIMIT 7").await;
     let app = client(&pg, "app").await;
     exec(&app, "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 1234) g").await;
     let running = daemon(settings(&pg.dsn("postgres"), "")).await;
@@ -92,6 +93,29 @@ async fn database_stats_and_sizes_match_the_views() {
         .await;
         assert_eq!(s.metric(metric).value(), Some(server), "{metric}");
     }
+    // postgres_exporter's wal and roles collectors.
+    let segments: f64 = harness::query_value(
+        &admin,
+        "SELECT count(*)::float8 FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+    )
+    .await;
+    assert_eq!(s.metric("pg_wal_segments").value(), Some(segments));
+    assert!(s
+        .metric("pg_wal_size_bytes")
+        .value()
+        .is_some_and(|b| b >= segments * 1e6));
+    assert_eq!(
+        s.metric("pg_roles_connection_limit")
+            .label("rolname", "limited")
+            .get(),
+        Ok(7.0)
+    );
+    assert_eq!(
+        s.metric("pg_roles_connection_limit")
+            .label("rolname", "postgres")
+            .get(),
+        Ok(-1.0)
+    );
     // The standard process metrics of pgvigil itself.
     assert!(s
         .metric("process_resident_memory_bytes")

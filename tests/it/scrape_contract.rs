@@ -63,8 +63,10 @@ async fn statements_per_scrape_stay_constant_with_more_tables() {
         before, after,
         "statements per scrape changed with 300 more tables and a database"
     );
+    // Nine fast collectors (seven, and postgres_exporter's wal and roles), one statement
+    // each, whatever the number of tables.
     assert!(
-        (5.0..=8.0).contains(&before),
+        (5.0..=9.0).contains(&before),
         "{before} statements per scrape"
     );
     running.shutdown(Duration::from_secs(5)).await;

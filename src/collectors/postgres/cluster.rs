@@ -1,6 +1,9 @@
 //! Every single-row, cluster-wide statistic in one statement: recovery state and lag,
 //! postmaster start, current WAL position, pg_stat_archiver, pg_stat_bgwriter,
-//! pg_stat_wal (14+) and pg_stat_checkpointer (17+). One row, one round trip.
+//! pg_stat_wal (14+) and pg_stat_checkpointer (17+). One row, one round trip. Beside it,
+//! postgres_exporter's `wal` and `roles` collectors: the segments in `pg_wal` (a listing,
+//! which needs `pg_monitor`, so it is its own query and cannot fail this one) and each
+//! role's connection limit.
 
 use crate::collectors::spec::{col, col_since, col_until, QuerySpec, ValueCol};
 use crate::metrics::catalogue as c;
@@ -163,5 +166,30 @@ pub static CLUSTER: QuerySpec = QuerySpec {
         }
         from
     },
+    since: 100000,
+};
+
+static WAL_DIR_VALUES: &[ValueCol] = &[
+    col(&c::PG_WAL_SEGMENTS, "count(*)"),
+    col(&c::PG_WAL_SIZE_BYTES, "coalesce(sum(size), 0)"),
+];
+
+/// `pg_wal_segments`, `pg_wal_size_bytes`: the segment files in `pg_wal`.
+pub static WAL_DIR: QuerySpec = QuerySpec {
+    name: "wal",
+    labels: &[],
+    values: WAL_DIR_VALUES,
+    from: |_| "pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'".into(),
+    since: 100000,
+};
+
+static ROLES_VALUES: &[ValueCol] = &[col(&c::PG_ROLES_CONNECTION_LIMIT, "rolconnlimit")];
+
+/// `pg_roles_connection_limit{rolname}` (-1: no limit).
+pub static ROLES: QuerySpec = QuerySpec {
+    name: "roles",
+    labels: &["rolname"],
+    values: ROLES_VALUES,
+    from: |_| "pg_roles".into(),
     since: 100000,
 };

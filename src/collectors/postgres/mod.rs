@@ -38,6 +38,8 @@ const FAST: &[&QuerySpec] = &[
     &replication::STAT_REPLICATION,
     &replication::SLOTS,
     &cluster::CLUSTER,
+    &cluster::WAL_DIR,
+    &cluster::ROLES,
 ];
 
 /// A live session with its queries prepared for the server's version.
