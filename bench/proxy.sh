@@ -25,6 +25,7 @@
 # starts is stopped on exit; its temp dir is removed.
 #
 # Usage (as root):  bench/proxy.sh [--smoke]      (--smoke: 2 s runs, 1 round)
+#                   TLS=1 bench/proxy.sh          (both proxies over TLS)
 # See bench/README.md for every setting.
 set -euo pipefail
 
@@ -78,6 +79,10 @@ QUIET_ROUND_WAIT=${QUIET_ROUND_WAIT:-120}   # wait for a quiet host before each 
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be 1..99" >&2; exit 2; }
 
 TARGETS=(direct nginx-proxy pgvigil)
+# TLS=1: both proxies terminate TLS (the same self-signed P-256 certificate, TLS 1.2/1.3),
+# wrk speaks https to them; the upstream stays plain HTTP, as PostgREST on the pod's loopback.
+TLS=${TLS:-0}
+if [ "$TLS" = 1 ]; then SCHEME=https; else SCHEME=http; fi
 PATH_Q=/articles
 
 # ---------------------------------------------------------------- small helpers
@@ -224,8 +229,21 @@ EOF
 }
 
 write_configs() {
-  local d
+  local d ngx_tls='' pgv_tls='' ngx_ssl=''
   for d in "$WORK/upstream" "$WORK/nginx-proxy"; do mkdir -p "$d/tmp"; done
+  if [ "$TLS" = 1 ]; then
+    timeout 30 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+      -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+      -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null || die "openssl could not make a certificate"
+    chmod 600 "$WORK/tls.key"
+    ngx_ssl=' ssl'
+    ngx_tls="    ssl_certificate $WORK/tls.crt;
+    ssl_certificate_key $WORK/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;"
+    pgv_tls="tls_cert_file = \"$WORK/tls.crt\"
+tls_key_file = \"$WORK/tls.key\""
+  fi
 
   # Upstream: the PostgREST stand-in. The body is served from memory (return),
   # no access log: it must cost as little as possible.
@@ -263,7 +281,8 @@ EOF
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:$PX_NGINX_PORT backlog=4096;
+    listen 127.0.0.1:$PX_NGINX_PORT$ngx_ssl backlog=4096;
+$ngx_tls
     access_log $d/access.log api_json;
     location / {
       proxy_pass http://postgrest;
@@ -290,6 +309,7 @@ dsn = "postgresql://postgres@127.0.0.1:1/postgres"   # nothing listens: pg_up 0,
 [api_proxy]
 listen = "127.0.0.1:$PX_PGVIGIL_PORT"
 upstream = "http://127.0.0.1:$PX_UPSTREAM_PORT"
+$pgv_tls
 [audit]
 stdout = true
 EOF
@@ -347,8 +367,8 @@ start_all() {
 url_of() {
   case $1 in
     direct) echo "http://127.0.0.1:$PX_UPSTREAM_PORT$PATH_Q" ;;
-    nginx-proxy) echo "http://127.0.0.1:$PX_NGINX_PORT$PATH_Q" ;;
-    pgvigil) echo "http://127.0.0.1:$PX_PGVIGIL_PORT$PATH_Q" ;;
+    nginx-proxy) echo "$SCHEME://127.0.0.1:$PX_NGINX_PORT$PATH_Q" ;;
+    pgvigil) echo "$SCHEME://127.0.0.1:$PX_PGVIGIL_PORT$PATH_Q" ;;
   esac
 }
 
@@ -359,7 +379,7 @@ sanity() {
   local t out code size
   for t in "${TARGETS[@]}"; do
     out=$RES/$t.sanity
-    code=$(curl -s -m 5 -D "$out.headers" -o "$out.body" -w '%{http_code}' "$(url_of "$t")" || true)
+    code=$(curl -k -s -m 5 -D "$out.headers" -o "$out.body" -w '%{http_code}' "$(url_of "$t")" || true)
     size=$(stat -c %s "$out.body" 2>/dev/null || echo 0)
     [ "$code" = 200 ] || die "$t: GET $PATH_Q returned ${code:-nothing}, not 200"
     [ "$size" = "$BODY_BYTES" ] || die "$t: body is $size bytes, expected $BODY_BYTES"

@@ -231,8 +231,17 @@ async fn handle(
         finish.complete(0);
         return resp;
     };
+    // An HTTP/2 client (ALPN on a TLS listener) names the host in the URI's authority,
+    // not in a Host header.
+    let client_authority = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     *req.uri_mut() = uri;
-    let original_host = req.headers_mut().remove("host");
+    // The upstream connection speaks HTTP/1.1 whatever the client spoke: hyper refuses to
+    // send an HTTP/2 request over it (every h2 request was a 502 before).
+    *req.version_mut() = axum::http::Version::HTTP_11;
+    let original_host = req.headers_mut().remove("host").or(client_authority);
     headers::strip_hop_by_hop(req.headers_mut());
     let h = req.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {

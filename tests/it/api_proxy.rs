@@ -896,3 +896,94 @@ async fn check_config_probes_the_https_upstream_and_the_jwks_with_the_proxy_clie
         assert!(e.to_lowercase().contains("certificate"), "{}: {e}", p.name);
     }
 }
+
+/// The proxy's listener over TLS, as a browser or an HTTP/2 gateway reaches it (ALPN h2):
+/// the request reaches the HTTP/1.1 upstream with `x-forwarded-proto: https` and the
+/// client's authority as `x-forwarded-host`. Before, every HTTP/2 request was a 502 (the
+/// h2 version was passed on to the HTTP/1.1 upstream connection) and the proto said http.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_over_tls_reaches_the_upstream_with_forwarded_proto_https() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    let mut pki = TestPki::new("proxy-h2");
+    let cert = pki.server("proxy", &[]);
+    let extra = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let (fake, _dir, running, _) = proxy_daemon(&extra).await;
+    let addr = running.proxy_addr.unwrap_or_else(|| panic!("no proxy"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&pki.ca_cert)
+        .unwrap_or_else(|e| panic!("{e}"))
+    {
+        roots
+            .add(c.unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS handshake with the proxy: {e}"));
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "HTTP/2 was negotiated"
+    );
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri(format!("https://localhost:{}/articles", addr.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resp = send
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("h2 request: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    assert_eq!(status, 200, "{body}");
+
+    let seen = fake
+        .state
+        .seen
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let last = seen
+        .last()
+        .unwrap_or_else(|| panic!("the upstream saw no request"));
+    assert_eq!(
+        last.get("x-forwarded-proto").and_then(|v| v.to_str().ok()),
+        Some("https")
+    );
+    assert_eq!(
+        last.get("x-forwarded-host").and_then(|v| v.to_str().ok()),
+        Some(format!("localhost:{}", addr.port()).as_str())
+    );
+    running.shutdown(Duration::from_secs(5)).await;
+}
