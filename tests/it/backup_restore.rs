@@ -285,6 +285,60 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     );
 }
 
+/// A restore killed (SIGKILL) while it unpacks leaves only its staging directory: nothing
+/// in the target looks like a data directory, and the next restore into the same target
+/// removes it and succeeds (issue 14, fault matrix: kill -9 during restore).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_restore_leaves_no_data_directory_and_the_next_one_succeeds() {
+    let repo = LocalRepo::new();
+    let pg = repo.archiving_primary().await;
+    let db = client(&pg, "postgres").await;
+    make_big_table(&db).await;
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
+    assert!(ok, "{err}");
+
+    let to = repo.dir.path().join("restored");
+    let target = to.display().to_string();
+    let mut restore = KillOnDrop::spawn(
+        harness::pgvigil_command(&["restore", "-c", &repo.cfg, "--to", &target])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    // Wait until the unpack is under way (several MiB staged), then kill it.
+    let staging = to.join(".pgvigil-unpacking");
+    eventually(Duration::from_secs(60), || async {
+        let staged: u64 = walk(&staging)
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        if staged > 8 << 20 {
+            Ok(())
+        } else {
+            Err(format!("{staged} bytes staged"))
+        }
+    })
+    .await;
+    restore.kill9();
+    let top: Vec<String> = std::fs::read_dir(&to)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        top,
+        vec![".pgvigil-unpacking".to_string()],
+        "a killed restore left more than its staging directory"
+    );
+
+    let (ok, _, err) = run_pgvigil(&["restore", "-c", &repo.cfg, "--to", &target]);
+    assert!(ok, "the restore after a killed one: {err}");
+    assert!(to.join("PG_VERSION").exists());
+    assert!(!staging.exists(), "the staging directory was left behind");
+}
+
 /// About 100 MB that compresses poorly, so a backup stream lasts long enough to be cut.
 async fn make_big_table(db: &tokio_postgres::Client) {
     exec(db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
