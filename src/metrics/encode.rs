@@ -1,6 +1,10 @@
 //! Exposition encoders: Prometheus text 0.0.4 and OpenMetrics 1.0, chosen by the scraper's
-//! `Accept` header. Hand-written because the `prometheus` crate has no OpenMetrics encoder,
-//! and OpenMetrics is what Prometheus asks for first.
+//! `Accept` header. Hand-written because the `prometheus` crate has no OpenMetrics encoder.
+//! Prometheus asks for OpenMetrics first but accepts text; pgvigil has nothing that only
+//! OpenMetrics can carry (no exemplars), so text is served whenever it is acceptable, and
+//! Prometheus' metadata then types postgres_exporter's counters without `_total` as
+//! counters, as postgres_exporter's page does. OpenMetrics goes to scrapers that ask for it
+//! alone.
 //!
 //! OpenMetrics names a counter family without `_total` and its samples with it. Counters
 //! kept under postgres_exporter names that lack `_total` (`pg_stat_database_xact_commit`)
@@ -28,8 +32,8 @@ impl Format {
         }
     }
 
-    /// Picks the format from an `Accept` header: OpenMetrics when it is acceptable and
-    /// preferred at least as much as plain text.
+    /// Picks the format from an `Accept` header: OpenMetrics only when plain text is not
+    /// acceptable (no `text/plain`, `text/*` or `*/*` with q > 0).
     pub fn negotiate(accept: Option<&str>) -> Format {
         let Some(accept) = accept else {
             return Format::Text;
@@ -51,7 +55,7 @@ impl Format {
                 _ => {}
             }
         }
-        if om_q > 0.0 && om_q >= text_q {
+        if om_q > 0.0 && text_q <= 0.0 {
             Format::OpenMetrics
         } else {
             Format::Text
@@ -147,7 +151,15 @@ mod tests {
     #[test]
     fn negotiates_like_prometheus() {
         let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::negotiate(Some(prom)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some(prom)), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=1.0.0")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text,text/plain;q=0")),
+            Format::OpenMetrics
+        );
         assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
         assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
         assert_eq!(Format::negotiate(None), Format::Text);

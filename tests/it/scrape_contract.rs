@@ -116,8 +116,16 @@ async fn openmetrics_is_served_when_asked_and_names_do_not_change() {
     let pg = cluster().await;
     let running = daemon(settings(&pg.dsn("postgres"), "")).await;
     harness::wait_ready(&running).await;
+    // What Prometheus sends: text is acceptable, so text is served (its metadata then types
+    // the compat counters as counters, as postgres_exporter's page does).
     let prometheus_accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-    let (ct, om) = scrape_with(&running, Some(prometheus_accept)).await;
+    let (ct, prom) = scrape_with(&running, Some(prometheus_accept)).await;
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    assert!(prom
+        .text
+        .contains("# TYPE pg_stat_database_xact_commit counter\n"));
+    // OpenMetrics when asked for alone.
+    let (ct, om) = scrape_with(&running, Some("application/openmetrics-text;version=1.0.0")).await;
     assert!(
         ct.starts_with("application/openmetrics-text; version=1.0.0"),
         "{ct}"
