@@ -323,8 +323,7 @@ async fn drill(
     };
     ev.target_time = Some(target);
     let backups = catalog::list(repo).await?;
-    let lineage = super::timeline::current(repo).await?;
-    let backup = catalog::select(&backups, None, &Target::Time(target), &lineage)?.clone();
+    let backup = catalog::select(&backups, None, &Target::Time(target), &report.lineage)?.clone();
     ev.backup_id = Some(backup.id.clone());
 
     // A data directory is readable only by its own major: 15's backup needs 15's binaries

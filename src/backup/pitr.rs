@@ -49,6 +49,9 @@ pub struct Report {
     pub last_archived_in_repository: Option<bool>,
     /// Human-readable problems besides missing segments.
     pub problems: Vec<String>,
+    /// The newest timeline and its ancestry, which restores and drills follow.
+    #[serde(skip)]
+    pub lineage: super::timeline::Lineage,
 }
 
 /// A segment: timeline and segment number.
@@ -194,11 +197,6 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .collect();
     let names: HashSet<String> = wal.iter().map(|(n, _, _)| n.clone()).collect();
     let newest_any = wal.iter().filter_map(|(_, _, t)| *t).max();
-    let history_tlis: Vec<u32> = wal
-        .iter()
-        .filter(|(_, k, _)| *k == WalKind::History)
-        .filter_map(|(n, _, _)| u32::from_str_radix(n.get(..8)?, 16).ok())
-        .collect();
     let mut problems = Vec::new();
     // The segment size is recorded with each pushed segment.
     let seg_size = match wal.iter().find(|(_, k, _)| *k == WalKind::Segment) {
@@ -228,12 +226,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .filter_map(|(n, _, t)| Some((parse_segment(n, segs_per_id)?, *t)))
         .collect();
 
-    let latest_tli = segments
-        .keys()
-        .map(|(t, _)| *t)
-        .chain(history_tlis.iter().copied())
-        .max()
-        .unwrap_or(1);
+    let latest_tli = super::timeline::latest_in(wal.iter().map(|(n, _, _)| n.as_str()));
     let history = match super::timeline::history_of(repo, latest_tli).await {
         Ok(h) => h,
         Err(problem) => {
@@ -242,6 +235,10 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         }
     };
     let path = timeline_path(latest_tli, &history, seg_size);
+    let lineage = super::timeline::Lineage {
+        tli: latest_tli,
+        history: history.clone(),
+    };
     let mut timelines: Vec<u32> = path.iter().map(|(_, t)| *t).collect();
     timelines.dedup();
 
@@ -364,6 +361,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         last_archived_wal,
         last_archived_in_repository,
         problems,
+        lineage,
     })
 }
 

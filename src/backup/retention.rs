@@ -375,8 +375,15 @@ async fn apply(
         .store
         .list(&repo.key(&layout::backups_prefix()))
         .await?;
-    objects.extend(repo.store.list(&repo.key(&layout::wal_prefix())).await?);
-    let lineage = super::timeline::current(repo).await?;
+    let wal_prefix = repo.key(&layout::wal_prefix());
+    objects.extend(repo.store.list(&wal_prefix).await?);
+    let lineage = super::timeline::of_listing(
+        repo,
+        objects
+            .iter()
+            .filter_map(|o| layout::wal_name(o.key.strip_prefix(&wal_prefix)?)),
+    )
+    .await?;
     let plan = plan(repo, &backups, &objects, now, policy, &lineage);
     let store = repo.store.describe();
     let mut outcomes = Vec::with_capacity(plan.delete.len());

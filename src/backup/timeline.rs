@@ -78,23 +78,35 @@ pub async fn history_of(repo: &Repo, tli: u32) -> Result<Vec<(u32, u64)>, String
     }
 }
 
+/// The newest timeline among WAL file names (segments, `.history`, `.partial`, `.backup`);
+/// 1 when there are none.
+pub fn latest_in<'a>(names: impl IntoIterator<Item = &'a str>) -> u32 {
+    names
+        .into_iter()
+        .filter(|n| classify(n).is_some())
+        .filter_map(|n| u32::from_str_radix(n.get(..8)?, 16).ok())
+        .max()
+        .unwrap_or(1)
+}
+
+/// The ancestry of the newest timeline among `names` (a WAL listing already at hand).
+pub async fn of_listing<'a>(
+    repo: &Repo,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Lineage, Error> {
+    let tli = latest_in(names);
+    let history = history_of(repo, tli).await.map_err(Error::Invalid)?;
+    Ok(Lineage { tli, history })
+}
+
 /// The newest timeline of the repository (from its WAL listing) and its ancestry.
 pub async fn current(repo: &Repo) -> Result<Lineage, Error> {
     let prefix = repo.key(&layout::wal_prefix());
-    let tli = repo
-        .store
-        .list(&prefix)
-        .await?
+    let listing = repo.store.list(&prefix).await?;
+    let names = listing
         .iter()
-        .filter_map(|o| {
-            let name = layout::wal_name(o.key.strip_prefix(&prefix)?)?;
-            classify(name)?;
-            u32::from_str_radix(name.get(..8)?, 16).ok()
-        })
-        .max()
-        .unwrap_or(1);
-    let history = history_of(repo, tli).await.map_err(Error::Invalid)?;
-    Ok(Lineage { tli, history })
+        .filter_map(|o| layout::wal_name(o.key.strip_prefix(&prefix)?));
+    of_listing(repo, names).await
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ async fn attempt(
     timeout: Duration,
     target: &str,
 ) -> Result<(Client, Connection, Handshake), ConnectError> {
-    let connector = tls::connector(tls, "sslkey").map_err(|source| ConnectError::Tls {
+    let connector = tls::connector(tls).map_err(|source| ConnectError::Tls {
         target: target.to_string(),
         source,
     })?;
@@ -255,7 +255,12 @@ async fn open(
         ("statement_timeout", opts.statement_timeout),
         ("lock_timeout", opts.lock_timeout),
     ];
-    for (name, value) in limits.iter().filter(|_| opts.session_limits) {
+    let limits = if opts.session_limits {
+        &limits[..]
+    } else {
+        &[]
+    };
+    for (name, value) in limits {
         if !options.is_empty() {
             options.push(' ');
         }

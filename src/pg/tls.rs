@@ -101,7 +101,7 @@ pub struct Connector {
 }
 
 /// Builds the connector for `tls` (files are read now).
-pub fn connector(tls: &PgTls, key_prefix: &'static str) -> Result<Connector, TlsError> {
+pub fn connector(tls: &PgTls) -> Result<Connector, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let handshake = Arc::new(Mutex::new(Handshake::default()));
     let check = match tls.mode {
@@ -124,7 +124,11 @@ pub fn connector(tls: &PgTls, key_prefix: &'static str) -> Result<Connector, Tls
                 WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone());
             if let Some(crl) = existing(&tls.crl, "sslcrl")? {
                 builder = builder
-                    .with_crls(read_crls(&crl)?)
+                    .with_crls(read_pem::<CertificateRevocationListDer<'static>>(
+                        &crl,
+                        "sslcrl",
+                        "PEM certificate revocation list",
+                    )?)
                     .allow_unknown_revocation_status();
             }
             let verifier = builder
@@ -153,7 +157,7 @@ pub fn connector(tls: &PgTls, key_prefix: &'static str) -> Result<Connector, Tls
         .map_err(|e| TlsError::Config(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let mut config = match client_identity(tls, key_prefix)? {
+    let mut config = match client_identity(tls)? {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)
             .map_err(|e| TlsError::Config(format!("client certificate: {e}")))?,
@@ -235,47 +239,37 @@ fn load_roots(tls: &PgTls) -> Result<Option<(RootCertStore, String)>, TlsError> 
     }
 }
 
-fn read_certs(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+/// Every PEM object of type `T` in `path` (the file named by DSN key `key`); at least one.
+fn read_pem<T: PemObject + 'static>(
+    path: &Path,
+    key: &'static str,
+    what: &'static str,
+) -> Result<Vec<T>, TlsError> {
+    let items: Vec<T> = T::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Read {
             key,
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    if certs.is_empty() {
+    if items.is_empty() {
         return Err(TlsError::Empty {
             key,
             path: path.to_path_buf(),
-            what: "PEM certificate",
+            what,
         });
     }
-    Ok(certs)
+    Ok(items)
 }
 
-fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let crls: Vec<_> = CertificateRevocationListDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| TlsError::Read {
-            key: "sslcrl",
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if crls.is_empty() {
-        return Err(TlsError::Empty {
-            key: "sslcrl",
-            path: path.to_path_buf(),
-            what: "PEM certificate revocation list",
-        });
-    }
-    Ok(crls)
+fn read_certs(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    read_pem(path, key, "PEM certificate")
 }
 
 /// The client certificate chain and key, if configured (or present at libpq's defaults).
 /// The key file's permissions are checked as libpq checks them.
 fn client_identity(
     tls: &PgTls,
-    key_prefix: &'static str,
 ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, TlsError> {
     if tls.mode == SslMode::Disable {
         return Ok(None);
@@ -287,7 +281,7 @@ fn client_identity(
         Some(k) => k,
         None => return Err(TlsError::CertWithoutKey { cert }),
     };
-    crate::config::check_private(key_prefix, &key)?;
+    crate::config::check_private("sslkey", &key)?;
     let chain = read_certs(&cert, "sslcert")?;
     let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| TlsError::Read {
         key: "sslkey",

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::harness::backup::{
-    archiving_cluster_env, start_restored_env, switch_and_archive, write_config, LocalRepo,
+    archiving_cluster_env, start_restored_env, switch_and_archive, walk, write_config, LocalRepo,
 };
 use crate::harness::moto::MotoServer;
 use crate::harness::process::{self, KillOnDrop};
@@ -346,21 +346,6 @@ async fn make_big_table(db: &tokio_postgres::Client) {
 
 fn give_to_postgres(p: &Path) {
     pgvigil::pg::binaries::chown_to_server_user(p).unwrap_or_else(|e| panic!("{e}"));
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

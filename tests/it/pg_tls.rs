@@ -326,17 +326,12 @@ async fn backup_restore_drill_and_the_daemon_work_against_a_tls_only_server() {
     );
     assert!(scrape.metric("pg_stat_database_xact_commit").all().len() > 1);
 
-    // pg_basebackup gets the same TLS through PGSSL* (the server refuses plaintext).
+    // pg_basebackup gets the same TLS through PGSSL*: pg_hba rejects every plaintext
+    // replication connection, so a backup that succeeds went over TLS.
     let cfg = config.display().to_string();
     let (ok, out, err) = run_pgvigil(&["backup", "-c", &cfg, "--json"]);
     assert!(ok, "backup against a TLS-only server: {err}");
     assert!(out.contains("\"timeline\""), "{out}");
-    let replication_ssl: i64 = query_value(
-        &db,
-        "SELECT count(*) FROM pg_stat_ssl WHERE ssl", // any encrypted session so far
-    )
-    .await;
-    assert!(replication_ssl >= 1);
     exec(&db, "INSERT INTO markers VALUES (2)").await;
     switch_and_archive(&db).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

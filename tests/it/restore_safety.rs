@@ -1,12 +1,14 @@
 //! A restored cluster cannot be turned against the repository it came from: by default it
 //! does not archive, so after its promotion nothing of its new timeline reaches the
-//! production repository (issue 14, item 1).
+//! production repository (issue 14, item 1); a backup someone rewrote cannot write outside
+//! the target (item 2); a target without room is refused before anything is written
+//! (item 9).
 
 use std::time::Duration;
 
 use pgvigil::pg::{TempCluster, TempClusterOptions};
 
-use crate::harness::backup::{switch_and_archive, LocalRepo};
+use crate::harness::backup::{switch_and_archive, walk, LocalRepo};
 use crate::harness::{self, client, exec, query_value, run_pgvigil};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,11 +86,7 @@ async fn a_restored_cluster_does_not_archive_into_the_repository_it_came_from() 
 async fn a_planted_symlink_in_a_backup_is_refused_and_nothing_is_written_through_it() {
     use sha2::Digest;
     let repo = LocalRepo::new();
-    let primary = repo.archiving_primary().await;
-    let db = client(&primary, "postgres").await;
-    switch_and_archive(&db).await;
-    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
-    assert!(ok, "backup failed: {err}");
+    let (_primary, _db) = repo.primary_with_backup().await;
 
     // Find the backup's object and its backup.json.
     let marker = walk(&repo.repo_dir)
@@ -166,33 +164,13 @@ async fn a_planted_symlink_in_a_backup_is_refused_and_nothing_is_written_through
     assert!(left.is_empty(), "the failed restore left {left:?}");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// A restore target too small for the backup (a 6 MiB tmpfs): refused before anything is
 /// written, naming the directory, its free space and what the backup needs; the directory
 /// stays empty, and once there is space the same restore succeeds (issue 14, item 9).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_restore_target_is_refused_with_the_numbers_and_the_next_run_succeeds() {
     let repo = LocalRepo::new();
-    let primary = repo.archiving_primary().await;
-    let db = client(&primary, "postgres").await;
-    switch_and_archive(&db).await;
-    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
-    assert!(ok, "backup failed: {err}");
+    let (_primary, _db) = repo.primary_with_backup().await;
 
     let to = repo.dir.path().join("small");
     std::fs::create_dir(&to).unwrap_or_else(|e| panic!("{e}"));

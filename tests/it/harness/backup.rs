@@ -121,6 +121,17 @@ impl LocalRepo {
         write_config(&self.config, &pg.dsn("postgres"), &self.storage);
         pg
     }
+
+    /// An archiving primary with one WAL switch archived and one backup taken, and a
+    /// session to it.
+    pub async fn primary_with_backup(&self) -> (TempCluster, tokio_postgres::Client) {
+        let pg = self.archiving_primary().await;
+        let db = super::client(&pg, "postgres").await;
+        switch_and_archive(&db).await;
+        let (ok, _, err) = super::run_pgvigil(&["backup", "-c", &self.cfg]);
+        assert!(ok, "backup failed: {err}");
+        (pg, db)
+    }
 }
 
 /// The WAL segment files (`<24 hex digits>.zst`) in `dir`, sorted.
@@ -134,4 +145,20 @@ pub fn wal_segments(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Every file and directory below `dir`.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
 }
