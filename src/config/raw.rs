@@ -228,6 +228,10 @@ pub struct ApiProxyConfig {
     pub idle_timeout: String,
     /// Connections served at once; more are accepted and closed at once. Default 1024.
     pub max_connections: usize,
+    /// Threads serving the proxy, each with its own event loop, socket (`SO_REUSEPORT`) and
+    /// upstream connection pool; 0 serves it on the daemon's shared runtime. Default: one
+    /// per CPU, at most 16.
+    pub workers: Option<usize>,
 }
 
 impl Default for ApiProxyConfig {
@@ -255,6 +259,7 @@ impl Default for ApiProxyConfig {
             header_read_timeout: "10s".into(),
             idle_timeout: "60s".into(),
             max_connections: 1024,
+            workers: None,
         }
     }
 }

@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,30 +43,35 @@ use crate::config::ListenerSettings;
 struct Shared {
     key: &'static str,
     router: axum::Router,
-    tls: Option<Reloading>,
+    tls: Option<Arc<Reloading>>,
     builder: auto::Builder<TokioExecutor>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     token: CancellationToken,
 }
 
-/// Binds `addr` (the configuration key `key` names it in errors), then serves `router` on it
-/// with `settings` (TLS, timeouts, connection cap, headers) until `token` is cancelled, as a
-/// task of `tracker`. Returns the bound address (a port of 0 picks a free one). TLS files
-/// that cannot be loaded stop the start.
+/// Binds `addr` (the configuration key `key` names it in errors), then serves the routers
+/// that `make` builds on it with `settings` (TLS, timeouts, connection cap, headers, worker
+/// threads) until `token` is cancelled, as tasks of `tracker`. Returns the bound address (a
+/// port of 0 picks a free one). TLS files that cannot be loaded stop the start.
+///
+/// With `settings.workers` = 0 the listener runs on the daemon's runtime and `make` is
+/// called once. With N ≥ 1 it runs on N threads of its own, each a single-threaded runtime
+/// with its own `SO_REUSEPORT` socket on the same address (the kernel spreads connections
+/// over them) and its own router from `make`: a request, its upstream connection and its
+/// response body then stay on one thread, with no wake-ups across threads.
 pub async fn serve(
     key: &'static str,
     addr: SocketAddr,
     settings: &ListenerSettings,
-    router: axum::Router,
+    make: &dyn Fn() -> axum::Router,
     tracker: &TaskTracker,
     token: CancellationToken,
 ) -> Result<SocketAddr, StartError> {
     let tls = match &settings.tls {
-        Some(t) => Some(Reloading::load(key, t.clone(), settings.http2)?),
+        Some(t) => Some(Arc::new(Reloading::load(key, t.clone(), settings.http2)?)),
         None => None,
     };
-    let router = with_headers(key, router, &settings.headers)?;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -78,21 +83,82 @@ pub async fn serve(
         builder = builder.http1_only();
     }
     let bind = |source| StartError::Bind { key, addr, source };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
-    let bound = listener.local_addr().map_err(bind)?;
-    let shared = Arc::new(Shared {
-        key,
-        router,
-        tls,
-        builder,
-        header_read_timeout: settings.header_read_timeout,
-        idle_timeout: settings.idle_timeout,
-        token: token.clone(),
-    });
+    let shared = |router| -> Result<Arc<Shared>, StartError> {
+        Ok(Arc::new(Shared {
+            key,
+            router: with_headers(key, router, &settings.headers)?,
+            tls: tls.clone(),
+            builder: builder.clone(),
+            header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.idle_timeout,
+            token: token.clone(),
+        }))
+    };
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let conns = tracker.clone();
-    tracker.spawn(accept_loop(listener, shared, slots, conns));
+    if settings.workers == 0 {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+        let bound = listener.local_addr().map_err(bind)?;
+        tracker.spawn(accept_loop(
+            listener,
+            shared(make())?,
+            slots,
+            tracker.clone(),
+        ));
+        return Ok(bound);
+    }
+    // Bind every socket before serving on any, so that a failure leaves nothing behind.
+    let first = reuseport_socket(addr).map_err(bind)?;
+    let bound = first.local_addr().map_err(bind)?;
+    let mut sockets = vec![first];
+    for _ in 1..settings.workers {
+        sockets.push(reuseport_socket(bound).map_err(bind)?);
+    }
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let shared = shared(make())?;
+        let slots = slots.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(bind)?;
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("{}-{i}", key.split('.').next().unwrap_or(key)))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(socket) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(event = "http.listener.failed", listener = shared.key, worker = i, error = %e, "listener worker cannot serve its socket");
+                            return;
+                        }
+                    };
+                    let conns = TaskTracker::new();
+                    accept_loop(listener, shared, slots, conns.clone()).await;
+                    conns.close();
+                    conns.wait().await;
+                });
+                let _ = done.send(());
+            })
+            .map_err(bind)?;
+        tracker.spawn(async move {
+            let _ = finished.await;
+        });
+    }
     Ok(bound)
+}
+
+/// A listening socket on `addr` that other sockets may share (`SO_REUSEPORT`), as a std
+/// listener so that a worker's own runtime can take it.
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// Adds the configured headers to every response.
@@ -217,6 +283,8 @@ where
     let mut tick =
         tokio::time::interval((idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let mut closing_since: Option<Instant> = None;
+    // When bytes were last seen moving, to the tick's precision.
+    let mut last_moved = Instant::now();
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -229,41 +297,46 @@ where
                 conn.as_mut().graceful_shutdown();
                 closing_since = Some(Instant::now());
             }
-            _ = tick.tick() => match closing_since {
-                None if activity.idle_for() >= idle => {
-                    tracing::debug!(event = "http.connection.idle", listener = shared.key, peer = %peer, "closing an idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing_since = Some(Instant::now());
+            _ = tick.tick() => {
+                if activity.take() {
+                    last_moved = Instant::now();
                 }
-                Some(since) if since.elapsed() >= idle && activity.idle_for() >= idle => return,
-                _ => {}
+                let idle_for = last_moved.elapsed();
+                match closing_since {
+                    None if idle_for >= idle => {
+                        tracing::debug!(event = "http.connection.idle", listener = shared.key, peer = %peer, "closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing_since = Some(Instant::now());
+                    }
+                    Some(since) if since.elapsed() >= idle && idle_for >= idle => return,
+                    _ => {}
+                }
             }
         }
     }
 }
 
-/// When bytes last moved on a connection, in milliseconds since it was accepted.
+/// Whether bytes moved on a connection since the connection's task last looked. A flag, not
+/// a clock: reading the clock on every read and write was measurable at proxy rates; the
+/// idle check reads it once per tick instead.
 struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
+    moved: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            moved: AtomicBool::new(true),
         }
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        let now = self.start.elapsed();
-        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    /// Whether bytes moved since the last call.
+    fn take(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
     }
 }
 

@@ -146,15 +146,14 @@ impl App {
         }
         let proxy_addr = match &settings.api_proxy {
             Some(p) => {
-                let router =
-                    proxy::router(p.clone(), &registry, audit.clone(), &tracker, token.clone())
+                let proxy =
+                    proxy::start(p.clone(), &registry, audit.clone(), &tracker, token.clone())
                         .await?;
-                let router = limit_body(router, p.max_body_bytes);
                 let addr = listener::serve(
                     "api_proxy.listen",
                     p.listen,
                     &p.listener,
-                    router,
+                    &|| proxy.router(),
                     &tracker,
                     token.clone(),
                 )
@@ -221,7 +220,7 @@ impl App {
             "server.listen",
             settings.server.listen,
             &settings.server.listener,
-            router,
+            &|| router.clone(),
             &tracker,
             token.clone(),
         )
@@ -246,33 +245,6 @@ fn read_bearer_token(settings: &Settings) -> Result<Option<Vec<u8>>, StartError>
         "server.bearer_token_file",
         p,
     )?))
-}
-
-/// `api_proxy.max_body_bytes`: a request declaring a larger `Content-Length` is answered
-/// 413 before anything reaches the upstream; a chunked body is cut off at the limit (the
-/// upstream request then fails). Applied here, where the proxy is served, as a layer.
-fn limit_body(router: axum::Router, max: u64) -> axum::Router {
-    router.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-            let declared = req
-                .headers()
-                .get(axum::http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max) {
-                use axum::response::IntoResponse;
-                return (
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    format!("{{\"code\":\"PGVIGIL413\",\"message\":\"request body larger than {max} bytes\",\"details\":null,\"hint\":null}}"),
-                )
-                    .into_response();
-            }
-            let limit = usize::try_from(max).unwrap_or(usize::MAX);
-            let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
-            next.run(req).await
-        },
-    ))
 }
 
 /// The PostgreSQL collector (its connection task starts now) and the other sources.

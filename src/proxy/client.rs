@@ -82,31 +82,57 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// Builds the client for `settings` (upstream and JWKS share it, and its pool).
+/// What every client of the proxy is made from: the TLS configuration (built once: loading
+/// the roots is the part that can fail) and the connect timeout. Each proxy worker thread
+/// gets a client of its own, so a pooled upstream connection is always driven by the
+/// thread that uses it (nginx keeps its keep-alive pool per worker for the same reason).
+#[derive(Clone)]
+pub struct Clients {
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+}
+
+impl Clients {
+    /// Loads the roots for `settings` (the CA file, or the system roots when some URL is
+    /// `https://`).
+    pub fn new(settings: &ApiProxySettings) -> Result<Self, TlsError> {
+        let https = |u: &hyper::Uri| u.scheme_str() == Some("https");
+        let needs_tls = https(&settings.upstream) || settings.jwks_url.as_ref().is_some_and(https);
+        let roots = match (&settings.upstream_ca_file, needs_tls) {
+            (Some(path), _) => ca_file(path)?,
+            (None, true) => system_roots()?,
+            (None, false) => RootCertStore::empty(),
+        };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            tls,
+            connect_timeout: settings.upstream_timeout.min(Duration::from_secs(5)),
+        })
+    }
+
+    /// A new client with a pool of its own.
+    pub fn client(&self) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector)
+    }
+}
+
+/// One client for `settings` (the `check-config` probe).
 pub fn build(settings: &ApiProxySettings) -> Result<HttpClient, TlsError> {
-    let https = |u: &hyper::Uri| u.scheme_str() == Some("https");
-    let needs_tls = https(&settings.upstream) || settings.jwks_url.as_ref().is_some_and(https);
-    let roots = match (&settings.upstream_ca_file, needs_tls) {
-        (Some(path), _) => ca_file(path)?,
-        (None, true) => system_roots()?,
-        (None, false) => RootCertStore::empty(),
-    };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(settings.upstream_timeout.min(Duration::from_secs(5))));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector))
+    Ok(Clients::new(settings)?.client())
 }

@@ -2,22 +2,41 @@
 //! and PostgREST's response headers are parsed: `Content-Range` (rows and total),
 //! `Proxy-Status` (its error code) and `Server-Timing` (stage durations).
 
-use hyper::header::{HeaderMap, HeaderName, CONNECTION};
+use hyper::header::{
+    HeaderMap, HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// `X-Request-Id`, sent upstream and back to the client.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`, `-Host` and `-Proto`, as PostgREST reads them.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// PostgREST's response headers that the proxy reads.
+pub const CONTENT_RANGE: HeaderName = HeaderName::from_static("content-range");
+pub const PROXY_STATUS: HeaderName = HeaderName::from_static("proxy-status");
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those named in `Connection`.
+/// Removes hop-by-hop headers, including those named in `Connection`. Most requests and
+/// responses have none: one pass over the names (compared as parsed names, no hashing)
+/// finds that, and nothing is removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -28,8 +47,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for h in HOP_BY_HOP {
-        headers.remove(*h);
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
     }
 }
 
@@ -120,5 +139,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn a_named_hop_header_alone_is_stripped_and_others_are_kept() {
+        // `Upgrade` without `Connection`: the scan must still find it.
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-request-id", "abc".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("upgrade"));
+        assert_eq!(
+            h.get(&X_REQUEST_ID).map(|v| v.as_bytes()),
+            Some(&b"abc"[..])
+        );
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before, "nothing to strip: the map is left as it is");
     }
 }

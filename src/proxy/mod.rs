@@ -15,13 +15,14 @@ pub mod route;
 
 mod observed;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, Request, Response, StatusCode, Uri};
-use prometheus::{HistogramVec, IntCounterVec, Registry};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, Registry};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,10 +54,10 @@ crate::own_metrics! {
     }
 }
 
-/// Everything a request handler needs.
+/// What every request handler shares, whatever thread it runs on.
 pub(crate) struct Shared {
     settings: ApiProxySettings,
-    client: client::HttpClient,
+    target: Target,
     roles: jwt::RoleResolver,
     routes: BoundedLabels,
     role_labels: BoundedLabels,
@@ -78,19 +79,95 @@ pub enum ProxyError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] client::TlsError),
+    #[error("api_proxy.upstream {0} names no host")]
+    Upstream(String),
 }
 
-/// The proxy's handler as a router (the daemon's listener serves it on `api_proxy.listen`).
-/// With `jwks_url`, the key set is fetched once before this returns (a failure is logged and
+/// A handler's state: the shared part, and the upstream client and metric handles of the
+/// worker thread it runs on.
+struct Worker {
+    shared: Arc<Shared>,
+    client: client::HttpClient,
+    /// The request metrics of each (route, method, code, role) seen on this worker, so that
+    /// recording a request neither hashes its label values nor takes the metric families'
+    /// locks. Keyed by the interned labels' addresses (they live as long as the proxy).
+    handles: std::sync::Mutex<HashMap<HandleKey, Arc<RequestHandles>>>,
+}
+
+type HandleKey = (usize, &'static str, u16, usize);
+
+/// The metrics one request records.
+struct RequestHandles {
+    requests: IntCounter,
+    duration: Histogram,
+    rows: IntCounter,
+}
+
+/// Entries a worker's handle cache may hold before it starts over (the label values are
+/// bounded, so only an unusual mix of codes gets here).
+const MAX_HANDLES: usize = 4096;
+
+impl Worker {
+    /// The handles for these labels, made by `make` the first time.
+    fn handles(
+        &self,
+        route: &Arc<str>,
+        method: &'static str,
+        code: u16,
+        role: &Arc<str>,
+        make: impl FnOnce() -> RequestHandles,
+    ) -> Arc<RequestHandles> {
+        let key = (
+            Arc::as_ptr(route).cast::<u8>() as usize,
+            method,
+            code,
+            Arc::as_ptr(role).cast::<u8>() as usize,
+        );
+        let mut map = match self.handles.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(h) = map.get(&key) {
+            return h.clone();
+        }
+        if map.len() >= MAX_HANDLES {
+            map.clear();
+        }
+        let h = Arc::new(make());
+        map.insert(key, h.clone());
+        h
+    }
+}
+
+/// The proxy, ready to be served: [`Proxy::router`] makes the router of one worker thread.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    clients: client::Clients,
+}
+
+impl Proxy {
+    /// A router for one listener worker, with an upstream client (and pool) of its own.
+    pub fn router(&self) -> axum::Router {
+        let worker = Arc::new(Worker {
+            shared: self.shared.clone(),
+            client: self.clients.client(),
+            handles: std::sync::Mutex::default(),
+        });
+        axum::Router::new().fallback(handle).with_state(worker)
+    }
+}
+
+/// The proxy (the daemon's listener serves its routers on `api_proxy.listen`). With
+/// `jwks_url`, the key set is fetched once before this returns (a failure is logged and
 /// counted, not fatal: the refresh keeps trying) and then refreshed by a task on `tracker`
 /// that stops when `token` is cancelled.
-pub async fn router(
+pub async fn start(
     settings: ApiProxySettings,
     registry: &Registry,
     audit: AuditLog,
     tracker: &TaskTracker,
     token: CancellationToken,
-) -> Result<axum::Router, ProxyError> {
+) -> Result<Proxy, ProxyError> {
     let secret = match &settings.jwt_secret_file {
         Some(p) => Some(crate::config::read_secret_file(
             "api_proxy.jwt_secret_file",
@@ -104,12 +181,14 @@ pub async fn router(
         }
         s
     });
-    let client = client::build(&settings)?;
+    let clients = client::Clients::new(&settings)?;
+    let target = Target::new(&settings.upstream)
+        .ok_or_else(|| ProxyError::Upstream(settings.upstream.to_string()))?;
     let jwks = match &settings.jwks_url {
         Some(url) => {
             let jwks = Arc::new(jwks::Jwks::new(
                 url.clone(),
-                client.clone(),
+                clients.client(),
                 settings.claims.clone(),
                 registry,
             )?);
@@ -134,66 +213,123 @@ pub async fn router(
         metrics: ApiMetrics::register(registry)?,
         events: crate::events::Events::new(audit.clone(), "run"),
         audit,
-        client,
+        target,
         settings,
     });
-    Ok(axum::Router::new().fallback(handle).with_state(shared))
+    Ok(Proxy { shared, clients })
 }
 
-fn request_id(req: &Request<Body>) -> String {
+/// The request's `X-Request-Id` when it is a sane one (printable ASCII, at most 128 bytes),
+/// else a new one. Kept as a header value: it is sent upstream and back to the client, and
+/// a clone shares its bytes.
+fn request_id(req: &Request<Body>) -> HeaderValue {
     req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
+        .get(&headers::X_REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
         .unwrap_or_else(random_request_id)
 }
 
 /// A version-4 UUID from a fast per-thread generator: request ids need uniqueness, not
 /// secrecy, and a getrandom syscall per request is measurable at proxy rates.
-fn random_request_id() -> String {
+fn random_request_id() -> HeaderValue {
     let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    uuid::Uuid::from_bytes(b).hyphenated().to_string()
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::from_bytes(b)
+        .hyphenated()
+        .encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-fn upstream_uri(base: &Uri, req_uri: &Uri) -> Option<Uri> {
-    let prefix = base.path().trim_end_matches('/');
-    let pq = req_uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    Uri::builder()
-        .scheme(base.scheme_str().unwrap_or("http"))
-        .authority(base.authority()?.as_str())
-        .path_and_query(format!("{prefix}{pq}"))
-        .build()
-        .ok()
+/// Where requests go: the upstream's scheme and authority, and its path prefix (empty when
+/// the upstream URL has none, the common case, in which the request's path and query are
+/// passed on as they are, without copying).
+struct Target {
+    scheme: axum::http::uri::Scheme,
+    authority: axum::http::uri::Authority,
+    prefix: String,
+}
+
+impl Target {
+    fn new(base: &Uri) -> Option<Self> {
+        Some(Self {
+            scheme: base
+                .scheme()
+                .cloned()
+                .unwrap_or(axum::http::uri::Scheme::HTTP),
+            authority: base.authority()?.clone(),
+            prefix: base.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The upstream URI of a request.
+    fn uri(&self, req_uri: &Uri) -> Option<Uri> {
+        let pq = match req_uri.path_and_query() {
+            Some(pq) if self.prefix.is_empty() => pq.clone(),
+            pq => {
+                let pq = pq.map(|p| p.as_str()).unwrap_or("/");
+                axum::http::uri::PathAndQuery::try_from(format!("{}{pq}", self.prefix)).ok()?
+            }
+        };
+        let mut parts = axum::http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).ok()
+    }
 }
 
 fn error_response(
     status: StatusCode,
     code: &str,
     message: &str,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Response<Body> {
     let body = serde_json::json!({"code": code, "message": message, "details": null, "hint": null});
     let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
-        "content-type",
+        axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
+    resp.headers_mut()
+        .insert(headers::X_REQUEST_ID, request_id.clone());
     resp
 }
 
+/// The client's `Content-Length` above `api_proxy.max_body_bytes`: answered 413 before
+/// anything reaches the upstream. A chunked body is cut off at the limit instead (the
+/// upstream request then fails); a request without a body is passed as it is.
+fn limit_body(req: Request<Body>, max: u64) -> Result<Request<Body>, u64> {
+    use http_body::Body as _;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(max);
+    }
+    if req.body().is_end_stream() || declared.is_some() {
+        // hyper itself stops a body at its declared length.
+        return Ok(req);
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    Ok(req.map(|b| Body::new(http_body_util::Limited::new(b, limit))))
+}
+
 async fn handle(
-    State(shared): State<Arc<Shared>>,
+    State(worker): State<Arc<Worker>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> Response<Body> {
     let start = Instant::now();
+    let shared = &worker.shared;
     let method = method_label(req.method());
     let route = shared.routes.label(route_of(req.uri().path()));
     let request_id = request_id(&req);
@@ -201,13 +337,13 @@ async fn handle(
         .roles
         .identify(
             req.headers()
-                .get("authorization")
+                .get(axum::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok()),
         )
         .await;
     let role_label = shared.role_labels.label(&identity.role);
     let mut finish = Finish {
-        shared: shared.clone(),
+        worker: worker.clone(),
         start,
         method,
         route,
@@ -219,17 +355,32 @@ async fn handle(
         total: None,
         upstream_error: None,
     };
+    let refuse = |mut finish: Finish, status: StatusCode, code: &str, message: &str| {
+        finish.code = status.as_u16();
+        let resp = error_response(status, code, message, &finish.request_id);
+        finish.complete(0);
+        resp
+    };
 
-    let Some(uri) = upstream_uri(&shared.settings.upstream, req.uri()) else {
-        finish.code = 400;
-        let resp = error_response(
+    let mut req = match limit_body(req, shared.settings.max_body_bytes) {
+        Ok(req) => req,
+        Err(max) => {
+            let message = format!("request body larger than {max} bytes");
+            return refuse(
+                finish,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PGVIGIL413",
+                &message,
+            );
+        }
+    };
+    let Some(uri) = shared.target.uri(req.uri()) else {
+        return refuse(
+            finish,
             StatusCode::BAD_REQUEST,
             "PGVIGIL400",
             "bad request target",
-            &request_id,
         );
-        finish.complete(0);
-        return resp;
     };
     // An HTTP/2 client (ALPN on a TLS listener) names the host in the URI's authority,
     // not in a Host header.
@@ -241,21 +392,25 @@ async fn handle(
     // The upstream connection speaks HTTP/1.1 whatever the client spoke: hyper refuses to
     // send an HTTP/2 request over it (every h2 request was a 502 before).
     *req.version_mut() = axum::http::Version::HTTP_11;
-    let original_host = req.headers_mut().remove("host").or(client_authority);
+    let original_host = req
+        .headers_mut()
+        .remove(axum::http::header::HOST)
+        .or(client_authority);
     headers::strip_hop_by_hop(req.headers_mut());
     let h = req.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-request-id", v);
-    }
+    h.insert(headers::X_REQUEST_ID, request_id.clone());
     if let Some(host) = original_host {
-        h.insert("x-forwarded-host", host);
+        h.insert(headers::X_FORWARDED_HOST, host);
     }
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match h
+        .get(&headers::X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) => format!("{prev}, {}", peer.ip()),
         None => peer.ip().to_string(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+        h.insert(headers::X_FORWARDED_FOR, v);
     }
     // What the client spoke to this listener (PostgREST builds Location and OpenAPI URLs
     // from it).
@@ -264,36 +419,30 @@ async fn handle(
     } else {
         "http"
     };
-    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
 
     let sent =
-        tokio::time::timeout(shared.settings.upstream_timeout, shared.client.request(req)).await;
+        tokio::time::timeout(shared.settings.upstream_timeout, worker.client.request(req)).await;
     let upstream = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             tracing::debug!(event = "proxy.upstream.failed", error = %e, "upstream request failed");
-            finish.code = 502;
             finish.upstream_error = Some("upstream_unreachable".into());
-            let resp = error_response(
+            return refuse(
+                finish,
                 StatusCode::BAD_GATEWAY,
                 "PGVIGIL502",
                 "upstream unreachable",
-                &request_id,
             );
-            finish.complete(0);
-            return resp;
         }
         Err(_) => {
-            finish.code = 504;
             finish.upstream_error = Some("upstream_timeout".into());
-            let resp = error_response(
+            return refuse(
+                finish,
                 StatusCode::GATEWAY_TIMEOUT,
                 "PGVIGIL504",
                 "upstream timed out",
-                &request_id,
             );
-            finish.complete(0);
-            return resp;
         }
     };
 
@@ -301,7 +450,7 @@ async fn handle(
     finish.code = parts.status.as_u16();
     if let Some((rows, total)) = parts
         .headers
-        .get("content-range")
+        .get(&headers::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(headers::content_range)
     {
@@ -310,12 +459,12 @@ async fn handle(
     }
     finish.upstream_error = parts
         .headers
-        .get("proxy-status")
+        .get(&headers::PROXY_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(headers::proxy_status_error);
     if let Some(st) = parts
         .headers
-        .get("server-timing")
+        .get(&headers::SERVER_TIMING)
         .and_then(|v| v.to_str().ok())
     {
         for (stage, secs) in headers::server_timing(st) {
@@ -323,13 +472,48 @@ async fn handle(
             shared
                 .metrics
                 .stages
-                .with_label_values(&[stage.as_str()])
+                .with_label_values(&[&*stage])
                 .observe(secs);
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        parts.headers.insert("x-request-id", v);
-    }
+    parts.headers.insert(headers::X_REQUEST_ID, request_id);
     Response::from_parts(parts, Body::new(Observed::new(body, finish)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uris_keep_the_query_and_the_upstream_prefix() {
+        let plain = Target::new(&"http://127.0.0.1:3000".parse().unwrap()).unwrap();
+        let req: Uri = "/articles?id=eq.1&select=title".parse().unwrap();
+        assert_eq!(
+            plain.uri(&req).unwrap().to_string(),
+            "http://127.0.0.1:3000/articles?id=eq.1&select=title"
+        );
+        let prefixed = Target::new(&"https://api.internal/rest/".parse().unwrap()).unwrap();
+        assert_eq!(
+            prefixed.uri(&req).unwrap().to_string(),
+            "https://api.internal/rest/articles?id=eq.1&select=title"
+        );
+        assert!(Target::new(&"/no-host".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_made_otherwise() {
+        let with = |v: &str| {
+            let req = Request::builder()
+                .header("x-request-id", v)
+                .body(Body::empty())
+                .unwrap();
+            request_id(&req)
+        };
+        assert_eq!(with("abc-123").to_str().unwrap(), "abc-123");
+        let made = with(&"x".repeat(200));
+        let made = made.to_str().unwrap();
+        assert_eq!(made.len(), 36);
+        assert_eq!(uuid::Uuid::parse_str(made).unwrap().get_version_num(), 4);
+    }
 }

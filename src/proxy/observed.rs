@@ -10,19 +10,29 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::jwt::Identity;
-use super::Shared;
-use crate::audit::{event::now_rfc3339, EventKind, Outcome};
+use super::{RequestHandles, Worker};
+use crate::audit::{EventKind, Outcome};
 
 /// One access line in the audit schema, serialized straight from these fields.
 #[derive(serde::Serialize)]
 struct AccessLine<'a> {
-    ts: String,
+    ts: Timestamp,
     kind: EventKind,
     event: &'static str,
     outcome: Outcome,
     actor: Actor<'a>,
     target: Target<'a>,
     details: Details<'a>,
+}
+
+/// The line's time, RFC 3339 with milliseconds (as `now_rfc3339`), written into the line
+/// without an intermediate string.
+struct Timestamp(std::time::SystemTime);
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -51,13 +61,13 @@ struct Details<'a> {
 
 /// What is known about a request by the time its response starts.
 pub(crate) struct Finish {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) worker: Arc<Worker>,
     pub(crate) start: Instant,
     pub(crate) method: &'static str,
-    pub(crate) route: String,
-    pub(crate) role_label: String,
+    pub(crate) route: Arc<str>,
+    pub(crate) role_label: Arc<str>,
     pub(crate) identity: Identity,
-    pub(crate) request_id: String,
+    pub(crate) request_id: axum::http::HeaderValue,
     pub(crate) code: u16,
     pub(crate) rows: Option<u64>,
     pub(crate) total: Option<u64>,
@@ -68,38 +78,54 @@ impl Finish {
     /// Records metrics and the access line.
     pub(crate) fn complete(self, bytes: u64) {
         let elapsed = self.start.elapsed();
-        let m = &self.shared.metrics;
-        let code = self.code.to_string();
-        m.requests
-            .with_label_values(&[
-                self.route.as_str(),
-                self.method,
-                code.as_str(),
-                self.role_label.as_str(),
-            ])
-            .inc();
-        m.duration
-            .with_label_values(&[self.route.as_str(), self.method])
-            .observe(elapsed.as_secs_f64());
+        let shared = &self.worker.shared;
+        let m = &shared.metrics;
+        // The status code's text without an allocation when it is a valid one.
+        let status = axum::http::StatusCode::from_u16(self.code);
+        let code_text;
+        let code = match &status {
+            Ok(c) => c.as_str(),
+            Err(_) => {
+                code_text = self.code.to_string();
+                &code_text
+            }
+        };
+        let request_id = self.request_id.to_str().unwrap_or("-");
+        let handles = self.worker.handles(
+            &self.route,
+            self.method,
+            self.code,
+            &self.role_label,
+            || RequestHandles {
+                requests: m.requests.with_label_values(&[
+                    &*self.route,
+                    self.method,
+                    code,
+                    &*self.role_label,
+                ]),
+                duration: m.duration.with_label_values(&[&*self.route, self.method]),
+                rows: m.rows.with_label_values(&[&*self.route, self.method]),
+            },
+        );
+        handles.requests.inc();
+        handles.duration.observe(elapsed.as_secs_f64());
         if let Some(rows) = self.rows {
-            m.rows
-                .with_label_values(&[self.route.as_str(), self.method])
-                .inc_by(rows);
+            handles.rows.inc_by(rows);
         }
         if let Some(err) = &self.upstream_error {
-            let err = self.shared.error_labels.label(err);
+            let err = shared.error_labels.label(err);
             m.upstream_errors
-                .with_label_values(&[self.route.as_str(), err.as_str()])
+                .with_label_values(&[&*self.route, &*err])
                 .inc();
         }
         // A token that failed verification (PostgREST answers it with 401), or a 401/403
         // from upstream: an ops event besides the access line, for alerting and SIEM rules.
         if self.code == 401 || self.code == 403 || self.identity.role == super::jwt::INVALID_ROLE {
-            self.shared.events.emit(
+            shared.events.emit(
                 crate::events::Op::refused("auth.denied", "API request denied")
-                    .target(serde_json::json!({"method": self.method, "route": self.route}))
+                    .target(serde_json::json!({"method": self.method, "route": &*self.route}))
                     .details(serde_json::json!({
-                        "request_id": self.request_id,
+                        "request_id": request_id,
                         "code": self.code,
                         "role": self.identity.role,
                         "token_verified": self.identity.verified,
@@ -112,10 +138,10 @@ impl Finish {
         } else {
             Outcome::Success
         };
-        self.shared.audit.emit_record(
+        shared.audit.emit_record(
             EventKind::Access,
             &AccessLine {
-                ts: now_rfc3339(),
+                ts: Timestamp(std::time::SystemTime::now()),
                 kind: EventKind::Access,
                 event: "api.request",
                 outcome,
@@ -129,7 +155,7 @@ impl Finish {
                     route: &self.route,
                 },
                 details: Details {
-                    request_id: &self.request_id,
+                    request_id,
                     code: self.code,
                     rows: self.rows,
                     total: self.total,

@@ -4,16 +4,18 @@
 //! same guard bounds roles and upstream error codes, which a client or upstream controls.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// The label used once the limit is reached.
 pub const OTHER: &str = "other";
 
-/// A set of label values that stops growing at `max`.
+/// A set of label values that stops growing at `max`. Values are interned: a label is an
+/// `Arc<str>` shared by every request that carries it, so labelling allocates nothing.
 #[derive(Debug)]
 pub struct BoundedLabels {
     max: usize,
-    seen: RwLock<HashSet<String>>,
+    seen: RwLock<HashSet<Arc<str>>>,
+    other: Arc<str>,
 }
 
 impl BoundedLabels {
@@ -22,25 +24,33 @@ impl BoundedLabels {
         Self {
             max,
             seen: RwLock::new(HashSet::new()),
+            other: Arc::from(OTHER),
         }
     }
 
     /// `value` if it is known or there is room for it, else `other`.
-    pub fn label(&self, value: &str) -> String {
+    pub fn label(&self, value: &str) -> Arc<str> {
         if let Ok(seen) = self.seen.read() {
-            if seen.contains(value) {
-                return value.to_string();
+            if let Some(known) = seen.get(value) {
+                return known.clone();
             }
             if seen.len() >= self.max {
-                return OTHER.to_string();
+                return self.other.clone();
             }
         }
         match self.seen.write() {
-            Ok(mut seen) if seen.len() < self.max || seen.contains(value) => {
-                seen.insert(value.to_string());
-                value.to_string()
+            Ok(mut seen) => {
+                if let Some(known) = seen.get(value) {
+                    return known.clone();
+                }
+                if seen.len() >= self.max {
+                    return self.other.clone();
+                }
+                let label: Arc<str> = Arc::from(value);
+                seen.insert(label.clone());
+                label
             }
-            _ => OTHER.to_string(),
+            Err(_) => self.other.clone(),
         }
     }
 }
@@ -81,9 +91,13 @@ mod tests {
         assert_eq!(route_of("/rpc/login/"), "/rpc/login");
         assert_eq!(route_of("/"), "/");
         let b = BoundedLabels::new(2);
-        assert_eq!(b.label("/a"), "/a");
-        assert_eq!(b.label("/b"), "/b");
-        assert_eq!(b.label("/c"), OTHER);
-        assert_eq!(b.label("/a"), "/a");
+        assert_eq!(&*b.label("/a"), "/a");
+        assert_eq!(&*b.label("/b"), "/b");
+        assert_eq!(&*b.label("/c"), OTHER);
+        assert_eq!(&*b.label("/a"), "/a");
+        assert!(
+            Arc::ptr_eq(&b.label("/a"), &b.label("/a")),
+            "labels are interned"
+        );
     }
 }

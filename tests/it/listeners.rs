@@ -478,27 +478,53 @@ async fn empty_short_or_readable_bearer_tokens_stop_the_start() {
 
 #[tokio::test]
 async fn the_proxy_answers_413_to_bodies_over_max_body_bytes() {
-    let fake = crate::harness::postgrest::FakePostgrest::start().await;
-    let settings = harness::settings(
-        DEAD_PG,
-        &format!(
-            "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nmax_body_bytes = 100\n[audit]\nstdout = false\n",
-            fake.api
-        ),
-    );
-    let running = harness::daemon(settings).await;
-    let proxy = running.proxy_addr.unwrap_or_else(|| panic!("no proxy"));
-    let client = harness::http_client();
-    let post = |len: usize| {
-        client
-            .post(format!("http://{proxy}/articles"))
-            .header("Content-Type", "application/json")
-            .body("x".repeat(len))
-            .send()
-    };
-    let big = post(1000).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(big.status().as_u16(), 413);
-    let small = post(10).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(small.status().as_u16(), 413);
-    running.shutdown(Duration::from_secs(5)).await;
+    // On the daemon's runtime (workers = 0) and on three worker threads sharing the port.
+    for workers in [0, 3] {
+        let fake = crate::harness::postgrest::FakePostgrest::start().await;
+        let settings = harness::settings(
+            DEAD_PG,
+            &format!(
+                "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nmax_body_bytes = 100\nworkers = {workers}\n[audit]\nstdout = false\n",
+                fake.api
+            ),
+        );
+        let running = harness::daemon(settings).await;
+        let proxy = running.proxy_addr.unwrap_or_else(|| panic!("no proxy"));
+        let client = harness::http_client();
+        let post = |len: usize| {
+            client
+                .post(format!("http://{proxy}/articles"))
+                .header("Content-Type", "application/json")
+                .body("x".repeat(len))
+                .send()
+        };
+        let big = post(1000).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(big.status().as_u16(), 413, "workers = {workers}");
+        assert!(
+            big.headers().contains_key("x-request-id"),
+            "a refused request has a request id too"
+        );
+        let small = post(10).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(small.status().as_u16(), 413);
+        // Separate connections land on any worker; every request is counted once.
+        for _ in 0..8 {
+            let fresh = harness::http_client();
+            let r = fresh
+                .get(format!("http://{proxy}/articles"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.status().as_u16(), 200, "workers = {workers}");
+        }
+        let s = harness::scrape(&running).await;
+        let count = |code: &str, method: &str| {
+            s.metric("pgvigil_api_requests_total")
+                .label("code", code)
+                .label("method", method)
+                .value()
+        };
+        assert_eq!(count("413", "POST"), Some(1.0), "workers = {workers}");
+        assert_eq!(count("200", "GET"), Some(8.0), "workers = {workers}");
+        running.shutdown(Duration::from_secs(5)).await;
+    }
 }

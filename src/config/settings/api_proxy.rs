@@ -178,6 +178,7 @@ pub(super) fn validate(
             header_read_timeout: &raw.header_read_timeout,
             idle_timeout: &raw.idle_timeout,
             max_connections: raw.max_connections,
+            workers: Some(raw.workers.unwrap_or_else(super::server::default_workers)),
         },
     )?;
     Ok(Some(ApiProxySettings {

@@ -43,6 +43,9 @@ pub struct ListenerSettings {
     pub idle_timeout: Duration,
     /// Connections served at once; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Threads serving this listener, each with its own runtime and socket; 0 serves it on
+    /// the daemon's shared runtime.
+    pub workers: usize,
     /// Whether HTTP/2 is offered (ALPN `h2`, or prior knowledge on plain HTTP).
     pub http2: bool,
     /// Headers added to every response (exporter-toolkit `http_server_config.headers`).
@@ -98,6 +101,19 @@ pub(super) struct ListenerKeys<'a> {
     pub header_read_timeout: &'a str,
     pub idle_timeout: &'a str,
     pub max_connections: usize,
+    /// Worker threads (`[api_proxy] workers`); `None` for a listener that has none.
+    pub workers: Option<usize>,
+}
+
+/// Most worker threads a listener may have.
+pub const MAX_WORKERS: usize = 64;
+
+/// Worker threads of a listener whose `workers` key is not set: one per CPU, at most 16.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(16)
 }
 
 /// Validates the listener keys of one section.
@@ -171,11 +187,19 @@ pub(super) fn validate_listener(
     if keys.max_connections == 0 {
         return Err(ctx.invalid(&[s, "max_connections"], "must be at least 1"));
     }
+    let workers = keys.workers.unwrap_or(0);
+    if workers > MAX_WORKERS {
+        return Err(ctx.invalid(
+            &[s, "workers"],
+            format!("{workers} is more than {MAX_WORKERS} threads"),
+        ));
+    }
     Ok(ListenerSettings {
         tls,
         header_read_timeout,
         idle_timeout,
         max_connections: keys.max_connections,
+        workers,
         http2: true,
         headers: Vec::new(),
     })
@@ -200,6 +224,7 @@ pub(super) fn validate(ctx: &Ctx<'_>, raw: ServerConfig) -> Result<ServerSetting
             header_read_timeout: &raw.header_read_timeout,
             idle_timeout: &raw.idle_timeout,
             max_connections: raw.max_connections,
+            workers: None,
         },
     )?;
     let optional_path = |k: &str, v: Option<String>| -> Result<Option<PathBuf>, Error> {
