@@ -80,16 +80,6 @@ impl Finish {
         let elapsed = self.start.elapsed();
         let shared = &self.worker.shared;
         let m = &shared.metrics;
-        // The status code's text without an allocation when it is a valid one.
-        let status = axum::http::StatusCode::from_u16(self.code);
-        let code_text;
-        let code = match &status {
-            Ok(c) => c.as_str(),
-            Err(_) => {
-                code_text = self.code.to_string();
-                &code_text
-            }
-        };
         let request_id = self.request_id.to_str().unwrap_or("-");
         let handles = self.worker.handles(
             &self.route,
@@ -100,7 +90,7 @@ impl Finish {
                 requests: m.requests.with_label_values(&[
                     &*self.route,
                     self.method,
-                    code,
+                    &self.code.to_string(),
                     &*self.role_label,
                 ]),
                 duration: m.duration.with_label_values(&[&*self.route, self.method]),
