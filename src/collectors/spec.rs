@@ -4,9 +4,12 @@
 //! text, and one generic reader turns rows into families. Collectors are therefore just
 //! tables of columns, which keeps the SQL next to the metric it feeds.
 
-use crate::metrics::{Family, MetricDef};
+use std::borrow::Cow;
 
-/// One numeric output column.
+use crate::metrics::{format_value, Family, Kind, MetricDef, Sample};
+
+/// One numeric output column. A histogram column's expression is an array
+/// `[sum, count, le1, cumulative1, le2, cumulative2, ...]` (see `push_histogram`).
 #[derive(Debug)]
 pub struct ValueCol {
     pub def: &'static MetricDef,
@@ -86,7 +89,10 @@ impl QuerySpec {
             .iter()
             .map(|e| format!("coalesce(({e})::text, '')"))
             .collect();
-        cols.extend(values.iter().map(|c| format!("({})::float8", c.expr)));
+        cols.extend(values.iter().map(|c| match c.def.kind {
+            Kind::Histogram => format!("({})::float8[]", c.expr),
+            _ => format!("({})::float8", c.expr),
+        }));
         Some(Built {
             name: self.name,
             sql: format!("SELECT {} FROM {}", cols.join(", "), (self.from)(version)),
@@ -105,8 +111,13 @@ impl Built {
                 .map(|i| row.try_get::<_, String>(i).unwrap_or_default())
                 .collect();
             for (j, fam) in families.iter_mut().enumerate() {
+                let at = self.label_count + j;
+                if fam.kind == Kind::Histogram {
+                    if let Ok(Some(v)) = row.try_get::<_, Option<Vec<f64>>>(at) {
+                        push_histogram(fam, &labels, &v);
+                    }
                 // NULL (a timestamp that never happened, a lag with no replay) -> no sample.
-                if let Ok(Some(v)) = row.try_get::<_, Option<f64>>(self.label_count + j) {
+                } else if let Ok(Some(v)) = row.try_get::<_, Option<f64>>(at) {
                     fam.push(labels.iter().cloned(), v);
                 }
             }
@@ -115,4 +126,44 @@ impl Built {
             f.emit_into(out);
         }
     }
+}
+
+/// Adds one histogram from `[sum, count, le1, cumulative1, ...]`: a bucket per bound, the
+/// `+Inf` bucket (= count), `_sum` and `_count`. A malformed array adds nothing.
+fn push_histogram(fam: &mut Family, labels: &[String], v: &[f64]) {
+    let [sum, count, buckets @ ..] = v else {
+        return;
+    };
+    if buckets.len() % 2 != 0 {
+        return;
+    }
+    let base: Vec<(Cow<'static, str>, String)> = fam
+        .label_names
+        .iter()
+        .zip(labels)
+        .map(|(n, v)| (Cow::Borrowed(*n), v.clone()))
+        .collect();
+    let bucket = |le: String, value: f64| {
+        let mut l = base.clone();
+        l.push((Cow::Borrowed("le"), le));
+        Sample {
+            suffix: "_bucket",
+            labels: l,
+            value,
+        }
+    };
+    for pair in buckets.chunks_exact(2) {
+        fam.samples.push(bucket(format_value(pair[0]), pair[1]));
+    }
+    fam.samples.push(bucket("+Inf".into(), *count));
+    fam.samples.push(Sample {
+        suffix: "_sum",
+        labels: base.clone(),
+        value: *sum,
+    });
+    fam.samples.push(Sample {
+        suffix: "_count",
+        labels: base,
+        value: *count,
+    });
 }

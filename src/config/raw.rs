@@ -94,6 +94,9 @@ pub struct PostgresConfig {
     pub top_tables: usize,
     /// Statements in `pg_stat_statements_*`, by total time. Default 50.
     pub top_statements: usize,
+    /// Put postgres_exporter 0.19's `server="host:port"` label on the families it puts it
+    /// on (settings, activity, replication, slots, archiver, conflicts). Default false.
+    pub server_label: bool,
     /// Custom SQL metrics.
     pub queries: Vec<QueryConfig>,
     /// PostgreSQL bin directories to pick binaries from, e.g.
@@ -115,6 +118,7 @@ impl Default for PostgresConfig {
             max_database_connections: 2,
             top_tables: 50,
             top_statements: 50,
+            server_label: false,
             queries: Vec::new(),
             bindir: Vec::new(),
         }

@@ -191,10 +191,16 @@ catalogue! {
     // --- sizes (slow, cached) ------------------------------------------------------
     PG_DATABASE_SIZE_BYTES: gauge "pg_database_size_bytes" ["datname"] pe "Disk space used by the database (cached for postgres.slow_collectors_interval)";
     PG_DATABASE_CONNECTION_LIMIT: gauge "pg_database_connection_limit" ["datname"] pe "Connection limit set for the database (-1 = none)";
+    PG_DATABASE_WRAPAROUND_AGE_DATFROZENXID_SECONDS: gauge "pg_database_wraparound_age_datfrozenxid_seconds" ["datname"] pe "Age of the oldest transaction ID that has not been frozen (age(datfrozenxid), in transactions despite the name; databases that allow connections).";
+    PG_DATABASE_WRAPAROUND_AGE_DATMINMXID_SECONDS: gauge "pg_database_wraparound_age_datminmxid_seconds" ["datname"] pe "Age of the oldest multi-transaction ID that has been replaced with a transaction ID (mxid_age(datminmxid), in multixacts despite the name).";
 
     // --- pg_stat_activity and locks ---------------------------------------------------
-    PG_STAT_ACTIVITY_COUNT: gauge "pg_stat_activity_count" ["datname", "state"] pe "number of connections in this state";
-    PG_STAT_ACTIVITY_MAX_TX_DURATION: gauge "pg_stat_activity_max_tx_duration" ["datname", "state"] pe "max duration in seconds any active transaction has been running";
+    PG_STAT_ACTIVITY_COUNT: gauge "pg_stat_activity_count" ["datname", "state", "usename", "application_name", "backend_type", "wait_event_type", "wait_event"] pe "number of connections in this state (the 20 commonest usename and application_name values each; the rest as \"other\")";
+    PG_STAT_ACTIVITY_MAX_TX_DURATION: gauge "pg_stat_activity_max_tx_duration" ["datname", "state", "usename", "application_name", "backend_type", "wait_event_type", "wait_event"] pe "max duration in seconds any active transaction has been running";
+    PGVIGIL_STAT_ACTIVITY_FOLDED_VALUES: gauge "pgvigil_stat_activity_folded_values" ["label"] new "Distinct usename or application_name values folded into \"other\" in pg_stat_activity_* because more than 20 were seen (0 when none).";
+    PG_LONG_RUNNING_TRANSACTIONS: gauge "pg_long_running_transactions" [] pe "Current number of long running transactions (open transactions not idle, autovacuum and pgvigil's own session excluded)";
+    PG_LONG_RUNNING_TRANSACTIONS_OLDEST_TIMESTAMP_SECONDS: gauge "pg_long_running_transactions_oldest_timestamp_seconds" [] pe "The current maximum transaction age in seconds (absent when there is none)";
+    PG_PROCESS_IDLE_SECONDS: histogram "pg_process_idle_seconds" ["state", "application_name"] pe "Idle time of server processes: how long each idle session (state idle*, pgvigil's own excluded) has been in its state, in seconds";
     PG_STAT_ACTIVITY_OLDEST_XACT_SECONDS: gauge "pg_stat_activity_oldest_xact_seconds" ["datname"] new "Age of the oldest open transaction in the database, in seconds (pgvigil's own session excluded); 0 when none.";
     PG_STAT_ACTIVITY_OLDEST_IDLE_IN_TRANSACTION_SECONDS: gauge "pg_stat_activity_oldest_idle_in_transaction_seconds" ["datname"] new "How long the longest idle-in-transaction session has been idle, in seconds; 0 when none.";
     PG_LOCKS_COUNT: gauge "pg_locks_count" ["datname", "mode"] pe "Number of locks";
@@ -210,6 +216,7 @@ catalogue! {
     PG_STAT_REPLICATION_WRITE_LAG_BYTES: gauge "pg_stat_replication_write_lag_bytes" ["application_name", "client_addr", "state", "slot_name"] new "WAL bytes sent but not yet written by the standby.";
     PG_STAT_REPLICATION_FLUSH_LAG_BYTES: gauge "pg_stat_replication_flush_lag_bytes" ["application_name", "client_addr", "state", "slot_name"] new "WAL bytes not yet flushed by the standby.";
     PG_STAT_REPLICATION_REPLAY_LAG_BYTES: gauge "pg_stat_replication_replay_lag_bytes" ["application_name", "client_addr", "state", "slot_name"] new "WAL bytes not yet replayed by the standby.";
+    PG_STAT_REPLICATION_REPLY_TIME: gauge "pg_stat_replication_reply_time" ["application_name", "client_addr", "state", "slot_name"] pe "Send time of the last reply message received from the standby (Unix seconds)";
     PG_REPLICATION_SLOTS_ACTIVE: gauge "pg_replication_slots_active" ["slot_name", "database"] pe "Flag indicating if the slot is active";
     PG_REPLICATION_SLOTS_PG_WAL_LSN_DIFF: gauge "pg_replication_slots_pg_wal_lsn_diff" ["slot_name", "database"] pe "Replication lag in bytes";
     PG_REPLICATION_SLOTS_SAFE_WAL_SIZE_BYTES: gauge "pg_replication_slots_safe_wal_size_bytes" ["slot_name", "database"] new "WAL bytes that can still be written before this slot is in danger of losing required WAL (absent when max_slot_wal_keep_size = -1).";
@@ -237,6 +244,9 @@ catalogue! {
     PG_STAT_CHECKPOINTER_WRITE_TIME_TOTAL: counter "pg_stat_checkpointer_write_time_total" [] pe "Total amount of time that has been spent in the portion of processing checkpoints and restartpoints where files are written to disk, in milliseconds (PostgreSQL 17+)";
     PG_STAT_CHECKPOINTER_SYNC_TIME_TOTAL: counter "pg_stat_checkpointer_sync_time_total" [] pe "Total amount of time that has been spent in the portion of processing checkpoints and restartpoints where files are synchronized to disk, in milliseconds (PostgreSQL 17+)";
     PG_STAT_CHECKPOINTER_BUFFERS_WRITTEN_TOTAL: counter "pg_stat_checkpointer_buffers_written_total" [] pe "Number of buffers written during checkpoints and restartpoints (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_STATS_RESET_TOTAL: counter "pg_stat_checkpointer_stats_reset_total" [] pe "Time at which these statistics were last reset (PostgreSQL 17+)";
+    PG_STAT_CHECKPOINTER_NUM_DONE_TOTAL: counter "pg_stat_checkpointer_num_done_total" [] new "Number of checkpoints that have been performed (PostgreSQL 18+)";
+    PG_STAT_CHECKPOINTER_SLRU_WRITTEN_TOTAL: counter "pg_stat_checkpointer_slru_written_total" [] new "Number of SLRU buffers written during checkpoints and restartpoints (PostgreSQL 18+)";
     PG_STAT_WAL_RECORDS_TOTAL: counter "pg_stat_wal_records_total" [] new "Total number of WAL records generated (pg_stat_wal, PostgreSQL 14+)";
     PG_STAT_WAL_FPI_TOTAL: counter "pg_stat_wal_fpi_total" [] new "Total number of WAL full page images generated";
     PG_STAT_WAL_BYTES_TOTAL: counter "pg_stat_wal_bytes_total" [] new "Total amount of WAL generated in bytes";
@@ -245,6 +255,21 @@ catalogue! {
     PG_STAT_WAL_SYNC_TOTAL: counter "pg_stat_wal_sync_total" [] new "Number of times WAL files were synced to disk (PostgreSQL 14-17)";
     PG_STAT_WAL_WRITE_TIME_SECONDS_TOTAL: counter "pg_stat_wal_write_time_seconds_total" [] new "Time spent writing WAL buffers to disk, in seconds (needs track_wal_io_timing; PostgreSQL 14-17)";
     PG_STAT_WAL_SYNC_TIME_SECONDS_TOTAL: counter "pg_stat_wal_sync_time_seconds_total" [] new "Time spent syncing WAL files to disk, in seconds (needs track_wal_io_timing; PostgreSQL 14-17)";
+
+    // --- pg_stat_io (16+): one row per backend type x object x context PostgreSQL tracks
+    PG_STAT_IO_READS_TOTAL: counter "pg_stat_io_reads_total" ["backend_type", "object", "context"] new "Number of read operations (pg_stat_io.reads, PostgreSQL 16+)";
+    PG_STAT_IO_READ_BYTES_TOTAL: counter "pg_stat_io_read_bytes_total" ["backend_type", "object", "context"] new "Bytes read (read_bytes on 18+, reads x op_bytes on 16-17)";
+    PG_STAT_IO_READ_TIME_SECONDS_TOTAL: counter "pg_stat_io_read_time_seconds_total" ["backend_type", "object", "context"] new "Time spent in read operations, in seconds (needs track_io_timing)";
+    PG_STAT_IO_WRITES_TOTAL: counter "pg_stat_io_writes_total" ["backend_type", "object", "context"] new "Number of write operations";
+    PG_STAT_IO_WRITE_BYTES_TOTAL: counter "pg_stat_io_write_bytes_total" ["backend_type", "object", "context"] new "Bytes written (write_bytes on 18+, writes x op_bytes on 16-17)";
+    PG_STAT_IO_WRITE_TIME_SECONDS_TOTAL: counter "pg_stat_io_write_time_seconds_total" ["backend_type", "object", "context"] new "Time spent in write operations, in seconds (needs track_io_timing)";
+    PG_STAT_IO_WRITEBACKS_TOTAL: counter "pg_stat_io_writebacks_total" ["backend_type", "object", "context"] new "Number of units of op_bytes the process asked the kernel to write out to storage";
+    PG_STAT_IO_EXTENDS_TOTAL: counter "pg_stat_io_extends_total" ["backend_type", "object", "context"] new "Number of relation extend operations";
+    PG_STAT_IO_EXTEND_BYTES_TOTAL: counter "pg_stat_io_extend_bytes_total" ["backend_type", "object", "context"] new "Bytes added by relation extends (extend_bytes on 18+, extends x op_bytes on 16-17)";
+    PG_STAT_IO_HITS_TOTAL: counter "pg_stat_io_hits_total" ["backend_type", "object", "context"] new "Number of times a desired block was found in a shared buffer";
+    PG_STAT_IO_EVICTIONS_TOTAL: counter "pg_stat_io_evictions_total" ["backend_type", "object", "context"] new "Number of times a block was written out from a buffer to make it available for another use";
+    PG_STAT_IO_REUSES_TOTAL: counter "pg_stat_io_reuses_total" ["backend_type", "object", "context"] new "Number of times an existing buffer in a size-limited ring buffer outside shared buffers was reused";
+    PG_STAT_IO_FSYNCS_TOTAL: counter "pg_stat_io_fsyncs_total" ["backend_type", "object", "context"] new "Number of fsync calls (only tracked in context normal)";
 
     // --- per-table (slow, cached; top postgres.top_tables by size per database) ----
     PG_STAT_USER_TABLES_SEQ_SCAN: counter "pg_stat_user_tables_seq_scan" ["datname", "schemaname", "relname"] pe "Number of sequential scans initiated on this table";
@@ -268,10 +293,20 @@ catalogue! {
     PG_STAT_USER_TABLES_AUTOANALYZE_COUNT: counter "pg_stat_user_tables_autoanalyze_count" ["datname", "schemaname", "relname"] pe "Number of times this table has been analyzed by the autovacuum daemon";
     PG_STAT_USER_TABLES_TABLE_SIZE_BYTES: gauge "pg_stat_user_tables_table_size_bytes" ["datname", "schemaname", "relname"] pe "Total disk space used by this table, in bytes";
     PG_STAT_USER_TABLES_INDEX_SIZE_BYTES: gauge "pg_stat_user_tables_index_size_bytes" ["datname", "schemaname", "relname"] pe "Total disk space used by this index, in bytes";
+    PG_STAT_USER_TABLES_TOTAL_VACUUM_TIME_SECONDS_TOTAL: counter "pg_stat_user_tables_total_vacuum_time_seconds_total" ["datname", "schemaname", "relname"] new "Time this table has been manually vacuumed, in seconds (PostgreSQL 18+)";
+    PG_STAT_USER_TABLES_TOTAL_AUTOVACUUM_TIME_SECONDS_TOTAL: counter "pg_stat_user_tables_total_autovacuum_time_seconds_total" ["datname", "schemaname", "relname"] new "Time this table has been vacuumed by autovacuum, in seconds (PostgreSQL 18+)";
+    PG_STAT_USER_TABLES_TOTAL_ANALYZE_TIME_SECONDS_TOTAL: counter "pg_stat_user_tables_total_analyze_time_seconds_total" ["datname", "schemaname", "relname"] new "Time this table has been manually analyzed, in seconds (PostgreSQL 18+)";
+    PG_STAT_USER_TABLES_TOTAL_AUTOANALYZE_TIME_SECONDS_TOTAL: counter "pg_stat_user_tables_total_autoanalyze_time_seconds_total" ["datname", "schemaname", "relname"] new "Time this table has been analyzed by autovacuum, in seconds (PostgreSQL 18+)";
     PG_STATIO_USER_TABLES_HEAP_BLOCKS_READ: counter "pg_statio_user_tables_heap_blocks_read" ["datname", "schemaname", "relname"] pe "Number of disk blocks read from this table";
     PG_STATIO_USER_TABLES_HEAP_BLOCKS_HIT: counter "pg_statio_user_tables_heap_blocks_hit" ["datname", "schemaname", "relname"] pe "Number of buffer hits in this table";
     PG_STATIO_USER_TABLES_IDX_BLOCKS_READ: counter "pg_statio_user_tables_idx_blocks_read" ["datname", "schemaname", "relname"] pe "Number of disk blocks read from all indexes on this table";
     PG_STATIO_USER_TABLES_IDX_BLOCKS_HIT: counter "pg_statio_user_tables_idx_blocks_hit" ["datname", "schemaname", "relname"] pe "Number of buffer hits in all indexes on this table";
+    PG_STATIO_USER_TABLES_TOAST_BLOCKS_READ: counter "pg_statio_user_tables_toast_blocks_read" ["datname", "schemaname", "relname"] pe "Number of disk blocks read from this table's TOAST table (if any)";
+    PG_STATIO_USER_TABLES_TOAST_BLOCKS_HIT: counter "pg_statio_user_tables_toast_blocks_hit" ["datname", "schemaname", "relname"] pe "Number of buffer hits in this table's TOAST table (if any)";
+    PG_STATIO_USER_TABLES_TIDX_BLOCKS_READ: counter "pg_statio_user_tables_tidx_blocks_read" ["datname", "schemaname", "relname"] pe "Number of disk blocks read from this table's TOAST table indexes (if any)";
+    PG_STATIO_USER_TABLES_TIDX_BLOCKS_HIT: counter "pg_statio_user_tables_tidx_blocks_hit" ["datname", "schemaname", "relname"] pe "Number of buffer hits in this table's TOAST table indexes (if any)";
+    PG_STATIO_USER_INDEXES_IDX_BLKS_READ_TOTAL: counter "pg_statio_user_indexes_idx_blks_read_total" ["datname", "schemaname", "relname", "indexrelname"] pe "Number of disk blocks read from this index (the indexes of the postgres.top_tables largest tables)";
+    PG_STATIO_USER_INDEXES_IDX_BLKS_HIT_TOTAL: counter "pg_statio_user_indexes_idx_blks_hit_total" ["datname", "schemaname", "relname", "indexrelname"] pe "Number of buffer hits in this index";
 
     // --- pg_stat_statements (slow, cached; top postgres.top_statements by total time)
     PG_STAT_STATEMENTS_CALLS_TOTAL: counter "pg_stat_statements_calls_total" ["user", "datname", "queryid"] pe "Number of times executed";
@@ -465,13 +500,110 @@ mod tests {
     }
 }
 
+/// The PostgreSQL majors a family exists on, for families that exist only on some:
+/// (entry, first major that has it, first major that no longer has it). Every other
+/// PostgreSQL family exists on every supported major (13 and newer). The collectors'
+/// column version ranges are tested against this table, and a scrape of each major in the
+/// harness exports exactly these.
+pub static PG_MAJORS: &[(&MetricDef, u32, u32)] = &[
+    (&PG_STAT_BGWRITER_CHECKPOINTS_TIMED_TOTAL, 0, 17),
+    (&PG_STAT_BGWRITER_CHECKPOINTS_REQ_TOTAL, 0, 17),
+    (&PG_STAT_BGWRITER_CHECKPOINT_WRITE_TIME_TOTAL, 0, 17),
+    (&PG_STAT_BGWRITER_CHECKPOINT_SYNC_TIME_TOTAL, 0, 17),
+    (&PG_STAT_BGWRITER_BUFFERS_CHECKPOINT_TOTAL, 0, 17),
+    (&PG_STAT_BGWRITER_BUFFERS_BACKEND_TOTAL, 0, 17),
+    (&PG_STAT_BGWRITER_BUFFERS_BACKEND_FSYNC_TOTAL, 0, 17),
+    (&PG_STAT_CHECKPOINTER_NUM_TIMED_TOTAL, 17, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_NUM_REQUESTED_TOTAL, 17, u32::MAX),
+    (
+        &PG_STAT_CHECKPOINTER_RESTARTPOINTS_TIMED_TOTAL,
+        17,
+        u32::MAX,
+    ),
+    (&PG_STAT_CHECKPOINTER_RESTARTPOINTS_REQ_TOTAL, 17, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_RESTARTPOINTS_DONE_TOTAL, 17, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_WRITE_TIME_TOTAL, 17, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_SYNC_TIME_TOTAL, 17, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_BUFFERS_WRITTEN_TOTAL, 17, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_STATS_RESET_TOTAL, 17, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_NUM_DONE_TOTAL, 18, u32::MAX),
+    (&PG_STAT_CHECKPOINTER_SLRU_WRITTEN_TOTAL, 18, u32::MAX),
+    (&PG_STAT_WAL_RECORDS_TOTAL, 14, u32::MAX),
+    (&PG_STAT_WAL_FPI_TOTAL, 14, u32::MAX),
+    (&PG_STAT_WAL_BYTES_TOTAL, 14, u32::MAX),
+    (&PG_STAT_WAL_BUFFERS_FULL_TOTAL, 14, u32::MAX),
+    (&PG_STAT_WAL_WRITE_TOTAL, 14, 18),
+    (&PG_STAT_WAL_SYNC_TOTAL, 14, 18),
+    (&PG_STAT_WAL_WRITE_TIME_SECONDS_TOTAL, 14, 18),
+    (&PG_STAT_WAL_SYNC_TIME_SECONDS_TOTAL, 14, 18),
+    (&PG_STAT_IO_READS_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_READ_BYTES_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_READ_TIME_SECONDS_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_WRITES_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_WRITE_BYTES_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_WRITE_TIME_SECONDS_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_WRITEBACKS_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_EXTENDS_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_EXTEND_BYTES_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_HITS_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_EVICTIONS_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_REUSES_TOTAL, 16, u32::MAX),
+    (&PG_STAT_IO_FSYNCS_TOTAL, 16, u32::MAX),
+    (
+        &PG_STAT_USER_TABLES_TOTAL_VACUUM_TIME_SECONDS_TOTAL,
+        18,
+        u32::MAX,
+    ),
+    (
+        &PG_STAT_USER_TABLES_TOTAL_AUTOVACUUM_TIME_SECONDS_TOTAL,
+        18,
+        u32::MAX,
+    ),
+    (
+        &PG_STAT_USER_TABLES_TOTAL_ANALYZE_TIME_SECONDS_TOTAL,
+        18,
+        u32::MAX,
+    ),
+    (
+        &PG_STAT_USER_TABLES_TOTAL_AUTOANALYZE_TIME_SECONDS_TOTAL,
+        18,
+        u32::MAX,
+    ),
+];
+
+/// The majors `def` exists on: `(since, until)`, until exclusive; `(0, u32::MAX)` for
+/// families that exist on every major.
+pub fn pg_majors(def: &MetricDef) -> (u32, u32) {
+    PG_MAJORS
+        .iter()
+        .find(|(d, _, _)| std::ptr::eq(*d, def))
+        .map_or((0, u32::MAX), |&(_, since, until)| (since, until))
+}
+
+/// Whether `def` exists on PostgreSQL `major`.
+pub fn exists_on(def: &MetricDef, major: u32) -> bool {
+    let (since, until) = pg_majors(def);
+    major >= since && major < until
+}
+
+/// The catalogue's PostgreSQL column: "17+", "up to 16", "14-17", or empty for every major.
+fn majors_text(def: &MetricDef) -> String {
+    match pg_majors(def) {
+        (0, u32::MAX) => String::new(),
+        (since, u32::MAX) => format!("{since}+"),
+        (0, until) => format!("up to {}", until - 1),
+        (since, until) => format!("{since}-{}", until - 1),
+    }
+}
+
 /// The catalogue as a Markdown table (`pgvigil catalog --markdown`, docs/catalogue.md).
 pub fn markdown() -> String {
     let mut out = String::from(
         "# Metric catalogue\n\nGenerated by `pgvigil catalog --markdown`; a test keeps it in sync with \
          `src/metrics/catalogue.rs`. \"compat\" marks names kept from postgres_exporter / \
          pgbouncer_exporter, which may break exporter naming rules (counters without `_total`, \
-         milliseconds).\n\n| name | type | labels | compat | help |\n|---|---|---|---|---|\n",
+         milliseconds). \"PostgreSQL\" names the majors a family exists on when not every \
+         supported one (13 and newer).\n\n| name | type | labels | compat | PostgreSQL | help |\n|---|---|---|---|---|---|\n",
     );
     for d in ALL {
         let name = match d.naming {
@@ -492,8 +624,9 @@ pub fn markdown() -> String {
             None => "",
         };
         out.push_str(&format!(
-            "| {name} | {kind} | {} | {compat} | {} |\n",
+            "| {name} | {kind} | {} | {compat} | {} | {} |\n",
             d.labels.join(", "),
+            majors_text(d),
             d.help.replace('|', "\\|")
         ));
     }

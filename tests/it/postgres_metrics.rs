@@ -376,3 +376,104 @@ async fn pg_up_follows_the_server_down_and_back() {
     .await;
     running.shutdown(Duration::from_secs(5)).await;
 }
+
+/// `server_label = true` puts postgres_exporter's `server="host:port"` on the families
+/// it labels (settings, activity, archiver, conflicts) and on no others; off, nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_label_is_where_postgres_exporter_puts_it() {
+    let pg = cluster().await;
+    let server = format!("127.0.0.1:{}", pg.port());
+    let labelled = daemon(settings(&pg.dsn("postgres"), "server_label = true")).await;
+    let plain = daemon(settings(&pg.dsn("postgres"), "")).await;
+    let s = scrape(&labelled).await;
+    for name in [
+        "pg_settings_max_connections",
+        "pg_stat_activity_count",
+        "pg_stat_activity_max_tx_duration",
+        "pg_stat_archiver_archived_count",
+        "pg_stat_database_conflicts_confl_lock",
+    ] {
+        let all = s.metric(name).all();
+        assert!(!all.is_empty(), "{name} missing");
+        for sample in &all {
+            assert_eq!(
+                sample.labels.get("server").map(String::as_str),
+                Some(server.as_str()),
+                "{name}: {sample:?}"
+            );
+        }
+    }
+    for name in [
+        "pg_up",
+        "pg_stat_database_xact_commit",
+        "pg_database_size_bytes",
+    ] {
+        for sample in &s.metric(name).all() {
+            assert!(!sample.labels.contains_key("server"), "{name}: {sample:?}");
+        }
+    }
+    let s = scrape(&plain).await;
+    for sample in &s.metric("pg_settings_max_connections").all() {
+        assert!(!sample.labels.contains_key("server"), "{sample:?}");
+    }
+    labelled.shutdown(Duration::from_secs(5)).await;
+    plain.shutdown(Duration::from_secs(5)).await;
+}
+
+/// More distinct application names than the cap: the commonest 20 stay labels, the rest
+/// become "other" (their sessions still counted), and the folding is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_labels_are_bounded() {
+    let pg = cluster().await;
+    let mut sessions = Vec::new();
+    for i in 0..24 {
+        let dsn = format!("{}?application_name=tool{i:02}", pg.dsn("postgres"));
+        let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{dsn}: {e}"));
+        tokio::spawn(conn);
+        sessions.push(c);
+    }
+    let running = daemon(settings(&pg.dsn("postgres"), "")).await;
+    let s = scrape(&running).await;
+    let count = s.metric("pg_stat_activity_count").all();
+    let apps: std::collections::BTreeSet<&str> = count
+        .iter()
+        .filter(|x| x.value > 0.0)
+        .filter_map(|x| x.labels.get("application_name").map(String::as_str))
+        .collect();
+    assert!(apps.contains("other"), "{apps:?}");
+    assert!(
+        apps.len() <= 21,
+        "{} application names: {apps:?}",
+        apps.len()
+    );
+    // Every session of ours is counted, folded or not.
+    let tools: f64 = count
+        .iter()
+        .filter(|x| {
+            x.labels
+                .get("application_name")
+                .is_some_and(|a| a.starts_with("tool") || a == "other")
+        })
+        .map(|x| x.value)
+        .sum();
+    assert!(tools >= 24.0, "{tools} sessions under tool* or other");
+    let folded = s
+        .metric("pgvigil_stat_activity_folded_values")
+        .label("label", "application_name")
+        .value()
+        .unwrap_or(0.0);
+    assert!(
+        folded >= 4.0,
+        "folded {folded}: 24 tools and the unnamed sessions"
+    );
+    assert_eq!(
+        s.metric("pgvigil_stat_activity_folded_values")
+            .label("label", "usename")
+            .value(),
+        Some(0.0)
+    );
+    running.shutdown(Duration::from_secs(5)).await;
+    drop(sessions);
+}

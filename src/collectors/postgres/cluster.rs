@@ -117,6 +117,17 @@ static VALUES: &[ValueCol] = &[
         "k.buffers_written",
         V17,
     ),
+    col_since(
+        &c::PG_STAT_CHECKPOINTER_STATS_RESET_TOTAL,
+        "coalesce(extract(epoch FROM k.stats_reset), 0)",
+        V17,
+    ),
+    col_since(&c::PG_STAT_CHECKPOINTER_NUM_DONE_TOTAL, "k.num_done", V18),
+    col_since(
+        &c::PG_STAT_CHECKPOINTER_SLRU_WRITTEN_TOTAL,
+        "k.slru_written",
+        V18,
+    ),
     col_since(&c::PG_STAT_WAL_RECORDS_TOTAL, "w.wal_records", V14),
     col_since(&c::PG_STAT_WAL_FPI_TOTAL, "w.wal_fpi", V14),
     col_since(&c::PG_STAT_WAL_BYTES_TOTAL, "w.wal_bytes", V14),

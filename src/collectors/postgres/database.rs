@@ -93,6 +93,15 @@ pub static PER_DATABASE: QuerySpec = QuerySpec {
             "max(greatest(age(d.datfrozenxid), mxid_age(d.datminmxid)))::float8 / 2147483648",
         ),
         col(&c::PG_DATABASE_CONNECTION_LIMIT, "max(d.datconnlimit)"),
+        // postgres_exporter's database_wraparound collector: connectable databases only.
+        col(
+            &c::PG_DATABASE_WRAPAROUND_AGE_DATFROZENXID_SECONDS,
+            "max(age(d.datfrozenxid)) FILTER (WHERE d.datallowconn)",
+        ),
+        col(
+            &c::PG_DATABASE_WRAPAROUND_AGE_DATMINMXID_SECONDS,
+            "max(mxid_age(d.datminmxid)) FILTER (WHERE d.datallowconn)",
+        ),
     ],
     from: |v| {
         // pg_locks.waitstart exists from 14; before that, the wait started no later than

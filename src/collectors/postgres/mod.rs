@@ -8,6 +8,7 @@ mod activity;
 mod cluster;
 mod custom;
 mod database;
+mod io;
 mod replication;
 mod settings;
 mod statements;
@@ -33,6 +34,9 @@ use crate::pg::{connect, db_error_message, ConnectOptions};
 const FAST: &[&QuerySpec] = &[
     &database::STAT_DATABASE,
     &activity::ACTIVITY,
+    &activity::ACTIVITY_FOLDED,
+    &activity::LONG_RUNNING,
+    &activity::PROCESS_IDLE,
     &database::PER_DATABASE,
     &activity::LOCKS,
     &replication::STAT_REPLICATION,
@@ -40,6 +44,7 @@ const FAST: &[&QuerySpec] = &[
     &cluster::CLUSTER,
     &cluster::WAL_DIR,
     &cluster::ROLES,
+    &io::STAT_IO,
 ];
 
 /// A live session with its queries prepared for the server's version.
@@ -131,10 +136,49 @@ impl super::Collector for PostgresCollector {
                 metrics.record(spec.name, Duration::ZERO, false);
             }
         }
+        if let Some(server) = &self.inner.settings.server_label {
+            add_server_label(out, server);
+        }
         let mut fam = Family::new(&cat::PG_UP);
         fam.push(Vec::<String>::new(), if up { 1.0 } else { 0.0 });
         out.insert(0, fam);
         up
+    }
+}
+
+/// The families postgres_exporter 0.19 labels with `server` (its built-in legacy maps and
+/// `pg_settings`); `[postgres] server_label` adds it to the same ones.
+static SERVER_LABELLED: &[&crate::metrics::MetricDef] = &[
+    &cat::PG_STAT_ACTIVITY_COUNT,
+    &cat::PG_STAT_ACTIVITY_MAX_TX_DURATION,
+    &cat::PG_STAT_REPLICATION_PG_CURRENT_WAL_LSN_BYTES,
+    &cat::PG_STAT_REPLICATION_PG_WAL_LSN_DIFF,
+    &cat::PG_STAT_REPLICATION_REPLY_TIME,
+    &cat::PG_REPLICATION_SLOTS_ACTIVE,
+    &cat::PG_REPLICATION_SLOTS_PG_WAL_LSN_DIFF,
+    &cat::PG_STAT_ARCHIVER_ARCHIVED_COUNT,
+    &cat::PG_STAT_ARCHIVER_FAILED_COUNT,
+    &cat::PG_STAT_ARCHIVER_LAST_ARCHIVE_AGE,
+    &cat::PG_STAT_DATABASE_CONFLICTS_CONFL_TABLESPACE,
+    &cat::PG_STAT_DATABASE_CONFLICTS_CONFL_LOCK,
+    &cat::PG_STAT_DATABASE_CONFLICTS_CONFL_SNAPSHOT,
+    &cat::PG_STAT_DATABASE_CONFLICTS_CONFL_BUFFERPIN,
+    &cat::PG_STAT_DATABASE_CONFLICTS_CONFL_DEADLOCK,
+    &cat::PG_SETTINGS,
+];
+
+/// Adds `server="<host:port>"` to every sample of the families in [`SERVER_LABELLED`].
+fn add_server_label(out: &mut [Family], server: &str) {
+    for fam in out.iter_mut() {
+        let labelled = crate::metrics::catalogue::lookup(&fam.name)
+            .is_some_and(|d| SERVER_LABELLED.iter().any(|s| std::ptr::eq(*s, d)));
+        if labelled {
+            for sample in &mut fam.samples {
+                sample
+                    .labels
+                    .push((std::borrow::Cow::Borrowed("server"), server.to_string()));
+            }
+        }
     }
 }
 
@@ -396,14 +440,41 @@ async fn maintain(inner: Arc<Inner>, token: CancellationToken) {
 mod tests {
     use super::*;
 
+    /// Every spec the collector runs, fast and slow.
+    fn all_specs() -> impl Iterator<Item = &'static QuerySpec> {
+        FAST.iter()
+            .copied()
+            .chain(database::SLOW_SPECS.iter().copied())
+            .chain([&tables::TABLES, &tables::INDEXES, &statements::STATEMENTS])
+    }
+
+    #[test]
+    fn the_catalogue_says_which_major_has_each_family() {
+        use crate::metrics::catalogue::{exists_on, PG_MAJORS};
+        for major in 13..=18u32 {
+            let built: Vec<&str> = all_specs()
+                .filter_map(|s| s.build(major as i32 * 10000))
+                .flat_map(|b| b.values.into_iter().map(|d| d.name))
+                .collect();
+            for (def, _, _) in PG_MAJORS {
+                assert_eq!(
+                    built.contains(&def.name),
+                    exists_on(def, major),
+                    "{} on PostgreSQL {major}",
+                    def.name
+                );
+            }
+            for name in &built {
+                let def = crate::metrics::catalogue::lookup(name).unwrap();
+                assert!(exists_on(def, major), "{name} on {major}");
+            }
+        }
+    }
+
     #[test]
     fn every_spec_builds_for_supported_versions_and_labels_match() {
-        for v in [130000, 140000, 150000, 160000, 170000] {
-            for spec in FAST
-                .iter()
-                .copied()
-                .chain(database::SLOW_SPECS.iter().copied())
-            {
+        for v in [130000, 140000, 150000, 160000, 170000, 180000] {
+            for spec in all_specs() {
                 let Some(b) = spec.build(v) else { continue };
                 assert!(b.sql.starts_with("SELECT "), "{}", b.sql);
                 for def in &b.values {

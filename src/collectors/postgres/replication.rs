@@ -51,6 +51,10 @@ pub static STAT_REPLICATION: QuerySpec = QuerySpec {
             &c::PG_STAT_REPLICATION_REPLAY_LAG_BYTES,
             "pg_wal_lsn_diff(r.sent_lsn, r.replay_lsn)",
         ),
+        col(
+            &c::PG_STAT_REPLICATION_REPLY_TIME,
+            "extract(epoch FROM r.reply_time)",
+        ),
     ],
     from: |_| {
         format!(

@@ -13,7 +13,7 @@ const V13: i32 = 130000;
 const V17: i32 = 170000;
 
 /// The statement query; `{schema}` is replaced by the extension's quoted schema.
-static STATEMENTS: QuerySpec = QuerySpec {
+pub(super) static STATEMENTS: QuerySpec = QuerySpec {
     name: "statements",
     labels: &["pg_get_userbyid(s.userid)", "d.datname", "s.queryid"],
     values: &[

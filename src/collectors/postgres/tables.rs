@@ -1,4 +1,5 @@
-//! `pg_stat_user_tables_*` and `pg_statio_user_tables_*` across ALL databases, not just the
+//! `pg_stat_user_tables_*`, `pg_statio_user_tables_*` and `pg_statio_user_indexes_*`
+//! (the top tables' indexes) across ALL databases, not just the
 //! DSN's: one short-lived session per database (at most `max_database_connections` at
 //! once), the `top_tables` largest tables each. Runs only on the slow path, so the number
 //! of statements per scrape does not grow with databases or tables.
@@ -7,12 +8,12 @@ use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 
 use super::CollectError;
-use crate::collectors::spec::{col, QuerySpec};
+use crate::collectors::spec::{col, col_since, QuerySpec};
 use crate::config::PostgresSettings;
 use crate::metrics::{catalogue as c, Family};
 use crate::pg::{connect, ConnectOptions};
 
-static TABLES: QuerySpec = QuerySpec {
+pub(super) static TABLES: QuerySpec = QuerySpec {
     name: "tables",
     labels: &["current_database()", "s.schemaname", "s.relname"],
     values: &[
@@ -83,6 +84,42 @@ static TABLES: QuerySpec = QuerySpec {
             &c::PG_STATIO_USER_TABLES_IDX_BLOCKS_HIT,
             "coalesce(io.idx_blks_hit, 0)",
         ),
+        col(
+            &c::PG_STATIO_USER_TABLES_TOAST_BLOCKS_READ,
+            "coalesce(io.toast_blks_read, 0)",
+        ),
+        col(
+            &c::PG_STATIO_USER_TABLES_TOAST_BLOCKS_HIT,
+            "coalesce(io.toast_blks_hit, 0)",
+        ),
+        col(
+            &c::PG_STATIO_USER_TABLES_TIDX_BLOCKS_READ,
+            "coalesce(io.tidx_blks_read, 0)",
+        ),
+        col(
+            &c::PG_STATIO_USER_TABLES_TIDX_BLOCKS_HIT,
+            "coalesce(io.tidx_blks_hit, 0)",
+        ),
+        col_since(
+            &c::PG_STAT_USER_TABLES_TOTAL_VACUUM_TIME_SECONDS_TOTAL,
+            "s.total_vacuum_time / 1000.0",
+            V18,
+        ),
+        col_since(
+            &c::PG_STAT_USER_TABLES_TOTAL_AUTOVACUUM_TIME_SECONDS_TOTAL,
+            "s.total_autovacuum_time / 1000.0",
+            V18,
+        ),
+        col_since(
+            &c::PG_STAT_USER_TABLES_TOTAL_ANALYZE_TIME_SECONDS_TOTAL,
+            "s.total_analyze_time / 1000.0",
+            V18,
+        ),
+        col_since(
+            &c::PG_STAT_USER_TABLES_TOTAL_AUTOANALYZE_TIME_SECONDS_TOTAL,
+            "s.total_autoanalyze_time / 1000.0",
+            V18,
+        ),
     ],
     from: |_| {
         "pg_stat_user_tables s JOIN pg_statio_user_tables io ON io.relid = s.relid \
@@ -91,6 +128,36 @@ static TABLES: QuerySpec = QuerySpec {
     },
     since: 0,
 };
+
+/// postgres_exporter's `statio_user_indexes`, for the indexes of the same top tables
+/// (`{top}` is replaced by `postgres.top_tables`), with the database as a label.
+pub(super) static INDEXES: QuerySpec = QuerySpec {
+    name: "tables",
+    labels: &[
+        "current_database()",
+        "i.schemaname",
+        "i.relname",
+        "i.indexrelname",
+    ],
+    values: &[
+        col(
+            &c::PG_STATIO_USER_INDEXES_IDX_BLKS_READ_TOTAL,
+            "coalesce(i.idx_blks_read, 0)",
+        ),
+        col(
+            &c::PG_STATIO_USER_INDEXES_IDX_BLKS_HIT_TOTAL,
+            "coalesce(i.idx_blks_hit, 0)",
+        ),
+    ],
+    from: |_| {
+        "pg_statio_user_indexes i WHERE i.relid IN (SELECT relid FROM pg_stat_user_tables \
+         ORDER BY pg_total_relation_size(relid) DESC LIMIT {top})"
+            .into()
+    },
+    since: 0,
+};
+
+const V18: i32 = 180000;
 
 const DATABASES: &str = "SELECT datname::text FROM pg_database \
     WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1";
@@ -103,10 +170,13 @@ pub(super) async fn collect(
     permits: &Semaphore,
     version: i32,
 ) -> Result<Vec<Family>, CollectError> {
-    let Some(built) = TABLES.build(version) else {
+    let (Some(built), Some(indexes)) = (TABLES.build(version), INDEXES.build(version)) else {
         return Ok(Vec::new());
     };
     let sql = format!("{} LIMIT {}", built.sql, settings.top_tables);
+    let index_sql = indexes
+        .sql
+        .replace("{top}", &settings.top_tables.to_string());
     let databases: Vec<String> = if settings.databases.is_empty() {
         client
             .query(DATABASES, &[])
@@ -118,15 +188,19 @@ pub(super) async fn collect(
         settings.databases.clone()
     };
     let runs = databases.iter().map(|db| {
-        let sql = sql.as_str();
-        let built = &built;
+        let (sql, index_sql) = (sql.as_str(), index_sql.as_str());
+        let (built, indexes) = (&built, &indexes);
         async move {
             let _permit = permits.acquire().await.ok()?;
             let run = async {
                 let conn = connect(opts, Some(db)).await?;
-                let rows = conn.client.query(sql, &[]).await?;
+                let (rows, index_rows) = tokio::try_join!(
+                    conn.client.query(sql, &[]),
+                    conn.client.query(index_sql, &[])
+                )?;
                 let mut out = Vec::new();
                 built.read(&rows, &mut out);
+                indexes.read(&index_rows, &mut out);
                 Ok::<_, CollectError>(out)
             };
             match run.await {

@@ -28,6 +28,9 @@ pub struct PostgresSettings {
     pub max_database_connections: usize,
     pub top_tables: usize,
     pub top_statements: usize,
+    /// `server_label = true`: the `server` label value (the DSN's `host:port`, as
+    /// postgres_exporter's fingerprint).
+    pub server_label: Option<String>,
     pub queries: Vec<CustomQuery>,
     /// `[postgres] bindir`: directories to pick PostgreSQL binaries from; empty = discover.
     pub bindir: Vec<PathBuf>,
@@ -74,6 +77,7 @@ impl PostgresSettings {
             max_database_connections: 2,
             top_tables: 50,
             top_statements: 50,
+            server_label: None,
             queries: Vec::new(),
             bindir: Vec::new(),
             bin_chroot: None,
@@ -81,17 +85,23 @@ impl PostgresSettings {
     }
 }
 
-/// A DSN without credentials: `postgresql://user@host:port/db`.
-pub fn display_dsn(config: &tokio_postgres::Config) -> String {
-    let user = config.get_user().unwrap_or("");
+/// postgres_exporter's `server` label: the first host and port of the DSN (`host:port`;
+/// a socket directory stands for the host).
+pub fn server_fingerprint(config: &tokio_postgres::Config) -> String {
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
         None => "localhost".into(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+/// A DSN without credentials: `postgresql://user@host:port/db`.
+pub fn display_dsn(config: &tokio_postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("");
     let db = config.get_dbname().unwrap_or(user);
-    format!("postgresql://{user}@{host}:{port}/{db}")
+    format!("postgresql://{user}@{}/{db}", server_fingerprint(config))
 }
 
 fn valid_metric_name(name: &str) -> bool {
@@ -153,6 +163,7 @@ pub(super) fn validate(ctx: &Ctx<'_>, pg: PostgresConfig) -> Result<PostgresSett
     }
     Ok(PostgresSettings {
         dsn_display: display_dsn(&dsn),
+        server_label: pg.server_label.then(|| server_fingerprint(&dsn)),
         dsn,
         tls,
         password_file: pg.password_file.map(PathBuf::from),
