@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/pgvigil-target
 CARGO ?= cargo
 
-.PHONY: all deps deps-dev pg-majors build install dev test test-matrix lint fuzz generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
+.PHONY: all deps deps-dev pg-majors build install image dev test test-matrix lint fuzz generate bench bench-scrape bench-proxy bench-backup bench-audit bench-custody clean
 
 all: build
 
@@ -22,10 +22,18 @@ pg-majors:
 build:
 	$(CARGO) build --release --locked
 
-## install: the release binary as /usr/local/bin/pgvigil (PREFIX=... to change)
+## install: the release binary, stripped, as /usr/local/bin/pgvigil (PREFIX=... to change)
 PREFIX ?= /usr/local
 install: build
-	install -D -m 0755 $(CARGO_TARGET_DIR)/release/pgvigil $(DESTDIR)$(PREFIX)/bin/pgvigil
+	install -D -s -m 0755 $(CARGO_TARGET_DIR)/release/pgvigil $(DESTDIR)$(PREFIX)/bin/pgvigil
+
+## image: the container image for one PostgreSQL major (deploy/Dockerfile), e.g.
+## `make image PG_MAJOR=17`; the binary in it is stripped
+PG_MAJOR ?= 15
+IMAGE ?= ghcr.io/pgvigil/pgvigil
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+image:
+	docker build -f deploy/Dockerfile --build-arg PG_MAJOR=$(PG_MAJOR) -t $(IMAGE):$(VERSION)-pg$(PG_MAJOR) .
 
 ## dev: a throwaway PostgreSQL with pgvigil on it; Ctrl-C tears it down
 dev: deps-dev build

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Scrape benchmark: pgvigil against Debian's prometheus-postgres-exporter, side
-# by side in one run, on the same PG15 cluster with the same idle load.
+# Scrape benchmark: pgvigil against postgres_exporter 0.19.1 (Debian sid's package,
+# fetched by bench/fetch-exporters.sh; PGEXP_BIN=... to use another), side by side in
+# one run, on the same PG15 cluster with the same idle load.
 #
 # Targets (each its own process, measured one after the other):
 #   pgexp-default       postgres_exporter, default collectors
-#   pgexp-autodiscover  postgres_exporter --auto-discover-databases
+#   pgexp-all           postgres_exporter with the optional collectors pgvigil always
+#                       runs (long_running_transactions, process_idle, database_wraparound,
+#                       statio_user_indexes, stat_checkpointer), the like-for-like target
 #   pgvigil             pgvigil run -c <config from write_pgvigil_config>, defaults
 # Per target: cold (first) scrape reported apart, then $SCRAPES sequential
 # scrapes timed with curl time_total; SQL statements per scrape (server log,
@@ -47,7 +50,9 @@ fi
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PGEXP_BIN=/usr/bin/prometheus-postgres-exporter
+if [ -z "${PGEXP_BIN:-}" ]; then
+  eval "$("$(dirname "${BASH_SOURCE[0]}")/fetch-exporters.sh" | grep '^PGEXP_BIN=')"
+fi
 PROMTOOL=/usr/bin/promtool
 # Debian's python, because python3-psycopg2 installs for it (a pyenv python3
 # earlier on PATH would not see it).
@@ -59,15 +64,15 @@ resolve_targets() {
   local t picked=()
   for t in ${ONLY//,/ }; do
     case $t in
-      postgres_exporter | pgexp) picked+=(pgexp-default pgexp-autodiscover) ;;
-      pgexp-default | pgexp-autodiscover | pgvigil) picked+=("$t") ;;
-      *) die "unknown target '$t' (postgres_exporter, pgvigil, pgexp-default, pgexp-autodiscover)" ;;
+      postgres_exporter | pgexp) picked+=(pgexp-default pgexp-all) ;;
+      pgexp-default | pgexp-all | pgvigil) picked+=("$t") ;;
+      *) die "unknown target '$t' (postgres_exporter, pgvigil, pgexp-default, pgexp-all)" ;;
     esac
   done
-  [ ${#picked[@]} -eq 0 ] && picked=(pgexp-default pgexp-autodiscover pgvigil)
+  [ ${#picked[@]} -eq 0 ] && picked=(pgexp-default pgexp-all pgvigil)
   # always the same order (and each once), whatever order ONLY named them in
   TARGETS=()
-  for t in pgexp-default pgexp-autodiscover pgvigil; do
+  for t in pgexp-default pgexp-all pgvigil; do
     [[ " ${picked[*]} " == *" $t "* ]] && TARGETS+=("$t")
   done
   return 0
@@ -80,12 +85,16 @@ want() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 ensure_tools() {
   # python3-psycopg2: for the idle-client helper. time: GNU time, kept for
   # ad-hoc `/usr/bin/time -v` checks next to this bench.
-  ensure_packages postgresql-15 postgresql-contrib prometheus-postgres-exporter prometheus \
+  ensure_packages postgresql-15 postgresql-contrib prometheus \
     curl time python3-psycopg2
   local f
   for f in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBIN/pgbench" "$PGEXP_BIN" "$PROMTOOL" "$PYTHON"; do
     [ -x "$f" ] || die "$f missing after install"
   done
+  # The exporters run as postgres, which cannot read root's cache: run a copy.
+  mkdir -p "$BINDIR"
+  install -m 0755 "$PGEXP_BIN" "$BINDIR/postgres_exporter"
+  PGEXP_BIN=$BINDIR/postgres_exporter
 }
 
 # ---------------------------------------------------------------- pgvigil binary
@@ -457,9 +466,15 @@ summary() {
       [ "$(kv_get "$RES/$t.kv" status)" = ok ] && continue
       echo "$t: $(kv_get "$RES/$t.kv" status) — $(kv_get "$RES/$t.kv" note)"
     done
+    if want pgvigil && want pgexp-all && [ -f "$RES/pgexp-all.metrics" ] && [ -f "$RES/pgvigil.metrics" ]; then
+      echo
+      echo "names, labels and values, postgres_exporter (all collectors) vs pgvigil (bench/compat.py):"
+      "$PYTHON" "$(dirname "${BASH_SOURCE[0]}")/compat.py" "$RES/pgexp-all.metrics" "$RES/pgvigil.metrics" \
+        --ignore-label server | sed 's/^/  /'
+    fi
     if want pgvigil; then
       echo
-      for t in pgexp-default pgexp-autodiscover; do
+      for t in pgexp-default pgexp-all; do
         want "$t" || continue
         echo "ratio pgvigil / $t:"
         for k in median_ms:"median scrape" rss_kb:"RSS" stmts_per_scrape:"SQL stmts/scrape" cold_ms:"cold scrape"; do
@@ -511,8 +526,10 @@ main() {
   local dsn="DATA_SOURCE_NAME=postgresql://exporter@127.0.0.1:$PGPORT/postgres?sslmode=disable"
   want pgexp-default && { measure pgexp-default exporter port "$dsn" \
     "$PGEXP_BIN" --web.listen-address="127.0.0.1:$PGEXP_PORT" || failed=1; }
-  want pgexp-autodiscover && { measure pgexp-autodiscover exporter port "$dsn" \
-    "$PGEXP_BIN" --web.listen-address="127.0.0.1:$PGEXP_PORT" --auto-discover-databases || failed=1; }
+  want pgexp-all && { measure pgexp-all exporter port "$dsn" \
+    "$PGEXP_BIN" --web.listen-address="127.0.0.1:$PGEXP_PORT" --collector.long_running_transactions \
+    --collector.process_idle --collector.database_wraparound --collector.statio_user_indexes \
+    --collector.stat_checkpointer || failed=1; }
   if want pgvigil; then
     if [ "$PGVIGIL_STATUS" = ready ]; then
       measure pgvigil pgvigil readyz ${RUST_LOG:+"RUST_LOG=$RUST_LOG"} \

@@ -29,20 +29,6 @@ if [ "$(id -u)" != 0 ]; then
   sudo_cmd=(sudo)
 fi
 
-# The mirror the machine's own apt sources name (deb822 .sources first, then sources.list).
-mirror() {
-  local m=""
-  if compgen -G "/etc/apt/sources.list.d/*.sources" >/dev/null; then
-    m=$(awk 'tolower($1)=="uris:" {print $2; exit}' /etc/apt/sources.list.d/*.sources)
-  fi
-  if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-    m=$(awk '$1=="deb" && $2 !~ /^\[/ {print $2; exit} $1=="deb" && $2 ~ /^\[/ {print $3; exit}' /etc/apt/sources.list)
-  fi
-  # A security mirror cannot serve trixie/sid; strip a -security suffix.
-  m="${m%-security}"
-  echo "${m:-http://deb.debian.org/debian}"
-}
-
 todo=()
 for major in "${majors[@]}"; do
   [ -n "${SUITE[$major]:-}" ] || { log "unknown major $major (known: ${!SUITE[*]})"; exit 2; }
@@ -61,7 +47,7 @@ if ! command -v debootstrap >/dev/null 2>&1; then
     install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
 
-MIRROR=$(mirror)
+MIRROR=$("$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh")
 mounted=""
 cleanup() {
   if [ -n "$mounted" ]; then

@@ -105,6 +105,20 @@ pub enum Command {
     /// List the backups in the repository: id, times, sizes, duration, WAL range.
     Backups(JsonArgs),
 
+    /// After pg_upgrade: bind the repository to the upgraded cluster, keeping the old backups.
+    #[command(
+        long_about = "Record a pg_upgrade. The repository is bound to one database system (its system \
+                      identifier), and pg_upgrade makes a new one, so backups and WAL of the upgraded server are \
+                      refused until this is run against it (the upgraded primary, with its new major). It binds \
+                      the repository to the new system and keeps the old one in the binding's history: the old \
+                      cluster's backups and WAL stay restorable (restore and drills use the binaries of each \
+                      backup's major), verify and retention treat the upgrade as the start of a new chain, not \
+                      as a gap, and the old cluster can no longer push WAL. Refused when the server's major is \
+                      not newer than the repository's newest backup (a different cluster of the same major needs \
+                      its own storage.cluster). Take a backup right after it: the new chain starts with it."
+    )]
+    Upgrade(JsonArgs),
+
     /// Archive one WAL file: use as archive_command = 'pgvigil wal-push -c FILE %p'.
     #[command(
         long_about = "Archive one WAL file into the repository (zstd, SHA-256 in the object's metadata). For \

@@ -378,14 +378,18 @@ fn conninfo(cfg: &tokio_postgres::Config) -> String {
     parts.join(" ")
 }
 
-/// Takes a base backup into the repository and commits it.
-pub async fn run(
-    settings: &Settings,
-    repo: &Repo,
-    progress: Arc<Progress>,
-) -> Result<BackupInfo, Error> {
-    let pg = &settings.postgres;
-    let conn = connect(&ConnectOptions::from_settings(pg), None)
+/// Who the server is: its database system and major, read from a primary.
+pub struct Identity {
+    pub system_identifier: u64,
+    pub server_version_num: i32,
+    /// Tablespaces besides pg_default and pg_global.
+    pub extra_tablespaces: i64,
+}
+
+/// Reads the server's [`Identity`]; refused on a standby (`what` says what only the
+/// primary's sidecar does).
+pub async fn identity(settings: &Settings, what: &str) -> Result<Identity, Error> {
+    let conn = connect(&ConnectOptions::from_settings(&settings.postgres), None)
         .await
         .map_err(|e| Error::Postgres(e.to_string()))?;
     let row = conn
@@ -397,24 +401,40 @@ pub async fn run(
         )
         .await
         .map_err(|e| Error::Postgres(db_error_message(&e)))?;
-    let (in_recovery, sysid, tablespaces): (bool, String, i64) =
+    let (in_recovery, sysid, extra_tablespaces): (bool, String, i64) =
         (row.get(0), row.get(1), row.get(2));
     if in_recovery {
-        return Err(Error::Refused(
-            "this server is a standby: only the primary's sidecar takes backups".into(),
-        ));
-    }
-    if tablespaces > 0 {
         return Err(Error::Refused(format!(
-            "the cluster has {tablespaces} extra tablespace(s): pg_basebackup can stream only a single tablespace to stdout"
+            "this server is a standby: only the primary's sidecar {what}"
         )));
     }
-    let sysid_num: u64 = sysid
+    let system_identifier = sysid
         .parse()
         .map_err(|_| Error::Postgres(format!("bad system identifier {sysid:?}")))?;
-    wal::check_binding(repo, sysid_num).await?;
+    Ok(Identity {
+        system_identifier,
+        server_version_num: conn.server_version_num,
+        extra_tablespaces,
+    })
+}
+
+/// Takes a base backup into the repository and commits it.
+pub async fn run(
+    settings: &Settings,
+    repo: &Repo,
+    progress: Arc<Progress>,
+) -> Result<BackupInfo, Error> {
+    let id = identity(settings, "takes backups").await?;
+    if id.extra_tablespaces > 0 {
+        return Err(Error::Refused(format!(
+            "the cluster has {} extra tablespace(s): pg_basebackup can stream only a single tablespace to stdout",
+            id.extra_tablespaces
+        )));
+    }
+    wal::check_binding(repo, id.system_identifier).await?;
     let lease = Lease::acquire(repo, "backup").await?;
-    let result = take(settings, repo, progress, &sysid, conn.server_version_num).await;
+    let sysid = id.system_identifier.to_string();
+    let result = take(settings, repo, progress, &sysid, id.server_version_num).await;
     lease.release().await;
     result
 }

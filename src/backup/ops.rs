@@ -147,6 +147,36 @@ impl Ops {
         result
     }
 
+    /// Records a `pg_upgrade` of the server (`repo.upgraded`): binds the repository to the
+    /// upgraded cluster, keeping the previous system's backups and WAL restorable.
+    pub async fn upgrade(&self) -> Result<wal::Rebound, Error> {
+        let result = async {
+            let id = basebackup::identity(&self.settings, "records an upgrade").await?;
+            let backups = super::catalog::list(&self.primary).await?;
+            wal::rebind_after_upgrade(
+                &self.primary,
+                id.system_identifier,
+                id.server_version_num,
+                &backups,
+            )
+            .await
+        }
+        .await;
+        let repository = self.repository();
+        match &result {
+            Ok(rebound) => self.events.emit(
+                Op::success("repo.upgraded", "repository bound to the upgraded cluster")
+                    .target(json!({ "repository": repository }))
+                    .details(json!(rebound)),
+            ),
+            Err(e) => self.events.emit(
+                failed("repo.upgrade.failed", "recording the upgrade failed", e)
+                    .target(json!({ "repository": repository })),
+            ),
+        }
+        result
+    }
+
     // --- WAL --------------------------------------------------------------------------
 
     /// Archives one WAL file (`archive_command`). Successful pushes are not audited (one per

@@ -49,9 +49,48 @@ pub struct Report {
     pub last_archived_in_repository: Option<bool>,
     /// Human-readable problems besides missing segments.
     pub problems: Vec<String>,
+    /// One chain per database system, oldest first: more than one after `pgvigil upgrade`
+    /// (a pg_upgrade makes a new system). WAL between two chains is not expected, so an
+    /// upgrade is not a gap; points between the old chain's last WAL and the new chain's
+    /// first backup cannot be restored.
+    pub chains: Vec<Chain>,
+    /// Where the newest chain's window starts (its first backup's end); the same as
+    /// `window_start` without an upgrade. Drills pick their targets after it.
+    pub chain_start: Option<DateTime<Utc>>,
     /// The newest timeline and its ancestry, which restores and drills follow.
     #[serde(skip)]
     pub lineage: super::timeline::Lineage,
+}
+
+/// The backups of one database system and the WAL range continuity is checked over.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chain {
+    pub system_identifier: String,
+    /// PostgreSQL major of its newest backup.
+    pub major: i32,
+    pub backups: usize,
+    pub first_backup: String,
+    pub last_backup: String,
+    /// Continuity is checked from this segment (the first backup's start) ...
+    pub wal_from: String,
+    /// ... to this one: the last backup's end, or for the newest chain the newest segment.
+    pub wal_to: Option<String>,
+}
+
+/// The backups grouped by database system, in the order each system first appears
+/// (`backups` sorted by stop time, as `catalog::list` returns them).
+fn chains_of(backups: &[BackupInfo]) -> Vec<Vec<&BackupInfo>> {
+    let mut chains: Vec<Vec<&BackupInfo>> = Vec::new();
+    for b in backups {
+        match chains
+            .iter_mut()
+            .find(|c| c[0].system_identifier == b.system_identifier)
+        {
+            Some(c) => c.push(b),
+            None => chains.push(vec![b]),
+        }
+    }
+    chains
 }
 
 /// A segment: timeline and segment number.
@@ -251,7 +290,54 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .max();
     let newest_segment = newest_segno.map(|s| segment_name((latest_tli, s), segs_per_id));
     let mut first_gap: Option<u64> = None;
-    if let (Some(oldest), Some(end)) = (backups.first(), newest_segno) {
+    let by_system = chains_of(&backups);
+    let mut chains = Vec::with_capacity(by_system.len());
+    // Older chains (before a `pgvigil upgrade`): from their first backup's start to their
+    // last backup's end, so every point between their backups stays restorable.
+    for chain in by_system.iter().take(by_system.len().saturating_sub(1)) {
+        let (first, last) = (chain[0], chain[chain.len() - 1]);
+        let to = match (
+            parse_segment(&first.start_wal, segs_per_id),
+            parse_lsn(&last.stop_lsn),
+        ) {
+            (Some((_, start)), Some(stop)) => {
+                let tli = last.timeline;
+                let end = (stop / seg_size)
+                    .max(start)
+                    .min(start + MAX_CHECKED_SEGMENTS - 1);
+                for segno in start..=end {
+                    checked += 1;
+                    if !segments.contains_key(&(tli, segno)) {
+                        missing.push(segment_name((tli, segno), segs_per_id));
+                    }
+                }
+                Some(segment_name((tli, end), segs_per_id))
+            }
+            _ => None,
+        };
+        chains.push(Chain {
+            system_identifier: first.system_identifier.clone(),
+            major: last.pg_version_num / 10000,
+            backups: chain.len(),
+            first_backup: first.id.clone(),
+            last_backup: last.id.clone(),
+            wal_from: first.start_wal.clone(),
+            wal_to: to,
+        });
+    }
+    if let Some(chain) = by_system.last() {
+        chains.push(Chain {
+            system_identifier: chain[0].system_identifier.clone(),
+            major: chain[chain.len() - 1].pg_version_num / 10000,
+            backups: chain.len(),
+            first_backup: chain[0].id.clone(),
+            last_backup: chain[chain.len() - 1].id.clone(),
+            wal_from: chain[0].start_wal.clone(),
+            wal_to: newest_segment.clone(),
+        });
+    }
+    // The newest chain: from its first backup's start to the newest archived segment.
+    if let (Some(oldest), Some(end)) = (by_system.last().map(|c| c[0]), newest_segno) {
         if let Some((_, start)) = parse_segment(&oldest.start_wal, segs_per_id) {
             let end = if end.saturating_sub(start) >= MAX_CHECKED_SEGMENTS {
                 problems.push(format!(
@@ -361,6 +447,8 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         last_archived_wal,
         last_archived_in_repository,
         problems,
+        chain_start: by_system.last().map(|c| c[0].stop_time),
+        chains,
         lineage,
     })
 }

@@ -67,10 +67,38 @@ pub fn system_identifier(segment: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(segment.get(24..32)?.try_into().ok()?))
 }
 
-/// The repository's binding to one cluster.
+/// The repository's binding to one cluster: the database system it takes backups and WAL
+/// of now, and the systems it was bound to before a `pg_upgrade` (`pgvigil upgrade`),
+/// whose backups and WAL stay restorable as older chains.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Binding {
     pub system_identifier: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<PreviousSystem>,
+}
+
+/// A database system the repository was bound to before an upgrade.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PreviousSystem {
+    pub system_identifier: String,
+    /// When `pgvigil upgrade` bound the repository to the next system.
+    pub replaced_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Reads the binding; None when the repository is not bound yet.
+pub async fn binding(repo: &Repo) -> Result<Option<Binding>, Error> {
+    let key = repo.key(&layout::binding());
+    let body = match repo.store.get_bytes(&key).await {
+        Ok(body) => body,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        Error::Invalid(format!(
+            "{key} in {} is not a valid binding: {e}",
+            repo.store.describe()
+        ))
+    })
 }
 
 /// Binds the repository to `sysid`, or checks that it is already bound to it.
@@ -78,6 +106,7 @@ pub async fn check_binding(repo: &Repo, sysid: u64) -> Result<(), Error> {
     let key = repo.key(&layout::binding());
     let wanted = Binding {
         system_identifier: sysid.to_string(),
+        previous: Vec::new(),
     };
     let body = Bytes::from(serde_json::to_vec(&wanted).unwrap_or_default());
     if repo
@@ -88,22 +117,113 @@ pub async fn check_binding(repo: &Repo, sysid: u64) -> Result<(), Error> {
         tracing::info!(event = "repo.bound", system_identifier = sysid, store = %repo.store.describe(), "repository bound to this cluster");
         return Ok(());
     }
-    let existing: Binding =
-        serde_json::from_slice(&repo.store.get_bytes(&key).await?).map_err(|e| {
-            Error::Invalid(format!(
-                "{key} in {} is not a valid binding: {e}",
-                repo.store.describe()
-            ))
-        })?;
-    if existing != wanted {
+    let Some(existing) = binding(repo).await? else {
+        return Err(Error::Invalid(format!(
+            "{key} in {} vanished while it was read",
+            repo.store.describe()
+        )));
+    };
+    if existing.system_identifier == wanted.system_identifier {
+        return Ok(());
+    }
+    if let Some(p) = existing
+        .previous
+        .iter()
+        .find(|p| p.system_identifier == wanted.system_identifier)
+    {
         return Err(Error::Refused(format!(
-            "repository {} (cluster {:?}) belongs to database system {}, not {sysid}: refusing to mix clusters; use another storage.cluster",
+            "repository {} was moved from database system {sysid} to {} by `pgvigil upgrade` on {}: \
+             this is the cluster from before the upgrade, and it may no longer write here",
             repo.store.describe(),
-            repo.cluster,
-            existing.system_identifier
+            existing.system_identifier,
+            p.replaced_at.to_rfc3339()
         )));
     }
-    Ok(())
+    Err(Error::Refused(format!(
+        "repository {} (cluster {:?}) belongs to database system {}, not {sysid}: refusing to mix clusters; \
+         after a pg_upgrade run `pgvigil upgrade`, otherwise use another storage.cluster",
+        repo.store.describe(),
+        repo.cluster,
+        existing.system_identifier
+    )))
+}
+
+/// What `pgvigil upgrade` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Rebound {
+    /// The repository was not bound yet; now it is bound to this server.
+    Bound { system_identifier: String },
+    /// Already bound to this server: nothing to do.
+    Already { system_identifier: String },
+    /// Moved from the system before the upgrade to this one.
+    Upgraded {
+        from_system_identifier: String,
+        from_major: Option<i32>,
+        system_identifier: String,
+        major: i32,
+    },
+}
+
+/// Records a `pg_upgrade`: binds the repository to the upgraded server (`sysid`, PostgreSQL
+/// `version_num`), keeping the previous system in the binding's history so that its backups
+/// and WAL stay restorable (with the binaries of their major) and the old cluster can no
+/// longer write. Refused unless the server's major is newer than that of the newest backup
+/// of the current system: a different cluster of the same major is not an upgrade and
+/// needs its own `storage.cluster`.
+pub async fn rebind_after_upgrade(
+    repo: &Repo,
+    sysid: u64,
+    version_num: i32,
+    backups: &[super::catalog::BackupInfo],
+) -> Result<Rebound, Error> {
+    let system_identifier = sysid.to_string();
+    let Some(mut current) = binding(repo).await? else {
+        check_binding(repo, sysid).await?;
+        return Ok(Rebound::Bound { system_identifier });
+    };
+    if current.system_identifier == system_identifier {
+        return Ok(Rebound::Already { system_identifier });
+    }
+    if current
+        .previous
+        .iter()
+        .any(|p| p.system_identifier == system_identifier)
+    {
+        // The same message as a push of the old cluster.
+        check_binding(repo, sysid).await?;
+    }
+    let from_major = backups
+        .iter()
+        .filter(|b| b.system_identifier == current.system_identifier)
+        .max_by_key(|b| b.stop_time)
+        .map(|b| b.pg_version_num / 10000);
+    let major = version_num / 10000;
+    if let Some(old) = from_major.filter(|old| *old >= major) {
+        return Err(Error::Refused(format!(
+            "not an upgrade: the newest backup of database system {} in {} is PostgreSQL {old}, and this \
+             server (system {sysid}) is PostgreSQL {major}; a different cluster needs its own storage.cluster",
+            current.system_identifier,
+            repo.store.describe()
+        )));
+    }
+    let from_system_identifier = current.system_identifier.clone();
+    current.previous.push(PreviousSystem {
+        system_identifier: from_system_identifier.clone(),
+        replaced_at: chrono::Utc::now(),
+    });
+    current.system_identifier = system_identifier.clone();
+    let body = Bytes::from(serde_json::to_vec(&current).unwrap_or_default());
+    repo.store
+        .put_bytes(&repo.key(&layout::binding()), body, Metadata::new())
+        .await?;
+    tracing::info!(event = "repo.upgraded", from_system_identifier = %from_system_identifier, system_identifier = sysid, major, store = %repo.store.describe(), "repository bound to the upgraded cluster; the previous system's backups stay restorable");
+    Ok(Rebound::Upgraded {
+        from_system_identifier,
+        from_major,
+        system_identifier,
+        major,
+    })
 }
 
 /// What a push did.

@@ -105,6 +105,41 @@ pub(super) async fn backups(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `pgvigil upgrade`: binds the repository to the upgraded cluster.
+pub(super) async fn upgrade(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
+    use crate::backup::wal::Rebound;
+    let ops = inv.ops(false, "pgvigil upgrade").await?;
+    let result = ops.upgrade().await;
+    let repository = ops.primary.store.describe();
+    ops.close().await;
+    let rebound = result?;
+    render(args.json, &rebound, |r| {
+        match r {
+        Rebound::Bound { system_identifier } => println!(
+            "{repository} was not bound to a cluster yet; now it is bound to database system {system_identifier}"
+        ),
+        Rebound::Already { system_identifier } => println!(
+            "{repository} is already bound to this server (database system {system_identifier}): nothing to do"
+        ),
+        Rebound::Upgraded {
+            from_system_identifier,
+            from_major,
+            system_identifier,
+            major,
+        } => {
+            let from = from_major.map_or(String::new(), |m| format!(" (PostgreSQL {m})"));
+            println!(
+                "{repository}: bound to database system {system_identifier} (PostgreSQL {major}); the backups and WAL \
+                 of {from_system_identifier}{from} stay restorable as the previous chain.\n\
+                 Take a backup now, the new chain starts with it: pgvigil backup -c {}",
+                inv.cli.config.display()
+            );
+        }
+    }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) async fn wal_push(inv: &Invocation<'_>, path: &Path) -> Exit {
     // No config.loaded line: archive_command runs this once per 16 MB of WAL.
     let ops = inv.ops_quiet(false, "wal-push").await?;

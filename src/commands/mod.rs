@@ -2,7 +2,7 @@
 //! writes to stdout. A command parses its flags, calls one operation (`backup::ops` for the
 //! backup operations, the same functions the daemon's jobs call) and renders what it
 //! returns, as text or `--json`. One file per group of commands:
-//! `backups.rs` (backup, backups, restore, wal-push, wal-fetch), `checks.rs` (verify, drill),
+//! `backups.rs` (backup, backups, upgrade, restore, wal-push, wal-fetch), `checks.rs` (verify, drill),
 //! `custody.rs` (retention, offsite), `admin.rs` (run, dev, check-config, catalog, audit).
 
 mod admin;
@@ -71,6 +71,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
         Command::Audit(cmd) => admin::audit(inv, cmd).await,
         Command::Backup(args) => backups::backup(inv, args).await,
         Command::Backups(args) => backups::backups(inv, args).await,
+        Command::Upgrade(args) => backups::upgrade(inv, args).await,
         Command::WalPush { path } => backups::wal_push(inv, path).await,
         Command::WalFetch { name, dest, socket } => {
             backups::wal_fetch(inv, name, dest, socket.as_deref()).await

@@ -152,7 +152,8 @@ catalogue! {
     PG_POSTMASTER_START_TIME_SECONDS: gauge "pg_postmaster_start_time_seconds" [] pe "Time at which postmaster started";
     PG_REPLICATION_LAG_SECONDS: gauge "pg_replication_lag_seconds" [] pe "Replication lag behind master in seconds";
     PG_REPLICATION_IS_REPLICA: gauge "pg_replication_is_replica" [] pe "Indicates if the server is a replica";
-    PG_REPLICATION_LAST_REPLAY_SECONDS: gauge "pg_replication_last_replay_seconds" [] pe "Age of last replay in seconds";
+    PG_REPLICATION_LAST_REPLAY_SECONDS: gauge "pg_replication_last_replay_seconds" [] pe "Age of last replay in seconds (0 on a primary, as postgres_exporter)";
+    PG_STATIC: gauge "pg_static" ["short_version", "version"] pe "Version string as reported by postgres (always 1; cached with the settings)";
     PG_WAL_SEGMENTS: gauge "pg_wal_segments" [] pe "Number of WAL segments";
     PG_WAL_SIZE_BYTES: gauge "pg_wal_size_bytes" [] pe "Total size of WAL segments";
     PG_ROLES_CONNECTION_LIMIT: gauge "pg_roles_connection_limit" ["rolname"] pe "Connection limit set for the role";
@@ -199,7 +200,7 @@ catalogue! {
     PG_STAT_ACTIVITY_MAX_TX_DURATION: gauge "pg_stat_activity_max_tx_duration" ["datname", "state", "usename", "application_name", "backend_type", "wait_event_type", "wait_event"] pe "max duration in seconds any active transaction has been running";
     PGVIGIL_STAT_ACTIVITY_FOLDED_VALUES: gauge "pgvigil_stat_activity_folded_values" ["label"] new "Distinct usename or application_name values folded into \"other\" in pg_stat_activity_* because more than 20 were seen (0 when none).";
     PG_LONG_RUNNING_TRANSACTIONS: gauge "pg_long_running_transactions" [] pe "Current number of long running transactions (open transactions not idle, autovacuum and pgvigil's own session excluded)";
-    PG_LONG_RUNNING_TRANSACTIONS_OLDEST_TIMESTAMP_SECONDS: gauge "pg_long_running_transactions_oldest_timestamp_seconds" [] pe "The current maximum transaction age in seconds (absent when there is none)";
+    PG_LONG_RUNNING_TRANSACTIONS_OLDEST_TIMESTAMP_SECONDS: gauge "pg_long_running_transactions_oldest_timestamp_seconds" [] pe "The current maximum transaction age in seconds (0 when there is none)";
     PG_PROCESS_IDLE_SECONDS: histogram "pg_process_idle_seconds" ["state", "application_name"] pe "Idle time of server processes: how long each idle session (state idle*, pgvigil's own excluded) has been in its state, in seconds";
     PG_STAT_ACTIVITY_OLDEST_XACT_SECONDS: gauge "pg_stat_activity_oldest_xact_seconds" ["datname"] new "Age of the oldest open transaction in the database, in seconds (pgvigil's own session excluded); 0 when none.";
     PG_STAT_ACTIVITY_OLDEST_IDLE_IN_TRANSACTION_SECONDS: gauge "pg_stat_activity_oldest_idle_in_transaction_seconds" ["datname"] new "How long the longest idle-in-transaction session has been idle, in seconds; 0 when none.";

@@ -264,6 +264,24 @@ async fn new_families_match_the_views(
     admin: &tokio_postgres::Client,
     app: &tokio_postgres::Client,
 ) {
+    // postgres_exporter's pg_static: the server's version() and major.minor.0
+    let version: String = query_value(admin, "SELECT version()").await;
+    let short: String = query_value(
+        admin,
+        "SELECT (current_setting('server_version_num')::int / 10000)::text || '.' || \
+                (current_setting('server_version_num')::int % 100)::text || '.0'",
+    )
+    .await;
+    let s = scrape(running).await;
+    assert_eq!(
+        s.metric("pg_static")
+            .label("version", &version)
+            .label("short_version", &short)
+            .value(),
+        Some(1.0),
+        "PostgreSQL {major}: {:?}",
+        s.metric("pg_static").all()
+    );
     // activity, split by user (the open transaction held in `app`)
     same_as_view(
         running,
@@ -646,4 +664,178 @@ async fn wal_archive_pitr_and_drill(major: u32) {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "the drill left {left:?}");
+}
+
+/// Pushes every completed WAL segment in `pg`'s pg_wal (those before the current one) into
+/// `repo`, as archive_command would have.
+async fn push_completed_wal(pg: &pgvigil::pg::TempCluster, repo: &pgvigil::store::Repo) -> usize {
+    let db = client(pg, "postgres").await;
+    // A record first, so the switch is not a no-op on an empty segment.
+    exec(
+        &db,
+        "SELECT pg_logical_emit_message(false, 'pgvigil', 'x'); SELECT pg_switch_wal()",
+    )
+    .await;
+    let current: String = query_value(&db, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
+    let mut names: Vec<String> = std::fs::read_dir(pg.data_dir().join("pg_wal"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.len() == 24 && n.as_str() < current.as_str())
+        .collect();
+    names.sort();
+    for n in &names {
+        pgvigil::backup::wal::push(repo, &pg.data_dir().join("pg_wal").join(n), 1)
+            .await
+            .unwrap_or_else(|e| panic!("pushing {n}: {e}"));
+    }
+    names.len()
+}
+
+/// A pg_upgrade from 15 to 17, as the repository sees it: a new database system of a newer
+/// major whose WAL continues after the old one's (pg_upgrade sets the next WAL file with
+/// pg_resetwal -l, as done here). Its backups are refused until `pgvigil upgrade`; after
+/// it the old cluster is fenced out, both chains are in the repository, verify sees two
+/// chains and no gap between them, and the old backup still restores with 15's binaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_keeps_both_majors_across_an_upgrade() {
+    use pgvigil::backup::{basebackup, catalog::Target, ops::Ops, pitr, restore, wal::Rebound};
+    if !wanted(15) || !wanted(17) {
+        eprintln!("needs PostgreSQL 15 and 17 (PGVIGIL_MAJORS): not tested in this run");
+        return;
+    }
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // wal_keep_size: the segments stay in pg_wal for push_completed_wal (no archive_command).
+    let keep = || vec![("wal_keep_size", "'1GB'")];
+    let old = crate::harness::majors::cluster_major_with(15, keep()).await;
+    let db15 = client(&old, "postgres").await;
+    exec(
+        &db15,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before the upgrade')",
+    )
+    .await;
+    let s15 = backup_settings(&old, repo_dir.path());
+    let repo = pgvigil::store::Repo::open(&s15, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b15 = basebackup::run(&s15, &repo, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup of 15: {e}"));
+    assert!(push_completed_wal(&old, &repo).await > 0);
+    let last15: String = query_value(&db15, "SELECT pg_walfile_name(pg_current_wal_lsn())").await;
+    assert!(last15.as_str() < "000000010000000000000040", "{last15}");
+
+    // The upgraded cluster: a new system whose WAL starts after the old cluster's.
+    let mut new = crate::harness::majors::cluster_major_with(17, keep()).await;
+    new.stop().await;
+    let out = new
+        .binaries()
+        .command("pg_resetwal")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .arg("-l")
+        .arg("000000010000000000000040")
+        .arg(
+            new.binaries()
+                .guest_path(new.data_dir())
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "pg_resetwal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    new.start_server().await.unwrap_or_else(|e| panic!("{e}"));
+    let s17 = backup_settings(&new, repo_dir.path());
+    let refused = basebackup::run(&s17, &repo, Default::default())
+        .await
+        .expect_err("a backup of another system before `pgvigil upgrade`");
+    assert!(refused.to_string().contains("pgvigil upgrade"), "{refused}");
+
+    let ops = Ops::for_cli(s17.clone(), repo.clone(), None, "test upgrade")
+        .unwrap_or_else(|e| panic!("{e}"));
+    match ops.upgrade().await {
+        Ok(Rebound::Upgraded {
+            from_major, major, ..
+        }) => {
+            assert_eq!((from_major, major), (Some(15), 17));
+        }
+        other => panic!("upgrade: {other:?}"),
+    }
+    assert!(matches!(ops.upgrade().await, Ok(Rebound::Already { .. })));
+    let b17 = basebackup::run(&s17, &repo, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup of 17 after the upgrade: {e}"));
+    assert!(push_completed_wal(&new, &repo).await > 0);
+
+    // The old cluster is fenced out.
+    exec(
+        &db15,
+        "INSERT INTO t VALUES ('after the upgrade'); SELECT pg_switch_wal()",
+    )
+    .await;
+    let seg = old.data_dir().join("pg_wal").join(&last15);
+    let fenced = pgvigil::backup::wal::push(&repo, &seg, 1)
+        .await
+        .expect_err("WAL of the cluster from before the upgrade");
+    assert!(
+        fenced.to_string().contains("from before the upgrade"),
+        "{fenced}"
+    );
+
+    // Two chains, no gap between them.
+    let report = pitr::verify(&repo, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.ok, "{report:#?}");
+    let majors: Vec<i32> = report.chains.iter().map(|c| c.major).collect();
+    assert_eq!(majors, vec![15, 17], "{report:#?}");
+    assert_eq!(report.chains[0].last_backup, b15.id);
+    assert_eq!(report.chains[1].first_backup, b17.id);
+    assert_eq!(report.chain_start, Some(b17.stop_time));
+
+    // Another cluster of the same major is not an upgrade.
+    let other = cluster_major(17).await;
+    let s_other = backup_settings(&other, repo_dir.path());
+    let ops_other =
+        Ops::for_cli(s_other, repo.clone(), None, "test upgrade").unwrap_or_else(|e| panic!("{e}"));
+    let e = ops_other.upgrade().await.expect_err("same major");
+    assert!(e.to_string().contains("not an upgrade"), "{e}");
+
+    // The old chain still restores, with 15's binaries.
+    let bins = old.binaries().clone();
+    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    bins.chown_to_server_user(parent.path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let to = parent.path().join("restored");
+    restore::restore(
+        &repo,
+        &restore::RestoreRequest {
+            to: to.clone(),
+            backup: Some(b15.id.clone()),
+            target: Target::Immediate,
+            action: restore::TargetAction::Promote,
+            restore_command: "false".into(),
+            keep_archiving: false,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore of the 15 backup: {e}"));
+    bins.chown_tree_to_server_user(&to)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let restored = pgvigil::pg::TempCluster::adopt(
+        &to,
+        pgvigil::pg::TempClusterOptions {
+            settings: vec![("archive_mode".into(), "off".into())],
+            binaries: Some(bins),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("starting the restored 15: {e}"));
+    let rc = client(&restored, "postgres").await;
+    crate::harness::wait_promoted(&rc).await;
+    let v: String = query_value(&rc, "SELECT string_agg(v, ',') FROM t").await;
+    assert_eq!(v, "before the upgrade");
 }

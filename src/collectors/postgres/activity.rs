@@ -102,7 +102,7 @@ pub static LONG_RUNNING: QuerySpec = QuerySpec {
         col(&c::PG_LONG_RUNNING_TRANSACTIONS, "count(*)"),
         col(
             &c::PG_LONG_RUNNING_TRANSACTIONS_OLDEST_TIMESTAMP_SECONDS,
-            "max(extract(epoch FROM clock_timestamp() - xact_start))",
+            "coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)",
         ),
     ],
     from: |_| {

@@ -23,7 +23,7 @@ static VALUES: &[ValueCol] = &[
     col(
         &c::PG_REPLICATION_LAST_REPLAY_SECONDS,
         "CASE WHEN pg_is_in_recovery() \
-              THEN greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp())) END",
+              THEN greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp())) ELSE 0 END",
     ),
     col(
         &c::PG_POSTMASTER_START_TIME_SECONDS,

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use tokio_postgres::Client;
 
 use super::CollectError;
+use crate::collectors::spec::{col, QuerySpec};
 use crate::metrics::{catalogue as c, Family, Kind};
 
 const SQL: &str = "SELECT name, setting, coalesce(unit, ''), coalesce(short_desc, ''), vartype \
@@ -77,9 +78,27 @@ pub(crate) fn family(
 }
 
 /// Reads all numeric settings.
+/// `pg_static{short_version, version}` 1: postgres_exporter's short version is the
+/// server's major.minor with ".0" (semver).
+static STATIC: QuerySpec = QuerySpec {
+    name: "settings",
+    labels: &[
+        "regexp_replace(current_setting('server_version'), '^(\\d+)\\.(\\d+).*$', '\\1.\\2.0')",
+        "version()",
+    ],
+    values: &[col(&c::PG_STATIC, "1")],
+    from: |_| "(SELECT 1) AS one".into(),
+    since: 0,
+};
+
 pub(super) async fn collect(client: &Client) -> Result<Vec<Family>, CollectError> {
     let rows = client.query(SQL, &[]).await?;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut out = Vec::with_capacity(rows.len() + 1);
+    // postgres_exporter's pg_static: the version, with the settings because it changes
+    // only with a restart (which opens a new session and empties the cache).
+    if let Some(built) = STATIC.build(0) {
+        built.read(&client.query(&built.sql, &[]).await?, &mut out);
+    }
     for r in rows {
         let (name, setting, unit, desc, vartype): (String, String, String, String, String) = (
             r.try_get(0)?,
