@@ -74,8 +74,19 @@ async fn collectors_match_the_views(major: u32) {
         major as i32,
         "the cluster runs the wrong major"
     );
-    // The statements collector reads pg_stat_statements in the DSN's database.
-    exec(&admin, "CREATE EXTENSION pg_stat_statements").await;
+    // The statements collector reads pg_stat_statements in the DSN's database. On 17 and
+    // 18 it is left at 1.10, as after a pg_upgrade without ALTER EXTENSION ... UPDATE: its
+    // functions then return 1.10's columns (blk_read_time, not 17's shared_blk_read_time),
+    // and the collector must read those.
+    exec(
+        &admin,
+        if major >= 17 {
+            "CREATE EXTENSION pg_stat_statements VERSION '1.10'"
+        } else {
+            "CREATE EXTENSION pg_stat_statements"
+        },
+    )
+    .await;
     exec(&admin, "CREATE DATABASE app").await;
     let app = client(&pg, "app").await;
     exec(

@@ -52,8 +52,8 @@ struct Session {
     client: Client,
     version: i32,
     fast: Vec<(Built, Statement)>,
-    /// Schema of pg_stat_statements in the DSN's database, if installed.
-    statements_schema: Option<String>,
+    /// pg_stat_statements in the DSN's database, if installed.
+    statements: Option<statements::Installed>,
 }
 
 /// Results of the expensive collectors, reused for `slow_collectors_interval`.
@@ -280,8 +280,7 @@ impl PostgresCollector {
                 timeout,
                 statements::collect(
                     &s.client,
-                    s.version,
-                    s.statements_schema.as_deref(),
+                    s.statements.as_ref(),
                     inner.settings.top_statements
                 )
             ),
@@ -381,13 +380,13 @@ async fn open_session(
             fast.push((built, stmt));
         }
     }
-    let statements_schema = statements::installed_schema(&conn.client).await?;
+    let statements = statements::installed(&conn.client).await?;
     Ok((
         Arc::new(Session {
             client: conn.client,
             version,
             fast,
-            statements_schema,
+            statements,
         }),
         conn.driver,
     ))

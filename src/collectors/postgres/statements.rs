@@ -58,36 +58,72 @@ pub(super) static STATEMENTS: QuerySpec = QuerySpec {
     since: 0,
 };
 
-/// Schema where pg_stat_statements is installed in the connected database, if it is.
-pub(super) async fn installed_schema(client: &Client) -> Result<Option<String>, CollectError> {
+/// pg_stat_statements as installed in the connected database.
+#[derive(Debug, Clone)]
+pub(super) struct Installed {
+    /// Its schema.
+    pub schema: String,
+    /// The server version whose columns the installed extension version has. After a
+    /// pg_upgrade the extension keeps its old version until `ALTER EXTENSION ... UPDATE`,
+    /// and its functions return that version's columns: a 17 server with extension 1.10
+    /// still has `blk_read_time`, not 17's `shared_blk_read_time`.
+    pub columns_of: i32,
+}
+
+/// The server version an extension version's columns belong to (1.8: 13, 1.9: 14,
+/// 1.10: 15 and 16, 1.11: 17, 1.12: 18; a newer major than 1: the newest known).
+fn columns_of(extversion: &str) -> i32 {
+    let mut parts = extversion.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if major > 1 {
+        return 180000; // newer than this code knows: the newest columns it reads
+    }
+    match minor {
+        12.. => 180000,
+        11 => 170000,
+        10 => 150000,
+        9 => 140000,
+        8 => 130000,
+        _ => 120000,
+    }
+}
+
+/// pg_stat_statements in the connected database, if it is installed.
+pub(super) async fn installed(client: &Client) -> Result<Option<Installed>, CollectError> {
     let row = client
         .query_opt(
-            "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
-             WHERE e.extname = 'pg_stat_statements'",
+            "SELECT n.nspname::text, e.extversion::text FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'",
             &[],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| Installed {
+        schema: r.get(0),
+        columns_of: columns_of(r.get::<_, &str>(1)),
+    }))
 }
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Reads the top statements; nothing when the extension is absent.
+/// Reads the top statements with the columns of the installed extension version; nothing
+/// when the extension is absent.
 pub(super) async fn collect(
     client: &Client,
-    version: i32,
-    schema: Option<&str>,
+    installed: Option<&Installed>,
     top: usize,
 ) -> Result<Vec<Family>, CollectError> {
     let mut out = Vec::new();
-    let (Some(schema), Some(built)) = (schema, STATEMENTS.build(version)) else {
+    let Some(ext) = installed else {
+        return Ok(out);
+    };
+    let Some(built) = STATEMENTS.build(ext.columns_of) else {
         return Ok(out);
     };
     let sql = format!(
         "{} LIMIT {top}",
-        built.sql.replace("{schema}", &quote_ident(schema))
+        built.sql.replace("{schema}", &quote_ident(&ext.schema))
     );
     let rows = client.query(sql.as_str(), &[]).await?;
     built.read(&rows, &mut out);
@@ -109,5 +145,11 @@ mod tests {
             );
         }
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        // Columns follow the extension version, not the server's.
+        assert_eq!(columns_of("1.10"), 150000);
+        assert_eq!(columns_of("1.11"), 170000);
+        assert_eq!(columns_of("1.12"), 180000);
+        assert_eq!(columns_of("1.7"), 120000);
+        assert_eq!(columns_of("2.0"), 180000);
     }
 }
