@@ -5,7 +5,7 @@ not), the families only one exports, and, for series with the same name and labe
 many values agree. Values are compared exactly for settings and other slow-moving gauges
 and with a 5 % tolerance otherwise (the two scrapes are seconds apart).
 
-Usage: bench/compat.py EXPORTER.metrics PGVIGIL.metrics [--ignore-label server]
+Usage: bench/compat.py EXPORTER.metrics PGVIGIL.metrics [--ignore-label server] [--prefix pgbouncer_]
 """
 import re
 import sys
@@ -50,11 +50,17 @@ def family(name, types):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    ignore = set()
-    if "--ignore-label" in sys.argv:
-        ignore.add(sys.argv[sys.argv.index("--ignore-label") + 1])
-        args = [a for a in args if a not in ignore]
+    argv = sys.argv[1:]
+    ignore, prefix = set(), ""
+    if "--ignore-label" in argv:
+        i = argv.index("--ignore-label")
+        ignore.add(argv[i + 1])
+        del argv[i : i + 2]
+    if "--prefix" in argv:
+        i = argv.index("--prefix")
+        prefix = argv[i + 1]
+        del argv[i : i + 2]
+    args = argv
     exp_types, exp = parse(args[0], ignore)
     pv_types, pv = parse(args[1], ignore)
     labels = lambda ser, types: {  # noqa: E731
@@ -65,7 +71,7 @@ def main():
         exp_l[family(n, exp_types)].update(k for k, _ in ls if k != "le")
     for (n, ls), _ in pv.items():
         pv_l[family(n, pv_types)].update(k for k, _ in ls if k != "le")
-    server = lambda f: not f.startswith(OWN)  # noqa: E731
+    server = lambda f: not f.startswith(OWN) and f.startswith(prefix)  # noqa: E731
     both = sorted(f for f in exp_l if f in pv_l and server(f))
     only_exp = sorted(f for f in exp_l if f not in pv_l and server(f))
     only_pv = sorted(f for f in pv_l if f not in exp_l and server(f))

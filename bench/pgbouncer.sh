@@ -36,7 +36,7 @@ dir=$BENCH_DIR/pgbouncer
 mkdir -p "$dir" "$BINDIR"
 chown postgres "$dir"
 install -m 0755 "$PGBEXP_BIN" "$BINDIR/pgbouncer_exporter"
-echo '"pgbouncer" ""' >"$dir/users.txt"
+printf '"pgbouncer" ""\n"postgres" ""\n' >"$dir/users.txt"
 cat >"$dir/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$PGPORT dbname=bench user=postgres
@@ -49,6 +49,8 @@ auth_type = trust
 auth_file = $dir/users.txt
 admin_users = pgbouncer
 pool_mode = transaction
+; lib/pq (pgbouncer_exporter) sends extra_float_digits; pgvigil needs no such line
+ignore_startup_parameters = extra_float_digits
 max_client_conn = 500
 logfile = $dir/pgbouncer.log
 pidfile =
@@ -76,10 +78,15 @@ sleep 2
 dsn="postgres://pgbouncer@127.0.0.1:$PGB_PORT/pgbouncer?sslmode=disable"
 build_pgvigil "$LOGDIR/cargo-build.log" || die "pgvigil build failed"
 install -m 0755 "$PGVIGIL_BIN" "$BINDIR/pgvigil"
-printf '[server]\nlisten = "127.0.0.1:%s"\n[pgbouncer]\ndsns = ["%s"]\n' "$PGV_PORT" "$dsn" >"$dir/pgvigil.toml"
+# pgvigil always watches a PostgreSQL too (postgres.dsn is required), so its scrape also
+# runs the PostgreSQL collectors; its own pgvigil_scrape_collector_duration_seconds
+# {collector="pgbouncer"} is printed beside the totals.
+printf '[server]\nlisten = "127.0.0.1:%s"\n[postgres]\ndsn = "postgresql://pgvigil@127.0.0.1:%s/postgres?sslmode=disable"\n[pgbouncer]\ndsns = ["%s"]\n' \
+  "$PGV_PORT" "$PGPORT" "$dsn" >"$dir/pgvigil.toml"
 
 measure() { # NAME PORT PID
-  local name=$1 port=$2 pid=$3 i t0 t1 out=$dir/$name
+  local name=$1 port=$2 pid=$3 i t0 t1 out
+  out=$dir/$name
   : >"$out.times"
   t0=$(cpu_ticks "$pid")
   for ((i = 0; i < SCRAPES; i++)); do
@@ -92,11 +99,13 @@ measure() { # NAME PORT PID
     "$(status_kb "$pid" VmRSS)" "$(grep -vc '^#' "$out.metrics")"
 }
 
-runuser -u postgres -- "$BINDIR/pgbouncer_exporter" --web.listen-address="127.0.0.1:$PGBEXP_PORT" \
+# setpriv execs (runuser would stay the parent), so $! is the measured process itself.
+AS_POSTGRES=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+"${AS_POSTGRES[@]}" "$BINDIR/pgbouncer_exporter" --web.listen-address="127.0.0.1:$PGBEXP_PORT" \
   --pgBouncer.connectionString="$dsn" >"$dir/pgbouncer_exporter.log" 2>&1 &
 pids+=($!)
 wait_port "$PGBEXP_PORT" "${pids[-1]}" 20
-runuser -u postgres -- "$BINDIR/pgvigil" run -c "$dir/pgvigil.toml" >"$dir/pgvigil.log" 2>&1 &
+"${AS_POSTGRES[@]}" "$BINDIR/pgvigil" run -c "$dir/pgvigil.toml" >"$dir/pgvigil.log" 2>&1 &
 pids+=($!)
 wait_http_200 "http://127.0.0.1:$PGV_PORT/readyz" "${pids[-1]}" 30
 sleep 1
@@ -105,10 +114,11 @@ echo "# $(pgbouncer --version | head -n1); $("$BINDIR/pgbouncer_exporter" --vers
 m_exp=$(measure pgbouncer_exporter "$PGBEXP_PORT" "${pids[-2]}")
 m_pv=$(measure pgvigil "$PGV_PORT" "${pids[-1]}")
 echo "$m_exp"; echo "$m_pv"
+echo "pgvigil's pgbouncer collector alone: $(awk '/^pgvigil_scrape_collector_duration_seconds\{collector="pgbouncer/ {printf "%.2f ms ", $2 * 1000}' "$dir/pgvigil.metrics")"
 for k in median_ms cpu_ms_per_scrape rss_kb; do
   a=$(sed -n "s/.*$k=\([0-9.]*\).*/\1/p" <<<"$m_pv"); b=$(sed -n "s/.*$k=\([0-9.]*\).*/\1/p" <<<"$m_exp")
   printf 'ratio pgvigil / pgbouncer_exporter %-18s %s\n' "$k" "$(div "$a" "$b" %.3f)"
 done
 echo
 echo "names, labels and values (bench/compat.py):"
-"$PYTHON" "$BENCH_SRC/compat.py" "$dir/pgbouncer_exporter.metrics" "$dir/pgvigil.metrics" | sed 's/^/  /'
+"$PYTHON" "$BENCH_SRC/compat.py" "$dir/pgbouncer_exporter.metrics" "$dir/pgvigil.metrics" --prefix pgbouncer_ | sed 's/^/  /'

@@ -82,15 +82,14 @@ pub fn prometheus_text(data: &[u8]) {
     );
 }
 
-/// PgBouncer's six SHOW results (`psql -A -F'|'` text, as in the collector's fixtures),
+/// PgBouncer's seven SHOW results (`psql -A -F'|'` text, as in the collector's fixtures),
 /// separated by lines `;;` in the collector's order: VERSION, LISTS, CONFIG, DATABASES,
-/// POOLS, STATS_TOTALS. Whatever the cells hold, the page pgvigil serves parses back.
+/// POOLS, STATS_TOTALS, CLIENTS. Whatever the cells hold, the page pgvigil serves parses back.
 pub fn pgbouncer_show(data: &[u8]) {
-    use crate::collectors::pgbouncer::{families_from_tables, table::Table};
+    use crate::collectors::pgbouncer::{families_from_tables, table::Table, Tables};
     let text = text(data);
     let mut parts = text.split("\n;;\n");
-    let tables: [Table; 6] =
-        std::array::from_fn(|_| Table::from_fixture(parts.next().unwrap_or("")));
+    let tables: Tables = std::array::from_fn(|_| Table::from_fixture(parts.next().unwrap_or("")));
     let mut out = Vec::new();
     families_from_tables(&tables, &mut out);
     for f in &out {

@@ -95,6 +95,27 @@ async fn waiting_clients_utilization_and_stats_match_pgbouncer() {
         }
     })
     .await;
+    // pgbouncer_exporter 0.12's client count: the four clients of `app`, by state.
+    let s = scrape(&running).await;
+    let clients = |state: &str| {
+        s.metric("pgbouncer_client_connections")
+            .label("database", "app")
+            .label("user", "postgres")
+            .label("state", state)
+            .value()
+    };
+    assert_eq!(
+        clients("active"),
+        Some(2.0),
+        "{:?}",
+        s.metric("pgbouncer_client_connections").all()
+    );
+    assert_eq!(
+        clients("waiting"),
+        Some(2.0),
+        "{:?}",
+        s.metric("pgbouncer_client_connections").all()
+    );
     exec(&a, "COMMIT").await;
     exec(&b, "COMMIT").await;
     for w in waiters {

@@ -1,10 +1,11 @@
 //! PgBouncer's admin console, for one or several PgBouncer processes. The console speaks
 //! only the simple query protocol and refuses unknown startup parameters, so each target
-//! keeps one plain session (see `pg::connect_admin_console`) and runs six SHOW commands
+//! keeps one plain session (see `pg::connect_admin_console`) and runs seven SHOW commands
 //! per scrape, pipelined, each under `pgbouncer.timeout`. A target that is down reports
 //! `pgbouncer_up 0` and nothing else; the other targets and the rest of the page are
 //! unaffected. Series carry an `instance` label only when several targets are configured.
 
+mod clients;
 mod config;
 mod databases;
 mod lists;
@@ -25,14 +26,18 @@ use crate::metrics::{catalogue as c, Family};
 use crate::pg::{connect_admin_console, db_error_message};
 use table::Table;
 
-const COMMANDS: [&str; 6] = [
+const COMMANDS: [&str; 7] = [
     "SHOW VERSION",
     "SHOW LISTS",
     "SHOW CONFIG",
     "SHOW DATABASES",
     "SHOW POOLS",
     "SHOW STATS_TOTALS",
+    "SHOW CLIENTS",
 ];
+
+/// The results of [`COMMANDS`], in order.
+pub type Tables = [Table; 7];
 
 struct Target {
     settings: PgbouncerTarget,
@@ -45,9 +50,9 @@ pub struct PgbouncerCollector {
     timeout: Duration,
 }
 
-/// Parses the six SHOW results into families.
-pub fn families_from_tables(tables: &[Table; 6], out: &mut Vec<Family>) {
-    let [version, lists, cfg, dbs, pools_t, stats_t] = tables;
+/// Parses the SHOW results into families.
+pub fn families_from_tables(tables: &Tables, out: &mut Vec<Family>) {
+    let [version, lists, cfg, dbs, pools_t, stats_t, clients_t] = tables;
     config::version(version, out);
     lists::families(lists, out);
     config::families(cfg, out);
@@ -55,6 +60,7 @@ pub fn families_from_tables(tables: &[Table; 6], out: &mut Vec<Family>) {
     pools::families(pools_t, out);
     pools::utilization(pools_t, dbs, out);
     stats::families(stats_t, out);
+    clients::families(clients_t, out);
 }
 
 impl PgbouncerCollector {
@@ -97,7 +103,7 @@ impl PgbouncerCollector {
                 return Err(format!("SHOW commands timed out after {:?}", self.timeout));
             }
         };
-        let mut tables: [Table; 6] = Default::default();
+        let mut tables: Tables = Default::default();
         for (i, res) in results.into_iter().enumerate() {
             match res {
                 Ok(msgs) => tables[i] = Table::from_messages(&msgs),
@@ -170,7 +176,7 @@ impl super::Collector for PgbouncerCollector {
 mod tests {
     use super::*;
 
-    fn tables(version: &str) -> [Table; 6] {
+    fn tables(version: &str) -> Tables {
         let f = |name: &str| {
             let path = format!(
                 "{}/src/collectors/pgbouncer/fixtures/{name}-{version}.txt",
@@ -192,6 +198,7 @@ mod tests {
             f("databases"),
             f("pools"),
             f("stats_totals"),
+            f("clients"),
         ]
     }
 
@@ -211,6 +218,19 @@ mod tests {
     fn parses_pgbouncer_1_18() {
         let mut out = Vec::new();
         families_from_tables(&tables("1.18"), &mut out);
+        assert_eq!(
+            value(
+                &out,
+                "pgbouncer_client_connections",
+                &[
+                    ("database", "appdb"),
+                    ("user", "postgres"),
+                    ("application_name", "psql"),
+                    ("state", "active")
+                ]
+            ),
+            Some(1.0)
+        );
         assert_eq!(
             value(
                 &out,
