@@ -487,11 +487,58 @@ fn backup_settings(
     s
 }
 
+/// Restores `backup_id` from `repo` to its end (the WAL in the backup, -X fetch; no archive)
+/// into a directory `bins` can reach (inside their chroot), starts it with `bins` and waits
+/// until it is promoted. Returns the running cluster and its parent directory (kept alive).
+async fn restore_immediate(
+    repo: &pgvigil::store::Repo,
+    backup_id: &str,
+    bins: pgvigil::pg::binaries::PgBinaries,
+) -> (pgvigil::pg::TempCluster, tempfile::TempDir) {
+    use pgvigil::backup::{catalog::Target, restore};
+    let parent = match bins.default_parent_dir() {
+        Some(p) => tempfile::tempdir_in(p),
+        None => tempfile::tempdir(),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    bins.chown_to_server_user(parent.path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let to = parent.path().join("restored");
+    restore::restore(
+        repo,
+        &restore::RestoreRequest {
+            to: to.clone(),
+            backup: Some(backup_id.to_string()),
+            target: Target::Immediate,
+            action: restore::TargetAction::Promote,
+            restore_command: "false".into(),
+            keep_archiving: false,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore of {backup_id}: {e}"));
+    bins.chown_tree_to_server_user(&to)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let restored = pgvigil::pg::TempCluster::adopt(
+        &to,
+        pgvigil::pg::TempClusterOptions {
+            settings: vec![("archive_mode".into(), "off".into())],
+            binaries: Some(bins),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("starting the restored {backup_id}: {e}"));
+    let rc = client(&restored, "postgres").await;
+    crate::harness::wait_promoted(&rc).await;
+    (restored, parent)
+}
+
 /// A backup taken by pgvigil with the server's own pg_basebackup (the host's 15 refuses a
 /// 17 server), recorded with its major, restored and started with the binaries of that
 /// major: the data is there.
 async fn backup_and_restore(major: u32) {
-    use pgvigil::backup::{basebackup, catalog::Target, restore};
+    use pgvigil::backup::basebackup;
     if !wanted(major) {
         eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
         return;
@@ -516,44 +563,9 @@ async fn backup_and_restore(major: u32) {
     assert_eq!(info.pg_major(), major);
 
     // Restore into a directory the major's binaries can reach (inside its chroot).
-    let bins = pg.binaries().clone();
-    let parent = match bins.default_parent_dir() {
-        Some(p) => tempfile::tempdir_in(p),
-        None => tempfile::tempdir(),
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
-    bins.chown_to_server_user(parent.path())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let to = parent.path().join("restored");
     let t = std::time::Instant::now();
-    restore::restore(
-        &repo,
-        &restore::RestoreRequest {
-            to: to.clone(),
-            backup: Some(info.id.clone()),
-            target: Target::Immediate,
-            action: restore::TargetAction::Promote,
-            // The backup carries the WAL it needs (-X fetch); no archive in this test.
-            restore_command: "false".into(),
-            keep_archiving: false,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("restore of PostgreSQL {major}: {e}"));
-    bins.chown_tree_to_server_user(&to)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let restored = pgvigil::pg::TempCluster::adopt(
-        &to,
-        pgvigil::pg::TempClusterOptions {
-            settings: vec![("archive_mode".into(), "off".into())],
-            binaries: Some(bins),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("starting the restored PostgreSQL {major}: {e}"));
+    let (restored, _parent) = restore_immediate(&repo, &info.id, pg.binaries().clone()).await;
     let rc = client(&restored, "postgres").await;
-    crate::harness::wait_promoted(&rc).await;
     let restore_time = t.elapsed();
     let n: i64 = query_value(&rc, "SELECT count(*) FROM t").await;
     assert_eq!(n, 10000);
@@ -710,7 +722,7 @@ async fn push_completed_wal(pg: &pgvigil::pg::TempCluster, repo: &pgvigil::store
 /// chains and no gap between them, and the old backup still restores with 15's binaries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_keeps_both_majors_across_an_upgrade() {
-    use pgvigil::backup::{basebackup, catalog::Target, ops::Ops, pitr, restore, wal::Rebound};
+    use pgvigil::backup::{basebackup, ops::Ops, pitr, wal::Rebound};
     if !wanted(15) || !wanted(17) {
         eprintln!("needs PostgreSQL 15 and 17 (PGVIGIL_MAJORS): not tested in this run");
         return;
@@ -815,38 +827,8 @@ async fn a_repository_keeps_both_majors_across_an_upgrade() {
     assert!(e.to_string().contains("not an upgrade"), "{e}");
 
     // The old chain still restores, with 15's binaries.
-    let bins = old.binaries().clone();
-    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    bins.chown_to_server_user(parent.path())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let to = parent.path().join("restored");
-    restore::restore(
-        &repo,
-        &restore::RestoreRequest {
-            to: to.clone(),
-            backup: Some(b15.id.clone()),
-            target: Target::Immediate,
-            action: restore::TargetAction::Promote,
-            restore_command: "false".into(),
-            keep_archiving: false,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("restore of the 15 backup: {e}"));
-    bins.chown_tree_to_server_user(&to)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let restored = pgvigil::pg::TempCluster::adopt(
-        &to,
-        pgvigil::pg::TempClusterOptions {
-            settings: vec![("archive_mode".into(), "off".into())],
-            binaries: Some(bins),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("starting the restored 15: {e}"));
+    let (restored, _parent) = restore_immediate(&repo, &b15.id, old.binaries().clone()).await;
     let rc = client(&restored, "postgres").await;
-    crate::harness::wait_promoted(&rc).await;
     let v: String = query_value(&rc, "SELECT string_agg(v, ',') FROM t").await;
     assert_eq!(v, "before the upgrade");
 }
