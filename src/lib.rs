@@ -29,6 +29,7 @@ pub mod pg;
 pub mod proxy;
 pub mod schedule;
 pub mod store;
+pub mod trust;
 
 pub use daemon::{App, Running, StartError};
 

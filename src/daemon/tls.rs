@@ -19,7 +19,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
+use rustls::{ServerConfig, SupportedCipherSuite};
 
 use crate::config::{check_private, ClientAuth, SecretError, TlsSettings, TlsVersion};
 
@@ -46,12 +46,11 @@ pub enum TlsError {
         name: String,
         available: String,
     },
-    #[error("{listener}: client CA {}: {source}", path.display())]
+    #[error("{listener}: {source}")]
     ClientCa {
         listener: &'static str,
-        path: PathBuf,
         #[source]
-        source: Box<rustls::Error>,
+        source: crate::trust::TrustError,
     },
     #[error("{listener}: client certificate verifier: {source}")]
     Verifier {
@@ -222,23 +221,8 @@ fn build(listener: &'static str, s: &TlsSettings, http2: bool) -> Result<ServerC
     let builder = match (s.client_auth, &s.client_ca_file) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (policy, Some(ca)) => {
-            let mut roots = RootCertStore::empty();
-            let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-                .and_then(|it| it.collect::<Result<_, _>>())
-                .map_err(|e| read(ca, e))?;
-            if cas.is_empty() {
-                return Err(TlsError::NoCertificate {
-                    listener,
-                    path: ca.clone(),
-                });
-            }
-            for c in cas {
-                roots.add(c).map_err(|source| TlsError::ClientCa {
-                    listener,
-                    path: ca.clone(),
-                    source: Box::new(source),
-                })?;
-            }
+            let roots = crate::trust::roots_from_file(ca, "client_ca_file")
+                .map_err(|source| TlsError::ClientCa { listener, source })?;
             let mut verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             if policy == ClientAuth::VerifyIfGiven {

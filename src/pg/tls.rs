@@ -52,6 +52,8 @@ pub enum TlsError {
     SystemRoots(String),
     #[error("TLS client configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// What a TLS handshake did, for `check-config`.
@@ -208,31 +210,17 @@ fn load_roots(tls: &PgTls) -> Result<Option<(RootCertStore, String)>, TlsError> 
     if tls.mode == SslMode::Disable {
         return Ok(None);
     }
-    let mut store = RootCertStore::empty();
     match &tls.root_cert {
         Some(RootCert::System) => {
-            let found = rustls_native_certs::load_native_certs();
-            if found.certs.is_empty() {
-                return Err(TlsError::SystemRoots(match found.errors.first() {
-                    Some(e) => e.to_string(),
-                    None => "no certificates found".into(),
-                }));
-            }
-            let (_added, _ignored) = store.add_parsable_certificates(found.certs);
+            let store =
+                crate::trust::system_roots().map_err(|e| TlsError::SystemRoots(e.to_string()))?;
             Ok(Some((store, "the system trust store".into())))
         }
         Some(RootCert::File(f)) => {
             let Some(path) = existing(&Some(f.clone()), "sslrootcert")? else {
                 return Ok(None);
             };
-            let certs = read_certs(&path, "sslrootcert")?;
-            for c in certs {
-                store.add(c).map_err(|e| TlsError::Read {
-                    key: "sslrootcert",
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            }
+            let store = crate::trust::roots_from_file(&path, "sslrootcert")?;
             Ok(Some((store, path.display().to_string())))
         }
         None => Ok(None),
@@ -262,10 +250,6 @@ fn read_pem<T: PemObject + 'static>(
     Ok(items)
 }
 
-fn read_certs(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    read_pem(path, key, "PEM certificate")
-}
-
 /// The client certificate chain and key, if configured (or present at libpq's defaults).
 /// The key file's permissions are checked as libpq checks them.
 fn client_identity(
@@ -282,7 +266,7 @@ fn client_identity(
         None => return Err(TlsError::CertWithoutKey { cert }),
     };
     crate::config::check_private("sslkey", &key)?;
-    let chain = read_certs(&cert, "sslcert")?;
+    let chain = crate::trust::certificates(&cert, "sslcert")?;
     let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| TlsError::Read {
         key: "sslkey",
         path: key.clone(),

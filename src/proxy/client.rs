@@ -4,7 +4,6 @@
 //! through the same pooled client untouched, so plaintext pays nothing for TLS being possible.
 //! The roots are only loaded when some configured URL is `https://`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +12,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
 use crate::config::ApiProxySettings;
@@ -25,61 +22,12 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// Why the client's TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read api_proxy.upstream_ca_file {path}: {source}")]
-    CaFile {
-        path: PathBuf,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("api_proxy.upstream_ca_file {path} holds no usable certificate")]
-    NoCa { path: PathBuf },
-    #[error("no system root certificates could be loaded ({0}); set api_proxy.upstream_ca_file")]
-    NoSystemRoots(String),
+    #[error(transparent)]
+    CaFile(crate::trust::TrustError),
+    #[error("{0}; set api_proxy.upstream_ca_file")]
+    NoSystemRoots(crate::trust::TrustError),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-}
-
-fn ca_file(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|source| TlsError::CaFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    for cert in certs {
-        let cert = cert.map_err(|source| TlsError::CaFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        // A certificate rustls cannot parse as a trust anchor is an error too, not a skip:
-        // the operator named this file to be trusted.
-        roots.add(cert)?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::NoCa {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(roots)
-}
-
-fn system_roots() -> Result<RootCertStore, TlsError> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found
-            .errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(TlsError::NoSystemRoots(if why.is_empty() {
-            "none found".into()
-        } else {
-            why
-        }));
-    }
-    Ok(roots)
 }
 
 /// What every client of the proxy is made from: the TLS configuration (built once: loading
@@ -99,8 +47,9 @@ impl Clients {
         let https = |u: &hyper::Uri| u.scheme_str() == Some("https");
         let needs_tls = https(&settings.upstream) || settings.jwks_url.as_ref().is_some_and(https);
         let roots = match (&settings.upstream_ca_file, needs_tls) {
-            (Some(path), _) => ca_file(path)?,
-            (None, true) => system_roots()?,
+            (Some(path), _) => crate::trust::roots_from_file(path, "api_proxy.upstream_ca_file")
+                .map_err(TlsError::CaFile)?,
+            (None, true) => crate::trust::system_roots().map_err(TlsError::NoSystemRoots)?,
             (None, false) => RootCertStore::empty(),
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

@@ -110,18 +110,10 @@ fn https_client_trusting(
     path: &std::path::Path,
 ) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
     use aws_smithy_http_client::tls;
-    use rustls::pki_types::pem::PemObject;
+    // Checked as every CA file is (the SDK itself would skip what it cannot parse).
+    crate::trust::roots_from_file(path, "storage.s3.ca_file").map_err(|e| e.to_string())?;
     let pem =
         std::fs::read(path).map_err(|e| format!("storage.s3.ca_file {}: {e}", path.display()))?;
-    let certs: Result<Vec<_>, _> =
-        rustls::pki_types::CertificateDer::pem_slice_iter(&pem).collect();
-    let certs = certs.map_err(|e| format!("storage.s3.ca_file {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "storage.s3.ca_file {}: no PEM certificate in it",
-            path.display()
-        ));
-    }
     let context = tls::TlsContext::builder()
         .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem))
         .build()
