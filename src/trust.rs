@@ -20,8 +20,12 @@ pub enum TrustError {
         path: PathBuf,
         message: String,
     },
-    #[error("{key}: {} holds no PEM certificate", path.display())]
-    Empty { key: &'static str, path: PathBuf },
+    #[error("{key}: {} holds no {what}", path.display())]
+    Empty {
+        key: &'static str,
+        path: PathBuf,
+        what: &'static str,
+    },
     #[error("{key}: {} holds a certificate that cannot be a trust anchor: {message}", path.display())]
     Rejected {
         key: &'static str,
@@ -32,25 +36,36 @@ pub enum TrustError {
     NoSystemRoots(String),
 }
 
-/// Every certificate in the PEM file `path` (named by setting `key`); at least one.
-pub fn certificates(
+/// Every PEM object of type `T` (`what`, for the message) in `path`, the file named by
+/// setting `key`; at least one.
+pub fn pem_objects<T: PemObject + 'static>(
     path: &Path,
     key: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+    what: &'static str,
+) -> Result<Vec<T>, TrustError> {
+    let items: Vec<T> = T::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| TrustError::Read {
             key,
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    if certs.is_empty() {
+    if items.is_empty() {
         return Err(TrustError::Empty {
             key,
             path: path.to_path_buf(),
+            what,
         });
     }
-    Ok(certs)
+    Ok(items)
+}
+
+/// Every certificate in the PEM file `path` (named by setting `key`); at least one.
+pub fn certificates(
+    path: &Path,
+    key: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    pem_objects(path, key, "PEM certificate")
 }
 
 /// The certificates of the PEM file `path` as trust anchors; every one must be usable.

@@ -11,7 +11,7 @@
 //! for) and to record what happened for `check-config` ([`Handshake`]). No cryptography is
 //! done here: chain, name and signature checks are rustls'.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -33,12 +33,6 @@ pub enum TlsError {
         key: &'static str,
         path: PathBuf,
         message: String,
-    },
-    #[error("{key}: {} holds no {what}", path.display())]
-    Empty {
-        key: &'static str,
-        path: PathBuf,
-        what: &'static str,
     },
     #[error("root certificate file {} does not exist, and sslmode={mode} needs one to verify the server; give sslrootcert a CA file, use sslrootcert=system, or choose a weaker sslmode", path.display())]
     NoRootCert { path: PathBuf, mode: &'static str },
@@ -126,10 +120,10 @@ pub fn connector(tls: &PgTls) -> Result<Connector, TlsError> {
                 WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone());
             if let Some(crl) = existing(&tls.crl, "sslcrl")? {
                 builder = builder
-                    .with_crls(read_pem::<CertificateRevocationListDer<'static>>(
-                        &crl,
-                        "sslcrl",
-                        "PEM certificate revocation list",
+                    .with_crls(crate::trust::pem_objects::<
+                        CertificateRevocationListDer<'static>,
+                    >(
+                        &crl, "sslcrl", "PEM certificate revocation list"
                     )?)
                     .allow_unknown_revocation_status();
             }
@@ -225,29 +219,6 @@ fn load_roots(tls: &PgTls) -> Result<Option<(RootCertStore, String)>, TlsError> 
         }
         None => Ok(None),
     }
-}
-
-/// Every PEM object of type `T` in `path` (the file named by DSN key `key`); at least one.
-fn read_pem<T: PemObject + 'static>(
-    path: &Path,
-    key: &'static str,
-    what: &'static str,
-) -> Result<Vec<T>, TlsError> {
-    let items: Vec<T> = T::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| TlsError::Read {
-            key,
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if items.is_empty() {
-        return Err(TlsError::Empty {
-            key,
-            path: path.to_path_buf(),
-            what,
-        });
-    }
-    Ok(items)
 }
 
 /// The client certificate chain and key, if configured (or present at libpq's defaults).
