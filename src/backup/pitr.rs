@@ -77,6 +77,12 @@ pub struct Chain {
     pub wal_to: Option<String>,
 }
 
+/// The segment holding the last WAL byte before `stop`: a backup whose stop LSN is exactly a
+/// segment boundary ends in the segment before it, and does not need the next one.
+fn last_segno(stop: u64, seg_size: u64) -> u64 {
+    stop.saturating_sub(1) / seg_size.max(1)
+}
+
 /// The backups grouped by database system, in the order each system first appears
 /// (`backups` sorted by stop time, as `catalog::list` returns them).
 fn chains_of(backups: &[BackupInfo]) -> Vec<Vec<&BackupInfo>> {
@@ -302,7 +308,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         ) {
             (Some((_, start)), Some(stop)) => {
                 let tli = last.timeline;
-                let end = (stop / seg_size)
+                let end = last_segno(stop, seg_size)
                     .max(start)
                     .min(start + MAX_CHECKED_SEGMENTS - 1);
                 for segno in start..=end {
@@ -368,7 +374,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
             problems.push(format!("backup {} has an unreadable WAL range", b.id));
             continue;
         };
-        let stop_segno = (stop / seg_size).max(start);
+        let stop_segno = last_segno(stop, seg_size).max(start);
         if stop_segno - start >= MAX_CHECKED_SEGMENTS {
             problems.push(format!(
                 "backup {} claims a WAL range of more than {MAX_CHECKED_SEGMENTS} segments",
@@ -464,6 +470,15 @@ mod tests {
     /// A `file://` repository in a temp dir with one backup (its `backup.json` given
     /// `start_wal`) and one archived segment whose metadata records `raw_size`.
     async fn repo_with(start_wal: &str, raw_size: &str) -> (tempfile::TempDir, Repo) {
+        repo_with_stop(start_wal, "0/2000100", raw_size).await
+    }
+
+    /// As [`repo_with`], with the backup's stop LSN.
+    async fn repo_with_stop(
+        start_wal: &str,
+        stop_lsn: &str,
+        raw_size: &str,
+    ) -> (tempfile::TempDir, Repo) {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repo {
             store: Arc::new(LocalStore::new(dir.path().into())),
@@ -472,7 +487,7 @@ mod tests {
         let info = serde_json::json!({
             "format": 1, "id": "b1", "pgvigil_version": "0", "system_identifier": "1",
             "pg_version_num": 150000, "timeline": 1, "start_lsn": "0/2000028",
-            "stop_lsn": "0/2000100", "start_wal": start_wal,
+            "stop_lsn": stop_lsn, "start_wal": start_wal,
             "start_time": "2026-01-01T00:00:00Z", "stop_time": "2026-01-01T00:00:01Z",
             "duration_seconds": 1.0, "raw_bytes": 0, "stored_bytes": 0,
             "compression": "zstd", "objects": []
@@ -495,6 +510,19 @@ mod tests {
             .await
             .unwrap();
         (dir, repo)
+    }
+
+    #[tokio::test]
+    async fn a_backup_stopping_on_a_segment_boundary_needs_no_next_segment() {
+        // Stop LSN 0/3000000 is the first byte of segment 3: the backup's WAL ends in 2.
+        let (_dir, repo) =
+            repo_with_stop("000000010000000000000002", "0/3000000", "16777216").await;
+        let r = verify(&repo, None).await.unwrap();
+        assert!(r.missing.is_empty(), "{:?}", r.missing);
+        let (_dir, repo) =
+            repo_with_stop("000000010000000000000002", "0/3000001", "16777216").await;
+        let r = verify(&repo, None).await.unwrap();
+        assert_eq!(r.missing, ["000000010000000000000003"]);
     }
 
     #[tokio::test]
