@@ -30,6 +30,21 @@ pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             t(report.window_start),
             t(report.window_end)
         );
+        // After `pgvigil upgrade`: one line per database system, oldest first.
+        if report.chains.len() > 1 {
+            for c in &report.chains {
+                println!(
+                    "chain: system {} (PostgreSQL {}), {} backup(s) {} .. {}, WAL {} .. {}",
+                    c.system_identifier,
+                    c.major,
+                    c.backups,
+                    c.first_backup,
+                    c.last_backup,
+                    c.wal_from,
+                    c.wal_to.as_deref().unwrap_or("-")
+                );
+            }
+        }
         if let Some(a) = report.archive_age_seconds {
             println!("archive age (RPO): {a:.0}s (limit {}s)", rpo.as_secs());
         }
