@@ -12,6 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PostgresSettings;
 use crate::pg::{connect, db_error_message, ConnectOptions};
 
+/// Whether the table exists, and whether this role could create it (CREATE on the schema if
+/// it exists, else on the database): asked first, so a role without the privilege gets one
+/// clear message from pgvigil instead of an ERROR in the server log every beat.
+const PRESENT: &str = "SELECT to_regclass('pgvigil.heartbeat') IS NOT NULL, \
+    coalesce(has_schema_privilege((SELECT oid FROM pg_namespace WHERE nspname = 'pgvigil'), 'CREATE'), \
+             has_database_privilege(current_database(), 'CREATE')), current_user::text";
 const SETUP: &str = "CREATE SCHEMA IF NOT EXISTS pgvigil; \
     CREATE TABLE IF NOT EXISTS pgvigil.heartbeat (ts timestamptz NOT NULL, lsn pg_lsn NOT NULL)";
 const BEAT: &str = "WITH u AS (UPDATE pgvigil.heartbeat SET ts = clock_timestamp(), lsn = pg_current_wal_lsn() RETURNING 1) \
@@ -29,10 +35,26 @@ async fn beat(client: &tokio_postgres::Client, ready: &mut bool) -> Result<Optio
         .get::<_, bool>(0);
     if primary {
         if !*ready {
-            client
-                .batch_execute(SETUP)
+            let row = client
+                .query_one(PRESENT, &[])
                 .await
-                .map_err(|e| format!("creating pgvigil.heartbeat: {}", db_error_message(&e)))?;
+                .map_err(|e| db_error_message(&e))?;
+            let (exists, may_create, role): (bool, bool, String) =
+                (row.get(0), row.get(1), row.get(2));
+            if !exists {
+                if !may_create {
+                    return Err(format!(
+                        "pgvigil.heartbeat does not exist and role {role} may not create it: \
+                         GRANT CREATE ON DATABASE to it, or create it beforehand (CREATE SCHEMA pgvigil; \
+                         CREATE TABLE pgvigil.heartbeat (ts timestamptz NOT NULL, lsn pg_lsn NOT NULL); \
+                         GRANT USAGE ON SCHEMA pgvigil, SELECT, INSERT, UPDATE ON pgvigil.heartbeat TO {role})"
+                    ));
+                }
+                client
+                    .batch_execute(SETUP)
+                    .await
+                    .map_err(|e| format!("creating pgvigil.heartbeat: {}", db_error_message(&e)))?;
+            }
             *ready = true;
         }
         client

@@ -275,3 +275,50 @@ async fn a_restore_after_a_fork_starts_from_a_backup_on_the_new_timeline() {
         "timeline 2's rows, not timeline 1's after the fork"
     );
 }
+
+/// A role that may not create pgvigil.heartbeat gets no server-side ERROR every beat (pgvigil
+/// asks first), and the heartbeat starts once an administrator creates the table for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_create_is_told_once_and_beats_once_the_table_exists() {
+    let pg = crate::harness::cluster().await;
+    let admin = crate::harness::client(&pg, "postgres").await;
+    crate::harness::exec(&admin, "CREATE ROLE watcher LOGIN").await;
+    let dsn = format!("postgresql://watcher@127.0.0.1:{}/postgres", pg.port());
+    let running = crate::harness::daemon(crate::harness::settings(
+        &dsn,
+        "[pitr]\nheartbeat_interval = \"200ms\"\n",
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = pg.log_tail();
+    assert!(
+        !log.contains("permission denied for database"),
+        "the server logged a refused CREATE:\n{log}"
+    );
+    let created: bool = crate::harness::query_value(
+        &admin,
+        "SELECT to_regclass('pgvigil.heartbeat') IS NOT NULL",
+    )
+    .await;
+    assert!(!created);
+
+    crate::harness::exec(
+        &admin,
+        "CREATE SCHEMA pgvigil; \
+         CREATE TABLE pgvigil.heartbeat (ts timestamptz NOT NULL, lsn pg_lsn NOT NULL); \
+         GRANT USAGE ON SCHEMA pgvigil TO watcher; \
+         GRANT SELECT, INSERT, UPDATE ON pgvigil.heartbeat TO watcher",
+    )
+    .await;
+    crate::harness::eventually(Duration::from_secs(20), || async {
+        let n: i64 =
+            crate::harness::query_value(&admin, "SELECT count(*) FROM pgvigil.heartbeat").await;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} heartbeat rows"))
+        }
+    })
+    .await;
+    running.shutdown(Duration::from_secs(5)).await;
+}
