@@ -17,7 +17,8 @@ use crate::pg::{connect, db_error_message, ConnectOptions};
 /// clear message from pgvigil instead of an ERROR in the server log every beat.
 const PRESENT: &str = "SELECT to_regclass('pgvigil.heartbeat') IS NOT NULL, \
     coalesce(has_schema_privilege((SELECT oid FROM pg_namespace WHERE nspname = 'pgvigil'), 'CREATE'), \
-             has_database_privilege(current_database(), 'CREATE')), current_user::text";
+             has_database_privilege(current_database(), 'CREATE')), current_user::text, \
+    current_database()::text";
 const SETUP: &str = "CREATE SCHEMA IF NOT EXISTS pgvigil; \
     CREATE TABLE IF NOT EXISTS pgvigil.heartbeat (ts timestamptz NOT NULL, lsn pg_lsn NOT NULL)";
 const BEAT: &str = "WITH u AS (UPDATE pgvigil.heartbeat SET ts = clock_timestamp(), lsn = pg_current_wal_lsn() RETURNING 1) \
@@ -39,15 +40,16 @@ async fn beat(client: &tokio_postgres::Client, ready: &mut bool) -> Result<Optio
                 .query_one(PRESENT, &[])
                 .await
                 .map_err(|e| db_error_message(&e))?;
-            let (exists, may_create, role): (bool, bool, String) =
-                (row.get(0), row.get(1), row.get(2));
+            let (exists, may_create, role, db): (bool, bool, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
             if !exists {
                 if !may_create {
                     return Err(format!(
                         "pgvigil.heartbeat does not exist and role {role} may not create it: \
-                         GRANT CREATE ON DATABASE to it, or create it beforehand (CREATE SCHEMA pgvigil; \
+                         GRANT CREATE ON DATABASE {db} TO {role}, or create it beforehand (CREATE SCHEMA pgvigil; \
                          CREATE TABLE pgvigil.heartbeat (ts timestamptz NOT NULL, lsn pg_lsn NOT NULL); \
-                         GRANT USAGE ON SCHEMA pgvigil, SELECT, INSERT, UPDATE ON pgvigil.heartbeat TO {role})"
+                         GRANT USAGE ON SCHEMA pgvigil TO {role}; \
+                         GRANT SELECT, INSERT, UPDATE ON pgvigil.heartbeat TO {role})"
                     ));
                 }
                 client
