@@ -83,6 +83,22 @@ fn last_segno(stop: u64, seg_size: u64) -> u64 {
     stop.saturating_sub(1) / seg_size.max(1)
 }
 
+impl Chain {
+    /// The summary of `chain` (one system's backups, oldest first), checked up to `wal_to`.
+    fn of(chain: &[&BackupInfo], wal_to: Option<String>) -> Self {
+        let (first, last) = (chain[0], chain[chain.len() - 1]);
+        Chain {
+            system_identifier: first.system_identifier.clone(),
+            major: last.pg_version_num / 10000,
+            backups: chain.len(),
+            first_backup: first.id.clone(),
+            last_backup: last.id.clone(),
+            wal_from: first.start_wal.clone(),
+            wal_to,
+        }
+    }
+}
+
 /// The backups grouped by database system, in the order each system first appears
 /// (`backups` sorted by stop time, as `catalog::list` returns them).
 fn chains_of(backups: &[BackupInfo]) -> Vec<Vec<&BackupInfo>> {
@@ -321,26 +337,10 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
             }
             _ => None,
         };
-        chains.push(Chain {
-            system_identifier: first.system_identifier.clone(),
-            major: last.pg_version_num / 10000,
-            backups: chain.len(),
-            first_backup: first.id.clone(),
-            last_backup: last.id.clone(),
-            wal_from: first.start_wal.clone(),
-            wal_to: to,
-        });
+        chains.push(Chain::of(chain, to));
     }
     if let Some(chain) = by_system.last() {
-        chains.push(Chain {
-            system_identifier: chain[0].system_identifier.clone(),
-            major: chain[chain.len() - 1].pg_version_num / 10000,
-            backups: chain.len(),
-            first_backup: chain[0].id.clone(),
-            last_backup: chain[chain.len() - 1].id.clone(),
-            wal_from: chain[0].start_wal.clone(),
-            wal_to: newest_segment.clone(),
-        });
+        chains.push(Chain::of(chain, newest_segment.clone()));
     }
     // The newest chain: from its first backup's start to the newest archived segment.
     if let (Some(oldest), Some(end)) = (by_system.last().map(|c| c[0]), newest_segno) {

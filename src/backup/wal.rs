@@ -126,18 +126,8 @@ pub async fn check_binding(repo: &Repo, sysid: u64) -> Result<(), Error> {
     if existing.system_identifier == wanted.system_identifier {
         return Ok(());
     }
-    if let Some(p) = existing
-        .previous
-        .iter()
-        .find(|p| p.system_identifier == wanted.system_identifier)
-    {
-        return Err(Error::Refused(format!(
-            "repository {} was moved from database system {sysid} to {} by `pgvigil upgrade` on {}: \
-             this is the cluster from before the upgrade, and it may no longer write here",
-            repo.store.describe(),
-            existing.system_identifier,
-            p.replaced_at.to_rfc3339()
-        )));
+    if let Some(e) = fenced_out(repo, &existing, sysid) {
+        return Err(e);
     }
     Err(Error::Refused(format!(
         "repository {} (cluster {:?}) belongs to database system {}, not {sysid}: refusing to mix clusters; \
@@ -145,6 +135,23 @@ pub async fn check_binding(repo: &Repo, sysid: u64) -> Result<(), Error> {
         repo.store.describe(),
         repo.cluster,
         existing.system_identifier
+    )))
+}
+
+/// The refusal for a system the binding was moved away from by `pgvigil upgrade` (the
+/// cluster from before the upgrade); None if `sysid` is not in the binding's history.
+fn fenced_out(repo: &Repo, binding: &Binding, sysid: u64) -> Option<Error> {
+    let wanted = sysid.to_string();
+    let p = binding
+        .previous
+        .iter()
+        .find(|p| p.system_identifier == wanted)?;
+    Some(Error::Refused(format!(
+        "repository {} was moved from database system {sysid} to {} by `pgvigil upgrade` on {}: \
+         this is the cluster from before the upgrade, and it may no longer write here",
+        repo.store.describe(),
+        binding.system_identifier,
+        p.replaced_at.to_rfc3339()
     )))
 }
 
@@ -185,13 +192,8 @@ pub async fn rebind_after_upgrade(
     if current.system_identifier == system_identifier {
         return Ok(Rebound::Already { system_identifier });
     }
-    if current
-        .previous
-        .iter()
-        .any(|p| p.system_identifier == system_identifier)
-    {
-        // The same message as a push of the old cluster.
-        check_binding(repo, sysid).await?;
+    if let Some(e) = fenced_out(repo, &current, sysid) {
+        return Err(e);
     }
     let from_major = backups
         .iter()

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::metrics::{format_value, Family, Kind, MetricDef, Sample};
+use crate::metrics::{Family, Kind, MetricDef};
 
 /// One numeric output column. A histogram column's expression is an array
 /// `[sum, count, le1, cumulative1, le2, cumulative2, ...]` (see `push_histogram`).
@@ -128,8 +128,8 @@ impl Built {
     }
 }
 
-/// Adds one histogram from `[sum, count, le1, cumulative1, ...]`: a bucket per bound, the
-/// `+Inf` bucket (= count), `_sum` and `_count`. A malformed array adds nothing.
+/// Adds one histogram from `[sum, count, le1, cumulative1, ...]`; a malformed array adds
+/// nothing.
 fn push_histogram(fam: &mut Family, labels: &[String], v: &[f64]) {
     let [sum, count, buckets @ ..] = v else {
         return;
@@ -137,33 +137,12 @@ fn push_histogram(fam: &mut Family, labels: &[String], v: &[f64]) {
     if buckets.len() % 2 != 0 {
         return;
     }
-    let base: Vec<(Cow<'static, str>, String)> = fam
+    let labels = fam
         .label_names
         .iter()
         .zip(labels)
         .map(|(n, v)| (Cow::Borrowed(*n), v.clone()))
         .collect();
-    let bucket = |le: String, value: f64| {
-        let mut l = base.clone();
-        l.push((Cow::Borrowed("le"), le));
-        Sample {
-            suffix: "_bucket",
-            labels: l,
-            value,
-        }
-    };
-    for pair in buckets.chunks_exact(2) {
-        fam.samples.push(bucket(format_value(pair[0]), pair[1]));
-    }
-    fam.samples.push(bucket("+Inf".into(), *count));
-    fam.samples.push(Sample {
-        suffix: "_sum",
-        labels: base.clone(),
-        value: *sum,
-    });
-    fam.samples.push(Sample {
-        suffix: "_count",
-        labels: base,
-        value: *count,
-    });
+    let buckets = buckets.chunks_exact(2).map(|p| (p[0], p[1]));
+    fam.push_histogram(labels, buckets, *sum, *count);
 }

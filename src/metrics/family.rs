@@ -78,6 +78,44 @@ impl Family {
         });
     }
 
+    /// Adds one histogram: a `_bucket` per `(upper bound, cumulative count)`, the `+Inf`
+    /// bucket (= `count`) unless the buckets already end with it, `_sum` and `_count`.
+    pub fn push_histogram(
+        &mut self,
+        labels: Vec<(Cow<'static, str>, String)>,
+        buckets: impl IntoIterator<Item = (f64, f64)>,
+        sum: f64,
+        count: f64,
+    ) {
+        let mut inf_seen = false;
+        let bucket = |le: String, value: f64| {
+            let mut l = labels.clone();
+            l.push((Cow::Borrowed("le"), le));
+            Sample {
+                suffix: "_bucket",
+                labels: l,
+                value,
+            }
+        };
+        for (upper, cumulative) in buckets {
+            inf_seen |= upper.is_infinite();
+            self.samples.push(bucket(format_value(upper), cumulative));
+        }
+        if !inf_seen {
+            self.samples.push(bucket("+Inf".into(), count));
+        }
+        self.samples.push(Sample {
+            suffix: "_sum",
+            labels: labels.clone(),
+            value: sum,
+        });
+        self.samples.push(Sample {
+            suffix: "_count",
+            labels,
+            value: count,
+        });
+    }
+
     /// Appends this family to `out` unless it has no samples.
     pub fn emit_into(self, out: &mut Vec<Family>) {
         if !self.samples.is_empty() {
@@ -118,36 +156,14 @@ pub fn from_registry(families: Vec<prometheus::proto::MetricFamily>) -> Vec<Fami
                 Kind::Untyped | Kind::Summary => {}
                 Kind::Histogram => {
                     let h = m.get_histogram();
-                    let mut inf_seen = false;
-                    for b in h.get_bucket() {
-                        inf_seen |= b.upper_bound().is_infinite();
-                        let mut l = labels.clone();
-                        l.push((Cow::Borrowed("le"), format_value(b.upper_bound())));
-                        fam.samples.push(Sample {
-                            suffix: "_bucket",
-                            labels: l,
-                            value: b.cumulative_count() as f64,
-                        });
-                    }
-                    if !inf_seen {
-                        let mut l = labels.clone();
-                        l.push((Cow::Borrowed("le"), "+Inf".into()));
-                        fam.samples.push(Sample {
-                            suffix: "_bucket",
-                            labels: l,
-                            value: h.get_sample_count() as f64,
-                        });
-                    }
-                    fam.samples.push(Sample {
-                        suffix: "_sum",
-                        labels: labels.clone(),
-                        value: h.get_sample_sum(),
-                    });
-                    fam.samples.push(Sample {
-                        suffix: "_count",
+                    fam.push_histogram(
                         labels,
-                        value: h.get_sample_count() as f64,
-                    });
+                        h.get_bucket()
+                            .iter()
+                            .map(|b| (b.upper_bound(), b.cumulative_count() as f64)),
+                        h.get_sample_sum(),
+                        h.get_sample_count() as f64,
+                    );
                 }
             }
         }

@@ -9,4 +9,4 @@ pub mod parse;
 
 pub use catalogue::{Kind, MetricDef};
 pub use encode::{encode, Format};
-pub use family::{format_value, Family, Sample};
+pub use family::Family;

@@ -170,9 +170,7 @@ static SERVER_LABELLED: &[&crate::metrics::MetricDef] = &[
 /// Adds `server="<host:port>"` to every sample of the families in [`SERVER_LABELLED`].
 fn add_server_label(out: &mut [Family], server: &str) {
     for fam in out.iter_mut() {
-        let labelled = crate::metrics::catalogue::lookup(&fam.name)
-            .is_some_and(|d| SERVER_LABELLED.iter().any(|s| std::ptr::eq(*s, d)));
-        if labelled {
+        if SERVER_LABELLED.iter().any(|d| d.matches(&fam.name)) {
             for sample in &mut fam.samples {
                 sample
                     .labels

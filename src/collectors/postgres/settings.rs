@@ -77,7 +77,6 @@ pub(crate) fn family(
     Some(f)
 }
 
-/// Reads all numeric settings.
 /// `pg_static{short_version, version}` 1: postgres_exporter's short version is the
 /// server's major.minor with ".0" (semver).
 static STATIC: QuerySpec = QuerySpec {
@@ -91,6 +90,7 @@ static STATIC: QuerySpec = QuerySpec {
     since: 0,
 };
 
+/// Reads all numeric settings, and `pg_static`.
 pub(super) async fn collect(client: &Client) -> Result<Vec<Family>, CollectError> {
     let rows = client.query(SQL, &[]).await?;
     let mut out = Vec::with_capacity(rows.len() + 1);

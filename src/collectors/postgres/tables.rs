@@ -13,6 +13,8 @@ use crate::config::PostgresSettings;
 use crate::metrics::{catalogue as c, Family};
 use crate::pg::{connect, ConnectOptions};
 
+const V18: i32 = 180000;
+
 pub(super) static TABLES: QuerySpec = QuerySpec {
     name: "tables",
     labels: &["current_database()", "s.schemaname", "s.relname"],
@@ -156,8 +158,6 @@ pub(super) static INDEXES: QuerySpec = QuerySpec {
     },
     since: 0,
 };
-
-const V18: i32 = 180000;
 
 const DATABASES: &str = "SELECT datname::text FROM pg_database \
     WHERE datallowconn AND NOT datistemplate AND has_database_privilege(oid, 'CONNECT') ORDER BY 1";
