@@ -102,6 +102,7 @@ pub async fn probe(settings: &Settings) -> Vec<Check> {
         });
     }
     out.push(probe_storage(settings).await);
+    out.extend(probe_encryption(settings));
     out.extend(probe_residency(settings).await);
     if let Some(p) = &settings.api_proxy {
         // The proxy's own client: an https upstream is a real handshake; JWKS is fetched.
@@ -151,6 +152,38 @@ async fn probe_residency(settings: &Settings) -> Vec<Check> {
         out.push(check);
     }
     out
+}
+
+/// Whether the keys of `[storage.encryption]` load, and what they do.
+fn probe_encryption(settings: &Settings) -> Option<Check> {
+    let e = settings.storage.encryption.as_ref()?;
+    let target = e.current.config_key.clone();
+    Some(match crate::store::sealed::Keyring::load(e) {
+        Ok(ring) => {
+            let old: Vec<&str> = e.old_keys.iter().map(|k| k.id.as_str()).collect();
+            Check {
+                status: Status::Ok,
+                name: "encryption".into(),
+                target,
+                detail: format!(
+                    "new backup and WAL objects sealed with key {:?} (XChaCha20-Poly1305); {}; unencrypted objects {}",
+                    ring.current_id(),
+                    if old.is_empty() {
+                        "no old keys".to_string()
+                    } else {
+                        format!("old keys open too: {}", old.join(", "))
+                    },
+                    if e.accept_unencrypted { "accepted" } else { "refused" }
+                ),
+            }
+        }
+        Err(err) => Check {
+            status: Status::Fail,
+            name: "encryption".into(),
+            target,
+            detail: err.to_string(),
+        },
+    })
 }
 
 async fn probe_storage(settings: &Settings) -> Check {

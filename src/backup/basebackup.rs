@@ -529,9 +529,10 @@ async fn take(
         }
         (Err(e), Err(_)) => return Err(e),
         (Ok(_), Err(e)) => return Err(e.into()),
-        (Ok(p), Ok(_)) => p,
+        (Ok(p), Ok(stored)) => (p, stored),
     };
-    let stored_bytes = progress.stored_bytes.load(Ordering::Relaxed);
+    // What the repository holds (ciphertext with [storage.encryption]), as listings show it.
+    let (piped, stored_bytes) = piped;
     let stopped = Utc::now();
     let info = BackupInfo {
         format: 1,

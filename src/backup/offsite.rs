@@ -192,29 +192,26 @@ async fn copy_wal(
             continue;
         }
         let to = format!("{dst_prefix}{file}");
-        let expected = copy_object(src, dst, &o.key, &to, tally)
-            .await?
-            .get("sha256")
-            .cloned();
+        let recorded = copy_object(src, dst, &o.key, &to, tally).await?;
         let stored = dst.store.get_bytes(&to).await?;
         let raw = tokio::task::spawn_blocking(move || decompress(&stored))
             .await
             .map_err(|e| Error::Invalid(format!("decompression task: {e}")))?
             .map_err(super::io(format!("decompressing the off-site copy {to}")))?;
         let actual = sha256_hex(&raw);
-        if expected.as_deref() != Some(actual.as_str()) {
+        if dst.store.digest_matches(&recorded, &actual) != Some(true) {
             let _ = dst.store.delete(&to).await;
             return Err(Error::Refused(format!(
-                "off-site copy of {to} in {} does not verify: sha256 {actual}, recorded at push {}; the copy was deleted",
+                "off-site copy of {to} in {} does not verify: its content (sha256 {actual}) is not what was recorded at push; the copy was deleted",
                 dst.store.describe(),
-                expected.as_deref().unwrap_or("(none)")
             )));
         }
     }
     Ok(needed)
 }
 
-/// Copies one object (server-side when possible, else streamed with its metadata);
+/// Copies one object as it is stored (server-side when possible, else streamed with its
+/// metadata; sealed objects stay sealed, their key id and keyed checksum with them);
 /// returns the source's metadata.
 async fn copy_object(
     src: &Repo,
@@ -223,18 +220,18 @@ async fn copy_object(
     to: &str,
     tally: &mut Tally,
 ) -> Result<Metadata, Error> {
-    let Some((meta, metadata)) = src.store.head(from).await? else {
+    let Some((meta, metadata)) = src.raw().head(from).await? else {
         return Err(crate::store::Error::NotFound {
             key: from.to_string(),
             store: src.store.describe(),
         }
         .into());
     };
-    if dst.store.copy_from(src.store.as_ref(), from, to).await? {
+    if dst.raw().copy_from(src.raw(), from, to).await? {
         tally.server_side += 1;
     } else {
-        let body = src.store.get_stream(from).await?;
-        dst.store.put_stream(to, body, metadata.clone()).await?;
+        let body = src.raw().get_stream(from).await?;
+        dst.raw().put_stream(to, body, metadata.clone()).await?;
     }
     tally.copied += 1;
     tally.bytes += meta.size;

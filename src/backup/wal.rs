@@ -267,7 +267,7 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error>
     // A retried push (PostgreSQL retries pushes that may have succeeded) is answered from
     // the stored checksum, without compressing or uploading anything.
     if let Some((obj, m)) = repo.store.head(&key(repo, &name)).await? {
-        if m.get("sha256") == Some(&raw_sha) {
+        if repo.store.digest_matches(&m, &raw_sha) == Some(true) {
             return Ok(Pushed {
                 name,
                 raw_bytes: raw_len,
@@ -300,19 +300,17 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error>
         });
     }
     // Already there: identical content is success (a retried push), anything else is not.
-    let existing_sha = match repo
-        .store
-        .head(&key)
-        .await?
-        .and_then(|(_, m)| m.get("sha256").cloned())
-    {
-        Some(sha) => sha,
+    let recorded = repo.store.head(&key).await?.map(|(_, m)| m);
+    let same = match recorded.and_then(|m| repo.store.digest_matches(&m, &raw_sha)) {
+        Some(same) => same,
         None => {
             let body = repo.store.get_bytes(&key).await?;
-            sha256_hex(&decompress(&body).map_err(io(format!("decompressing existing {key}")))?)
+            let existing =
+                decompress(&body).map_err(io(format!("decompressing existing {key}")))?;
+            sha256_hex(&existing) == raw_sha
         }
     };
-    if existing_sha == raw_sha {
+    if same {
         Ok(Pushed {
             name,
             raw_bytes: raw_len,
@@ -321,7 +319,7 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error>
         })
     } else {
         Err(Error::Refused(format!(
-            "{name} is already archived in {} with different content (sha256 {existing_sha}, this file {raw_sha}); refusing to overwrite. Two clusters may be archiving into one repository",
+            "{name} is already archived in {} with different content (this file's sha256 is {raw_sha}); refusing to overwrite. Two clusters may be archiving into one repository",
             repo.store.describe()
         )))
     }
@@ -357,14 +355,12 @@ pub async fn fetch_bytes(repo: &Repo, name: &str) -> Result<Option<Vec<u8>>, Err
         .map_err(|e| Error::Invalid(format!("decompression task: {e}")))?
         .map_err(io(format!("decompressing {key}")))?;
     if let Some((_, meta)) = repo.store.head(&key).await? {
-        if let Some(expected) = meta.get("sha256") {
-            let actual = sha256_hex(&raw);
-            if &actual != expected {
-                return Err(Error::Refused(format!(
-                    "{key} in {} is corrupt: sha256 {actual}, recorded at push {expected}",
-                    repo.store.describe()
-                )));
-            }
+        let actual = sha256_hex(&raw);
+        if repo.store.digest_matches(&meta, &actual) == Some(false) {
+            return Err(Error::Refused(format!(
+                "{key} in {} is corrupt: its content (sha256 {actual}) is not what was recorded at push",
+                repo.store.describe()
+            )));
         }
     }
     Ok(Some(raw))

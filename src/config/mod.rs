@@ -25,6 +25,7 @@ pub use settings::{
     PostgresSettings, PostgrestSettings, Residency, RetentionSettings, S3Settings, Schedule,
     ServerSettings, Settings, StorageSettings, StoreSpec, EU_REGIONS,
 };
+pub use settings::{parse_key, EncryptionSettings, KeySource, KeySpec, KEY_BYTES};
 pub use settings::{
     parse_web_config, ClientAuth, ListenerSettings, TlsSettings, TlsVersion, WebConfig,
 };

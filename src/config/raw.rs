@@ -300,6 +300,7 @@ pub struct StorageConfig {
     pub residency: String,
     pub allowed_regions: Option<Vec<String>>,
     pub s3: S3Config,
+    pub encryption: Option<EncryptionConfig>,
 }
 
 impl Default for StorageConfig {
@@ -310,7 +311,54 @@ impl Default for StorageConfig {
             residency: "eu".into(),
             allowed_regions: None,
             s3: S3Config::default(),
+            encryption: None,
         }
+    }
+}
+
+/// `[storage.encryption]`: client-side encryption of backup and WAL objects.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// The id recorded in every object sealed with `key`.
+    pub key_id: String,
+    pub key: Option<String>,
+    pub key_file: Option<String>,
+    /// Keys that only decrypt: what older objects were sealed with.
+    #[serde(default)]
+    pub old_keys: Vec<OldKeyConfig>,
+    /// Read objects written before encryption was turned on.
+    #[serde(default)]
+    pub accept_unencrypted: bool,
+}
+
+/// One entry of `storage.encryption.old_keys`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldKeyConfig {
+    pub key_id: String,
+    pub key: Option<String>,
+    pub key_file: Option<String>,
+}
+
+// Hand-written so that a key never reaches a log through `{:?}`.
+impl std::fmt::Debug for EncryptionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionConfig")
+            .field("key_id", &self.key_id)
+            .field("key_file", &self.key_file)
+            .field("old_keys", &self.old_keys)
+            .field("accept_unencrypted", &self.accept_unencrypted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OldKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OldKeyConfig")
+            .field("key_id", &self.key_id)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
     }
 }
 

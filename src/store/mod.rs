@@ -22,6 +22,7 @@ pub mod local;
 pub mod parts;
 pub mod residency;
 pub mod s3;
+pub mod sealed;
 
 pub use crate::config::LockMode;
 pub use layout::is_protected;
@@ -85,6 +86,17 @@ pub enum Error {
     /// A repository that the configuration does not have.
     #[error("no {which} repository is configured; set [offsite] url")]
     NotConfigured { which: &'static str },
+    /// A sealed (encrypted) object that cannot be opened, or a plain one where only
+    /// sealed ones are accepted.
+    #[error("{key} in {store} {message}")]
+    Sealed {
+        key: String,
+        store: String,
+        message: String,
+    },
+    /// An encryption key that cannot be loaded (the message names the configuration key).
+    #[error("{0}")]
+    Key(String),
     /// A delete refused because the object's Object Lock retention has not passed.
     #[error("{key} in {store} is locked until {until}")]
     Locked {
@@ -201,6 +213,19 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
+    /// Whether an object's recorded content checksum (`sha256` metadata, or its keyed
+    /// form in a sealed repository) is that of content whose SHA-256 is `sha256_hex`; None
+    /// when the metadata records none this store can judge (then read the object).
+    fn digest_matches(&self, meta: &Metadata, sha256_hex: &str) -> Option<bool> {
+        meta.get("sha256").map(|v| v == sha256_hex)
+    }
+
+    /// The store under client-side encryption, which reads and writes objects as they
+    /// are stored (ciphertext); None for a store that does not seal.
+    fn unsealed(&self) -> Option<&dyn ObjectStore> {
+        None
+    }
+
     /// The concrete backend, for [`ObjectStore::copy_from`].
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -233,6 +258,12 @@ impl Which {
 }
 
 impl Repo {
+    /// The store as objects are stored: ciphertext in a repository with
+    /// `[storage.encryption]` (for copying objects without opening them).
+    pub fn raw(&self) -> &dyn ObjectStore {
+        self.store.unsealed().unwrap_or(self.store.as_ref())
+    }
+
     /// The key of `path` inside this cluster's directory.
     pub fn key(&self, path: &str) -> String {
         format!("{}/{}", self.cluster, path.trim_start_matches('/'))
@@ -262,8 +293,12 @@ impl Repo {
             },
         };
         let guard = open(spec, &settings.storage.residency).await?;
+        let ring = match &settings.storage.encryption {
+            Some(e) => Some(sealed::Keyring::load(e)?),
+            None => None,
+        };
         let repo = Repo {
-            store: guard.clone(),
+            store: Arc::new(sealed::Sealed::new(guard.clone(), ring)),
             cluster: settings.storage.cluster.clone(),
         };
         Ok((repo, guard))

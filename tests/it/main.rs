@@ -10,6 +10,7 @@ mod backup_restore;
 mod cli;
 mod dashboards_live;
 mod drill;
+mod encryption;
 mod first_hour;
 mod fuzz_corpus;
 mod listeners;

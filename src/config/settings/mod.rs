@@ -11,6 +11,7 @@
 mod api_proxy;
 mod audit;
 mod backup;
+mod encryption;
 mod pg_tls;
 mod pgbouncer;
 mod postgres;
@@ -31,6 +32,7 @@ pub use api_proxy::ClaimRules;
 pub use api_proxy::{ApiProxySettings, ClaimPath, ClaimStep};
 pub use audit::{AuditSettings, AuditTable};
 pub use backup::{BackupSettings, DrillCheck, DrillSettings, PitrSettings, RetentionSettings};
+pub use encryption::{parse_key, EncryptionSettings, KeySource, KeySpec, KEY_BYTES};
 pub use pg_tls::{OptionalFile, PgTls, PgTlsVersion, RootCert, SslMode, SYSTEM_BUNDLE};
 pub use pgbouncer::{PgbouncerSettings, PgbouncerTarget};
 pub use postgres::{display_dsn, CustomKind, CustomQuery, PostgresSettings};

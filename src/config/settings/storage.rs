@@ -20,6 +20,8 @@ pub struct StorageSettings {
     pub cluster: String,
     /// Where repositories may keep data (`residency`, `allowed_regions`).
     pub residency: Residency,
+    /// `[storage.encryption]`: seals backup and WAL objects of both repositories.
+    pub encryption: Option<super::EncryptionSettings>,
 }
 
 /// `[offsite]`, validated.
@@ -177,6 +179,7 @@ pub(super) fn validate(
         store: validate_store_url(ctx, &["storage", "url"], &raw.url, storage_s3)?,
         cluster: validate_cluster(ctx, &raw.cluster)?,
         residency,
+        encryption: super::encryption::validate(ctx, raw.encryption.as_ref())?,
     };
     Ok((storage, offsite))
 }
