@@ -17,7 +17,11 @@
 #                PostgreSQL started on it (port $RESTORE_PORT, archive_mode=off):
 #                time until it accepts connections and until recovery has ended
 #                (promoted); pgbench_accounts rows checked on each
-#   4. wal-push  archiving paused, WAL generated (pgbench + a scratch-table insert),
+#   4. encryption  the cost of [storage.encryption]: archive_command pushes to a
+#                plain and a sealed file:// repository (one wal-push each); RUNS
+#                rounds of `pgvigil backup` into each (order alternating), then
+#                RUNS rounds of restore + start from each; ratios sealed / plain
+#   5. wal-push  archiving paused, WAL generated (pgbench + a scratch-table insert),
 #                WALPUSH_N segments copied; archiving resumed through pgvigil and the
 #                backlog drain timed (pg_stat_archiver + wal-push's own log lines);
 #                then WALPUSH_N hand runs of `pgvigil wal-push` on the copies into a
@@ -36,6 +40,8 @@
 # $BENCH_DIR/backup until the next run.
 #
 # Usage (as root):  bench/backup.sh [--smoke]      (--smoke: RUNS=1)
+#                   PHASES="encryption" bench/backup.sh   (only those phases of
+#                   pgbr pgvigil restore encryption wal-push, in that order)
 # See bench/README.md for every setting.
 set -euo pipefail
 
@@ -78,6 +84,10 @@ BK_LISTEN_PORT=${BK_LISTEN_PORT:-59434}
 BK=$BENCH_DIR/backup                 # repos, restore dirs, per-run logs
 PGV_REPO=$BK/pgvigil-repo
 PGV_CONF=$BK/conf/pgvigil-backup.toml
+PGV_ENC_REPO=$BK/pgvigil-sealed-repo # phase encryption: the sealed repository
+PGV_ENC_CONF=$BK/conf/pgvigil-sealed.toml
+PGV_ENC_KEY=$BK/conf/pgvigil-bench.key
+PHASES=${PHASES:-pgbr pgvigil restore encryption wal-push}
 WP_REPO=$BK/walpush-repo             # fresh repo for the hand-run wal-push passes
 WP_CONF=$BK/conf/pgvigil-walpush.toml
 PGBR=$BK/pgbr
@@ -120,10 +130,10 @@ prepare_dirs() {
   chown postgres:postgres "$BENCH_DIR/pg15" "$RUNDIR" "$LOGDIR"
   chmod 0755 "$BENCH_DIR" "$CONFDIR" "$BINDIR" "$BK/conf"
   # fresh repositories every run: the numbers never depend on what an earlier run left
-  rm -rf "${PGV_REPO:?}" "${WP_REPO:?}" "${PGBR:?}" "${RST:?}" "${BB_OUT:?}" "${WALCOPY:?}" "${BK:?}/home"
-  mkdir -p "$PGV_REPO" "$WP_REPO" "$PGBR"/{repo,log,lock,spool} "$RST" "$BB_OUT" "$WALCOPY" "$BK/home"
+  rm -rf "${PGV_REPO:?}" "${PGV_ENC_REPO:?}" "${WP_REPO:?}" "${PGBR:?}" "${RST:?}" "${BB_OUT:?}" "${WALCOPY:?}" "${BK:?}/home"
+  mkdir -p "$PGV_REPO" "$PGV_ENC_REPO" "$WP_REPO" "$PGBR"/{repo,log,lock,spool} "$RST" "$BB_OUT" "$WALCOPY" "$BK/home"
   chown postgres:postgres "$BK"
-  chown -R postgres:postgres "$PGV_REPO" "$WP_REPO" "$PGBR" "$RST" "$BB_OUT" "$WALCOPY" "$BK/home"
+  chown -R postgres:postgres "$PGV_REPO" "$PGV_ENC_REPO" "$WP_REPO" "$PGBR" "$RST" "$BB_OUT" "$WALCOPY" "$BK/home"
 }
 
 write_configs() {
@@ -140,6 +150,12 @@ url = "file://${url#*:}"
 EOF
     chmod 0644 "${url%%:*}"
   done
+  # the sealed repository: the same, with a random key in a file only postgres reads
+  (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$PGV_ENC_KEY")
+  chown postgres:postgres "$PGV_ENC_KEY"
+  sed "s|^url = .*|url = \"file://$PGV_ENC_REPO\"|" "$PGV_CONF" >"$PGV_ENC_CONF"
+  printf '[storage.encryption]\nkey_id = "bench"\nkey_file = "%s"\n' "$PGV_ENC_KEY" >>"$PGV_ENC_CONF"
+  chmod 0644 "$PGV_ENC_CONF"
   # pgBackRest: the anchors' "best" configuration (process-max 2 + bundling), own paths.
   cat >"$PGBR_CONF" <<EOF
 [global]
@@ -402,7 +418,8 @@ restored_promoted() {
     -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]
 }
 
-# restore_one TOOL RUN : restore + start + wait; appends to restore.runs
+# restore_one TOOL RUN [CONF RUNS_FILE] : restore + start + wait; appends to RUNS_FILE
+# (restore.runs); TOOL pgvigil, pgbackrest, or plain / sealed (pgvigil with CONF)
 # columns: tool run rc restore_s accept_s promoted_s gnu_maxrss_kb main_hwm_kb rows note
 restore_one() {
   # A new directory per run, and nothing deleted until the phase is over: this
@@ -410,15 +427,17 @@ restore_one() {
   # allocates new ones (recently_deleted()), which made a restore right after an
   # `rm -rf` of the previous one up to 3x slower, growing from run to run.
   local tool=$1 i=$2 data=$RST/$1-$2 acc=- pro=- rows=- note=-
+  local conf=${3:-$PGV_CONF} runs=${4:-$RES/restore.runs} proc=$1
+  [ "$tool" = pgbackrest ] || proc=pgvigil
   stop_restored
   sync
   if port_open "$RESTORE_PORT"; then
     echo "$tool restore run $i: port $RESTORE_PORT already in use" >>"$RES/errors.txt"; return 1
   fi
   case $tool in
-    pgvigil)
+    pgvigil | plain | sealed)
       # pgvigil creates the directory itself (it must be missing or empty)
-      measured "restore-$tool-$i" 900 "$PGVIGIL" restore -c "$PGV_CONF" --to "$data" --backup latest ;;
+      measured "restore-$tool-$i" 900 "$PGVIGIL" restore -c "$conf" --to "$data" --backup latest ;;
     pgbackrest)
       mkdir -p "$data"; chmod 700 "$data"; chown postgres:postgres "$data"
       measured "restore-$tool-$i" 900 "$PGBACKREST" --config="$PGBR_CONF" --stanza=bench \
@@ -454,8 +473,8 @@ restore_one() {
     grep -E 'redo done|archive recovery complete|selected new timeline|restored log file' "$RL/pg-restored-$tool-$i.log" \
       | sed "s/^/[$tool-$i] /" >>"$RES/restore-recovery.log" 2>/dev/null || true
   fi
-  echo "$tool $i $M_RC $rs $acc $pro ${M_GNU_RSS:--} $(hwm_of "$RL/restore-$tool-$i.hwm" "$tool") $rows $note" \
-    | tee -a "$RES/restore.runs" >&2
+  echo "$tool $i $M_RC $rs $acc $pro ${M_GNU_RSS:--} $(hwm_of "$RL/restore-$tool-$i.hwm" "$proc") $rows $note" \
+    | tee -a "$runs" >&2
   stop_restored
 }
 
@@ -469,6 +488,46 @@ phase_restore() {
   done
   du -sb "$RST"/* >"$RES/restore-du.txt" 2>/dev/null || true
   rm -rf "${RST:?}"/*
+}
+
+# ---------------------------------------------------------------- encryption
+
+# the newest backup directory's size in a file:// repository (bytes)
+newest_backup_bytes() {
+  local -a all
+  shopt -s nullglob; all=("$1"/default/backups/*/); shopt -u nullglob
+  [ ${#all[@]} -gt 0 ] && du -sb "${all[-1]}" | cut -f1 || echo -
+}
+
+phase_encryption() {
+  log "== phase encryption: pgvigil backup and restore, plain and sealed repositories, $RUNS rounds each"
+  wait_archived 120 || log "archiver backlog did not drain within 120 s"
+  set_archive_command "$PGVIGIL wal-push -c $PGV_CONF %p && $PGVIGIL wal-push -c $PGV_ENC_CONF %p"
+  local i kind conf repo
+  for ((i = 1; i <= RUNS; i++)); do
+    ((i == 1)) || wait_quiet "encryption round $i" "$QUIET_ROUND_WAIT"
+    # alternate which goes first, so neither always runs on a cache the other warmed
+    for kind in $( ((i % 2)) && echo "plain sealed" || echo "sealed plain"); do
+      case $kind in plain) conf=$PGV_CONF repo=$PGV_REPO ;; sealed) conf=$PGV_ENC_CONF repo=$PGV_ENC_REPO ;; esac
+      sync
+      measured "backup-$kind-$i" 900 "$PGVIGIL" backup -c "$conf"
+      [ "$M_RC" = 0 ] || echo "encryption: $kind backup run $i (exit $M_RC): $(first_error "$RL/backup-$kind-$i.out")" >>"$RES/errors.txt"
+      echo "$kind $i $M_RC $(ms2s "$M_MS") ${M_GNU_RSS:--} $(newest_backup_bytes "$repo")" | tee -a "$RES/encryption-backup.runs" >&2
+    done
+  done
+  wait_archived 120 || log "archiver backlog did not drain within 120 s"
+  for ((i = 1; i <= RUNS; i++)); do
+    ((i == 1)) || wait_quiet "encryption restore round $i" "$QUIET_ROUND_WAIT"
+    for kind in $( ((i % 2)) && echo "plain sealed" || echo "sealed plain"); do
+      case $kind in plain) conf=$PGV_CONF ;; sealed) conf=$PGV_ENC_CONF ;; esac
+      restore_one "$kind" "$i" "$conf" "$RES/encryption-restore.runs" || true
+    done
+  done
+  rm -rf "${RST:?}"/*
+  # what the sealed repository holds really is ciphertext
+  local base; base=$(find "$PGV_ENC_REPO/default/backups" -name base.tar.zst | head -n1)
+  [ -n "$base" ] && [ "$(head -c 8 "$base")" = PGVSEAL1 ] ||
+    echo "encryption: the sealed repository's base object does not start with PGVSEAL1" >>"$RES/errors.txt"
 }
 
 # ---------------------------------------------------------------- wal-push
@@ -727,6 +786,19 @@ summary() {
         "$(awk -v t="$t" '$1 == t {print $9}' "$r" | sort -u | tr '\n' ' ')"
     done
     echo
+    if [ -s "$RES/encryption-backup.runs" ]; then
+      local eb=$RES/encryption-backup.runs er=$RES/encryption-restore.runs
+      echo "## encryption: pgvigil plain vs sealed ([storage.encryption], XChaCha20-Poly1305), same run"
+      printf '%-10s %-26s %-26s %-26s %-26s %s\n' "repo" "backup wall s" "restore cmd s" "until accepting s" "until promoted s" "stored MB"
+      for t in plain sealed; do
+        printf '%-10s %-26s %-26s %-26s %-26s %s\n' "$t" "$(st "$eb" "$t" 4)" "$(st "$er" "$t" 4)" "$(st "$er" "$t" 5)" "$(st "$er" "$t" 6)" \
+          "$(awk -v t="$t" '$1 == t && $3 == 0 && $6 != "-" {print $6 / 1048576}' "$eb" | stats | awk '{ if ($1 == 0) print "n/a"; else printf "%.1f", $3 }')"
+      done
+      printf '  %-44s %s\n' "sealed / plain backup wall" "$(div "$(med "$eb" sealed 4)" "$(med "$eb" plain 4)" %.3f)"
+      printf '  %-44s %s\n' "sealed / plain restore command" "$(div "$(med "$er" sealed 4)" "$(med "$er" plain 4)" %.3f)"
+      printf '  %-44s %s\n' "sealed / plain restore until accepting" "$(div "$(med "$er" sealed 5)" "$(med "$er" plain 5)" %.3f)"
+      echo
+    fi
     echo "## wal-push (ms per 16 MiB segment)"
     if [ -s "$RES/walpush-archiver.txt" ]; then
       echo "archiver drain through pgvigil wal-push: $(awk '$1 == "ms_per_segment" {print $2}' "$RES/walpush-archiver.txt") ms/segment" \
@@ -787,7 +859,7 @@ main() {
   RL=$RES/logs
   mkdir -p "$RL"; chmod 0755 "$RES" "$RL"; chown postgres:postgres "$RL"
   ln -sfn "$stamp" "$BENCH_DIR/results-backup/latest"
-  : >"$RES/backup.runs"; : >"$RES/restore.runs"; : >"$RES/walpush.runs"; : >"$RES/walpush-segments.txt"
+  : >"$RES/backup.runs"; : >"$RES/restore.runs"; : >"$RES/encryption-backup.runs"; : >"$RES/encryption-restore.runs"; : >"$RES/walpush.runs"; : >"$RES/walpush-segments.txt"
   log "results: $RES; RUNS=$RUNS"
 
   ensure_pgvigil_bin || die "no pgvigil binary: $PGVIGIL_NOTE"
@@ -799,10 +871,14 @@ main() {
   # every tool reads a warm page cache (the cluster fits in RAM): one untimed read first
   log "warming the page cache: reading $PGDATA once"
   timeout 300 tar -C "$PGDATA" --exclude=./pg_wal -cf - . | cat >/dev/null || true
-  wait_quiet pgbr; phase_pgbr
-  wait_quiet pgvigil; phase_pgvigil
-  wait_quiet restore; phase_restore
-  wait_quiet wal-push; phase_walpush
+  local phase
+  for phase in $PHASES; do
+    case $phase in
+      pgbr | pgvigil | restore | encryption) wait_quiet "$phase"; "phase_$phase" ;;
+      wal-push) wait_quiet wal-push; phase_walpush ;;
+      *) die "PHASES: unknown phase $phase (pgbr pgvigil restore encryption wal-push)" ;;
+    esac
+  done
 
   summary
   [ ! -s "$RES/errors.txt" ]
