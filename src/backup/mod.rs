@@ -23,6 +23,7 @@ pub mod retention;
 pub mod timeline;
 pub mod unpack;
 pub mod wal;
+pub mod wal_ahead;
 pub mod wal_report;
 pub mod wal_scan;
 pub mod wal_serve;

@@ -53,6 +53,17 @@ pub struct Ops {
     pub metrics: OpsMetrics,
     /// `pitr.check.no_backup` was said (once per process).
     pub no_backup_said: Arc<std::sync::atomic::AtomicBool>,
+    /// The repository binding, checked once per five minutes by this process's pushes.
+    pub binding: Arc<wal::BindingMemo>,
+}
+
+/// Who archives a WAL file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Archiver {
+    /// `archive_command` (`pgvigil wal-push`), a process of its own.
+    Command,
+    /// The daemon, ahead of `archive_command`.
+    Ahead,
 }
 
 impl Ops {
@@ -72,6 +83,7 @@ impl Ops {
             events,
             metrics: OpsMetrics::unregistered()?,
             no_backup_said: Arc::default(),
+            binding: Arc::default(),
         })
     }
 
@@ -183,21 +195,40 @@ impl Ops {
     /// 16 MB of WAL); failures and refusals are. The push is reported to the local daemon,
     /// which owns the WAL metrics.
     pub async fn wal_push(&self, path: &Path) -> Result<Pushed, Error> {
+        self.archive(path, Archiver::Command).await
+    }
+
+    /// Archives one WAL file ahead of `archive_command` (the daemon; see
+    /// [`super::wal_ahead`]): the same push, events and metrics, without the report to the
+    /// daemon, which this is.
+    pub async fn wal_push_ahead(&self, path: &Path) -> Result<Pushed, Error> {
+        self.archive(path, Archiver::Ahead).await
+    }
+
+    async fn archive(&self, path: &Path, by: Archiver) -> Result<Pushed, Error> {
         let start = tokio::time::Instant::now();
-        let result = wal::push(&self.primary, path, self.settings.backup.compression_level).await;
+        let level = self.settings.backup.compression_level;
+        let result = wal::push(&self.primary, path, level, &self.binding).await;
         let seconds = start.elapsed().as_secs_f64();
         let report = wal_report::WalPushReport {
             ok: result.is_ok(),
             seconds,
         };
         self.metrics.wal.pushed(report.ok, seconds);
-        wal_report::send(self.settings.server.listen.port(), &report).await;
+        if by == Archiver::Command {
+            wal_report::send(self.settings.server.listen.port(), &report).await;
+        }
+        let ahead = by == Archiver::Ahead;
         match &result {
             Ok(pushed) => tracing::info!(
                 event = if pushed.already_archived { "wal.push.duplicate" } else { "wal.push.completed" },
+                ahead,
                 wal = %pushed.name, raw_bytes = pushed.raw_bytes, stored_bytes = pushed.stored_bytes, seconds,
                 "archived"
             ),
+            // Archiving ahead retries every round and archive_command pushes the file
+            // anyway: its failures are logged by the loop, once per distinct error.
+            Err(_) if ahead => {}
             Err(e) => {
                 let wal = path
                     .file_name()

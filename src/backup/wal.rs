@@ -238,8 +238,46 @@ pub struct Pushed {
     pub already_archived: bool,
 }
 
-/// Archives one WAL file.
-pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error> {
+/// How long a long-lived process trusts a binding check that passed.
+const BINDING_MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A binding check that passed, remembered for a while, so that a process that pushes many
+/// WAL files (the daemon archiving ahead) does not read `state/cluster.json` for each. The
+/// binding only moves by `pgvigil upgrade`, which needs the old cluster stopped; a fresh
+/// memo (every `wal-push` process) checks every time.
+#[derive(Debug, Default)]
+pub struct BindingMemo(std::sync::Mutex<Option<(u64, std::time::Instant)>>);
+
+impl BindingMemo {
+    /// [`check_binding`], unless it passed for `sysid` within the last five minutes.
+    pub async fn check(&self, repo: &Repo, sysid: u64) -> Result<(), Error> {
+        let fresh = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|(s, at)| s == sysid && at.elapsed() < BINDING_MEMO_TTL);
+        if fresh {
+            return Ok(());
+        }
+        check_binding(repo, sysid).await?;
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some((sysid, std::time::Instant::now()));
+        }
+        Ok(())
+    }
+}
+
+/// Archives one WAL file. A file already stored with the same content is answered from
+/// the stored checksum with one request (a retried push, or one the daemon archived
+/// ahead); anything else is checked against the repository's binding (through `memo`),
+/// compressed and stored if absent.
+pub async fn push(
+    repo: &Repo,
+    path: &Path,
+    level: i32,
+    memo: &BindingMemo,
+) -> Result<Pushed, Error> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -253,19 +291,20 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error>
     let raw = tokio::fs::read(path)
         .await
         .map_err(io(format!("reading {}", path.display())))?;
-    if kind == WalKind::Segment {
-        let sysid = system_identifier(&raw).ok_or_else(|| {
+    let sysid = match kind {
+        WalKind::Segment => Some(system_identifier(&raw).ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: no long page header; not a WAL segment",
                 path.display()
             ))
-        })?;
-        check_binding(repo, sysid).await?;
-    }
+        })?),
+        _ => None,
+    };
     let raw_sha = sha256_hex(&raw);
     let raw_len = raw.len() as u64;
-    // A retried push (PostgreSQL retries pushes that may have succeeded) is answered from
-    // the stored checksum, without compressing or uploading anything.
+    // A retried push (PostgreSQL retries pushes that may have succeeded) or one the daemon
+    // archived ahead is answered from the stored checksum, without compressing or
+    // uploading anything. Identical bytes need no binding check: they are what is stored.
     if let Some((obj, m)) = repo.store.head(&key(repo, &name)).await? {
         if repo.store.digest_matches(&m, &raw_sha) == Some(true) {
             return Ok(Pushed {
@@ -275,6 +314,9 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> Result<Pushed, Error>
                 already_archived: true,
             });
         }
+    }
+    if let Some(sysid) = sysid {
+        memo.check(repo, sysid).await?;
     }
     let compressed = tokio::task::spawn_blocking(move || compress(&raw, level))
         .await
@@ -394,12 +436,25 @@ mod tests {
         };
         let file = dir.path().join("00000002.history");
         std::fs::write(&file, "1\t0/3000158\tno recovery target specified\n").unwrap();
-        assert!(!push(&repo, &file, 3).await.unwrap().already_archived);
+        assert!(
+            !push(&repo, &file, 3, &BindingMemo::default())
+                .await
+                .unwrap()
+                .already_archived
+        );
         // The same content again (a retried push) is success.
-        assert!(push(&repo, &file, 3).await.unwrap().already_archived);
+        assert!(
+            push(&repo, &file, 3, &BindingMemo::default())
+                .await
+                .unwrap()
+                .already_archived
+        );
         // Another cluster's (or a restored cluster's) timeline 2 forked elsewhere.
         std::fs::write(&file, "1\t0/5000000\tbefore 2026-12-01\n").unwrap();
-        let err = push(&repo, &file, 3).await.unwrap_err().to_string();
+        let err = push(&repo, &file, 3, &BindingMemo::default())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("00000002.history") && err.contains("different content"),
             "{err}"

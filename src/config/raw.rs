@@ -393,6 +393,12 @@ pub struct BackupConfig {
     pub compression_level: i32,
     /// Take a first backup soon after start when the repository has none (primary only).
     pub initial_backup: bool,
+    /// The daemon archives ready WAL files ahead of `archive_command`.
+    pub archive_ahead: bool,
+    /// Parallel uploads of the daemon's archiving ahead.
+    pub archive_workers: usize,
+    /// The server's `pg_wal` as the daemon sees it (default: `data_directory`/pg_wal).
+    pub wal_directory: Option<String>,
 }
 
 impl Default for BackupConfig {
@@ -401,6 +407,9 @@ impl Default for BackupConfig {
             schedule: "0 2 * * *".into(),
             compression_level: 3,
             initial_backup: true,
+            archive_ahead: true,
+            archive_workers: 2,
+            wal_directory: None,
         }
     }
 }

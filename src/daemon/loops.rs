@@ -1,5 +1,6 @@
 //! The daemon's periodic work that is not a cron job: the PITR check (`pitr.check_interval`),
-//! the heartbeat table (`pitr.heartbeat_interval`), the refresh of the backup gauges from the
+//! the heartbeat table (`pitr.heartbeat_interval`), archiving WAL ahead of
+//! `archive_command` (`backup.archive_ahead`), the refresh of the backup gauges from the
 //! catalog (every minute, so backups taken by `pgvigil backup` count too), the warm-up that
 //! makes `/readyz` turn true without waiting for Prometheus, and the gauges a restarted
 //! daemon restores from what the repository remembers.
@@ -15,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::ready::{Condition, Readiness};
 use super::StartError;
 use crate::backup::ops::Ops;
-use crate::backup::{drill, heartbeat, offsite};
+use crate::backup::{drill, heartbeat, offsite, wal_ahead};
 use crate::collectors::Scraper;
 use crate::metrics::catalogue as cat;
 use crate::metrics::own::{create, unix_seconds};
@@ -23,6 +24,8 @@ use crate::schedule::{self, JobOutcome};
 
 /// How often the backup gauges are refreshed from the catalog.
 const CATALOG_REFRESH: Duration = Duration::from_secs(60);
+/// How often archiving ahead looks for WAL files marked ready.
+const ARCHIVE_AHEAD_POLL: Duration = Duration::from_millis(500);
 
 /// Runs `round` now and then every `every` until `token` is cancelled.
 pub async fn periodically<F, Fut>(every: Duration, token: CancellationToken, mut round: F)
@@ -43,7 +46,7 @@ where
     }
 }
 
-/// Starts the PITR check, the heartbeat and the catalog refresh.
+/// Starts the PITR check, the heartbeat, archiving ahead and the catalog refresh.
 pub fn start(
     ops: &Ops,
     registry: &Registry,
@@ -70,6 +73,15 @@ pub fn start(
             create(registry, &cat::PGVIGIL_HEARTBEAT_LAG_SECONDS)?,
             token.clone(),
         ));
+    }
+    if ops.settings.backup.archive_ahead {
+        let ahead = Arc::new(tokio::sync::Mutex::new(wal_ahead::Ahead::new(ops.clone())));
+        tracker.spawn(periodically(ARCHIVE_AHEAD_POLL, token.clone(), move || {
+            let ahead = ahead.clone();
+            async move {
+                ahead.lock().await.round().await;
+            }
+        }));
     }
     let (metrics, repo) = (ops.metrics.backup.clone(), ops.primary.clone());
     tracker.spawn(periodically(CATALOG_REFRESH, token.clone(), move || {

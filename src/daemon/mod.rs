@@ -178,6 +178,7 @@ impl App {
             events: events.clone(),
             metrics: OpsMetrics::register(&registry)?,
             no_backup_said: Arc::default(),
+            binding: Arc::default(),
         };
         for s in ops.stores() {
             ops.metrics.retention.init_store(s.label);

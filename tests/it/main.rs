@@ -4,6 +4,7 @@ mod harness;
 
 mod api_proxy;
 mod architecture;
+mod archive_ahead;
 mod artefacts;
 mod audit;
 mod backup_restore;

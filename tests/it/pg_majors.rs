@@ -708,9 +708,14 @@ async fn push_completed_wal(pg: &pgvigil::pg::TempCluster, repo: &pgvigil::store
         .collect();
     names.sort();
     for n in &names {
-        pgvigil::backup::wal::push(repo, &pg.data_dir().join("pg_wal").join(n), 1)
-            .await
-            .unwrap_or_else(|e| panic!("pushing {n}: {e}"));
+        pgvigil::backup::wal::push(
+            repo,
+            &pg.data_dir().join("pg_wal").join(n),
+            1,
+            &Default::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pushing {n}: {e}"));
     }
     names.len()
 }
@@ -799,7 +804,7 @@ async fn a_repository_keeps_both_majors_across_an_upgrade() {
     )
     .await;
     let seg = old.data_dir().join("pg_wal").join(&last15);
-    let fenced = pgvigil::backup::wal::push(&repo, &seg, 1)
+    let fenced = pgvigil::backup::wal::push(&repo, &seg, 1, &Default::default())
         .await
         .expect_err("WAL of the cluster from before the upgrade");
     assert!(

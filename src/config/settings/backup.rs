@@ -17,6 +17,13 @@ pub struct BackupSettings {
     /// The daemon takes a first backup soon after start when the repository has none and
     /// the server is a primary (never when `schedule` is off).
     pub initial_backup: bool,
+    /// The daemon pushes WAL files marked ready in `pg_wal/archive_status` itself, several
+    /// at a time, so that `archive_command` finds them stored and returns at once.
+    pub archive_ahead: bool,
+    /// How many WAL files the daemon uploads at once (1..=16).
+    pub archive_workers: usize,
+    /// Where the daemon reads `pg_wal` (None: the server's `data_directory` + `/pg_wal`).
+    pub wal_directory: Option<PathBuf>,
 }
 
 /// `[pitr]`, validated.
@@ -70,6 +77,26 @@ pub(super) fn validate_backup(ctx: &Ctx<'_>, raw: &BackupConfig) -> Result<Backu
     Ok(BackupSettings {
         schedule: schedule::validate(ctx, &["backup", "schedule"], &raw.schedule)?,
         initial_backup: raw.initial_backup,
+        archive_ahead: raw.archive_ahead,
+        archive_workers: match raw.archive_workers {
+            n @ 1..=16 => n,
+            n => {
+                return Err(ctx.invalid(
+                    &["backup", "archive_workers"],
+                    format!("{n} is outside 1..=16"),
+                ))
+            }
+        },
+        wal_directory: match &raw.wal_directory {
+            None => None,
+            Some(d) if d.starts_with('/') => Some(PathBuf::from(d)),
+            Some(_) => {
+                return Err(ctx.invalid(
+                    &["backup", "wal_directory"],
+                    "must be an absolute path (the server's pg_wal as this host sees it)",
+                ))
+            }
+        },
         compression_level: match raw.compression_level {
             l @ 1..=19 => l,
             l => {
