@@ -152,6 +152,16 @@ pub enum Command {
         socket: Option<std::path::PathBuf>,
     },
 
+    /// Download the WAL segments recovery will ask for next into a spool (started by wal-fetch).
+    #[command(
+        long_about = "Read-ahead for recovery, started in the background by `wal-fetch` when                       [backup] wal_prefetch is above 0: keeps the next wal_prefetch segments after the one                       PostgreSQL asked for last in SPOOL, downloading wal_prefetch_workers at a time and                       checking each against the SHA-256 recorded at push, so that `wal-fetch` finds them                       there. One per spool; it stops on its own 20 s after recovery stops asking and                       removes the spool. There is no need to run it by hand."
+    )]
+    WalPrefetch {
+        /// The spool directory (wal-fetch uses pg_wal/pgvigil-prefetch).
+        #[arg(long, value_name = "DIR")]
+        spool: std::path::PathBuf,
+    },
+
     /// Restore a backup into an empty directory, to the latest point or a target time, LSN or immediately.
     #[command(
         long_about = "Restore: picks the newest backup that ended before the target (or --backup), streams it \

@@ -370,232 +370,252 @@ async fn drill(
         wal: None,
         _lock: lock_dir(&dir)?,
     };
-    crate::pg::binaries::chown_to_server_user(&dir).map_err(super::io("chown drill directory"))?;
-    let data = dir.join("data");
-    // WAL reaches the postmaster through the drill, not through the repository's
-    // credentials in its environment (see wal_serve).
-    let socket = dir.join("wal.sock");
-    guard.wal = Some(super::wal_serve::start(repo.clone(), &socket)?);
-    let restore_command = format!(
-        "{} wal-fetch --socket {} %f %p",
-        pgvigil.display(),
-        bins.guest_path(&socket)
-            .map_err(|e| Error::Invalid(e.to_string()))?
-            .display()
-    );
-
-    // Download and unpack.
-    let t = Instant::now();
-    let restored = restore(
-        repo,
-        &RestoreRequest {
-            to: data.clone(),
-            backup: Some(backup.id.clone()),
-            target: Target::Time(target),
-            action: TargetAction::Promote,
-            restore_command,
-            keep_archiving: false,
-        },
-    )
-    .await?;
-    ev.bytes_restored = restored.bytes;
-    // The restored tree belongs to the user the binaries of its major run as (a chroot's
-    // postgres uid differs from the host's).
-    if bins.runner != crate::pg::binaries::Runner::Host {
-        bins.chown_tree_to_server_user(&dir)
-            .map_err(super::io(format!("chown {}", dir.display())))?;
-    }
-    ev.timings.download_seconds = t.elapsed().as_secs_f64();
-
-    // pg_verifybackup before the postmaster touches anything (it ignores recovery.signal
-    // and postgresql.auto.conf, which restore wrote).
-    let t_checks_a = Instant::now();
-    let mut verify = bins
-        .command("pg_verifybackup")
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    verify.arg(
-        bins.guest_path(&data)
-            .map_err(|e| Error::Invalid(e.to_string()))?,
-    );
-    ev.checks.push(run_check("pg_verifybackup", verify).await);
-    // Only the drill connects, over a private socket: trust is safe and independent of the
-    // source cluster's pg_hba.conf.
-    super::unpack::replace_no_follow(&data.join("pg_hba.conf"), b"local all all trust\n")
-        .map_err(super::io("writing pg_hba.conf"))?;
-    bins.chown_to_server_user(&data.join("pg_hba.conf"))
-        .map_err(super::io("chown pg_hba.conf"))?;
-    let mut checks_seconds = t_checks_a.elapsed().as_secs_f64();
-
-    // Replay until the target is reached and the server promoted.
-    let t = Instant::now();
-    let opts = TempClusterOptions {
-        // Only what a private replay needs: the source's max_connections and friends must
-        // stay (recovery refuses lower values), and so must its preloaded libraries.
-        // Nothing reaches out: no archiving, no replication connection, no logical
-        // replication apply workers (subscriptions), no pg_cron jobs (a placeholder setting
-        // where pg_cron is not loaded); and none of pgvigil's environment.
-        settings: vec![
-            ("archive_mode".into(), "off".into()),
-            ("primary_conninfo".into(), "''".into()),
-            ("max_logical_replication_workers".into(), "0".into()),
-            ("cron.launch_active_jobs".into(), "off".into()),
-        ],
-        unix_socket_only: true,
-        parent_dir: Some(dir.clone()),
-        env: Vec::new(),
-        binaries: Some(bins.clone()),
-        clear_env: true,
-    };
-    let cluster = TempCluster::adopt(&data, opts)
-        .await
-        .map_err(|e| Error::Invalid(format!("the restored cluster did not start: {e}")))?;
-    let socket = cluster.socket_config("postgres");
-    guard.cluster = Some(cluster);
-    // A unix socket in the drill's own directory: no TLS to negotiate.
-    let (client, conn, _) = crate::pg::establish(
-        &socket,
-        &crate::config::PgTls::disabled(),
-        Duration::from_secs(30),
-    )
-    .await
-    .map_err(|e| Error::Postgres(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let deadline = Instant::now() + patience;
-    loop {
-        let in_recovery = client
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .map(|r| r.get::<_, bool>(0));
-        match in_recovery {
-            Ok(false) => break,
-            Ok(true) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Ok(true) => {
-                return Err(Error::Refused(format!(
-                    "recovery did not reach {target} within {patience:?}"
-                )))
-            }
-            Err(_) => {
-                let log = guard
-                    .cluster
-                    .as_ref()
-                    .map(|c| c.log_tail())
-                    .unwrap_or_default();
-                let last = log
-                    .lines()
-                    .rev()
-                    .find(|l| {
-                        l.contains("FATAL")
-                            || l.contains("restored log file")
-                            || l.contains("LOG:  redo")
-                    })
-                    .unwrap_or("")
-                    .to_string();
-                return Err(Error::Refused(format!(
-                    "recovery to {target} failed: {last}"
-                )));
-            }
-        }
-    }
-    ev.timings.replay_seconds = t.elapsed().as_secs_f64();
-    let last_replay: Option<std::time::SystemTime> = client
-        .query_one("SELECT pg_last_xact_replay_timestamp()", &[])
-        .await
-        .ok()
-        .and_then(|r| r.get(0));
-    ev.target_skew_seconds =
-        last_replay.map(|t| (target - DateTime::<Utc>::from(t)).num_milliseconds() as f64 / 1000.0);
-
-    // Checks on the restored cluster.
-    let t = Instant::now();
-    let hb = settings.pitr.heartbeat_interval;
-    if !hb.is_zero() {
-        let row = client
-            .query_one("SELECT max(ts) FROM pgvigil.heartbeat", &[])
-            .await;
-        let lower =
-            target - chrono::Duration::from_std(hb + Duration::from_secs(1)).unwrap_or_default();
-        ev.checks.push(
-            match row.map(|r| r.get::<_, Option<std::time::SystemTime>>(0)) {
-                Ok(Some(ts)) => {
-                    let ts = DateTime::<Utc>::from(ts);
-                    CheckResult {
-                        name: "heartbeat".into(),
-                        ok: ts >= lower && ts <= target,
-                        detail: format!("heartbeat at {ts}, expected within [{lower}, {target}]"),
-                    }
-                }
-                Ok(None) => CheckResult {
-                    name: "heartbeat".into(),
-                    ok: false,
-                    detail: "pgvigil.heartbeat is empty".into(),
-                },
-                Err(e) => CheckResult {
-                    name: "heartbeat".into(),
-                    ok: false,
-                    detail: format!(
-                        "reading pgvigil.heartbeat: {}",
-                        crate::pg::db_error_message(&e)
-                    ),
-                },
-            },
+    // The WAL server's read-ahead writes into the directory: it is stopped (and waited
+    // for) before the directory goes, whatever happened.
+    let result: Result<(), Error> = async {
+        crate::pg::binaries::chown_to_server_user(&dir)
+            .map_err(super::io("chown drill directory"))?;
+        let data = dir.join("data");
+        // WAL reaches the postmaster through the drill, not through the repository's
+        // credentials in its environment (see wal_serve).
+        let socket = dir.join("wal.sock");
+        let read_ahead = match settings.backup.wal_prefetch {
+            0 => None,
+            depth => Some(super::wal_serve::ReadAhead {
+                spool: super::wal_prefetch::Spool::open(&dir.join("prefetch"))?,
+                depth,
+                workers: settings.backup.wal_prefetch_workers,
+            }),
+        };
+        guard.wal = Some(super::wal_serve::start(repo.clone(), &socket, read_ahead)?);
+        let restore_command = format!(
+            "{} wal-fetch --socket {} %f %p",
+            pgvigil.display(),
+            bins.guest_path(&socket)
+                .map_err(|e| Error::Invalid(e.to_string()))?
+                .display()
         );
-    }
-    if settings.drill.amcheck {
-        if let Some(c) = guard.cluster.as_ref() {
-            let mut cmd = bins
-                .command("pg_amcheck")
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            let socket = bins
-                .guest_path(c.socket_dir())
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            cmd.arg("-h").arg(socket).args([
-                "-p",
-                &c.port().to_string(),
-                "-U",
-                "postgres",
-                "--all",
-                "--install-missing",
-            ]);
-            ev.checks.push(run_check("pg_amcheck", cmd).await);
+
+        // Download and unpack.
+        let t = Instant::now();
+        let restored = restore(
+            repo,
+            &RestoreRequest {
+                to: data.clone(),
+                backup: Some(backup.id.clone()),
+                target: Target::Time(target),
+                action: TargetAction::Promote,
+                restore_command,
+                keep_archiving: false,
+            },
+        )
+        .await?;
+        ev.bytes_restored = restored.bytes;
+        // The restored tree belongs to the user the binaries of its major run as (a chroot's
+        // postgres uid differs from the host's).
+        if bins.runner != crate::pg::binaries::Runner::Host {
+            bins.chown_tree_to_server_user(&dir)
+                .map_err(super::io(format!("chown {}", dir.display())))?;
         }
-    }
-    for check in &settings.drill.checks {
-        let got = client.simple_query(&check.sql).await;
-        let first = got.as_ref().ok().and_then(|msgs| {
-            msgs.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    Some(r.get(0).unwrap_or("").to_string())
+        ev.timings.download_seconds = t.elapsed().as_secs_f64();
+
+        // pg_verifybackup before the postmaster touches anything (it ignores recovery.signal
+        // and postgresql.auto.conf, which restore wrote).
+        let t_checks_a = Instant::now();
+        let mut verify = bins
+            .command("pg_verifybackup")
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        verify.arg(
+            bins.guest_path(&data)
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+        );
+        ev.checks.push(run_check("pg_verifybackup", verify).await);
+        // Only the drill connects, over a private socket: trust is safe and independent of the
+        // source cluster's pg_hba.conf.
+        super::unpack::replace_no_follow(&data.join("pg_hba.conf"), b"local all all trust\n")
+            .map_err(super::io("writing pg_hba.conf"))?;
+        bins.chown_to_server_user(&data.join("pg_hba.conf"))
+            .map_err(super::io("chown pg_hba.conf"))?;
+        let mut checks_seconds = t_checks_a.elapsed().as_secs_f64();
+
+        // Replay until the target is reached and the server promoted.
+        let t = Instant::now();
+        let opts = TempClusterOptions {
+            // Only what a private replay needs: the source's max_connections and friends must
+            // stay (recovery refuses lower values), and so must its preloaded libraries.
+            // Nothing reaches out: no archiving, no replication connection, no logical
+            // replication apply workers (subscriptions), no pg_cron jobs (a placeholder setting
+            // where pg_cron is not loaded); and none of pgvigil's environment.
+            settings: vec![
+                ("archive_mode".into(), "off".into()),
+                ("primary_conninfo".into(), "''".into()),
+                ("max_logical_replication_workers".into(), "0".into()),
+                ("cron.launch_active_jobs".into(), "off".into()),
+            ],
+            unix_socket_only: true,
+            parent_dir: Some(dir.clone()),
+            env: Vec::new(),
+            binaries: Some(bins.clone()),
+            clear_env: true,
+        };
+        let cluster = TempCluster::adopt(&data, opts)
+            .await
+            .map_err(|e| Error::Invalid(format!("the restored cluster did not start: {e}")))?;
+        let socket = cluster.socket_config("postgres");
+        guard.cluster = Some(cluster);
+        // A unix socket in the drill's own directory: no TLS to negotiate.
+        let (client, conn, _) = crate::pg::establish(
+            &socket,
+            &crate::config::PgTls::disabled(),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| Error::Postgres(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let deadline = Instant::now() + patience;
+        loop {
+            let in_recovery = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map(|r| r.get::<_, bool>(0));
+            match in_recovery {
+                Ok(false) => break,
+                Ok(true) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
                 }
-                _ => None,
-            })
-        });
-        ev.checks.push(match (got, first) {
-            (Err(e), _) => CheckResult {
-                name: check.name.clone(),
-                ok: false,
-                detail: crate::pg::db_error_message(&e),
-            },
-            (Ok(_), Some(v)) => CheckResult {
-                name: check.name.clone(),
-                ok: v == check.expect,
-                detail: format!("got {v:?}, expected {:?}", check.expect),
-            },
-            (Ok(_), None) => CheckResult {
-                name: check.name.clone(),
-                ok: false,
-                detail: "the query returned no row".into(),
-            },
-        });
+                Ok(true) => {
+                    return Err(Error::Refused(format!(
+                        "recovery did not reach {target} within {patience:?}"
+                    )))
+                }
+                Err(_) => {
+                    let log = guard
+                        .cluster
+                        .as_ref()
+                        .map(|c| c.log_tail())
+                        .unwrap_or_default();
+                    let last = log
+                        .lines()
+                        .rev()
+                        .find(|l| {
+                            l.contains("FATAL")
+                                || l.contains("restored log file")
+                                || l.contains("LOG:  redo")
+                        })
+                        .unwrap_or("")
+                        .to_string();
+                    return Err(Error::Refused(format!(
+                        "recovery to {target} failed: {last}"
+                    )));
+                }
+            }
+        }
+        ev.timings.replay_seconds = t.elapsed().as_secs_f64();
+        let last_replay: Option<std::time::SystemTime> = client
+            .query_one("SELECT pg_last_xact_replay_timestamp()", &[])
+            .await
+            .ok()
+            .and_then(|r| r.get(0));
+        ev.target_skew_seconds = last_replay
+            .map(|t| (target - DateTime::<Utc>::from(t)).num_milliseconds() as f64 / 1000.0);
+
+        // Checks on the restored cluster.
+        let t = Instant::now();
+        let hb = settings.pitr.heartbeat_interval;
+        if !hb.is_zero() {
+            let row = client
+                .query_one("SELECT max(ts) FROM pgvigil.heartbeat", &[])
+                .await;
+            let lower = target
+                - chrono::Duration::from_std(hb + Duration::from_secs(1)).unwrap_or_default();
+            ev.checks.push(
+                match row.map(|r| r.get::<_, Option<std::time::SystemTime>>(0)) {
+                    Ok(Some(ts)) => {
+                        let ts = DateTime::<Utc>::from(ts);
+                        CheckResult {
+                            name: "heartbeat".into(),
+                            ok: ts >= lower && ts <= target,
+                            detail: format!(
+                                "heartbeat at {ts}, expected within [{lower}, {target}]"
+                            ),
+                        }
+                    }
+                    Ok(None) => CheckResult {
+                        name: "heartbeat".into(),
+                        ok: false,
+                        detail: "pgvigil.heartbeat is empty".into(),
+                    },
+                    Err(e) => CheckResult {
+                        name: "heartbeat".into(),
+                        ok: false,
+                        detail: format!(
+                            "reading pgvigil.heartbeat: {}",
+                            crate::pg::db_error_message(&e)
+                        ),
+                    },
+                },
+            );
+        }
+        if settings.drill.amcheck {
+            if let Some(c) = guard.cluster.as_ref() {
+                let mut cmd = bins
+                    .command("pg_amcheck")
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                let socket = bins
+                    .guest_path(c.socket_dir())
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                cmd.arg("-h").arg(socket).args([
+                    "-p",
+                    &c.port().to_string(),
+                    "-U",
+                    "postgres",
+                    "--all",
+                    "--install-missing",
+                ]);
+                ev.checks.push(run_check("pg_amcheck", cmd).await);
+            }
+        }
+        for check in &settings.drill.checks {
+            let got = client.simple_query(&check.sql).await;
+            let first = got.as_ref().ok().and_then(|msgs| {
+                msgs.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap_or("").to_string())
+                    }
+                    _ => None,
+                })
+            });
+            ev.checks.push(match (got, first) {
+                (Err(e), _) => CheckResult {
+                    name: check.name.clone(),
+                    ok: false,
+                    detail: crate::pg::db_error_message(&e),
+                },
+                (Ok(_), Some(v)) => CheckResult {
+                    name: check.name.clone(),
+                    ok: v == check.expect,
+                    detail: format!("got {v:?}, expected {:?}", check.expect),
+                },
+                (Ok(_), None) => CheckResult {
+                    name: check.name.clone(),
+                    ok: false,
+                    detail: "the query returned no row".into(),
+                },
+            });
+        }
+        checks_seconds += t.elapsed().as_secs_f64();
+        ev.timings.checks_seconds = checks_seconds;
+        drop(client);
+        Ok(())
     }
-    checks_seconds += t.elapsed().as_secs_f64();
-    ev.timings.checks_seconds = checks_seconds;
-    drop(client);
+    .await;
+    if let Some(wal) = guard.wal.take() {
+        wal.stop().await;
+    }
     drop(guard);
-    Ok(())
+    result
 }
 
 async fn run_check(name: &str, mut cmd: std::process::Command) -> CheckResult {

@@ -24,6 +24,7 @@ pub mod timeline;
 pub mod unpack;
 pub mod wal;
 pub mod wal_ahead;
+pub mod wal_prefetch;
 pub mod wal_report;
 pub mod wal_scan;
 pub mod wal_serve;

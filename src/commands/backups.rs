@@ -1,4 +1,4 @@
-//! `pgvigil backup`, `backups`, `restore`, `wal-push` and `wal-fetch`.
+//! `pgvigil backup`, `backups`, `restore`, `wal-push`, `wal-fetch` and `wal-prefetch`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,6 +14,8 @@ use crate::backup::basebackup::Progress;
 use crate::backup::catalog::{parse_lsn, Target};
 use crate::backup::ops::wal_fetch_command;
 use crate::backup::restore::RestoreRequest;
+use crate::backup::wal::{classify, WalKind};
+use crate::backup::wal_prefetch::{self, Spool};
 use crate::cli::{JsonArgs, RestoreArgs};
 
 pub(super) async fn backup(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
@@ -160,7 +162,15 @@ pub(super) async fn wal_fetch(
         None => {
             let settings = inv.load_quiet()?;
             let repo = open_repo(&settings).await?;
-            crate::backup::wal::fetch(&repo, name, dest).await
+            let depth = settings.backup.wal_prefetch;
+            let segment = classify(name) == Some(WalKind::Segment);
+            match (segment && depth > 0)
+                .then(|| Spool::open(&wal_prefetch::default_dir(dest)).ok())
+                .flatten()
+            {
+                Some(spool) => fetch_with_read_ahead(inv, &repo, &spool, name, dest).await,
+                None => crate::backup::wal::fetch(&repo, name, dest).await,
+            }
         }
     };
     if fetched.with_context(|| format!("wal-fetch {name}"))? {
@@ -170,6 +180,70 @@ pub(super) async fn wal_fetch(
         tracing::debug!(event = "wal.fetch.missing", wal = %name, "not in the repository");
         Ok(ExitCode::from(1))
     }
+}
+
+/// `wal-fetch` with read-ahead: the file from the spool when the prefetcher has it, else
+/// from the repository; then the prefetcher is told what recovery asked for, and started
+/// when none runs. The spool is only a hint: any trouble with it falls back to a direct
+/// fetch, and the prefetcher's own failures only mean more direct fetches.
+async fn fetch_with_read_ahead(
+    inv: &Invocation<'_>,
+    repo: &crate::store::Repo,
+    spool: &Spool,
+    name: &str,
+    dest: &Path,
+) -> Result<bool, crate::backup::Error> {
+    let from_spool = spool.take(name, dest).await.unwrap_or(false);
+    let fetched = from_spool || crate::backup::wal::fetch(repo, name, dest).await?;
+    if fetched {
+        let seg_size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+        if spool.want(name, seg_size).is_ok() && !spool.running() {
+            start_prefetcher(inv, spool.dir());
+        }
+    }
+    Ok(fetched)
+}
+
+/// Starts `pgvigil wal-prefetch` for `spool` in the background, in a process group of its
+/// own (PostgreSQL's signals to restore_command do not reach it) and without stdio; it
+/// stops on its own when recovery stops asking.
+fn start_prefetcher(inv: &Invocation<'_>, spool: &Path) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let spawned = std::process::Command::new(exe)
+        .arg("wal-prefetch")
+        .arg("-c")
+        .arg(inv.cli.config.as_os_str())
+        .arg("--spool")
+        .arg(spool)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::debug!(event = "wal.prefetch.failed", error = %e, "cannot start the WAL prefetcher");
+    }
+}
+
+pub(super) async fn wal_prefetch(inv: &Invocation<'_>, spool: &Path) -> Exit {
+    let settings = inv.load_quiet()?;
+    let repo = open_repo(&settings).await?;
+    let spool = Spool::open(spool)?;
+    let depth = settings.backup.wal_prefetch.max(1);
+    let never = tokio_util::sync::CancellationToken::new();
+    wal_prefetch::run(
+        &repo,
+        &spool,
+        depth,
+        settings.backup.wal_prefetch_workers,
+        &never,
+    )
+    .await
+    .with_context(|| format!("wal-prefetch {}", spool.dir().display()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {

@@ -76,6 +76,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
         Command::WalFetch { name, dest, socket } => {
             backups::wal_fetch(inv, name, dest, socket.as_deref()).await
         }
+        Command::WalPrefetch { spool } => backups::wal_prefetch(inv, spool).await,
         Command::Restore(args) => backups::restore(inv, args).await,
         Command::Verify(args) => checks::verify(inv, args).await,
         Command::Drill(args) => checks::drill(inv, args).await,

@@ -399,6 +399,10 @@ pub struct BackupConfig {
     pub archive_workers: usize,
     /// The server's `pg_wal` as the daemon sees it (default: `data_directory`/pg_wal).
     pub wal_directory: Option<String>,
+    /// WAL segments `wal-fetch` downloads ahead of recovery (0 turns read-ahead off).
+    pub wal_prefetch: usize,
+    /// Parallel downloads of the read-ahead.
+    pub wal_prefetch_workers: usize,
 }
 
 impl Default for BackupConfig {
@@ -410,6 +414,8 @@ impl Default for BackupConfig {
             archive_ahead: true,
             archive_workers: 2,
             wal_directory: None,
+            wal_prefetch: 8,
+            wal_prefetch_workers: 4,
         }
     }
 }

@@ -25,3 +25,4 @@ mod restore_safety;
 mod retention;
 mod scrape_contract;
 mod store_s3;
+mod wal_prefetch;

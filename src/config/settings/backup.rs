@@ -24,6 +24,10 @@ pub struct BackupSettings {
     pub archive_workers: usize,
     /// Where the daemon reads `pg_wal` (None: the server's `data_directory` + `/pg_wal`).
     pub wal_directory: Option<PathBuf>,
+    /// How many segments after the one recovery asked for are downloaded ahead (0: off).
+    pub wal_prefetch: usize,
+    /// How many of them are downloaded at once (1..=16).
+    pub wal_prefetch_workers: usize,
 }
 
 /// `[pitr]`, validated.
@@ -83,6 +87,24 @@ pub(super) fn validate_backup(ctx: &Ctx<'_>, raw: &BackupConfig) -> Result<Backu
             n => {
                 return Err(ctx.invalid(
                     &["backup", "archive_workers"],
+                    format!("{n} is outside 1..=16"),
+                ))
+            }
+        },
+        wal_prefetch: match raw.wal_prefetch {
+            n @ 0..=64 => n,
+            n => {
+                return Err(ctx.invalid(
+                    &["backup", "wal_prefetch"],
+                    format!("{n} is outside 0..=64 (segments held in the spool)"),
+                ))
+            }
+        },
+        wal_prefetch_workers: match raw.wal_prefetch_workers {
+            n @ 1..=16 => n,
+            n => {
+                return Err(ctx.invalid(
+                    &["backup", "wal_prefetch_workers"],
                     format!("{n} is outside 1..=16"),
                 ))
             }
