@@ -257,15 +257,92 @@ struct PipelineResult {
     label: Label,
     stop_lsn: Option<String>,
     raw_bytes: u64,
-    sha256: String,
+    /// The SHA-256 of each stream's stored bytes, in stream order.
+    sha256: Vec<String>,
 }
 
-/// Runs pg_basebackup and pushes its compressed stream into `tx`. Blocking: call from
-/// `spawn_blocking`.
+/// One output stream of a backup: a thread that compresses what it is given, hashes the
+/// result and hands it to the upload, so that several streams compress in parallel.
+struct StreamEncoder {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    thread: std::thread::JoinHandle<std::io::Result<String>>,
+}
+
+/// What a [`StreamEncoder`] buffers before handing bytes to its thread.
+const ENCODER_CHUNK: usize = 256 * 1024;
+
+impl StreamEncoder {
+    /// Starts the thread: zstd at `level` (with `threads` workers of its own when above
+    /// 1), SHA-256 of the compressed bytes, then `sink`.
+    fn start(sink: ChannelWriter, level: i32, threads: u32) -> std::io::Result<StreamEncoder> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let mut enc = zstd::stream::write::Encoder::new(HashingWriter::new(sink), level)?;
+        if threads > 1 {
+            enc.multithread(threads)?;
+        }
+        let thread = std::thread::spawn(move || -> std::io::Result<String> {
+            for chunk in rx {
+                enc.write_all(&chunk)?;
+            }
+            let (sha, _stored, mut sink) = enc.finish()?.finish();
+            sink.flush()?;
+            Ok(sha)
+        });
+        Ok(StreamEncoder {
+            tx: Some(tx),
+            buf: Vec::with_capacity(ENCODER_CHUNK),
+            thread,
+        })
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(ENCODER_CHUNK));
+        match &self.tx {
+            Some(tx) if tx.send(chunk).is_ok() => Ok(()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "a backup stream stopped",
+            )),
+        }
+    }
+
+    /// Flushes, ends the stream and returns the SHA-256 of what was stored (or the
+    /// thread's error).
+    fn finish(mut self) -> std::io::Result<String> {
+        let sent = self.send();
+        drop(self.tx.take());
+        let result = self
+            .thread
+            .join()
+            .map_err(|_| std::io::Error::other("a compression thread panicked"))?;
+        sent.and(result)
+    }
+}
+
+impl Write for StreamEncoder {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= ENCODER_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Runs pg_basebackup and splits its tar stream into one compressed stream per sender in
+/// `txs` ([`super::split`]). Blocking: call from `spawn_blocking`.
 fn pipeline(
     mut cmd: Command,
     level: i32,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    txs: Vec<mpsc::Sender<Result<Bytes, std::io::Error>>>,
     progress: Arc<Progress>,
 ) -> Result<PipelineResult, Error> {
     let mut child = cmd
@@ -289,20 +366,24 @@ fn pipeline(
         let _ = child.kill();
         return Err(Error::Invalid("pg_basebackup has no stdout".into()));
     };
-    let sink = ChannelWriter {
-        tx: tx.clone(),
-        buf: Vec::with_capacity(CHUNK),
-        progress: progress.clone(),
-    };
-    let run = || -> std::io::Result<(TarInspector, String, u64)> {
-        let hashing = HashingWriter::new(sink);
-        let mut enc = zstd::stream::write::Encoder::new(hashing, level)?;
-        let threads = std::thread::available_parallelism()
+    let mut run = || -> std::io::Result<(TarInspector, Vec<String>, u64)> {
+        let cores = std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1);
-        if threads > 1 {
-            enc.multithread(threads)?;
-        }
+        // Streams compress in parallel; one stream alone uses zstd's own workers.
+        let per_stream = (cores / txs.len().max(1) as u32).max(1);
+        let encoders = txs
+            .iter()
+            .map(|tx| {
+                let sink = ChannelWriter {
+                    tx: tx.clone(),
+                    buf: Vec::with_capacity(CHUNK),
+                    progress: progress.clone(),
+                };
+                StreamEncoder::start(sink, level, per_stream)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut split = super::split::TarSplitter::new(encoders);
         let mut inspector = TarInspector::default();
         let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
@@ -314,12 +395,14 @@ fn pipeline(
             raw += n as u64;
             progress.raw_bytes.store(raw, Ordering::Relaxed);
             inspector.feed(&buf[..n]);
-            enc.write_all(&buf[..n])?;
+            split.write_all(&buf[..n])?;
         }
-        let hashing = enc.finish()?;
-        let (sha, _stored, mut sink) = hashing.finish();
-        sink.flush()?;
-        Ok((inspector, sha, raw))
+        let shas = split
+            .finish()?
+            .into_iter()
+            .map(StreamEncoder::finish)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok((inspector, shas, raw))
     };
     let result = run();
     if result.is_err() {
@@ -500,39 +583,68 @@ async fn take(
     for (name, value) in pg.tls.child_env() {
         cmd.env(name, value);
     }
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let streams = settings.backup.streams;
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..streams)
+        .map(|_| mpsc::channel::<Result<Bytes, std::io::Error>>(8))
+        .unzip();
     let level = settings.backup.compression_level;
     let worker = {
-        let tx = tx.clone();
+        let txs_on_error = txs.clone();
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
-            let r = pipeline(cmd, level, tx.clone(), progress);
+            let r = pipeline(cmd, level, txs, progress);
             if let Err(e) = &r {
-                // Fail the upload too, so nothing is committed.
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                // Fail the uploads too, so nothing is committed.
+                for tx in &txs_on_error {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                }
             }
             r
         })
     };
-    drop(tx);
-    let body: ByteStream = Box::pin(tokio_stream_from(rx));
-    let key = repo.key(&layout::backup_object(&id, layout::BASE_OBJECT));
-    let upload = repo.store.put_stream(&key, body, Metadata::new()).await;
+    let names: Vec<String> = (0..streams)
+        .map(|i| layout::base_object(i, streams))
+        .collect();
+    let keys: Vec<String> = names
+        .iter()
+        .map(|n| repo.key(&layout::backup_object(&id, n)))
+        .collect();
+    let uploads = futures_util::future::join_all(keys.iter().zip(rxs).map(|(key, rx)| {
+        let body: ByteStream = Box::pin(tokio_stream_from(rx));
+        repo.store.put_stream(key, body, Metadata::new())
+    }))
+    .await;
     let piped = worker
         .await
         .map_err(|e| Error::Invalid(format!("backup task: {e}")))?;
-    // The child's failure is the cause to report, even if the upload failed because of it.
-    let piped = match (piped, upload) {
-        (Err(e), Ok(_)) => {
-            repo.store.delete(&key).await.ok();
+    let uploaded: Result<Vec<u64>, _> = uploads.into_iter().collect();
+    // The child's failure is the cause to report, even if the upload failed because of it;
+    // whatever was stored of a failed backup is removed (nothing lists it: no backup.json).
+    let failed = match (piped, uploaded) {
+        (Ok(p), Ok(stored)) => Ok((p, stored)),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e.into()),
+    };
+    let (piped, stored) = match failed {
+        Ok(done) => done,
+        Err(e) => {
+            for key in &keys {
+                repo.store.delete(key).await.ok();
+            }
             return Err(e);
         }
-        (Err(e), Err(_)) => return Err(e),
-        (Ok(_), Err(e)) => return Err(e.into()),
-        (Ok(p), Ok(stored)) => (p, stored),
     };
-    // What the repository holds (ciphertext with [storage.encryption]), as listings show it.
-    let (piped, stored_bytes) = piped;
+    let stored_bytes: u64 = stored.iter().sum();
+    let objects: Vec<BackupObject> = names
+        .into_iter()
+        .zip(stored)
+        .zip(piped.sha256.iter().cloned())
+        .map(|((name, stored_bytes), sha256)| BackupObject {
+            name,
+            stored_bytes,
+            sha256,
+        })
+        .collect();
     let stopped = Utc::now();
     let info = BackupInfo {
         format: 1,
@@ -552,11 +664,7 @@ async fn take(
         raw_bytes: piped.raw_bytes,
         stored_bytes,
         compression: "zstd".into(),
-        objects: vec![BackupObject {
-            name: layout::BASE_OBJECT.into(),
-            stored_bytes,
-            sha256: piped.sha256,
-        }],
+        objects,
     };
     catalog::commit(repo, &info).await?;
     Ok(info)

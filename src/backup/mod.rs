@@ -20,6 +20,7 @@ pub mod ops;
 pub mod pitr;
 pub mod restore;
 pub mod retention;
+pub mod split;
 pub mod timeline;
 pub mod unpack;
 pub mod wal;

@@ -21,9 +21,11 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::catalog::{self, BackupInfo, Target};
+use std::sync::Arc;
+
+use super::catalog::{self, BackupInfo, BackupObject, Target};
 use super::compress::HashingReader;
-use super::unpack::{append_no_follow, replace_no_follow};
+use super::unpack::{append_no_follow, replace_no_follow, Unpacker};
 use super::{io, Error};
 use crate::store::{layout, Repo};
 
@@ -154,58 +156,96 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
     }
 }
 
+/// Downloads, checks and unpacks every object (stream) of `backup` into the staging
+/// directory, all streams at once, one thread each; moves the content into place only
+/// when every stream's SHA-256 matched. Returns the bytes read from the repository.
 async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Error> {
-    let object = backup
-        .objects
-        .first()
-        .ok_or_else(|| Error::Invalid(format!("backup {} lists no objects", backup.id)))?
-        .clone();
-    let key = repo.key(&layout::backup_object(&backup.id, &object.name));
-    let stream = repo.store.get_stream(&key).await?;
-    let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
-    let bridge = SyncIoBridge::new(reader);
-    let to = to.to_path_buf();
+    if backup.objects.is_empty() {
+        return Err(Error::Invalid(format!(
+            "backup {} lists no objects",
+            backup.id
+        )));
+    }
+    let staging = to.join(STAGING);
+    std::fs::create_dir(&staging).map_err(io(format!("creating {}", staging.display())))?;
+    let unpacker = Arc::new(Unpacker::new(&staging));
     let describe = repo.store.describe();
-    tokio::task::spawn_blocking(move || {
-        let staging = to.join(STAGING);
-        std::fs::create_dir(&staging).map_err(io(format!("creating {}", staging.display())))?;
-        let mut hashed = HashingReader::new(bridge);
-        let result = (|| -> std::io::Result<()> {
-            let dec = zstd::stream::read::Decoder::new(&mut hashed)?;
-            unpack_tar(dec, &staging)?;
-            // Drain anything after the tar end (zstd frame end) so the hash covers it all.
-            std::io::copy(&mut hashed, &mut std::io::sink())?;
-            Ok(())
-        })();
-        result.map_err(|e| {
-            let full = e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32);
-            let free = match super::free_bytes(&to) {
-                Some(free) if full => format!(" ({} MiB free)", free >> 20),
-                _ => String::new(),
-            };
-            io(format!("unpacking {key} into {}{free}", to.display()))(e)
-        })?;
-        let (sha, bytes) = hashed.finish();
-        if sha != object.sha256 {
-            return Err(Error::Refused(format!(
-                "{key} in {describe} is corrupt: sha256 {sha}, recorded {}; nothing of it was kept",
-                object.sha256
-            )));
+    let streams = backup.objects.iter().map(|object| {
+        let key = repo.key(&layout::backup_object(&backup.id, &object.name));
+        let (unpacker, describe, to) = (unpacker.clone(), describe.clone(), to.to_path_buf());
+        let object = object.clone();
+        async move {
+            let stream = repo.store.get_stream(&key).await?;
+            let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
+            let bridge = SyncIoBridge::new(reader);
+            tokio::task::spawn_blocking(move || {
+                unpack_stream(bridge, &unpacker, &key, &object, &describe, &to)
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("restore task: {e}")))?
         }
-        // Trusted now: move the content into place (renames within one directory tree).
-        let entries =
-            std::fs::read_dir(&staging).map_err(io(format!("reading {}", staging.display())))?;
-        for entry in entries {
-            let entry = entry.map_err(io(format!("reading {}", staging.display())))?;
-            let dest = to.join(entry.file_name());
-            std::fs::rename(entry.path(), &dest)
-                .map_err(io(format!("moving {} into place", dest.display())))?;
-        }
-        std::fs::remove_dir(&staging).map_err(io(format!("removing {}", staging.display())))?;
-        Ok(bytes)
-    })
-    .await
-    .map_err(|e| Error::Invalid(format!("restore task: {e}")))?
+    });
+    let results = futures_util::future::join_all(streams).await;
+    let mut bytes = 0;
+    for r in results {
+        bytes += r?;
+    }
+    // Every stream matched its checksum: now the links, then into place.
+    let unpacker = Arc::into_inner(unpacker)
+        .ok_or_else(|| Error::Invalid("a restore stream is still running".into()))?;
+    unpacker.finish().map_err(|e| {
+        io(format!(
+            "unpacking backup {} into {}",
+            backup.id,
+            to.display()
+        ))(e.into())
+    })?;
+    let entries =
+        std::fs::read_dir(&staging).map_err(io(format!("reading {}", staging.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(format!("reading {}", staging.display())))?;
+        let dest = to.join(entry.file_name());
+        std::fs::rename(entry.path(), &dest)
+            .map_err(io(format!("moving {} into place", dest.display())))?;
+    }
+    std::fs::remove_dir(&staging).map_err(io(format!("removing {}", staging.display())))?;
+    Ok(bytes)
+}
+
+/// One stream of a restore: hash what comes from the repository, decompress, unpack its
+/// entries; an error when its SHA-256 is not the recorded one. Blocking.
+fn unpack_stream(
+    source: impl std::io::Read,
+    unpacker: &Unpacker,
+    key: &str,
+    object: &BackupObject,
+    describe: &str,
+    to: &Path,
+) -> Result<u64, Error> {
+    let mut hashed = HashingReader::new(source);
+    let result = (|| -> std::io::Result<()> {
+        let dec = zstd::stream::read::Decoder::new(&mut hashed)?;
+        unpacker.entries(dec)?;
+        // Drain anything after the tar end (zstd frame end) so the hash covers it all.
+        std::io::copy(&mut hashed, &mut std::io::sink())?;
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let full = e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32);
+        let free = match super::free_bytes(to) {
+            Some(free) if full => format!(" ({} MiB free)", free >> 20),
+            _ => String::new(),
+        };
+        io(format!("unpacking {key} into {}{free}", to.display()))(e)
+    })?;
+    let (sha, bytes) = hashed.finish();
+    if sha != object.sha256 {
+        return Err(Error::Refused(format!(
+            "{key} in {describe} is corrupt: sha256 {sha}, recorded {}; nothing of it was kept",
+            object.sha256
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Unpacks a (decompressed) tar stream from the repository into `to`, an empty directory.

@@ -21,6 +21,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
 /// Why an entry was refused, or the I/O error that stopped the unpack.
 #[derive(Debug, thiserror::Error)]
@@ -67,103 +68,149 @@ fn relative(raw: &Path) -> Result<Option<PathBuf>, UnpackError> {
 /// Unpacks a (decompressed) tar stream into `to`, an empty directory, judging every entry
 /// as the module docs say.
 pub fn unpack_tar(reader: impl Read, to: &Path) -> Result<(), UnpackError> {
-    let mut archive = tar::Archive::new(reader);
-    let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let raw = entry.path()?.into_owned();
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() {
-            continue;
+    let unpacker = Unpacker::new(to);
+    unpacker.entries(reader)?;
+    unpacker.finish()
+}
+
+/// Unpacks one backup whose entries come in several tar streams (unpacked in parallel, one
+/// thread each): the rules hold across all of them, as if they were one stream. An entry
+/// listed in two streams is refused, and the symlinks of every stream are created only by
+/// [`Unpacker::finish`], after every stream's files were written.
+pub struct Unpacker {
+    to: PathBuf,
+    seen: Mutex<HashSet<PathBuf>>,
+    links: Mutex<Vec<(PathBuf, PathBuf)>>,
+}
+
+impl Unpacker {
+    /// An unpacker into `to`, an empty directory.
+    pub fn new(to: &Path) -> Unpacker {
+        Unpacker {
+            to: to.to_path_buf(),
+            seen: Mutex::default(),
+            links: Mutex::default(),
         }
-        let Some(rel) = relative(&raw)? else {
-            continue; // "./": the target itself
-        };
-        if !seen.insert(rel.clone()) {
-            return Err(refused(&raw, "listed twice"));
-        }
-        let dest = to.join(&rel);
-        let mode = entry.header().mode().unwrap_or(0o600) & 0o777;
-        if kind.is_dir() {
-            if let Some(parent) = dest.parent() {
-                make_dirs(parent)?;
+    }
+
+    /// Whether `rel` is listed for the first time in any stream.
+    fn first_listing(&self, rel: &Path) -> bool {
+        self.seen
+            .lock()
+            .map(|mut seen| seen.insert(rel.to_path_buf()))
+            .unwrap_or(false)
+    }
+
+    /// Unpacks the files and directories of one stream and records its symlinks; returns
+    /// the bytes of file content written.
+    pub fn entries(&self, reader: impl Read) -> Result<u64, UnpackError> {
+        let to = &self.to;
+        let mut archive = tar::Archive::new(reader);
+        let mut written = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let raw = entry.path()?.into_owned();
+            let kind = entry.header().entry_type();
+            if kind.is_pax_global_extensions() {
+                continue;
             }
-            match std::fs::DirBuilder::new().mode(mode | 0o700).create(&dest) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
-                other => other?,
-            }
-        } else if kind.is_file() || kind == tar::EntryType::Continuous {
-            if let Some(parent) = dest.parent() {
-                make_dirs(parent)?;
-            }
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode | 0o600)
-                .custom_flags(libc_o_nofollow())
-                .open(&dest)?;
-            loop {
-                let n = entry.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&buf[..n])?;
-            }
-        } else if kind.is_symlink() {
-            let target = entry
-                .link_name()?
-                .ok_or_else(|| refused(&raw, "a symlink without a target"))?
-                .into_owned();
-            let escapes = target.components().any(|c| {
-                matches!(
-                    c,
-                    Component::ParentDir | Component::RootDir | Component::Prefix(_)
-                )
-            });
-            if escapes || target.as_os_str().is_empty() {
-                return Err(refused(
-                    &raw,
-                    format!(
-                        "a symlink to {:?}, which may point outside the data directory",
-                        target.display().to_string()
-                    ),
-                ));
-            }
-            links.push((rel, target));
-        } else {
-            let what = if kind.is_hard_link() {
-                "a hard link"
-            } else if kind.is_character_special() || kind.is_block_special() {
-                "a device node"
-            } else if kind.is_fifo() {
-                "a FIFO"
-            } else if kind.is_gnu_sparse() {
-                "a sparse file"
-            } else {
-                "an entry of an unknown type"
+            let Some(rel) = relative(&raw)? else {
+                continue; // "./": the target itself
             };
-            return Err(refused(&raw, what));
+            if !self.first_listing(&rel) {
+                return Err(refused(&raw, "listed twice"));
+            }
+            let dest = to.join(&rel);
+            let mode = entry.header().mode().unwrap_or(0o600) & 0o777;
+            if kind.is_dir() {
+                if let Some(parent) = dest.parent() {
+                    make_dirs(parent)?;
+                }
+                match std::fs::DirBuilder::new().mode(mode | 0o700).create(&dest) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                    other => other?,
+                }
+            } else if kind.is_file() || kind == tar::EntryType::Continuous {
+                if let Some(parent) = dest.parent() {
+                    make_dirs(parent)?;
+                }
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode | 0o600)
+                    .custom_flags(libc_o_nofollow())
+                    .open(&dest)?;
+                loop {
+                    let n = entry.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&buf[..n])?;
+                    written += n as u64;
+                }
+            } else if kind.is_symlink() {
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| refused(&raw, "a symlink without a target"))?
+                    .into_owned();
+                let escapes = target.components().any(|c| {
+                    matches!(
+                        c,
+                        Component::ParentDir | Component::RootDir | Component::Prefix(_)
+                    )
+                });
+                if escapes || target.as_os_str().is_empty() {
+                    return Err(refused(
+                        &raw,
+                        format!(
+                            "a symlink to {:?}, which may point outside the data directory",
+                            target.display().to_string()
+                        ),
+                    ));
+                }
+                if let Ok(mut links) = self.links.lock() {
+                    links.push((rel, target));
+                }
+            } else {
+                let what = if kind.is_hard_link() {
+                    "a hard link"
+                } else if kind.is_character_special() || kind.is_block_special() {
+                    "a device node"
+                } else if kind.is_fifo() {
+                    "a FIFO"
+                } else if kind.is_gnu_sparse() {
+                    "a sparse file"
+                } else {
+                    "an entry of an unknown type"
+                };
+                return Err(refused(&raw, what));
+            }
         }
+        Ok(written)
     }
-    // Links last: no file or directory above was written through one. A link below another
-    // link would be created through it, so that is refused too.
-    let link_paths: HashSet<&PathBuf> = links.iter().map(|(p, _)| p).collect();
-    for (rel, target) in &links {
-        if rel
-            .ancestors()
-            .skip(1)
-            .any(|a| link_paths.contains(&a.to_path_buf()))
-        {
-            return Err(refused(rel, "a path below another symlink"));
+
+    /// Creates the symlinks of every stream, once all of them were unpacked: no file or
+    /// directory was written through one. A link below another link would be created
+    /// through it, so that is refused too.
+    pub fn finish(self) -> Result<(), UnpackError> {
+        let links = self.links.into_inner().unwrap_or_default();
+        let link_paths: HashSet<&PathBuf> = links.iter().map(|(p, _)| p).collect();
+        for (rel, target) in &links {
+            if rel
+                .ancestors()
+                .skip(1)
+                .any(|a| link_paths.contains(&a.to_path_buf()))
+            {
+                return Err(refused(rel, "a path below another symlink"));
+            }
+            if let Some(parent) = self.to.join(rel).parent() {
+                make_dirs(parent)?;
+            }
+            std::os::unix::fs::symlink(target, self.to.join(rel))?;
         }
-        if let Some(parent) = to.join(rel).parent() {
-            make_dirs(parent)?;
-        }
-        std::os::unix::fs::symlink(target, to.join(rel))?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Creates `dir` and its missing parents (0700); no symlink exists in the target while
@@ -375,5 +422,43 @@ mod tests {
             Some(b"inside".to_vec())
         );
         assert_eq!(std::fs::read(&outside).ok(), Some(b"keep".to_vec()));
+    }
+
+    #[test]
+    fn streams_are_judged_together_and_links_come_after_every_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("t");
+        std::fs::create_dir(&to).unwrap();
+        let file = |path: &str| {
+            archive(|b| {
+                let h = header(tar::EntryType::Regular, path, 3);
+                b.append(&h, &b"abc"[..]).unwrap();
+            })
+        };
+        // Listed in two streams: refused as in one.
+        let u = Unpacker::new(&to);
+        u.entries(&file("base/1/1")[..]).unwrap();
+        let e = u.entries(&file("base/1/1")[..]).unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+
+        // A link in one stream over a directory another stream writes into: the files are
+        // written first, into a real directory, and the link is refused at the end.
+        let to = dir.path().join("u");
+        std::fs::create_dir(&to).unwrap();
+        let link = archive(|b| {
+            let mut h = header(tar::EntryType::Symlink, "pg_wal", 0);
+            h.set_link_name("base").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        });
+        let u = Unpacker::new(&to);
+        u.entries(&link[..]).unwrap();
+        u.entries(&file("pg_wal/x")[..]).unwrap();
+        assert!(to.join("pg_wal").is_dir() && !to.join("pg_wal").is_symlink());
+        assert!(u.finish().is_err());
+        assert!(
+            !to.join("base").exists(),
+            "nothing written through the link"
+        );
     }
 }

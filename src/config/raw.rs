@@ -399,6 +399,8 @@ pub struct BackupConfig {
     pub archive_workers: usize,
     /// The server's `pg_wal` as the daemon sees it (default: `data_directory`/pg_wal).
     pub wal_directory: Option<String>,
+    /// Parallel streams a base backup is split into (restores unpack them in parallel).
+    pub streams: usize,
     /// WAL segments `wal-fetch` downloads ahead of recovery (0 turns read-ahead off).
     pub wal_prefetch: usize,
     /// Parallel downloads of the read-ahead.
@@ -414,6 +416,7 @@ impl Default for BackupConfig {
             archive_ahead: true,
             archive_workers: 2,
             wal_directory: None,
+            streams: 4,
             wal_prefetch: 8,
             wal_prefetch_workers: 4,
         }

@@ -31,6 +31,16 @@ const MARKER: &str = "backup.json";
 /// `backup.json`).
 pub const BASE_OBJECT: &str = "base.tar.zst";
 
+/// The name of stream `i` of a backup split into `streams` (`base.tar.zst` when there is
+/// one, as every backup before streams existed; `base.<i>.tar.zst` otherwise).
+pub fn base_object(i: usize, streams: usize) -> String {
+    if streams <= 1 {
+        BASE_OBJECT.to_string()
+    } else {
+        format!("base.{i}.tar.zst")
+    }
+}
+
 /// Every directory of a local repository, parents first (for `pgvigil dev`, which creates
 /// them for the user `archive_command` runs as).
 pub const DIRECTORIES: &[&str] = &["wal", "state", "state/jobs", "state/locks", "backups"];

@@ -27,6 +27,20 @@ async fn point_in_time(storage: &str, repo_owner: &tempfile::TempDir, env: Vec<(
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(info["timeline"], 1);
     assert!(info["stored_bytes"].as_u64().unwrap_or(0) > 0);
+    // Split into [backup] streams (4 by default) objects, restored in parallel below.
+    let names: Vec<&str> = info["objects"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        [
+            "base.0.tar.zst",
+            "base.1.tar.zst",
+            "base.2.tar.zst",
+            "base.3.tar.zst"
+        ]
+    );
 
     exec(&db, "INSERT INTO markers (id) VALUES (2)").await;
     switch_and_archive(&db).await;
@@ -94,6 +108,34 @@ async fn point_in_time_restore_from_a_local_repository() {
         owner.path().display()
     );
     point_in_time(&storage, &owner, Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_stream_backup_as_before_streams_existed_still_restores() {
+    let fx = LocalRepo::with("[backup]\nstreams = 1\n");
+    let (_pg, db) = fx.primary_with_backup().await;
+    exec(
+        &db,
+        "CREATE TABLE t AS SELECT generate_series(1, 500) AS id",
+    )
+    .await;
+    switch_and_archive(&db).await;
+    let (ok, out, err) = run_pgvigil(&["backups", "-c", &fx.cfg, "--json"]);
+    assert!(ok, "{err}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    let names: Vec<&str> = list[0]["objects"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["base.tar.zst"], "one object under the old name");
+    let to = fx.dir.path().join("restored");
+    let (ok, _, err) = run_pgvigil(&["restore", "-c", &fx.cfg, "--to", &to.display().to_string()]);
+    assert!(ok, "restore failed: {err}");
+    let restored = start_restored_env(&to, Vec::new()).await;
+    let rc = client(&restored, "postgres").await;
+    harness::wait_promoted(&rc).await;
+    let n: i64 = query_value(&rc, "SELECT count(*) FROM t").await;
+    assert_eq!(n, 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,7 +96,10 @@ async fn sealed_backups_restore_across_a_key_rotation_and_tampering_is_named() {
     // Every backup and WAL object in the bucket is sealed with the key it names; the
     // repository's own records are not (they hold no database content).
     let keys = moto.keys_under("sealed", "pgvigil/default/").await;
-    let base_key = format!("pgvigil/default/backups/{id}/base.tar.zst");
+    let base_key = format!(
+        "pgvigil/default/backups/{id}/{}",
+        info["objects"][0]["name"].as_str().unwrap_or("?")
+    );
     assert!(keys.contains(&base_key), "{keys:?}");
     for k in keys
         .iter()
@@ -111,7 +114,10 @@ async fn sealed_backups_restore_across_a_key_rotation_and_tampering_is_named() {
     // The listing size is what backup.json records, so an off-site copy or verify compares
     // listings without the key.
     let (base, _) = object(&moto, "sealed", &base_key).await;
-    assert_eq!(info["stored_bytes"].as_u64(), Some(base.len() as u64));
+    assert_eq!(
+        info["objects"][0]["stored_bytes"].as_u64(),
+        Some(base.len() as u64)
+    );
 
     // Rotation: a new current key, the old one kept to open old objects.
     let v2 = format!(
@@ -260,7 +266,10 @@ async fn the_off_site_copy_carries_ciphertext_as_it_is_and_restores_from_there()
     assert_eq!(copy["verified"], true, "{copy}");
 
     // The base object is copied byte for byte: no decryption and re-encryption.
-    let base = format!("default/backups/{id}/base.tar.zst");
+    let base = format!(
+        "default/backups/{id}/{}",
+        info["objects"][0]["name"].as_str().unwrap_or("?")
+    );
     let (a, b) = (
         std::fs::read(repo.join(&base)).unwrap_or_default(),
         std::fs::read(offsite.join(&base)).unwrap_or_default(),

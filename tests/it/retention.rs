@@ -15,7 +15,7 @@ use pgvigil::store::{LockMode, Repo};
 
 use crate::harness::backup::{
     archiving_cluster, archiving_cluster_env, start_restored_env, switch_and_archive, wal_segments,
-    write_config,
+    walk, write_config,
 };
 use crate::harness::moto::MotoServer;
 use crate::harness::process::KillOnDrop;
@@ -183,11 +183,11 @@ async fn forty_days_later_retention_keeps_the_newest_of_three_and_it_restores() 
     );
     assert!(remaining.len() < segments_before.len());
     for id in &ids[..2] {
-        assert!(!repo_dir
-            .join("default/backups")
-            .join(id)
-            .join("base.tar.zst")
-            .exists());
+        let left: Vec<_> = walk(&repo_dir.join("default/backups").join(id))
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+        assert!(left.is_empty(), "backup {id} is gone: {left:?}");
     }
     // The off-site repository only ever had the newest backup: nothing of it goes.
     assert_eq!(reports[1]["deleted_objects"], 0, "{out}");
@@ -447,7 +447,10 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
         .client()
         .head_object()
         .bucket("locked")
-        .key(format!("pgvigil/default/backups/{first_id}/base.tar.zst"))
+        .key(format!(
+            "pgvigil/default/backups/{first_id}/{}",
+            first["objects"][0]["name"].as_str().unwrap_or("?")
+        ))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)));
@@ -515,7 +518,10 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
         .client()
         .head_object()
         .bucket("locked")
-        .key(format!("pgvigil/default/backups/{second_id}/base.tar.zst"))
+        .key(format!(
+            "pgvigil/default/backups/{second_id}/{}",
+            second["objects"][0]["name"].as_str().unwrap_or("?")
+        ))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)))

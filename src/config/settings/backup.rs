@@ -24,6 +24,9 @@ pub struct BackupSettings {
     pub archive_workers: usize,
     /// Where the daemon reads `pg_wal` (None: the server's `data_directory` + `/pg_wal`).
     pub wal_directory: Option<PathBuf>,
+    /// How many streams (objects) a base backup is split into, 1..=16: a restore
+    /// downloads, checks and unpacks them in parallel.
+    pub streams: usize,
     /// How many segments after the one recovery asked for are downloaded ahead (0: off).
     pub wal_prefetch: usize,
     /// How many of them are downloaded at once (1..=16).
@@ -90,6 +93,10 @@ pub(super) fn validate_backup(ctx: &Ctx<'_>, raw: &BackupConfig) -> Result<Backu
                     format!("{n} is outside 1..=16"),
                 ))
             }
+        },
+        streams: match raw.streams {
+            n @ 1..=16 => n,
+            n => return Err(ctx.invalid(&["backup", "streams"], format!("{n} is outside 1..=16"))),
         },
         wal_prefetch: match raw.wal_prefetch {
             n @ 0..=64 => n,
