@@ -94,13 +94,17 @@ pub enum Command {
 
     /// Take a base backup now (streamed through zstd into the repository).
     #[command(
-        long_about = "Take a base backup now: pg_basebackup -D - -Ft -X fetch --checkpoint=fast, streamed through \
-                      multi-threaded zstd into the repository (storage.url) as one object, SHA-256 computed on \
-                      the fly, backup.json written last as the commit marker. Only a primary is backed up, and a \
-                      lease in the repository keeps two sidecars from backing up at once. Shows a progress bar on \
-                      a terminal. The role needs the REPLICATION attribute and a replication line in pg_hba.conf."
+        long_about = "Take a base backup now: pg_basebackup -D - -Ft -X fetch --checkpoint=fast, split into \
+                      [backup] streams tar streams, each compressed by zstd and stored as its own object \
+                      (storage.url), SHA-256 computed on the fly, backup.json written last as the commit marker. \
+                      With --incremental (PostgreSQL 17+, summarize_wal = on), only what changed since the newest \
+                      backup is taken (pg_basebackup --incremental) and restored with pg_combinebackup; when that \
+                      cannot be done (an older server, summarize_wal off, no backup to build on, a broken chain) a \
+                      full backup is taken and the reason logged. Only a primary is backed up, and a lease in the \
+                      repository keeps two sidecars from backing up at once. Shows a progress bar on a terminal. \
+                      The role needs the REPLICATION attribute and a replication line in pg_hba.conf."
     )]
-    Backup(JsonArgs),
+    Backup(BackupArgs),
 
     /// List the backups in the repository: id, times, sizes, duration, WAL range.
     Backups(JsonArgs),
@@ -296,6 +300,17 @@ pub struct DevArgs {
     /// Where to serve /metrics; a free port is used instead if this one is taken.
     #[arg(long, default_value = "127.0.0.1:9432", value_name = "ADDR")]
     pub listen: SocketAddr,
+}
+
+/// Options of `pgvigil backup`.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Only what changed since the newest backup (PostgreSQL 17+; else a full backup).
+    #[arg(long)]
+    pub incremental: bool,
 }
 
 /// A `--json` switch.

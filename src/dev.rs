@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backup::catalog::BackupInfo;
+use crate::backup::catalog::{BackupInfo, BackupKind};
 use crate::config::Settings;
 use crate::pg::binaries::{chown_to_server_user, server_user};
 use crate::pg::{TempCluster, TempClusterOptions, TempPgbouncer};
@@ -168,7 +168,7 @@ impl DevEnvironment {
         let ops = crate::backup::ops::Ops::for_cli(settings, repo, None, "dev")
             .map_err(|e| DevError::Setup(e.to_string()))?;
         let first_backup = ops
-            .backup(Arc::new(Default::default()))
+            .backup(Arc::new(Default::default()), BackupKind::Full)
             .await
             .map_err(|e| e.to_string());
         ops.close().await;

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::catalog::{self, BackupInfo, BackupObject};
+use super::catalog::{self, BackupInfo, BackupKind, BackupObject};
 use super::compress::HashingWriter;
 use super::lease::Lease;
 use super::{wal, Error};
@@ -53,6 +53,10 @@ pub struct TarInspector {
     long_name: Option<String>,
     label: Vec<u8>,
     manifest_tail: Vec<u8>,
+    /// Where the whole `backup_manifest` goes, when it is to be kept (the next incremental
+    /// builds on it); `manifest_spool_failed` when writing there failed.
+    manifest_spool: Option<std::fs::File>,
+    manifest_spool_failed: bool,
 }
 
 const MANIFEST_TAIL: usize = 64 * 1024;
@@ -65,6 +69,11 @@ impl TarInspector {
     /// The `backup_label` seen so far (at most [`MAX_LABEL`] bytes).
     pub fn label(&self) -> &[u8] {
         &self.label
+    }
+
+    /// Keeps the whole `backup_manifest` in `file` as it passes.
+    pub fn spool_manifest(&mut self, file: std::fs::File) {
+        self.manifest_spool = Some(file);
     }
 
     /// The last bytes of `backup_manifest` seen so far (at most 128 KiB).
@@ -86,6 +95,9 @@ impl TarInspector {
                         self.label.extend_from_slice(&buf[..room]);
                     }
                     Some("backup_manifest") => {
+                        if let Some(spool) = &mut self.manifest_spool {
+                            self.manifest_spool_failed |= spool.write_all(&buf[..data_n]).is_err();
+                        }
                         self.manifest_tail.extend_from_slice(&buf[..data_n]);
                         if self.manifest_tail.len() > 2 * MANIFEST_TAIL {
                             let cut = self.manifest_tail.len() - MANIFEST_TAIL;
@@ -259,6 +271,8 @@ struct PipelineResult {
     raw_bytes: u64,
     /// The SHA-256 of each stream's stored bytes, in stream order.
     sha256: Vec<String>,
+    /// The whole `backup_manifest` is in the spool file.
+    manifest_kept: bool,
 }
 
 /// One output stream of a backup: a thread that compresses what it is given, hashes the
@@ -344,6 +358,7 @@ fn pipeline(
     level: i32,
     txs: Vec<mpsc::Sender<Result<Bytes, std::io::Error>>>,
     progress: Arc<Progress>,
+    manifest: Option<std::fs::File>,
 ) -> Result<PipelineResult, Error> {
     let mut child = cmd
         .stdin(Stdio::null())
@@ -366,7 +381,7 @@ fn pipeline(
         let _ = child.kill();
         return Err(Error::Invalid("pg_basebackup has no stdout".into()));
     };
-    let mut run = || -> std::io::Result<(TarInspector, Vec<String>, u64)> {
+    let run = || -> std::io::Result<(TarInspector, Vec<String>, u64)> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1);
@@ -385,6 +400,9 @@ fn pipeline(
             .collect::<std::io::Result<Vec<_>>>()?;
         let mut split = super::split::TarSplitter::new(encoders);
         let mut inspector = TarInspector::default();
+        if let Some(file) = manifest {
+            inspector.spool_manifest(file);
+        }
         let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
         loop {
@@ -437,6 +455,7 @@ fn pipeline(
         stop_lsn,
         raw_bytes,
         sha256,
+        manifest_kept: inspector.manifest_spool.is_some() && !inspector.manifest_spool_failed,
     })
 }
 
@@ -501,12 +520,22 @@ pub async fn identity(settings: &Settings, what: &str) -> Result<Identity, Error
     })
 }
 
-/// Takes a base backup into the repository and commits it.
+/// A backup taken, and why it is a full one when an incremental was asked for.
+#[derive(Debug)]
+pub struct Taken {
+    pub info: BackupInfo,
+    /// Why a full backup was taken instead of the incremental asked for.
+    pub fallback: Option<String>,
+}
+
+/// Takes a base backup (`want`: full, or incremental on the newest backup when the server
+/// and the repository allow it, else full with the reason) and commits it.
 pub async fn run(
     settings: &Settings,
     repo: &Repo,
     progress: Arc<Progress>,
-) -> Result<BackupInfo, Error> {
+    want: BackupKind,
+) -> Result<Taken, Error> {
     let id = identity(settings, "takes backups").await?;
     if id.extra_tablespaces > 0 {
         return Err(Error::Refused(format!(
@@ -516,22 +545,116 @@ pub async fn run(
     }
     wal::check_binding(repo, id.system_identifier).await?;
     let lease = Lease::acquire(repo, "backup").await?;
-    let sysid = id.system_identifier.to_string();
-    let result = take(settings, repo, progress, &sysid, id.server_version_num).await;
+    let result = async {
+        let (parent, mut fallback) = match want {
+            BackupKind::Full => (None, None),
+            BackupKind::Incremental => match incremental_parent(settings, repo, &id).await? {
+                Ok(parent) => (Some(parent), None),
+                Err(why) => (None, Some(why)),
+            },
+        };
+        let mut result = take(settings, repo, progress.clone(), &id, parent.as_ref()).await;
+        if let (Some(_), Err(e)) = (&parent, &result) {
+            if refuses_incremental(e) {
+                fallback = Some(format!("pg_basebackup refused the incremental backup: {e}"));
+                progress.stored_bytes.store(0, Ordering::Relaxed);
+                result = take(settings, repo, progress, &id, None).await;
+            }
+        }
+        result.map(|info| Taken { info, fallback })
+    }
+    .await;
     lease.release().await;
     result
+}
+
+/// The backup an incremental backup builds on: the newest one of this database system and
+/// major on the newest timeline's history, whose chain is whole and whose manifest is
+/// kept. `Ok(Err(why))` when an incremental backup cannot be taken and a full one is.
+async fn incremental_parent(
+    settings: &Settings,
+    repo: &Repo,
+    id: &Identity,
+) -> Result<Result<BackupInfo, String>, Error> {
+    let major = binaries::major_of_version_num(id.server_version_num);
+    if major < 17 {
+        return Ok(Err(format!(
+            "the server is PostgreSQL {major}; incremental backups need PostgreSQL 17 or newer"
+        )));
+    }
+    let conn = connect(&ConnectOptions::from_settings(&settings.postgres), None)
+        .await
+        .map_err(|e| Error::Postgres(e.to_string()))?;
+    let summarize: String = conn
+        .client
+        .query_one("SHOW summarize_wal", &[])
+        .await
+        .map_err(|e| Error::Postgres(db_error_message(&e)))?
+        .get(0);
+    if summarize != "on" {
+        return Ok(Err(
+            "summarize_wal is off on the server (incremental backups need summarize_wal = on)"
+                .into(),
+        ));
+    }
+    let backups = catalog::list(repo).await?;
+    let listing = repo
+        .store
+        .list(&repo.key(&layout::backups_prefix()))
+        .await?;
+    let broken = catalog::broken(repo, &backups, &listing);
+    let lineage = super::timeline::current(repo).await?;
+    let sysid = id.system_identifier.to_string();
+    // The newest backup of this system on the timeline the server is on: an incremental
+    // builds on it or not at all (a broken chain is not skipped over).
+    let newest = backups.iter().rev().find(|b| {
+        b.system_identifier == sysid
+            && catalog::parse_lsn(&b.stop_lsn).is_some_and(|s| lineage.reaches(b.timeline, s))
+    });
+    Ok(match newest {
+        None => Err("there is no backup of this server to build on".into()),
+        Some(b) => match broken.get(&b.id) {
+            Some(why) => Err(format!(
+                "the newest backup {} cannot be built on: {why}",
+                b.id
+            )),
+            None if b.pg_major() != major => Err(format!(
+                "the newest backup {} is of PostgreSQL {}, the server is {major}",
+                b.id,
+                b.pg_major()
+            )),
+            None if b.manifest.is_none() => Err(format!(
+                "the newest backup {} has no kept manifest to build on",
+                b.id
+            )),
+            None => Ok(b.clone()),
+        },
+    })
+}
+
+/// Whether pg_basebackup failed because the server refused `--incremental` (WAL summaries
+/// missing or incomplete, a manifest of another system or timeline): a full backup works.
+fn refuses_incremental(e: &Error) -> bool {
+    match e {
+        Error::Child { stderr, .. } => {
+            let s = stderr.to_lowercase();
+            s.contains("incremental") || s.contains("wal summar") || s.contains("manifest")
+        }
+        _ => false,
+    }
 }
 
 async fn take(
     settings: &Settings,
     repo: &Repo,
     progress: Arc<Progress>,
-    sysid: &str,
-    pg_version_num: i32,
+    server: &Identity,
+    parent: Option<&BackupInfo>,
 ) -> Result<BackupInfo, Error> {
     let pg = &settings.postgres;
-    let started = Utc::now();
-    let id = started.format("%Y%m%dT%H%M%SZ").to_string();
+    let sysid = server.system_identifier.to_string();
+    let pg_version_num = server.server_version_num;
+    let (started, id) = fresh_id(repo).await?;
     let major = binaries::major_of_version_num(pg_version_num);
     let bins = PgBinaries::client(
         &Search::from_settings(pg),
@@ -583,6 +706,33 @@ async fn take(
     for (name, value) in pg.tls.child_env() {
         cmd.env(name, value);
     }
+    // An incremental backup: the parent's manifest, where pg_basebackup can read it.
+    let parent_manifest = match parent {
+        Some(p) => {
+            let file = parent_manifest(repo, p, &bins).await?;
+            let guest = bins
+                .guest_path(file.path())
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            cmd.arg(format!("--incremental={}", guest.display()));
+            Some(file)
+        }
+        None => None,
+    };
+    // The whole manifest is kept from 17 on, for the next incremental to build on.
+    let spool = if major >= 17 {
+        Some(tempfile::tempfile().map_err(super::io(
+            "creating a temporary file for the backup manifest",
+        ))?)
+    } else {
+        None
+    };
+    let spool_read = match &spool {
+        Some(f) => Some(
+            f.try_clone()
+                .map_err(super::io("opening the manifest spool"))?,
+        ),
+        None => None,
+    };
     let streams = settings.backup.streams;
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..streams)
         .map(|_| mpsc::channel::<Result<Bytes, std::io::Error>>(8))
@@ -592,7 +742,7 @@ async fn take(
         let txs_on_error = txs.clone();
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
-            let r = pipeline(cmd, level, txs, progress);
+            let r = pipeline(cmd, level, txs, progress, spool);
             if let Err(e) = &r {
                 // Fail the uploads too, so nothing is committed.
                 for tx in &txs_on_error {
@@ -634,6 +784,11 @@ async fn take(
             return Err(e);
         }
     };
+    drop(parent_manifest);
+    let manifest = match spool_read {
+        Some(file) if piped.manifest_kept => keep_manifest(repo, &id, file).await,
+        _ => None,
+    };
     let stored_bytes: u64 = stored.iter().sum();
     let objects: Vec<BackupObject> = names
         .into_iter()
@@ -650,7 +805,7 @@ async fn take(
         format: 1,
         id: id.clone(),
         pgvigil_version: crate::VERSION.into(),
-        system_identifier: sysid.into(),
+        system_identifier: sysid,
         pg_version_num,
         timeline: piped.label.timeline,
         start_lsn: piped.label.start_lsn.clone(),
@@ -665,9 +820,123 @@ async fn take(
         stored_bytes,
         compression: "zstd".into(),
         objects,
+        kind: if parent.is_some() {
+            BackupKind::Incremental
+        } else {
+            BackupKind::Full
+        },
+        parent: parent.map(|p| p.id.clone()),
+        manifest,
     };
     catalog::commit(repo, &info).await?;
     Ok(info)
+}
+
+/// A backup id (its UTC start time to the second) that no backup in the repository has
+/// yet: an incremental taken right after a full one waits for the next second.
+async fn fresh_id(repo: &Repo) -> Result<(DateTime<Utc>, String), Error> {
+    // Bounded: a few seconds at most.
+    for _ in 0..5 {
+        let now = Utc::now();
+        let id = now.format("%Y%m%dT%H%M%SZ").to_string();
+        if repo
+            .store
+            .list(&repo.key(&layout::backup_prefix(&id)))
+            .await?
+            .is_empty()
+        {
+            return Ok((now, id));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    }
+    Err(Error::Invalid(
+        "no free backup id: a backup was started every second for five seconds".into(),
+    ))
+}
+
+/// Writes `parent`'s manifest to a temporary file the binaries can read (inside their
+/// chroot if they run in one), checked against the SHA-256 in its `backup.json`.
+async fn parent_manifest(
+    repo: &Repo,
+    parent: &BackupInfo,
+    bins: &PgBinaries,
+) -> Result<tempfile::NamedTempFile, Error> {
+    let object = parent
+        .manifest
+        .as_ref()
+        .ok_or_else(|| Error::Invalid(format!("backup {} has no manifest kept", parent.id)))?;
+    let key = repo.key(&layout::backup_object(&parent.id, &object.name));
+    let body = repo.store.get_bytes(&key).await?;
+    let sha = super::compress::sha256_hex(&body);
+    if sha != object.sha256 {
+        return Err(Error::Refused(format!(
+            "{key} in {} is corrupt: sha256 {sha}, recorded {}",
+            repo.store.describe(),
+            object.sha256
+        )));
+    }
+    let raw = tokio::task::spawn_blocking(move || super::compress::decompress(&body))
+        .await
+        .map_err(|e| Error::Invalid(format!("decompression task: {e}")))?
+        .map_err(super::io(format!("decompressing {key}")))?;
+    let dir = bins.default_parent_dir().unwrap_or_else(std::env::temp_dir);
+    let mut file = tempfile::Builder::new()
+        .prefix("pgvigil-manifest-")
+        .tempfile_in(&dir)
+        .map_err(super::io(format!(
+            "creating a temporary file in {}",
+            dir.display()
+        )))?;
+    file.write_all(&raw)
+        .map_err(super::io(format!("writing {}", file.path().display())))?;
+    bins.chown_to_server_user(file.path())
+        .map_err(super::io(format!("chown {}", file.path().display())))?;
+    Ok(file)
+}
+
+/// Stores the manifest spooled during the backup as `backup_manifest.zst` beside it; None
+/// (logged) when that fails: the backup is good, only the next incremental falls back to
+/// a full one.
+async fn keep_manifest(repo: &Repo, id: &str, mut file: std::fs::File) -> Option<BackupObject> {
+    use std::io::Seek;
+    let key = repo.key(&layout::backup_object(id, layout::MANIFEST_OBJECT));
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        file.rewind()?;
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw)?;
+        super::compress::compress(&raw, 3)
+    })
+    .await;
+    let body = match read {
+        Ok(Ok(body)) => Bytes::from(body),
+        other => {
+            tracing::warn!(event = "backup.manifest.failed", backup = id, error = ?other.err(), "could not keep the backup manifest; the next incremental backup will be a full one");
+            return None;
+        }
+    };
+    let object = BackupObject {
+        name: layout::MANIFEST_OBJECT.into(),
+        stored_bytes: 0,
+        sha256: super::compress::sha256_hex(&body),
+    };
+    match repo
+        .store
+        .put_stream(
+            &key,
+            Box::pin(futures_util::stream::iter([Ok(body)])),
+            Metadata::new(),
+        )
+        .await
+    {
+        Ok(stored) => Some(BackupObject {
+            stored_bytes: stored,
+            ..object
+        }),
+        Err(e) => {
+            tracing::warn!(event = "backup.manifest.failed", backup = id, error = %e, "could not keep the backup manifest; the next incremental backup will be a full one");
+            None
+        }
+    }
 }
 
 /// Adapts an mpsc receiver into a stream.

@@ -3,6 +3,8 @@
 //! what restore, verification and retention need (system identifier, versions, timeline,
 //! WAL range, times, sizes and the SHA-256 of every object).
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,28 @@ pub struct BackupObject {
     pub name: String,
     pub stored_bytes: u64,
     pub sha256: String,
+}
+
+/// Whether a backup holds the whole data directory or only what changed since its parent.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Every file (every backup before incremental backups existed).
+    #[default]
+    Full,
+    /// `pg_basebackup --incremental` (PostgreSQL 17+): restored by `pg_combinebackup` over
+    /// its chain of parents down to a full backup.
+    Incremental,
+}
+
+impl BackupKind {
+    /// `full` or `incremental`, as `backup.json` and the CLI say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incremental",
+        }
+    }
 }
 
 /// `backup.json`.
@@ -39,7 +63,18 @@ pub struct BackupInfo {
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     pub compression: String,
+    /// The tar streams of the data directory, restored in parallel.
     pub objects: Vec<BackupObject>,
+    #[serde(default)]
+    pub kind: BackupKind,
+    /// The backup an incremental builds on (its manifest went to `pg_basebackup
+    /// --incremental`); restoring it needs every backup down this chain to a full one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The backup's `backup_manifest` (zstd), kept beside it so that the next incremental
+    /// can build on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<BackupObject>,
 }
 
 impl BackupInfo {
@@ -100,6 +135,95 @@ pub async fn newest(repo: &Repo) -> Result<(usize, Option<BackupInfo>), Error> {
     };
     let info = serde_json::from_slice::<BackupInfo>(&repo.store.get_bytes(last).await?).ok();
     Ok((markers.len(), info))
+}
+
+/// The chain `backup` is restored from, full backup first and `backup` last: itself for a
+/// full backup, its parents down to a full one for an incremental. An error names the
+/// missing link (a parent whose `backup.json` is gone or unreadable) or a loop.
+pub fn chain<'a>(
+    backups: &'a [BackupInfo],
+    backup: &'a BackupInfo,
+) -> Result<Vec<&'a BackupInfo>, String> {
+    let mut chain = vec![backup];
+    let mut at = backup;
+    // Bounded: a chain longer than the catalogue has a loop.
+    for _ in 0..=backups.len() {
+        if at.kind == BackupKind::Full {
+            chain.reverse();
+            return Ok(chain);
+        }
+        let Some(parent) = at.parent.as_deref() else {
+            return Err(format!(
+                "incremental backup {} names no parent backup",
+                at.id
+            ));
+        };
+        at = backups.iter().find(|b| b.id == parent).ok_or_else(|| {
+            format!(
+                "its parent backup {parent} (of {}) is missing: its backup.json is gone or unreadable",
+                at.id
+            )
+        })?;
+        chain.push(at);
+    }
+    Err(format!(
+        "the parent links of backup {} form a loop",
+        backup.id
+    ))
+}
+
+/// Every backup that cannot be restored, and why: an object that `backup.json` lists is
+/// missing from `listing` (every object under `backups/`) or has another size, or a link
+/// of its chain is missing or itself broken. Listings only: nothing is downloaded, so it
+/// works on encrypted repositories without the key.
+pub fn broken(
+    repo: &Repo,
+    backups: &[BackupInfo],
+    listing: &[crate::store::ObjectMeta],
+) -> BTreeMap<String, String> {
+    let sizes: HashMap<&str, u64> = listing.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    let mut own: BTreeMap<String, String> = BTreeMap::new();
+    for b in backups {
+        for o in &b.objects {
+            let key = repo.key(&layout::backup_object(&b.id, &o.name));
+            match sizes.get(key.as_str()) {
+                None => {
+                    own.insert(b.id.clone(), format!("its object {key} is missing"));
+                    break;
+                }
+                Some(size) if *size != o.stored_bytes => {
+                    own.insert(
+                        b.id.clone(),
+                        format!(
+                            "its object {key} has {size} bytes, backup.json records {}",
+                            o.stored_bytes
+                        ),
+                    );
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for b in backups {
+        let why = match chain(backups, b) {
+            Err(why) => Some(why),
+            Ok(links) => links.iter().find_map(|l| {
+                own.get(&l.id).map(|why| {
+                    if l.id == b.id {
+                        why.clone()
+                    } else {
+                        format!("its parent backup {} is broken: {why}", l.id)
+                    }
+                })
+            }),
+        };
+        if let Some(why) = why {
+            out.insert(b.id.clone(), why);
+        }
+    }
+    out
 }
 
 /// Parses an LSN like `0/3000028` into a number (each half is 32 bits, as PostgreSQL
@@ -212,6 +336,9 @@ mod tests {
             stored_bytes: 1,
             compression: "zstd".into(),
             objects: vec![],
+            kind: BackupKind::Full,
+            parent: None,
+            manifest: None,
         }
     }
 

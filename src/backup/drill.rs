@@ -327,7 +327,12 @@ async fn drill(
         }
     };
     ev.target_time = Some(target);
-    let backups = catalog::list(repo).await?;
+    // Only a backup whose chain and objects are whole (verify's listing) is drilled.
+    let backups: Vec<_> = catalog::list(repo)
+        .await?
+        .into_iter()
+        .filter(|b| !report.broken.contains_key(&b.id))
+        .collect();
     let backup = catalog::select(&backups, None, &Target::Time(target), &report.lineage)?.clone();
     ev.backup_id = Some(backup.id.clone());
 
@@ -407,6 +412,7 @@ async fn drill(
                 action: TargetAction::Promote,
                 restore_command,
                 keep_archiving: false,
+                binaries: Search::from_settings(&settings.postgres),
             },
         )
         .await?;

@@ -86,6 +86,7 @@ own_metrics! {
         pub window_start: Gauge = PGVIGIL_PITR_WINDOW_START_TIMESTAMP_SECONDS,
         pub window_end: Gauge = PGVIGIL_PITR_WINDOW_END_TIMESTAMP_SECONDS,
         pub missing: Gauge = PGVIGIL_PITR_MISSING_SEGMENTS,
+        pub unrestorable: Gauge = PGVIGIL_BACKUPS_UNRESTORABLE,
         pub continuity_ok: Gauge = PGVIGIL_PITR_CONTINUITY_OK,
         pub last_check: Gauge = PGVIGIL_PITR_LAST_CHECK_TIMESTAMP_SECONDS,
         pub archive_age: Gauge = PGVIGIL_WAL_ARCHIVE_AGE_SECONDS,
@@ -100,6 +101,7 @@ impl PitrMetrics {
         self.window_end
             .set(report.window_end.map(unix_seconds).unwrap_or(0.0));
         self.missing.set(report.missing.len() as f64);
+        self.unrestorable.set(report.broken.len() as f64);
         self.continuity_ok.set(if report.ok { 1.0 } else { 0.0 });
         if let Some(a) = report.archive_age_seconds {
             self.archive_age.set(a);

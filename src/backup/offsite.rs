@@ -85,7 +85,10 @@ struct Tally {
 async fn copy(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
     let started = Utc::now();
     let backups = catalog::list(src).await?;
-    let Some(backup) = backups.last() else {
+    // The newest backup that can be restored (whole objects, whole chain).
+    let listing = src.store.list(&src.key(&layout::backups_prefix())).await?;
+    let broken = catalog::broken(src, &backups, &listing);
+    let Some(backup) = backups.iter().rev().find(|b| !broken.contains_key(&b.id)) else {
         return Err(Error::Invalid(format!(
             "{} has no backup to copy off-site; take one with `pgvigil backup`",
             src.store.describe()
@@ -100,41 +103,27 @@ async fn copy(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
     })?;
     wal::check_binding(dst, sysid).await?;
 
+    // An incremental backup is copied with its whole chain, so that it restores there.
+    let chain = catalog::chain(&backups, backup).map_err(|why| {
+        Error::Refused(format!(
+            "backup {} cannot be copied off-site: {why}",
+            backup.id
+        ))
+    })?;
     let mut tally = Tally::default();
-    let present: std::collections::HashMap<String, u64> = dst
-        .store
-        .list(&dst.key(&layout::backup_prefix(&backup.id)))
-        .await?
-        .into_iter()
-        .map(|o| (o.key, o.size))
-        .collect();
-    for object in &backup.objects {
-        let (from, to) = (
-            src.key(&layout::backup_object(&backup.id, &object.name)),
-            dst.key(&layout::backup_object(&backup.id, &object.name)),
-        );
-        if present.get(&to) == Some(&object.stored_bytes) {
-            tally.present += 1;
-            continue;
-        }
-        copy_object(src, dst, &from, &to, &mut tally).await?;
-        let actual = stream_sha256(dst.store.as_ref(), &to).await?;
-        if actual != object.sha256 {
-            let _ = dst.store.delete(&to).await;
-            return Err(Error::Refused(format!(
-                "off-site copy of {to} in {} does not verify: sha256 {actual}, backup.json says {}; the copy was deleted",
-                dst.store.describe(),
-                object.sha256
-            )));
-        }
+    for b in &chain {
+        copy_backup_objects(src, dst, b, &mut tally).await?;
     }
 
     let wal_files = copy_wal(src, dst, backup, &mut tally).await?;
 
-    // The commit marker last: the off-site backup exists once everything else is there.
-    let marker = dst.key(&layout::backup_marker(&backup.id));
-    if dst.store.head(&marker).await?.is_none() {
-        catalog::commit(dst, backup).await?;
+    // The commit markers last, parents first: an off-site backup exists once everything
+    // it needs is there.
+    for b in &chain {
+        let marker = dst.key(&layout::backup_marker(&b.id));
+        if dst.store.head(&marker).await?.is_none() {
+            catalog::commit(dst, b).await?;
+        }
     }
     let report = CopyReport {
         backup_id: backup.id.clone(),
@@ -151,6 +140,44 @@ async fn copy(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
     };
     tracing::info!(event = "offsite.completed", backup = %report.backup_id, destination = %report.destination, copied = report.objects_copied, server_side = report.server_side, present = report.objects_present, bytes = report.bytes_copied, "off-site copy verified");
     Ok(report)
+}
+
+/// Copies the objects of one backup (its streams and its kept manifest) that the
+/// destination does not have with the recorded size, and checks each copy's SHA-256.
+async fn copy_backup_objects(
+    src: &Repo,
+    dst: &Repo,
+    backup: &BackupInfo,
+    tally: &mut Tally,
+) -> Result<(), Error> {
+    let present: std::collections::HashMap<String, u64> = dst
+        .store
+        .list(&dst.key(&layout::backup_prefix(&backup.id)))
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    for object in backup.objects.iter().chain(&backup.manifest) {
+        let (from, to) = (
+            src.key(&layout::backup_object(&backup.id, &object.name)),
+            dst.key(&layout::backup_object(&backup.id, &object.name)),
+        );
+        if present.get(&to) == Some(&object.stored_bytes) {
+            tally.present += 1;
+            continue;
+        }
+        copy_object(src, dst, &from, &to, tally).await?;
+        let actual = stream_sha256(dst.store.as_ref(), &to).await?;
+        if actual != object.sha256 {
+            let _ = dst.store.delete(&to).await;
+            return Err(Error::Refused(format!(
+                "off-site copy of {to} in {} does not verify: sha256 {actual}, backup.json says {}; the copy was deleted",
+                dst.store.describe(),
+                object.sha256
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Copies the WAL `backup` needs from its start on, and every `.history` file; verifies

@@ -16,8 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::basebackup::{self, Progress};
-use super::catalog::BackupInfo;
+use super::basebackup::{self, Progress, Taken};
+use super::catalog::{BackupInfo, BackupKind};
 use super::drill::{self, Evidence};
 use super::metrics::OpsMetrics;
 use super::offsite::{self, CopyReport};
@@ -127,27 +127,53 @@ impl Ops {
     // --- backup -----------------------------------------------------------------------
 
     /// Takes a base backup into the primary repository (`backup.completed|failed`; a
-    /// skipped run, another sidecar's turn, is only logged).
-    pub async fn backup(&self, progress: Arc<Progress>) -> Result<BackupInfo, Error> {
+    /// skipped run, another sidecar's turn, is only logged): `want` full, or incremental on
+    /// the newest backup (PostgreSQL 17+, `summarize_wal = on`), which falls back to a full
+    /// backup with a `backup.incremental.fallback` warning when it cannot be taken.
+    pub async fn backup(
+        &self,
+        progress: Arc<Progress>,
+        want: BackupKind,
+    ) -> Result<BackupInfo, Error> {
         let m = &self.metrics.backup;
         m.running.set(1.0);
-        let result = basebackup::run(&self.settings, &self.primary, progress).await;
+        let result = basebackup::run(&self.settings, &self.primary, progress, want).await;
         m.running.set(0.0);
         let repository = self.repository();
+        if let Ok(Taken {
+            info,
+            fallback: Some(why),
+        }) = &result
+        {
+            self.events.emit(
+                Op::notice(
+                    "backup.incremental.fallback",
+                    format!("took a full backup instead of an incremental one: {why}"),
+                )
+                .target(json!({ "repository": repository, "backup": info.id }))
+                .details(json!({ "reason": why })),
+            );
+        }
+        let result = result.map(|taken| taken.info);
         self.emit_result(
             &result,
             "backup.skipped",
             |info| {
-                Op::success("backup.completed", format!("backup {} completed", info.id))
-                    .target(json!({ "repository": repository, "backup": info.id }))
-                    .details(json!({
-                        "raw_bytes": info.raw_bytes,
-                        "stored_bytes": info.stored_bytes,
-                        "seconds": info.duration_seconds,
-                        "start_lsn": info.start_lsn,
-                        "stop_lsn": info.stop_lsn,
-                        "timeline": info.timeline,
-                    }))
+                Op::success(
+                    "backup.completed",
+                    format!("{} backup {} completed", info.kind.as_str(), info.id),
+                )
+                .target(json!({ "repository": repository, "backup": info.id }))
+                .details(json!({
+                    "kind": info.kind.as_str(),
+                    "parent": info.parent,
+                    "raw_bytes": info.raw_bytes,
+                    "stored_bytes": info.stored_bytes,
+                    "seconds": info.duration_seconds,
+                    "start_lsn": info.start_lsn,
+                    "stop_lsn": info.stop_lsn,
+                    "timeline": info.timeline,
+                }))
             },
             |e| {
                 failed("backup.failed", "backup failed", e)

@@ -60,6 +60,10 @@ pub struct Report {
     /// The newest timeline and its ancestry, which restores and drills follow.
     #[serde(skip)]
     pub lineage: super::timeline::Lineage,
+    /// Backups that cannot be restored and why: an object listed in `backup.json` is
+    /// missing or has another size, or a link of an incremental backup's chain is missing
+    /// or broken. Restores and drills never choose them.
+    pub broken: std::collections::BTreeMap<String, String>,
 }
 
 /// The backups of one database system and the WAL range continuity is checked over.
@@ -243,6 +247,12 @@ pub struct ArchiverState {
 /// Checks the repository.
 pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Report, Error> {
     let backups = catalog::list(repo).await?;
+    // Backups whose objects or incremental chain are not whole: named, never restorable.
+    let listing = repo
+        .store
+        .list(&repo.key(&layout::backups_prefix()))
+        .await?;
+    let broken = catalog::broken(repo, &backups, &listing);
     let wal_prefix = repo.key(&layout::wal_prefix());
     // One pass over the listing: (name, kind, arrival) of every WAL file.
     let wal: Vec<(String, WalKind, Option<SystemTime>)> = repo
@@ -394,6 +404,9 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
     if backups.is_empty() {
         problems.push("the repository has no backups: nothing can be restored".into());
     }
+    for (id, why) in &broken {
+        problems.push(format!("backup {id} cannot be restored: {why}"));
+    }
 
     // End to end: what PostgreSQL says it archived must be in the repository.
     let (last_archived_wal, last_archived_in_repository) = match &archiver {
@@ -413,7 +426,10 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         _ => (None, None),
     };
 
-    let window_start = backups.first().map(|b: &BackupInfo| b.stop_time);
+    let window_start = backups
+        .iter()
+        .find(|b| !broken.contains_key(&b.id))
+        .map(|b: &BackupInfo| b.stop_time);
     let last_contiguous = match (first_gap, newest_segno) {
         (Some(gap), _) => segments
             .range(..(owner(&path, gap), gap))
@@ -456,6 +472,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         chain_start: by_system.last().map(|c| c[0].stop_time),
         chains,
         lineage,
+        broken,
     })
 }
 

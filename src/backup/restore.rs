@@ -27,6 +27,7 @@ use super::catalog::{self, BackupInfo, BackupObject, Target};
 use super::compress::HashingReader;
 use super::unpack::{append_no_follow, replace_no_follow, Unpacker};
 use super::{io, Error};
+use crate::pg::binaries::{PgBinaries, Search};
 use crate::store::{layout, Repo};
 
 /// What to do when the recovery target is reached.
@@ -50,6 +51,9 @@ pub struct RestoreRequest {
     /// Keep the backup's archive settings (a restore meant to become the new primary);
     /// otherwise `archive_mode = off` is written.
     pub keep_archiving: bool,
+    /// Where `pg_combinebackup` and `pg_verifybackup` of the backup's major are found (an
+    /// incremental backup is rebuilt with them).
+    pub binaries: Search,
 }
 
 /// What was restored.
@@ -62,6 +66,9 @@ pub struct Restored {
     pub seconds: f64,
     /// Whether the restored cluster will archive WAL (`--keep-archiving`).
     pub archiving: bool,
+    /// The backups combined, full first, when the backup restored is incremental.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub combined: Vec<String>,
 }
 
 /// Where a restore unpacks before the checksum matched, inside the target directory (so
@@ -98,27 +105,58 @@ fn quote(s: &str) -> String {
     s.replace('\'', "''")
 }
 
-/// Restores a backup into `req.to` and configures recovery.
+/// Restores a backup into `req.to` and configures recovery. Backups whose chain or
+/// objects are not whole ([`catalog::broken`]) are never chosen; an incremental backup is
+/// rebuilt from its chain with `pg_combinebackup` and checked with `pg_verifybackup`.
 pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Error> {
     let started = tokio::time::Instant::now();
     let backups = catalog::list(repo).await?;
+    let listing = repo
+        .store
+        .list(&repo.key(&layout::backups_prefix()))
+        .await?;
+    let broken = catalog::broken(repo, &backups, &listing);
+    if let Some((id, why)) = req
+        .backup
+        .as_deref()
+        .and_then(|id| broken.get_key_value(id))
+    {
+        return Err(Error::Refused(format!(
+            "backup {id} cannot be restored: {why}"
+        )));
+    }
+    let usable: Vec<BackupInfo> = backups
+        .iter()
+        .filter(|b| !broken.contains_key(&b.id))
+        .cloned()
+        .collect();
     let lineage = super::timeline::current(repo).await?;
-    let backup = catalog::select(&backups, req.backup.as_deref(), &req.target, &lineage)?.clone();
+    let backup = catalog::select(&usable, req.backup.as_deref(), &req.target, &lineage)?.clone();
+    let chain: Vec<BackupInfo> = catalog::chain(&usable, &backup)
+        .map_err(|why| Error::Refused(format!("backup {} cannot be restored: {why}", backup.id)))?
+        .into_iter()
+        .cloned()
+        .collect();
     check_empty(&req.to)?;
-    // raw_bytes (the tar stream) is what the data directory takes: refuse before writing
-    // rather than fill the disk and fail half-way.
+    // raw_bytes (the tar stream) is what the data directory takes; an incremental needs
+    // its whole chain unpacked, and the combined copy besides where it cannot be linked.
+    let needed = needed_bytes(&chain);
     if let Some(free) = super::free_bytes(&req.to) {
-        if free < backup.raw_bytes {
+        if free < needed {
             return Err(Error::Refused(format!(
                 "{} has {} MiB free; backup {} needs {} MiB",
                 req.to.display(),
                 free >> 20,
                 backup.id,
-                backup.raw_bytes.div_ceil(1 << 20)
+                needed.div_ceil(1 << 20)
             )));
         }
     }
-    match unpack(repo, &backup, &req.to).await {
+    let unpacked = match chain.len() {
+        1 => unpack(repo, &backup, &req.to).await,
+        _ => combine(repo, &chain, &req.to, &req.binaries).await,
+    };
+    match unpacked {
         Ok(bytes) => {
             configure_recovery(&req.to, req)?;
             {
@@ -136,6 +174,10 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
                 bytes,
                 seconds: started.elapsed().as_secs_f64(),
                 archiving: req.keep_archiving,
+                combined: match chain.len() {
+                    1 => Vec::new(),
+                    _ => chain.iter().map(|b| b.id.clone()).collect(),
+                },
             })
         }
         Err(e) => {
@@ -156,19 +198,137 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
     }
 }
 
-/// Downloads, checks and unpacks every object (stream) of `backup` into the staging
-/// directory, all streams at once, one thread each; moves the content into place only
-/// when every stream's SHA-256 matched. Returns the bytes read from the repository.
+/// The bytes a restore of `chain` writes at most: every backup of it unpacked, and a full
+/// copy besides when pg_combinebackup cannot link (before PostgreSQL 18).
+fn needed_bytes(chain: &[BackupInfo]) -> u64 {
+    let unpacked = chain
+        .iter()
+        .fold(0u64, |n, b| n.saturating_add(b.raw_bytes));
+    match chain {
+        [_] => unpacked,
+        [.., last] if last.pg_major() >= 18 => unpacked,
+        [first, ..] => unpacked.saturating_add(first.raw_bytes),
+        [] => 0,
+    }
+}
+
+/// Downloads, checks and unpacks `backup` into the staging directory and moves the
+/// content into place only when every stream's SHA-256 matched. Returns the bytes read
+/// from the repository.
 async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Error> {
+    let staging = to.join(STAGING);
+    std::fs::create_dir(&staging).map_err(io(format!("creating {}", staging.display())))?;
+    let bytes = unpack_into(repo, backup, &staging, to).await?;
+    move_into_place(&staging, to)?;
+    Ok(bytes)
+}
+
+/// Moves what `from` holds into `to`, then removes `from`.
+fn move_into_place(from: &Path, to: &Path) -> Result<(), Error> {
+    let entries = std::fs::read_dir(from).map_err(io(format!("reading {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(format!("reading {}", from.display())))?;
+        let dest = to.join(entry.file_name());
+        std::fs::rename(entry.path(), &dest)
+            .map_err(io(format!("moving {} into place", dest.display())))?;
+    }
+    std::fs::remove_dir(from).map_err(io(format!("removing {}", from.display())))
+}
+
+/// Rebuilds an incremental backup: every backup of `chain` (full first) unpacked and
+/// checked into a directory of its own under the staging directory, `pg_combinebackup` of
+/// the backup's major over them (`--link` from 18 on, so nothing is copied), the result
+/// checked against its manifest by `pg_verifybackup`, then moved into place.
+async fn combine(
+    repo: &Repo,
+    chain: &[BackupInfo],
+    to: &Path,
+    search: &Search,
+) -> Result<u64, Error> {
+    let Some(last) = chain.last() else {
+        return Err(Error::Invalid("an empty backup chain".into()));
+    };
+    let major = last.pg_major();
+    let bins = PgBinaries::server(
+        search,
+        major,
+        &format!(
+            "combining incremental backup {} (PostgreSQL {major})",
+            last.id
+        ),
+    )
+    .map_err(|e| Error::Invalid(e.to_string()))?;
+    let staging = to.join(STAGING);
+    std::fs::create_dir(&staging).map_err(io(format!("creating {}", staging.display())))?;
+    let mut bytes = 0;
+    let mut inputs = Vec::with_capacity(chain.len());
+    for b in chain {
+        let dir = staging.join(&b.id);
+        std::fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        bytes += unpack_into(repo, b, &dir, to).await?;
+        inputs.push(dir);
+    }
+    let output = staging.join("combined");
+    bins.chown_tree_to_server_user(&staging)
+        .map_err(io(format!("chown {}", staging.display())))?;
+    let guest = |p: &Path| {
+        bins.guest_path(p)
+            .map_err(|e| Error::Invalid(e.to_string()))
+    };
+    let mut cmd = bins
+        .command("pg_combinebackup")
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    for dir in &inputs {
+        cmd.arg(guest(dir)?);
+    }
+    cmd.arg("-o").arg(guest(&output)?);
+    // 18 links the unchanged files of the inputs instead of copying them.
+    if major >= 18 {
+        cmd.arg("--link");
+    }
+    run_program(cmd, "pg_combinebackup").await?;
+    let mut verify = bins
+        .command("pg_verifybackup")
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    // -n: the WAL is replayed (and checked) by recovery itself.
+    verify.arg("-n").arg(guest(&output)?);
+    run_program(verify, "pg_verifybackup").await?;
+    move_into_place(&output, to)?;
+    std::fs::remove_dir_all(&staging).map_err(io(format!("removing {}", staging.display())))?;
+    Ok(bytes)
+}
+
+/// Runs a PostgreSQL program to completion off the runtime; a failure names it with its
+/// exit status and the tail of its output.
+async fn run_program(cmd: std::process::Command, program: &'static str) -> Result<(), Error> {
+    crate::pg::process::run_blocking(move || crate::pg::process::run_checked(cmd, program))
+        .await
+        .map_err(|e| match e {
+            crate::pg::temp_cluster::Error::Child { status, output, .. } => Error::Child {
+                program,
+                status,
+                stderr: output,
+            },
+            other => Error::Invalid(format!("{program}: {other}")),
+        })
+}
+
+/// Downloads, checks and unpacks every object (stream) of `backup` into `staging`, all
+/// streams at once, one thread each; an error unless every stream's SHA-256 matched.
+/// `to` (the restore's target) is named in errors. Returns the bytes read.
+async fn unpack_into(
+    repo: &Repo,
+    backup: &BackupInfo,
+    staging: &Path,
+    to: &Path,
+) -> Result<u64, Error> {
     if backup.objects.is_empty() {
         return Err(Error::Invalid(format!(
             "backup {} lists no objects",
             backup.id
         )));
     }
-    let staging = to.join(STAGING);
-    std::fs::create_dir(&staging).map_err(io(format!("creating {}", staging.display())))?;
-    let unpacker = Arc::new(Unpacker::new(&staging));
+    let unpacker = Arc::new(Unpacker::new(staging));
     let describe = repo.store.describe();
     let streams = backup.objects.iter().map(|object| {
         let key = repo.key(&layout::backup_object(&backup.id, &object.name));
@@ -200,15 +360,6 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
             to.display()
         ))(e.into())
     })?;
-    let entries =
-        std::fs::read_dir(&staging).map_err(io(format!("reading {}", staging.display())))?;
-    for entry in entries {
-        let entry = entry.map_err(io(format!("reading {}", staging.display())))?;
-        let dest = to.join(entry.file_name());
-        std::fs::rename(entry.path(), &dest)
-            .map_err(io(format!("moving {} into place", dest.display())))?;
-    }
-    std::fs::remove_dir(&staging).map_err(io(format!("removing {}", staging.display())))?;
     Ok(bytes)
 }
 

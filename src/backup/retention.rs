@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::catalog::{self, BackupInfo};
+use super::catalog::{self, BackupInfo, BackupKind};
 use super::lease::Lease;
 use super::timeline::Lineage;
 use super::wal::{classify, WalKind};
@@ -153,6 +153,25 @@ pub fn plan(
                 policy.min_backups.max(1)
             )
         });
+    }
+    // An incremental backup is restored over its chain: every ancestor of a kept one stays.
+    let by_id: BTreeMap<&str, &BackupInfo> = sorted.iter().map(|b| (b.id.as_str(), *b)).collect();
+    let kept_now: Vec<&str> = keep.keys().copied().collect();
+    for id in kept_now {
+        let mut at = by_id.get(id).copied();
+        // Bounded by the number of backups: parent links may form a loop.
+        for _ in 0..sorted.len() {
+            let Some(parent) = at
+                .filter(|b| b.kind == BackupKind::Incremental)
+                .and_then(|b| b.parent.as_deref())
+                .and_then(|p| by_id.get(p).copied())
+            else {
+                break;
+            };
+            keep.entry(&parent.id)
+                .or_insert_with(|| format!("in the chain of kept incremental backup {id}"));
+            at = Some(parent);
+        }
     }
 
     let committed: BTreeSet<&str> = sorted.iter().map(|b| b.id.as_str()).collect();
@@ -496,6 +515,9 @@ mod tests {
             stored_bytes: 1,
             compression: "zstd".into(),
             objects: vec![],
+            kind: BackupKind::Full,
+            parent: None,
+            manifest: None,
         }
     }
 
@@ -770,9 +792,9 @@ mod tests {
 
         /// A history: per backup (hours since the previous one, segments since the
         /// previous one's start), then the hours from the last backup to `now`.
-        fn history() -> impl Strategy<Value = (Vec<(u32, u32)>, u32, u32, usize)> {
+        fn history() -> impl Strategy<Value = (Vec<(u32, u32, bool)>, u32, u32, usize)> {
             (
-                prop::collection::vec((1u32..24 * 20, 0u32..40), 1..10),
+                prop::collection::vec((1u32..24 * 20, 0u32..40, any::<bool>()), 1..10),
                 0u32..24 * 60,
                 0u32..60,
                 0usize..5,
@@ -786,14 +808,20 @@ mod tests {
             policy: Policy,
         }
 
-        fn case(steps: &[(u32, u32)], tail_hours: u32, window_days: u32, min: usize) -> Case {
+        fn case(steps: &[(u32, u32, bool)], tail_hours: u32, window_days: u32, min: usize) -> Case {
             let mut at = t("2026-01-01T00:00:00Z");
             let mut seg = 0x10u32;
-            let mut backups = Vec::new();
-            for (i, (hours, segs)) in steps.iter().enumerate() {
+            let mut backups: Vec<BackupInfo> = Vec::new();
+            for (i, (hours, segs, incremental)) in steps.iter().enumerate() {
                 at += chrono::Duration::hours(i64::from(*hours));
                 seg += segs;
-                backups.push(backup(&format!("b{i:02}"), &at.to_rfc3339(), seg, 1));
+                let mut b = backup(&format!("b{i:02}"), &at.to_rfc3339(), seg, 1);
+                // An incremental on the previous backup (the first is always full).
+                if let (true, Some(prev)) = (*incremental, backups.last()) {
+                    b.kind = BackupKind::Incremental;
+                    b.parent = Some(prev.id.clone());
+                }
+                backups.push(b);
             }
             let mut objects = objects_of(&backups);
             // Every segment from before the first backup to past the last one.
@@ -849,6 +877,15 @@ mod tests {
                 }
                 if let Some(base) = c.backups.iter().filter(|b| b.stop_time < p.window_start).max_by_key(|b| b.stop_time) {
                     prop_assert!(kept.contains(base.id.as_str()), "{} is the window's base", base.id);
+                }
+
+                // A kept incremental's whole chain is kept.
+                for b in c.backups.iter().filter(|b| kept.contains(b.id.as_str())) {
+                    let chain = catalog::chain(&c.backups, b);
+                    prop_assert!(chain.is_ok());
+                    for link in chain.unwrap_or_default() {
+                        prop_assert!(kept.contains(link.id.as_str()), "{} is in the chain of kept {}", link.id, b.id);
+                    }
                 }
 
                 // A kept backup's objects, and every WAL file from its start on, stay.

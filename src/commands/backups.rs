@@ -11,14 +11,15 @@ use indicatif::HumanBytes;
 
 use super::{open_repo, parse_time, print_json, render, rfc3339, Exit, Invocation};
 use crate::backup::basebackup::Progress;
+use crate::backup::catalog::BackupKind;
 use crate::backup::catalog::{parse_lsn, Target};
 use crate::backup::ops::wal_fetch_command;
 use crate::backup::restore::RestoreRequest;
 use crate::backup::wal::{classify, WalKind};
 use crate::backup::wal_prefetch::{self, Spool};
-use crate::cli::{JsonArgs, RestoreArgs};
+use crate::cli::{BackupArgs, JsonArgs, RestoreArgs};
 
-pub(super) async fn backup(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
+pub(super) async fn backup(inv: &Invocation<'_>, args: &BackupArgs) -> Exit {
     let ops = inv.ops(false, "backup").await?;
     let progress = Arc::new(Progress::default());
     let bar = (inv.interactive && !args.json).then(|| {
@@ -48,7 +49,12 @@ pub(super) async fn backup(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             }
         })
     });
-    let result = ops.backup(progress).await;
+    let kind = if args.incremental {
+        BackupKind::Incremental
+    } else {
+        BackupKind::Full
+    };
+    let result = ops.backup(progress, kind).await;
     if let Some(t) = ticker {
         t.abort();
     }
@@ -85,14 +91,20 @@ pub(super) async fn backups(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             repo.cluster
         );
     } else {
+        let listing = repo
+            .store
+            .list(&repo.key(&crate::store::layout::backups_prefix()))
+            .await?;
+        let broken = crate::backup::catalog::broken(&repo, &list, &listing);
         println!(
-            "{:<18} {:<25} {:<25} {:>10} {:>10} {:>8}  wal",
-            "id", "start", "stop", "raw", "stored", "seconds"
+            "{:<18} {:<12} {:<25} {:<25} {:>10} {:>10} {:>8}  wal",
+            "id", "kind", "start", "stop", "raw", "stored", "seconds"
         );
         for b in &list {
             println!(
-                "{:<18} {:<25} {:<25} {:>10} {:>10} {:>8.1}  {} .. {} (tl {})",
+                "{:<18} {:<12} {:<25} {:<25} {:>10} {:>10} {:>8.1}  {} .. {} (tl {})",
                 b.id,
+                b.kind.as_str(),
                 rfc3339(b.start_time),
                 rfc3339(b.stop_time),
                 HumanBytes(b.raw_bytes).to_string(),
@@ -102,6 +114,12 @@ pub(super) async fn backups(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
                 b.stop_lsn,
                 b.timeline
             );
+            if let Some(parent) = &b.parent {
+                println!("{:<18} on {parent}", "");
+            }
+            if let Some(why) = broken.get(&b.id) {
+                println!("{:<18} CANNOT BE RESTORED: {why}", "");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -265,6 +283,7 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
         action: args.target_action,
         restore_command: format!("{} %f %p", wal_fetch_command(&inv.cli.config, None)?),
         keep_archiving: args.keep_archiving,
+        binaries: crate::pg::binaries::Search::from_settings(&settings.postgres),
     };
     let restored = crate::backup::restore::restore(&repo, &req)
         .await

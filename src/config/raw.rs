@@ -391,6 +391,8 @@ impl Default for S3Config {
 pub struct BackupConfig {
     pub schedule: String,
     pub compression_level: i32,
+    /// 5-field crontab (UTC) of incremental backups (PostgreSQL 17+), or "off".
+    pub incremental_schedule: String,
     /// Take a first backup soon after start when the repository has none (primary only).
     pub initial_backup: bool,
     /// The daemon archives ready WAL files ahead of `archive_command`.
@@ -411,6 +413,7 @@ impl Default for BackupConfig {
     fn default() -> Self {
         Self {
             schedule: "0 2 * * *".into(),
+            incremental_schedule: "off".into(),
             compression_level: 3,
             initial_backup: true,
             archive_ahead: true,

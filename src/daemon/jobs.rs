@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::StartError;
 use crate::backup::basebackup::Progress;
+use crate::backup::catalog::BackupKind;
 use crate::backup::ops::Ops;
 use crate::backup::Error;
 use crate::config::Schedule;
@@ -35,7 +36,12 @@ pub fn schedule(
     let s = &ops.settings;
     let mut jobs: Vec<(&'static str, &Schedule, JobFn)> = vec![
         ("drill", &s.drill.schedule, drill(ops)),
-        ("backup", &s.backup.schedule, backup(ops)),
+        ("backup", &s.backup.schedule, backup(ops, BackupKind::Full)),
+        (
+            "backup-incremental",
+            &s.backup.incremental_schedule,
+            backup(ops, BackupKind::Incremental),
+        ),
         ("retention", &s.retention.schedule, retention(ops)),
     ];
     if let (Some(o), Some(_)) = (&s.offsite, &ops.offsite) {
@@ -112,7 +118,7 @@ async fn initial_backup(
             event = "backup.initial.started",
             "the repository has no backup: taking the first one now"
         );
-        let backup = ops.backup(Arc::new(Progress::default()));
+        let backup = ops.backup(Arc::new(Progress::default()), BackupKind::Full);
         tokio::select! {
             _ = token.cancelled() => return,
             result = backup => if result.is_ok() { return },
@@ -140,11 +146,16 @@ fn outcome<T>(result: Result<T, Error>, message: impl FnOnce(T) -> String) -> (J
     }
 }
 
-fn backup(ops: &Ops) -> JobFn {
-    job(ops, |ops| async move {
-        let result = ops.backup(Arc::new(Progress::default())).await;
+fn backup(ops: &Ops, want: BackupKind) -> JobFn {
+    job(ops, move |ops| async move {
+        let result = ops.backup(Arc::new(Progress::default()), want).await;
         outcome(result, |info| {
-            format!("backup {} ({} bytes stored)", info.id, info.stored_bytes)
+            format!(
+                "{} backup {} ({} bytes stored)",
+                info.kind.as_str(),
+                info.id,
+                info.stored_bytes
+            )
         })
     })
 }

@@ -394,6 +394,7 @@ catalogue! {
     PGVIGIL_PITR_WINDOW_START_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_window_start_timestamp_seconds" [] new "Earliest recoverable time: the end of the oldest backup (Unix seconds).";
     PGVIGIL_PITR_WINDOW_END_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_window_end_timestamp_seconds" [] new "Latest recoverable time: just before the newest commit or abort in the archived WAL before any gap, a point replay provably reaches (Unix seconds; 0 when none after the oldest backup).";
     PGVIGIL_PITR_MISSING_SEGMENTS: gauge "pgvigil_pitr_missing_segments" [] new "WAL files expected in the repository but missing (0 when the archive is continuous).";
+    PGVIGIL_BACKUPS_UNRESTORABLE: gauge "pgvigil_backups_unrestorable" [] new "Backups that cannot be restored: an object listed in backup.json is missing or has another size, or a link of an incremental backup's chain is missing or broken (0 when every backup is whole).";
     PGVIGIL_PITR_CONTINUITY_OK: gauge "pgvigil_pitr_continuity_ok" [] new "1 when every WAL segment from the oldest backup to the newest archived one is present, every backup's WAL is present and the last WAL PostgreSQL archived is in the repository.";
     PGVIGIL_PITR_LAST_CHECK_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_last_check_timestamp_seconds" [] new "When the last PITR check finished (Unix seconds).";
     PGVIGIL_WAL_ARCHIVE_AGE_SECONDS: gauge "pgvigil_wal_archive_age_seconds" [] new "Seconds since the last WAL file was archived (pg_stat_archiver, else the repository): the current RPO.";

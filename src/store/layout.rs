@@ -31,6 +31,9 @@ const MARKER: &str = "backup.json";
 /// `backup.json`).
 pub const BASE_OBJECT: &str = "base.tar.zst";
 
+/// A backup's `backup_manifest` (zstd), which the next incremental backup builds on.
+pub const MANIFEST_OBJECT: &str = "backup_manifest.zst";
+
 /// The name of stream `i` of a backup split into `streams` (`base.tar.zst` when there is
 /// one, as every backup before streams existed; `base.<i>.tar.zst` otherwise).
 pub fn base_object(i: usize, streams: usize) -> String {

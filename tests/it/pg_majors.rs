@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::harness::majors::{cluster_major, wanted};
+use crate::harness::majors::{cluster_major, cluster_major_with, wanted};
 use crate::harness::{client, daemon, eventually, exec, query_value, scrape, settings};
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -468,6 +468,21 @@ async fn backup_and_restore_with_the_binaries_of_pg18() {
     backup_and_restore(18).await;
 }
 
+/// A full backup, as `pgvigil backup` takes it.
+async fn full_backup(
+    settings: &pgvigil::config::Settings,
+    repo: &pgvigil::store::Repo,
+) -> Result<pgvigil::backup::catalog::BackupInfo, pgvigil::backup::Error> {
+    pgvigil::backup::basebackup::run(
+        settings,
+        repo,
+        Default::default(),
+        pgvigil::backup::catalog::BackupKind::Full,
+    )
+    .await
+    .map(|taken| taken.info)
+}
+
 /// Settings for a backup of `pg` into a local repository at `repo`, with the binaries of
 /// the cluster's own search (its chroot, for 17 and 18).
 fn backup_settings(
@@ -494,7 +509,11 @@ async fn restore_immediate(
     repo: &pgvigil::store::Repo,
     backup_id: &str,
     bins: pgvigil::pg::binaries::PgBinaries,
-) -> (pgvigil::pg::TempCluster, tempfile::TempDir) {
+) -> (
+    pgvigil::pg::TempCluster,
+    tempfile::TempDir,
+    pgvigil::backup::restore::Restored,
+) {
     use pgvigil::backup::{catalog::Target, restore};
     let parent = match bins.default_parent_dir() {
         Some(p) => tempfile::tempdir_in(p),
@@ -504,7 +523,7 @@ async fn restore_immediate(
     bins.chown_to_server_user(parent.path())
         .unwrap_or_else(|e| panic!("{e}"));
     let to = parent.path().join("restored");
-    restore::restore(
+    let restored_backup = restore::restore(
         repo,
         &restore::RestoreRequest {
             to: to.clone(),
@@ -513,6 +532,10 @@ async fn restore_immediate(
             action: restore::TargetAction::Promote,
             restore_command: "false".into(),
             keep_archiving: false,
+            binaries: pgvigil::pg::binaries::Search {
+                dirs: vec![bins.bindir.clone()],
+                runner: bins.runner.clone(),
+            },
         },
     )
     .await
@@ -531,14 +554,13 @@ async fn restore_immediate(
     .unwrap_or_else(|e| panic!("starting the restored {backup_id}: {e}"));
     let rc = client(&restored, "postgres").await;
     crate::harness::wait_promoted(&rc).await;
-    (restored, parent)
+    (restored, parent, restored_backup)
 }
 
 /// A backup taken by pgvigil with the server's own pg_basebackup (the host's 15 refuses a
 /// 17 server), recorded with its major, restored and started with the binaries of that
 /// major: the data is there.
 async fn backup_and_restore(major: u32) {
-    use pgvigil::backup::basebackup;
     if !wanted(major) {
         eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
         return;
@@ -556,7 +578,7 @@ async fn backup_and_restore(major: u32) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let t = std::time::Instant::now();
-    let info = basebackup::run(&settings, &repo, Default::default())
+    let info = full_backup(&settings, &repo)
         .await
         .unwrap_or_else(|e| panic!("backup of PostgreSQL {major}: {e}"));
     let backup_time = t.elapsed();
@@ -564,7 +586,7 @@ async fn backup_and_restore(major: u32) {
 
     // Restore into a directory the major's binaries can reach (inside its chroot).
     let t = std::time::Instant::now();
-    let (restored, _parent) = restore_immediate(&repo, &info.id, pg.binaries().clone()).await;
+    let (restored, _parent, _) = restore_immediate(&repo, &info.id, pg.binaries().clone()).await;
     let rc = client(&restored, "postgres").await;
     let restore_time = t.elapsed();
     let n: i64 = query_value(&rc, "SELECT count(*) FROM t").await;
@@ -592,7 +614,7 @@ async fn a_backup_without_binaries_of_the_servers_major_names_it() {
     let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = pgvigil::backup::basebackup::run(&settings, &repo, Default::default())
+    let err = full_backup(&settings, &repo)
         .await
         .err()
         .map(|e| e.to_string())
@@ -630,6 +652,11 @@ async fn wal_archive_pitr_and_drill(major: u32) {
     let fixture = MajorRepo::new(major);
     let pg = fixture.archiving_primary(major).await;
     let db = client(&pg, "postgres").await;
+    if major >= 17 {
+        // The drill below restores an incremental backup (rebuilt by pg_combinebackup).
+        exec(&db, "ALTER SYSTEM SET summarize_wal = on").await;
+        exec(&db, "SELECT pg_reload_conf()").await;
+    }
     exec(&db, "CREATE TABLE markers (id int)").await;
     exec(&db, "INSERT INTO markers VALUES (1)").await;
     switch_and_archive(&db).await;
@@ -645,12 +672,27 @@ async fn wal_archive_pitr_and_drill(major: u32) {
     let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let info = pgvigil::backup::basebackup::run(&settings, &repo, Default::default())
+    let info = full_backup(&settings, &repo)
         .await
         .unwrap_or_else(|e| panic!("backup of PostgreSQL {major}: {e}"));
     assert_eq!(info.pg_major(), major);
     exec(&db, "INSERT INTO markers VALUES (2)").await;
     switch_and_archive(&db).await;
+    let drilled = if major >= 17 {
+        let inc = pgvigil::backup::basebackup::run(
+            &settings,
+            &repo,
+            Default::default(),
+            pgvigil::backup::catalog::BackupKind::Incremental,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("incremental backup of PostgreSQL {major}: {e}"));
+        assert_eq!(inc.fallback, None);
+        assert_eq!(inc.info.parent.as_deref(), Some(info.id.as_str()));
+        inc.info.id
+    } else {
+        info.id.clone()
+    };
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let target: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -666,6 +708,7 @@ async fn wal_archive_pitr_and_drill(major: u32) {
     )
     .await;
     assert!(ev.success, "PostgreSQL {major} drill: {ev:#?}");
+    assert_eq!(ev.backup_id.as_deref(), Some(drilled.as_str()));
     for name in ["pg_verifybackup", "pg_amcheck", "markers"] {
         let c = ev.checks.iter().find(|c| c.name == name);
         assert!(
@@ -727,7 +770,7 @@ async fn push_completed_wal(pg: &pgvigil::pg::TempCluster, repo: &pgvigil::store
 /// chains and no gap between them, and the old backup still restores with 15's binaries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_keeps_both_majors_across_an_upgrade() {
-    use pgvigil::backup::{basebackup, ops::Ops, pitr, wal::Rebound};
+    use pgvigil::backup::{ops::Ops, pitr, wal::Rebound};
     if !wanted(15) || !wanted(17) {
         eprintln!("needs PostgreSQL 15 and 17 (PGVIGIL_MAJORS): not tested in this run");
         return;
@@ -746,7 +789,7 @@ async fn a_repository_keeps_both_majors_across_an_upgrade() {
     let repo = pgvigil::store::Repo::open(&s15, pgvigil::store::Which::Primary)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let b15 = basebackup::run(&s15, &repo, Default::default())
+    let b15 = full_backup(&s15, &repo)
         .await
         .unwrap_or_else(|e| panic!("backup of 15: {e}"));
     assert!(push_completed_wal(&old, &repo).await > 0);
@@ -776,7 +819,7 @@ async fn a_repository_keeps_both_majors_across_an_upgrade() {
     );
     new.start_server().await.unwrap_or_else(|e| panic!("{e}"));
     let s17 = backup_settings(&new, repo_dir.path());
-    let refused = basebackup::run(&s17, &repo, Default::default())
+    let refused = full_backup(&s17, &repo)
         .await
         .expect_err("a backup of another system before `pgvigil upgrade`");
     assert!(refused.to_string().contains("pgvigil upgrade"), "{refused}");
@@ -792,7 +835,7 @@ async fn a_repository_keeps_both_majors_across_an_upgrade() {
         other => panic!("upgrade: {other:?}"),
     }
     assert!(matches!(ops.upgrade().await, Ok(Rebound::Already { .. })));
-    let b17 = basebackup::run(&s17, &repo, Default::default())
+    let b17 = full_backup(&s17, &repo)
         .await
         .unwrap_or_else(|e| panic!("backup of 17 after the upgrade: {e}"));
     assert!(push_completed_wal(&new, &repo).await > 0);
@@ -832,8 +875,227 @@ async fn a_repository_keeps_both_majors_across_an_upgrade() {
     assert!(e.to_string().contains("not an upgrade"), "{e}");
 
     // The old chain still restores, with 15's binaries.
-    let (restored, _parent) = restore_immediate(&repo, &b15.id, old.binaries().clone()).await;
+    let (restored, _parent, _) = restore_immediate(&repo, &b15.id, old.binaries().clone()).await;
     let rc = client(&restored, "postgres").await;
     let v: String = query_value(&rc, "SELECT string_agg(v, ',') FROM t").await;
     assert_eq!(v, "before the upgrade");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_backups_restore_through_pg_combinebackup_on_pg17() {
+    incremental_chain(17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_backups_restore_through_pg_combinebackup_on_pg18() {
+    incremental_chain(18).await;
+}
+
+/// An incremental backup asked of a server that cannot take one is a full backup, with
+/// the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_backup_of_pg15_is_a_full_one_with_the_reason() {
+    use pgvigil::backup::catalog::BackupKind;
+    let pg = cluster_major(15).await;
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = backup_settings(&pg, repo_dir.path());
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let taken = pgvigil::backup::basebackup::run(
+        &settings,
+        &repo,
+        Default::default(),
+        BackupKind::Incremental,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(taken.info.kind, BackupKind::Full);
+    assert!(
+        taken.info.manifest.is_none(),
+        "15 cannot build on a manifest"
+    );
+    let why = taken.fallback.unwrap_or_default();
+    assert!(why.contains("PostgreSQL 15") && why.contains("17"), "{why}");
+}
+
+/// A full backup and two incrementals (each on the one before, about 1% of the table
+/// changed in between) on `major`: each incremental records its parent and is smaller; a
+/// restore of the newest rebuilds it with pg_combinebackup over the chain and holds
+/// exactly what was committed before it; the off-site copy carries the whole chain, which
+/// restores there; a chain with a missing link is named by verify and never restored; and
+/// with summarize_wal off an incremental falls back to a full backup with the reason.
+async fn incremental_chain(major: u32) {
+    use pgvigil::backup::catalog::BackupKind;
+    use pgvigil::backup::{basebackup, offsite, pitr};
+    if !wanted(major) {
+        eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
+        return;
+    }
+    let pg = cluster_major_with(major, vec![("summarize_wal", "on")]).await;
+    let db = client(&pg, "postgres").await;
+    exec(
+        &db,
+        "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
+    )
+    .await;
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = backup_settings(&pg, repo_dir.path());
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let take = |want: BackupKind| {
+        let (settings, repo) = (&settings, &repo);
+        async move {
+            basebackup::run(settings, repo, Default::default(), want)
+                .await
+                .unwrap_or_else(|e| panic!("{} backup of {major}: {e}", want.as_str()))
+        }
+    };
+    let full = take(BackupKind::Full).await.info;
+    assert_eq!(full.kind, BackupKind::Full);
+    assert!(
+        full.manifest.is_some(),
+        "the manifest is kept for the next incremental"
+    );
+
+    exec(&db, "UPDATE t SET v = 'changed' WHERE id <= 2000").await;
+    let inc1 = take(BackupKind::Incremental).await;
+    assert_eq!(inc1.fallback, None);
+    let inc1 = inc1.info;
+    assert_eq!(
+        (inc1.kind, inc1.parent.as_deref()),
+        (BackupKind::Incremental, Some(full.id.as_str()))
+    );
+    assert!(
+        inc1.raw_bytes < full.raw_bytes,
+        "an incremental after 1% of changes holds less: {} vs {}",
+        inc1.raw_bytes,
+        full.raw_bytes
+    );
+    exec(
+        &db,
+        "INSERT INTO t VALUES (-1, 'after the first incremental')",
+    )
+    .await;
+    let inc2 = take(BackupKind::Incremental).await.info;
+    assert_eq!(inc2.parent.as_deref(), Some(inc1.id.as_str()));
+    exec(
+        &db,
+        "INSERT INTO t VALUES (-2, 'after the second incremental')",
+    )
+    .await;
+
+    let bins = pg.binaries().clone();
+    let check = |restored: pgvigil::pg::TempCluster| async move {
+        let rc = client(&restored, "postgres").await;
+        let changed: i64 = query_value(&rc, "SELECT count(*) FROM t WHERE v = 'changed'").await;
+        let total: i64 = query_value(&rc, "SELECT count(*) FROM t").await;
+        let after: Vec<i32> = rc
+            .query("SELECT id FROM t WHERE id < 0 ORDER BY id DESC", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!((changed, total, after), (2000, 200_001, vec![-1]));
+    };
+    let (restored, _parent, done) = restore_immediate(&repo, &inc2.id, bins.clone()).await;
+    assert_eq!(
+        done.combined,
+        [full.id.clone(), inc1.id.clone(), inc2.id.clone()]
+    );
+    check(restored).await;
+
+    // The off-site copy carries the whole chain, and it restores there.
+    let offsite_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let offsite_repo = pgvigil::store::Repo::open(
+        &backup_settings(&pg, offsite_dir.path()),
+        pgvigil::store::Which::Primary,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let copied = offsite::run(&repo, &offsite_repo)
+        .await
+        .unwrap_or_else(|e| panic!("off-site copy: {e}"));
+    assert_eq!(copied.backup_id, inc2.id);
+    let there: Vec<String> = pgvigil::backup::catalog::list(&offsite_repo)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(there, [full.id.clone(), inc1.id.clone(), inc2.id.clone()]);
+    let (restored, _parent, _) = restore_immediate(&offsite_repo, &inc2.id, bins.clone()).await;
+    check(restored).await;
+
+    // A missing link: the middle backup loses an object.
+    let lost = repo_dir
+        .path()
+        .join("default/backups")
+        .join(&inc1.id)
+        .join(&inc1.objects[0].name);
+    std::fs::remove_file(&lost).unwrap_or_else(|e| panic!("{}: {e}", lost.display()));
+    let report = pitr::verify(&repo, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let why = report.broken.get(&inc2.id).cloned().unwrap_or_default();
+    assert!(
+        why.contains(&inc1.id) && why.contains(&inc1.objects[0].name),
+        "{:?}",
+        report.broken
+    );
+    assert!(report.broken.contains_key(&inc1.id) && !report.broken.contains_key(&full.id));
+    assert!(!report.ok);
+    let refused = pgvigil::backup::restore::restore(
+        &repo,
+        &pgvigil::backup::restore::RestoreRequest {
+            to: repo_dir.path().join("never"),
+            backup: Some(inc2.id.clone()),
+            target: pgvigil::backup::catalog::Target::Immediate,
+            action: pgvigil::backup::restore::TargetAction::Promote,
+            restore_command: "false".into(),
+            keep_archiving: false,
+            binaries: Default::default(),
+        },
+    )
+    .await
+    .expect_err("a backup with a broken chain is never restored");
+    assert!(
+        refused.to_string().contains("cannot be restored"),
+        "{refused}"
+    );
+    assert!(!repo_dir.path().join("never").exists());
+    // The next incremental cannot build on the broken chain: it falls back to a full one.
+    let next = take(BackupKind::Incremental).await;
+    assert_eq!(next.info.kind, BackupKind::Full);
+    assert!(
+        next.fallback
+            .as_deref()
+            .is_some_and(|w| w.contains("cannot be built on")),
+        "{:?}",
+        next.fallback
+    );
+
+    // summarize_wal off: a full backup, and the reason.
+    exec(&db, "ALTER SYSTEM SET summarize_wal = off").await;
+    exec(&db, "SELECT pg_reload_conf()").await;
+    eventually(Duration::from_secs(10), || async {
+        let v: String = query_value(&db, "SHOW summarize_wal").await;
+        if v == "off" {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    })
+    .await;
+    let off = take(BackupKind::Incremental).await;
+    assert_eq!(off.info.kind, BackupKind::Full);
+    assert!(
+        off.fallback
+            .as_deref()
+            .is_some_and(|w| w.contains("summarize_wal")),
+        "{:?}",
+        off.fallback
+    );
 }

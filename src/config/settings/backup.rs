@@ -14,6 +14,8 @@ pub struct BackupSettings {
     pub schedule: Schedule,
     /// zstd level (1..=19).
     pub compression_level: i32,
+    /// When incremental backups are taken (PostgreSQL 17+; `off` by default).
+    pub incremental_schedule: Schedule,
     /// The daemon takes a first backup soon after start when the repository has none and
     /// the server is a primary (never when `schedule` is off).
     pub initial_backup: bool,
@@ -83,6 +85,11 @@ pub struct RetentionSettings {
 pub(super) fn validate_backup(ctx: &Ctx<'_>, raw: &BackupConfig) -> Result<BackupSettings, Error> {
     Ok(BackupSettings {
         schedule: schedule::validate(ctx, &["backup", "schedule"], &raw.schedule)?,
+        incremental_schedule: schedule::validate(
+            ctx,
+            &["backup", "incremental_schedule"],
+            &raw.incremental_schedule,
+        )?,
         initial_backup: raw.initial_backup,
         archive_ahead: raw.archive_ahead,
         archive_workers: match raw.archive_workers {

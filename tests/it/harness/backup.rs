@@ -54,14 +54,19 @@ pub fn write_config(path: &Path, dsn: &str, storage: &str) {
 pub async fn switch_and_archive(c: &tokio_postgres::Client) {
     let seg: String = query_value(c, "SELECT pg_walfile_name(pg_switch_wal())").await;
     eventually(Duration::from_secs(30), || async {
-        let last: Option<String> = c
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+        let row = c
+            .query_one(
+                "SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver",
+                &[],
+            )
             .await
-            .map_err(|e| e.to_string())?
-            .get(0);
+            .map_err(|e| e.to_string())?;
+        let (last, failed): (Option<String>, Option<String>) = (row.get(0), row.get(1));
         match last {
             Some(l) if l >= seg => Ok(()),
-            other => Err(format!("waiting for {seg} to be archived, last {other:?}")),
+            other => Err(format!(
+                "waiting for {seg} to be archived, last {other:?}, last failed {failed:?}"
+            )),
         }
     })
     .await;
