@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,20 +21,12 @@ use tokio::sync::mpsc;
 use super::catalog::{self, BackupInfo, BackupObject};
 use super::compress::HashingWriter;
 use super::lease::Lease;
+use super::progress::Progress;
 use super::{wal, Error};
 use crate::config::Settings;
 use crate::pg::binaries::{self, PgBinaries, Runner, Search};
 use crate::pg::{connect, db_error_message, ConnectOptions};
 use crate::store::{layout, ByteStream, Metadata, Repo};
-
-/// Progress of a running backup, readable from another task (the CLI's progress bar).
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Uncompressed bytes read from pg_basebackup so far.
-    pub raw_bytes: AtomicU64,
-    /// Compressed bytes handed to the store so far.
-    pub stored_bytes: AtomicU64,
-}
 
 /// Keeps `backup_label` whole and the last 64 KiB of `backup_manifest` while a tar stream
 /// passes through (the manifest's WAL-Ranges are at its end). Any byte stream is accepted:
@@ -231,7 +223,7 @@ impl ChannelWriter {
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.progress
-            .stored_bytes
+            .stored
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         self.tx
             .blocking_send(Ok(chunk))
@@ -312,7 +304,7 @@ fn pipeline(
                 break;
             }
             raw += n as u64;
-            progress.raw_bytes.store(raw, Ordering::Relaxed);
+            progress.set(raw);
             inspector.feed(&buf[..n]);
             enc.write_all(&buf[..n])?;
         }
@@ -418,7 +410,9 @@ pub async fn identity(settings: &Settings, what: &str) -> Result<Identity, Error
     })
 }
 
-/// Takes a base backup into the repository and commits it.
+/// Takes a base backup into the repository and commits it. `progress` counts the
+/// uncompressed bytes read from pg_basebackup as done and the compressed bytes as stored
+/// (its phase and expected size are the caller's, which knows the database size).
 pub async fn run(
     settings: &Settings,
     repo: &Repo,

@@ -3,6 +3,8 @@
 //! what restore, verification and retention need (system identifier, versions, timeline,
 //! WAL range, times, sizes and the SHA-256 of every object).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -66,22 +68,30 @@ pub async fn commit(repo: &Repo, info: &BackupInfo) -> Result<(), Error> {
 
 /// Every committed backup, oldest first (by stop time, never by name).
 pub async fn list(repo: &Repo) -> Result<Vec<BackupInfo>, Error> {
+    let mut known = BTreeMap::new();
+    refresh(repo, &mut known).await?;
+    Ok(oldest_first(known.values()))
+}
+
+/// Brings `known` (marker key → `backup.json`) up to date, reading only the markers of
+/// backups it does not hold yet (the daemon keeps the catalogue between refreshes).
+pub async fn refresh(repo: &Repo, known: &mut BTreeMap<String, BackupInfo>) -> Result<(), Error> {
     let prefix = repo.key(&layout::backups_prefix());
-    let mut out = Vec::new();
-    for obj in repo.store.list(&prefix).await? {
-        if !layout::is_backup_marker(&obj.key) {
-            continue;
-        }
-        let body = repo.store.get_bytes(&obj.key).await?;
-        match serde_json::from_slice::<BackupInfo>(&body) {
-            Ok(info) => out.push(info),
-            Err(e) => {
-                tracing::warn!(event = "backup.catalog.invalid", key = %obj.key, error = %e, "ignoring unreadable backup.json")
-            }
-        }
-    }
+    super::records::refresh(
+        repo,
+        &prefix,
+        layout::is_backup_marker,
+        "backup.catalog.invalid",
+        known,
+    )
+    .await
+}
+
+/// `backups` sorted oldest first, by stop time (never by name), as [`list`] returns them.
+pub fn oldest_first<'a>(backups: impl IntoIterator<Item = &'a BackupInfo>) -> Vec<BackupInfo> {
+    let mut out: Vec<BackupInfo> = backups.into_iter().cloned().collect();
     out.sort_by(|a, b| a.stop_time.cmp(&b.stop_time).then_with(|| a.id.cmp(&b.id)));
-    Ok(out)
+    out
 }
 
 /// The number of committed backups and the newest one (by id, which is its UTC start

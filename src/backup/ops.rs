@@ -16,12 +16,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::basebackup::{self, Progress};
+use super::basebackup;
 use super::catalog::BackupInfo;
 use super::drill::{self, Evidence};
 use super::metrics::OpsMetrics;
 use super::offsite::{self, CopyReport};
 use super::pitr::{self, ArchiverState};
+use super::progress::{Progress, Unit};
 use super::retention::{self, Fate, Policy};
 use super::wal::{self, Pushed};
 use super::{wal_report, Error};
@@ -127,9 +128,12 @@ impl Ops {
     // --- backup -----------------------------------------------------------------------
 
     /// Takes a base backup into the primary repository (`backup.completed|failed`; a
-    /// skipped run, another sidecar's turn, is only logged).
+    /// skipped run, another sidecar's turn, is only logged). `progress` counts the bytes
+    /// read against the size of the databases, asked before the backup starts.
     pub async fn backup(&self, progress: Arc<Progress>) -> Result<BackupInfo, Error> {
         let m = &self.metrics.backup;
+        let expected = database_size(&self.settings.postgres).await;
+        progress.begin("backup", Unit::Bytes, expected);
         m.running.set(1.0);
         let result = basebackup::run(&self.settings, &self.primary, progress).await;
         m.running.set(0.0);
@@ -300,12 +304,21 @@ impl Ops {
     // --- drill ------------------------------------------------------------------------
 
     /// Restores a backup to a point in time in a private postmaster and checks it
-    /// (`drill.completed|failed`). `target` overrides the randomly drawn point.
-    pub async fn drill(&self, target: Option<DateTime<Utc>>, patience: Duration) -> Evidence {
+    /// (`drill.completed|failed`). `target` overrides the randomly drawn point; `progress`
+    /// follows the restore, the replay and the checks.
+    pub async fn drill(
+        &self,
+        target: Option<DateTime<Utc>>,
+        patience: Duration,
+        progress: Arc<Progress>,
+    ) -> Evidence {
         let m = &self.metrics.drill;
         let copy_to = self.settings.drill.work_dir.as_path();
         let evidence = match server_user_exe(Some(copy_to)) {
-            Ok(exe) => drill::run(&self.settings, &self.primary, &exe, target, patience).await,
+            Ok(exe) => {
+                let (settings, repo) = (&self.settings, &self.primary);
+                drill::run(settings, repo, &exe, target, patience, progress).await
+            }
             Err(e) => Evidence::failed_to_start(e.to_string()),
         };
         m.last_duration.set(evidence.timings.total_seconds);
@@ -343,8 +356,35 @@ impl Ops {
     // --- retention --------------------------------------------------------------------
 
     /// Applies retention to every repository, primary first (`retention.deleted|locked`
-    /// per object, `retention.failed`). Stops at the first repository that fails.
-    pub async fn retention(&self, dry_run: bool) -> Result<Vec<retention::Report>, Error> {
+    /// per object, `retention.failed`). Stops at the first repository that fails. A run
+    /// that is not a dry run is recorded in the primary repository ([`retention::last`]).
+    pub async fn retention(
+        &self,
+        dry_run: bool,
+        progress: &Progress,
+    ) -> Result<Vec<retention::Report>, Error> {
+        let mut done = Vec::new();
+        let result = self.retention_in_each(dry_run, progress, &mut done).await;
+        if !dry_run && !matches!(result, Err(Error::Skipped(_))) {
+            let record = retention::Record {
+                finished: Utc::now(),
+                error: result.as_ref().err().map(ToString::to_string),
+                stores: done,
+            };
+            if let Err(e) = retention::remember(&self.primary, &record).await {
+                tracing::warn!(event = "retention.record.failed", error = %e, "could not record the retention run");
+            }
+        }
+        result
+    }
+
+    /// Retention in every store; `done` receives the record of each store it finished.
+    async fn retention_in_each(
+        &self,
+        dry_run: bool,
+        progress: &Progress,
+        done: &mut Vec<retention::StoreRecord>,
+    ) -> Result<Vec<retention::Report>, Error> {
         let m = &self.metrics.retention;
         let policy = Policy {
             recovery_window: self.settings.retention.recovery_window,
@@ -363,13 +403,14 @@ impl Ops {
                     self.events.emit(op.target(target));
                 }
             };
-            match retention::run(&repo, policy, Utc::now(), dry_run, &observe).await {
+            match retention::run(&repo, policy, Utc::now(), dry_run, &observe, progress).await {
                 Ok(report) => {
                     if !dry_run {
                         m.locked
                             .with_label_values(&[label])
                             .set(report.locked_objects as f64);
                     }
+                    done.push(retention::StoreRecord::of(label, &report));
                     reports.push(report);
                 }
                 Err(e @ Error::Skipped(_)) => return Err(e),
@@ -392,8 +433,9 @@ impl Ops {
     // --- off-site copy ----------------------------------------------------------------
 
     /// Copies the newest valid backup and its WAL to the off-site repository
-    /// (`offsite.completed|failed`). Fails when none is configured.
-    pub async fn offsite(&self) -> Result<CopyReport, Error> {
+    /// (`offsite.completed|failed`), counting the bytes copied into `progress`. Fails when
+    /// none is configured.
+    pub async fn offsite(&self, progress: &Progress) -> Result<CopyReport, Error> {
         let Some(dest) = &self.offsite else {
             return Err(Error::Invalid(format!(
                 "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
@@ -401,7 +443,7 @@ impl Ops {
             )));
         };
         let m = &self.metrics.offsite;
-        let result = offsite::run(&self.primary, dest).await;
+        let result = offsite::run(&self.primary, dest, progress).await;
         if let Ok(r) = &result {
             m.last_success.set(unix_seconds(r.finished));
         }
@@ -477,32 +519,41 @@ fn retention_op(o: &retention::Handled, deleted: &prometheus::IntCounter) -> Opt
     Some(op.details(json!({ "reason": d.reason.label(), "why": d.why, "bytes": d.bytes })))
 }
 
-/// Whether the server is a primary (None if it cannot be asked).
-pub async fn is_primary(pg: &crate::config::PostgresSettings) -> Option<bool> {
+/// The one row `sql` returns, on a connection of its own (None if PostgreSQL cannot be
+/// asked: these answers are best effort).
+async fn ask(pg: &crate::config::PostgresSettings, sql: &str) -> Option<tokio_postgres::Row> {
     let conn = crate::pg::connect(&crate::pg::ConnectOptions::from_settings(pg), None)
         .await
         .ok()?;
-    let row = conn
-        .client
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .ok()?;
+    conn.client.query_one(sql, &[]).await.ok()
+}
+
+/// Whether the server is a primary (None if it cannot be asked).
+pub async fn is_primary(pg: &crate::config::PostgresSettings) -> Option<bool> {
+    let row = ask(pg, "SELECT pg_is_in_recovery()").await?;
     Some(!row.get::<_, bool>(0))
+}
+
+/// The size of every database the role may measure, in bytes: what a base backup is
+/// expected to read (None if it cannot be asked).
+pub async fn database_size(pg: &crate::config::PostgresSettings) -> Option<u64> {
+    let row = ask(
+        pg,
+        "SELECT sum(pg_database_size(oid))::int8 FROM pg_database \
+         WHERE has_database_privilege(oid, 'CONNECT')",
+    )
+    .await?;
+    row.get::<_, Option<i64>>(0)
+        .and_then(|n| u64::try_from(n).ok())
 }
 
 /// Asks PostgreSQL what it last archived (None if it cannot be asked).
 pub async fn archiver_state(pg: &crate::config::PostgresSettings) -> Option<ArchiverState> {
-    let conn = crate::pg::connect(&crate::pg::ConnectOptions::from_settings(pg), None)
-        .await
-        .ok()?;
-    let row = conn
-        .client
-        .query_one(
-            "SELECT last_archived_wal, last_archived_time FROM pg_stat_archiver",
-            &[],
-        )
-        .await
-        .ok()?;
+    let row = ask(
+        pg,
+        "SELECT last_archived_wal, last_archived_time FROM pg_stat_archiver",
+    )
+    .await?;
     Some(ArchiverState {
         last_archived_wal: row.get(0),
         last_archived_time: row

@@ -16,6 +16,7 @@
 //! meant to become the new primary.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -23,6 +24,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::catalog::{self, BackupInfo, Target};
 use super::compress::HashingReader;
+use super::progress::{Counting, Progress, Unit};
 use super::unpack::{append_no_follow, replace_no_follow};
 use super::{io, Error};
 use crate::store::{layout, Repo};
@@ -98,6 +100,16 @@ fn quote(s: &str) -> String {
 
 /// Restores a backup into `req.to` and configures recovery.
 pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Error> {
+    restore_reporting(repo, req, Arc::default()).await
+}
+
+/// [`restore`], counting into `progress` (phase `restore`) the bytes unpacked against the
+/// backup's raw size from `backup.json`.
+pub async fn restore_reporting(
+    repo: &Repo,
+    req: &RestoreRequest,
+    progress: Arc<Progress>,
+) -> Result<Restored, Error> {
     let started = tokio::time::Instant::now();
     let backups = catalog::list(repo).await?;
     let lineage = super::timeline::current(repo).await?;
@@ -116,7 +128,12 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
             )));
         }
     }
-    match unpack(repo, &backup, &req.to).await {
+    progress.begin(
+        format!("restore of backup {}", backup.id),
+        Unit::Bytes,
+        Some(backup.raw_bytes),
+    );
+    match unpack(repo, &backup, &req.to, progress).await {
         Ok(bytes) => {
             configure_recovery(&req.to, req)?;
             {
@@ -154,7 +171,12 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
     }
 }
 
-async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Error> {
+async fn unpack(
+    repo: &Repo,
+    backup: &BackupInfo,
+    to: &Path,
+    progress: Arc<Progress>,
+) -> Result<u64, Error> {
     let object = backup
         .objects
         .first()
@@ -172,7 +194,7 @@ async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Erro
         let mut hashed = HashingReader::new(bridge);
         let result = (|| -> std::io::Result<()> {
             let dec = zstd::stream::read::Decoder::new(&mut hashed)?;
-            unpack_tar(dec, &staging)?;
+            unpack_tar(Counting::new(dec, &progress), &staging)?;
             // Drain anything after the tar end (zstd frame end) so the hash covers it all.
             std::io::copy(&mut hashed, &mut std::io::sink())?;
             Ok(())

@@ -69,12 +69,18 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
         None => None,
     };
     let signals = ShutdownSignals::install()?;
+    let progress = std::sync::Arc::new(crate::backup::progress::Progress::default());
+    let shown = inv.show("drill", &progress);
     // On SIGTERM/SIGINT the drill future is dropped: its guard stops the postmaster and
     // removes the drill directory.
     let evidence = tokio::select! {
-        ev = ops.drill(target, args.timeout) => ev,
-        _ = signals.wait() => anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed"),
+        ev = ops.drill(target, args.timeout, progress.clone()) => ev,
+        _ = signals.wait() => {
+            shown.finish();
+            anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed")
+        }
     };
+    shown.finish();
     ops.close().await;
     render(args.json, &evidence, |evidence| {
         println!(

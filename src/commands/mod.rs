@@ -9,6 +9,7 @@ mod admin;
 mod backups;
 mod checks;
 mod custody;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -26,8 +27,8 @@ type Exit = anyhow::Result<ExitCode>;
 struct Invocation<'a> {
     cli: &'a Cli,
     env: EnvLookup<'a>,
-    /// stdout is a terminal (progress bars).
-    interactive: bool,
+    /// Where progress bars draw (stderr; hidden when it is not a terminal).
+    bars: indicatif::MultiProgress,
 }
 
 impl Invocation<'_> {
@@ -49,18 +50,27 @@ impl Invocation<'_> {
         ops(self.load()?, offsite, process).await
     }
 
+    /// Shows the progress of operation `what` until [`progress::Shown::finish`].
+    fn show(
+        &self,
+        what: &'static str,
+        progress: &std::sync::Arc<crate::backup::progress::Progress>,
+    ) -> progress::Shown {
+        progress::show(&self.bars, what, progress)
+    }
+
     /// Like [`Invocation::ops`], without the `config.loaded` log line.
     async fn ops_quiet(&self, offsite: bool, process: &str) -> anyhow::Result<Ops> {
         ops(self.load_quiet()?, offsite, process).await
     }
 }
 
-/// Runs the parsed command line. `interactive` is true when stdout is a terminal.
-pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
+/// Runs the parsed command line; long operations show their progress in `bars`.
+pub async fn execute(cli: Cli, env: EnvLookup<'_>, bars: indicatif::MultiProgress) -> Exit {
     let inv = Invocation {
         cli: &cli,
         env,
-        interactive,
+        bars,
     };
     let inv = &inv;
     match &cli.command {

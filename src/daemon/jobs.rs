@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::StartError;
-use crate::backup::basebackup::Progress;
 use crate::backup::ops::Ops;
+use crate::backup::progress::Progress;
 use crate::backup::Error;
 use crate::config::Schedule;
 use crate::metrics::catalogue as cat;
@@ -112,7 +112,7 @@ async fn initial_backup(
             event = "backup.initial.started",
             "the repository has no backup: taking the first one now"
         );
-        let backup = ops.backup(Arc::new(Progress::default()));
+        let backup = ops.backup(Arc::default());
         tokio::select! {
             _ = token.cancelled() => return,
             result = backup => if result.is_ok() { return },
@@ -142,7 +142,7 @@ fn outcome<T>(result: Result<T, Error>, message: impl FnOnce(T) -> String) -> (J
 
 fn backup(ops: &Ops) -> JobFn {
     job(ops, |ops| async move {
-        let result = ops.backup(Arc::new(Progress::default())).await;
+        let result = ops.backup(Arc::default()).await;
         outcome(result, |info| {
             format!("backup {} ({} bytes stored)", info.id, info.stored_bytes)
         })
@@ -151,7 +151,7 @@ fn backup(ops: &Ops) -> JobFn {
 
 fn drill(ops: &Ops) -> JobFn {
     job(ops, |ops| async move {
-        let ev = ops.drill(None, DRILL_PATIENCE).await;
+        let ev = ops.drill(None, DRILL_PATIENCE, Arc::default()).await;
         if ev.success {
             (
                 JobOutcome::Success,
@@ -168,7 +168,7 @@ fn drill(ops: &Ops) -> JobFn {
 
 fn retention(ops: &Ops) -> JobFn {
     job(ops, |ops| async move {
-        let result = ops.retention(false).await;
+        let result = ops.retention(false, &Progress::default()).await;
         let labels = ops.stores().into_iter().map(|s| s.label);
         outcome(result, |reports| {
             reports
@@ -190,7 +190,7 @@ fn retention(ops: &Ops) -> JobFn {
 
 fn offsite(ops: &Ops) -> JobFn {
     job(ops, |ops| async move {
-        let result = ops.offsite().await;
+        let result = ops.offsite(&Progress::default()).await;
         outcome(result, |r| {
             format!(
                 "backup {} copied to {} ({} objects, {} bytes)",

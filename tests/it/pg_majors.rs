@@ -663,6 +663,7 @@ async fn wal_archive_pitr_and_drill(major: u32) {
         &fixture.pgvigil(),
         Some(target),
         Duration::from_secs(120),
+        Default::default(),
     )
     .await;
     assert!(ev.success, "PostgreSQL {major} drill: {ev:#?}");

@@ -497,7 +497,7 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
         min_backups: 1,
     };
     let later = chrono::Utc::now() + chrono::Duration::days(40);
-    let report = retention::run(&repo, policy, later, false, &|_| {})
+    let report = retention::run(&repo, policy, later, false, &|_| {}, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("retention must not fail on locked objects: {e}"));
     assert_eq!(report.deleted_objects, 0);
