@@ -104,6 +104,10 @@ impl DevEnvironment {
                 ("track_io_timing".into(), "on".into()),
                 ("archive_mode".into(), "on".into()),
                 ("archive_command".into(), archive_command),
+                // A segment closes at least every minute (the heartbeat writes to it), so
+                // WAL reaches the repository and a recovery window opens for `pgvigil drill`
+                // and `pgvigil status` within a minute, as in the Kubernetes base.
+                ("archive_timeout".into(), "60".into()),
             ],
             ..Default::default()
         })
@@ -172,6 +176,7 @@ impl DevEnvironment {
             .await
             .map_err(|e| e.to_string());
         ops.close().await;
+        running.status_changed();
         Ok(Self {
             work,
             cluster,

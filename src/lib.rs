@@ -23,11 +23,13 @@ pub mod dev;
 pub mod events;
 pub mod fuzzing;
 pub mod http;
+pub mod local_daemon;
 pub mod logging;
 pub mod metrics;
 pub mod pg;
 pub mod proxy;
 pub mod schedule;
+pub mod status;
 pub mod store;
 pub mod trust;
 

@@ -106,21 +106,6 @@ impl Ops {
         .collect()
     }
 
-    /// When the first backup will be taken, for people.
-    fn first_backup_due(&self) -> String {
-        let b = &self.settings.backup;
-        match b.schedule.cron() {
-            None => "comes when you run `pgvigil backup` (backup.schedule is off)".into(),
-            Some(_) if b.initial_backup => {
-                "is taken by `pgvigil run` shortly after it starts (backup.initial_backup)".into()
-            }
-            Some(cron) => match cron.find_next_occurrence(&Utc::now(), false) {
-                Ok(t) => format!("is scheduled for {} (backup.schedule)", t.to_rfc3339()),
-                Err(_) => "has no scheduled time (backup.schedule)".into(),
-            },
-        }
-    }
-
     fn repository(&self) -> String {
         self.primary.store.describe()
     }
@@ -132,7 +117,7 @@ impl Ops {
     /// read against the size of the databases, asked before the backup starts.
     pub async fn backup(&self, progress: Arc<Progress>) -> Result<BackupInfo, Error> {
         let m = &self.metrics.backup;
-        let expected = database_size(&self.settings.postgres).await;
+        let expected = expected_backup_size(&self.settings.postgres).await;
         progress.begin("backup", Unit::Bytes, expected);
         m.running.set(1.0);
         let result = basebackup::run(&self.settings, &self.primary, progress).await;
@@ -220,7 +205,7 @@ impl Ops {
         };
         self.metrics.wal.pushed(report.ok, seconds);
         if by == Archiver::Command {
-            wal_report::send(self.settings.server.listen.port(), &report).await;
+            wal_report::send(&self.settings.server, &report).await;
         }
         let ahead = by == Archiver::Ahead;
         match &result {
@@ -275,7 +260,7 @@ impl Ops {
                     "pitr.check.no_backup",
                     format!(
                         "no backup yet, nothing can be restored; the first one {}",
-                        self.first_backup_due()
+                        first_backup_due(&self.settings.backup)
                     ),
                 )
             }
@@ -495,6 +480,20 @@ impl Ops {
     }
 }
 
+/// When the first backup will be taken, for people ("the first one ...").
+pub fn first_backup_due(b: &crate::config::BackupSettings) -> String {
+    match b.schedule.cron() {
+        None => "comes when you run `pgvigil backup` (backup.schedule is off)".into(),
+        Some(_) if b.initial_backup => {
+            "is taken by `pgvigil run` shortly after it starts (backup.initial_backup)".into()
+        }
+        Some(cron) => match cron.find_next_occurrence(&Utc::now(), false) {
+            Ok(t) => format!("is scheduled for {} (backup.schedule)", t.to_rfc3339()),
+            Err(_) => "has no scheduled time (backup.schedule)".into(),
+        },
+    }
+}
+
 /// A failure event carrying the error's kind and message.
 fn failed(event: &'static str, message: &str, e: &Error) -> Op {
     Op::failure(event, message).details(json!({ "kind": e.kind(), "error": e.to_string() }))
@@ -534,13 +533,15 @@ pub async fn is_primary(pg: &crate::config::PostgresSettings) -> Option<bool> {
     Some(!row.get::<_, bool>(0))
 }
 
-/// The size of every database the role may measure, in bytes: what a base backup is
-/// expected to read (None if it cannot be asked).
-pub async fn database_size(pg: &crate::config::PostgresSettings) -> Option<u64> {
+/// What a base backup is expected to read, in bytes: the size of every database the role
+/// may measure, and one WAL segment (`-X fetch` puts the WAL of the backup into its tar)
+/// (None if it cannot be asked).
+pub async fn expected_backup_size(pg: &crate::config::PostgresSettings) -> Option<u64> {
     let row = ask(
         pg,
-        "SELECT sum(pg_database_size(oid))::int8 FROM pg_database \
-         WHERE has_database_privilege(oid, 'CONNECT')",
+        "SELECT ((SELECT sum(pg_database_size(oid)) FROM pg_database \
+                  WHERE has_database_privilege(oid, 'CONNECT')) \
+                 + pg_size_bytes(current_setting('wal_segment_size')))::int8",
     )
     .await?;
     row.get::<_, Option<i64>>(0)

@@ -35,17 +35,21 @@ pub(super) async fn dev(args: &DevArgs) -> Exit {
     println!();
     println!("pgvigil dev is running (Ctrl-C stops it and deletes everything).");
     println!();
+    println!("  status:     http://{addr}/   (the recovery window, backups, drills)");
     println!("  metrics:    http://{addr}/metrics");
     println!("  health:     http://{addr}/healthz   http://{addr}/readyz");
     println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
     println!("  data dir:   {}", env.cluster.data_dir().display());
     println!("  repository: {}", env.repo_url);
+    println!("  config:     {}", env.config_file.display());
     // The binary by its full path: after `make dev` it is not on the PATH (`make install`).
     println!(
-        "  config:     {}   (try: {} backups -c {})",
-        env.config_file.display(),
+        "  try:        {} status -c {}",
         exe.display(),
         env.config_file.display()
+    );
+    println!(
+        "              (also backups, backup, verify, drill, restore --to DIR; WAL is archived at least every minute, so a drill can restore once a minute has passed)"
     );
     match &env.first_backup {
         Ok(b) => println!(

@@ -84,7 +84,7 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
     ops.close().await;
     render(args.json, &evidence, |evidence| {
         println!(
-            "drill {}: {} (target {}, backup {}, skew {:.1}s)",
+            "drill {}: {} (target {}, backup {}, skew {})",
             evidence.id,
             if evidence.success { "PASSED" } else { "FAILED" },
             evidence
@@ -92,7 +92,10 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_else(|| "-".into()),
             evidence.backup_id.as_deref().unwrap_or("-"),
-            evidence.target_skew_seconds.unwrap_or(f64::NAN)
+            evidence
+                .target_skew_seconds
+                .map(|s| format!("{s:.1}s"))
+                .unwrap_or_else(|| "-".into())
         );
         let t = &evidence.timings;
         println!(

@@ -3,13 +3,15 @@
 //! backup operations, the same functions the daemon's jobs call) and renders what it
 //! returns, as text or `--json`. One file per group of commands:
 //! `backups.rs` (backup, backups, upgrade, restore, wal-push, wal-fetch), `checks.rs` (verify, drill),
-//! `custody.rs` (retention, offsite), `admin.rs` (run, dev, check-config, catalog, audit).
+//! `custody.rs` (retention, offsite), `status.rs` (status), `admin.rs` (run, dev,
+//! check-config, catalog, audit); `progress.rs` shows a long operation's progress.
 
 mod admin;
 mod backups;
 mod checks;
 mod custody;
 mod progress;
+mod status;
 
 use std::process::ExitCode;
 
@@ -91,6 +93,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, bars: indicatif::MultiProgres
         Command::Drill(args) => checks::drill(inv, args).await,
         Command::Retention(args) => custody::retention(inv, args).await,
         Command::Offsite(args) => custody::offsite(inv, args).await,
+        Command::Status(args) => status::status(inv, args).await,
     }
 }
 

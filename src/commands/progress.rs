@@ -1,6 +1,6 @@
 //! How the CLI shows a long operation's [`Progress`]: on a terminal, one indicatif bar per
 //! phase (bytes or objects done of the expected total, rate and ETA; a spinner when no
-//! total is known), kept as a finished line when the phase ends; elsewhere (a pipe, a CI
+//! total is known), replaced by a line that stays when the phase ends; elsewhere (a pipe, a CI
 //! log, a systemd journal) one plain line per phase on stderr when it ends, with what it
 //! did and how fast. The operation only writes numbers; everything about drawing is here.
 //!
@@ -76,18 +76,16 @@ impl View {
         let ended = progress.take_ended();
         let terminal = !self.bars.is_hidden();
         for e in &ended {
-            match (terminal, self.bar.take()) {
-                (true, Some(bar)) => {
-                    bar.set_style(style("{prefix:.bold} {msg}"));
-                    bar.finish_with_message(summary(e));
+            let line = format!("{}: {}", self.label(&e.phase), summary(e));
+            if terminal {
+                // The bar gives way to a line that stays (also for a phase that began and
+                // ended between two looks, which never had a bar).
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
                 }
-                // A phase that began and ended between two looks.
-                (true, None) => {
-                    let _ = self
-                        .bars
-                        .println(format!("{}: {}", self.label(&e.phase), summary(e)));
-                }
-                (false, _) => eprintln!("{}: {}", self.label(&e.phase), summary(e)),
+                let _ = self.bars.println(line);
+            } else {
+                eprintln!("{line}");
             }
         }
         if !terminal {
@@ -105,9 +103,10 @@ impl View {
         }
     }
 
+    /// `backup`, `drill replay to ...`, `restore of backup ...` (not `restore restore of`).
     fn label(&self, phase: &Phase) -> String {
-        if phase.name == self.what {
-            self.what.to_string()
+        if phase.name.starts_with(self.what) {
+            phase.name.clone()
         } else {
             format!("{} {}", self.what, phase.name)
         }
@@ -116,13 +115,13 @@ impl View {
     fn start_bar(&self, phase: &Phase) -> ProgressBar {
         let template = match (phase.unit, phase.total) {
             (Unit::Bytes, Some(_)) => {
-                "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}"
+                "{prefix:.bold} [{bar:25.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}"
             }
             (Unit::Bytes, None) => {
                 "{spinner} {prefix:.bold} {bytes} {binary_bytes_per_sec} [{elapsed}] {msg}"
             }
             (Unit::Objects, Some(_)) => {
-                "{prefix:.bold} [{bar:30.cyan/blue}] {human_pos}/{human_len} objects {per_sec} ETA {eta} {msg}"
+                "{prefix:.bold} [{bar:25.cyan/blue}] {human_pos}/{human_len} objects {per_sec} ETA {eta} {msg}"
             }
             (Unit::Objects, None) => "{spinner} {prefix:.bold} [{elapsed}] {msg}",
         };

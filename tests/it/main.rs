@@ -24,4 +24,5 @@ mod replication;
 mod restore_safety;
 mod retention;
 mod scrape_contract;
+mod status;
 mod store_s3;
