@@ -1,8 +1,10 @@
 //! pgvigil: a PostgreSQL operations sidecar. The modules, in the order data flows through
 //! them (each imports only modules above it; `docs/design.md` has the map):
-//! `config` (validated settings) → `pg`, `metrics`, `audit`, `events`, `store` → `collectors`,
-//! `backup` (its `ops` are the operations), `proxy`, `schedule` → `http` → `daemon` (the
-//! long-running process) → `check`, `dev`, `cli`, `commands` (the command line's edge).
+//! `config` (validated settings) → `pg`, `metrics`, `audit`, `events`, `store`,
+//! `local_daemon` (the client for this host's daemon) → `collectors`, `backup` (its `ops`
+//! are the operations), `proxy`, `schedule` → `status` (the operator's view, judged) →
+//! `http` → `daemon` (the long-running process) → `check`, `dev`, `cli`, `commands` (the
+//! command line's edge).
 //! `fuzzing` (the fuzz targets, one per parser of external input) sits beside them.
 
 #![forbid(unsafe_code)]

@@ -199,30 +199,36 @@ fn off_lineage(b: &BackupInfo, lineage: &Lineage) -> Error {
     ))
 }
 
+/// A `backup.json` for unit tests: one object-less backup of timeline 1 that stopped at
+/// `stop` at LSN `lsn`.
+#[cfg(test)]
+pub(crate) fn example(id: &str, stop: DateTime<Utc>, lsn: &str) -> BackupInfo {
+    BackupInfo {
+        format: 1,
+        id: id.into(),
+        pgvigil_version: "0".into(),
+        system_identifier: "1".into(),
+        pg_version_num: 150000,
+        timeline: 1,
+        start_lsn: "0/1".into(),
+        stop_lsn: lsn.into(),
+        start_wal: "000000010000000000000001".into(),
+        start_time: stop,
+        stop_time: stop,
+        duration_seconds: 1.0,
+        raw_bytes: 1,
+        stored_bytes: 1,
+        compression: "zstd".into(),
+        objects: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn info(id: &str, stop: &str, lsn: &str) -> BackupInfo {
-        let t: DateTime<Utc> = stop.parse().unwrap();
-        BackupInfo {
-            format: 1,
-            id: id.into(),
-            pgvigil_version: "0".into(),
-            system_identifier: "1".into(),
-            pg_version_num: 150000,
-            timeline: 1,
-            start_lsn: "0/1".into(),
-            stop_lsn: lsn.into(),
-            start_wal: "000000010000000000000001".into(),
-            start_time: t,
-            stop_time: t,
-            duration_seconds: 1.0,
-            raw_bytes: 1,
-            stored_bytes: 1,
-            compression: "zstd".into(),
-            objects: vec![],
-        }
+        example(id, stop.parse().unwrap(), lsn)
     }
 
     #[test]

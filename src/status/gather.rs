@@ -466,22 +466,9 @@ mod tests {
 
     fn backup(id: &str, stop: DateTime<Utc>) -> BackupInfo {
         BackupInfo {
-            format: 1,
-            id: id.into(),
-            pgvigil_version: "0".into(),
-            system_identifier: "1".into(),
-            pg_version_num: 150000,
-            timeline: 1,
-            start_lsn: "0/2000028".into(),
-            stop_lsn: "0/2000100".into(),
-            start_wal: "000000010000000000000002".into(),
             start_time: stop - Duration::seconds(30),
-            stop_time: stop,
             duration_seconds: 30.0,
-            raw_bytes: 40 << 20,
-            stored_bytes: 4 << 20,
-            compression: "zstd".into(),
-            objects: vec![],
+            ..crate::backup::catalog::example(id, stop, "0/2000100")
         }
     }
 

@@ -389,22 +389,19 @@ fn daemon(o: &mut String, s: &Status) {
     let Some(d) = &s.daemon else {
         return;
     };
-    let ready = if d.unmet.is_empty() {
-        r#"<span class="ok">ready</span>"#.to_string()
-    } else {
-        format!(
-            r#"<span class="bad">not ready</span>: waiting for {}"#,
-            escape(&d.unmet.join(", "))
-        )
+    // Good when nothing is listed, else what is wrong and the list.
+    let judged = |list: &[String], good: &str, bad: &str| {
+        if list.is_empty() {
+            format!(r#"<span class="ok">{good}</span>"#)
+        } else {
+            format!(
+                r#"<span class="bad">{bad}</span>: {}"#,
+                escape(&list.join(", "))
+            )
+        }
     };
-    let collectors = if d.failing_collectors.is_empty() {
-        r#"<span class="ok">every collector answers</span>"#.to_string()
-    } else {
-        format!(
-            r#"<span class="bad">failing</span>: {}"#,
-            escape(&d.failing_collectors.join(", "))
-        )
-    };
+    let ready = judged(&d.unmet, "ready", "not ready, waiting for");
+    let collectors = judged(&d.failing_collectors, "every collector answers", "failing");
     let _ = write!(
         o,
         r#"<section id="daemon"><h2>The daemon</h2><dl><dt>readiness</dt><dd>{ready}</dd><dt>collectors</dt><dd>{collectors}</dd><dt>version</dt><dd>{}</dd></dl></section>"#,

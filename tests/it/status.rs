@@ -35,6 +35,36 @@ fn status_json(cfg: &str) -> (i32, serde_json::Value) {
     (code, v)
 }
 
+/// An archiving primary, its repository and a daemon on it (heartbeat and PITR check every
+/// second), with the config file naming where the daemon listens so the CLI finds it.
+struct Setup {
+    repo: LocalRepo,
+    pg: pgvigil::pg::TempCluster,
+    db: tokio_postgres::Client,
+    running: pgvigil::Running,
+}
+
+/// [`Setup`] with `extra` configuration after the drill section.
+async fn setup(extra: &str) -> Setup {
+    let repo = LocalRepo::new();
+    let section = format!(
+        "{}[pitr]\nheartbeat_interval = \"1s\"\ncheck_interval = \"1s\"\n[drill]\nwork_dir = \"{}\"\namcheck = false\n{extra}",
+        repo.storage,
+        repo.dir.path().join("drill").display()
+    );
+    let pg = repo.archiving_primary().await;
+    let dsn = pg.dsn("postgres");
+    let db = client(&pg, "postgres").await;
+    let running = harness::daemon(harness::settings(&dsn, &section)).await;
+    write_config_listening(&repo.config, &running.addr.to_string(), &dsn, &section);
+    Setup {
+        repo,
+        pg,
+        db,
+        running,
+    }
+}
+
 /// Waits until the daemon keeps the heartbeat table (drills check it).
 async fn wait_heartbeat(db: &tokio_postgres::Client) {
     eventually(Duration::from_secs(30), || async {
@@ -93,19 +123,12 @@ fn delete_segment_before(repo_dir: &Path, after: &str, before: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_answers_can_i_restore_and_exits_0_healthy_1_degraded_2_broken() {
-    let repo = LocalRepo::with("");
-    let drill_dir = repo.dir.path().join("drill");
-    let section = format!(
-        "{}[pitr]\nheartbeat_interval = \"1s\"\ncheck_interval = \"1s\"\n[retention]\nrecovery_window = \"15s\"\n\
-         [drill]\nwork_dir = \"{}\"\namcheck = false\n",
-        repo.storage,
-        drill_dir.display()
-    );
-    let pg = repo.archiving_primary().await;
-    let dsn = pg.dsn("postgres");
-    let db = client(&pg, "postgres").await;
-    let running = harness::daemon(harness::settings(&dsn, &section)).await;
-    write_config_listening(&repo.config, &running.addr.to_string(), &dsn, &section);
+    let Setup {
+        repo,
+        pg: _pg,
+        db,
+        running,
+    } = setup("[retention]\nrecovery_window = \"15s\"\n").await;
 
     // Nothing can be restored yet: broken, and it says so first.
     let (code, out) = status(&repo.cfg, &[]);
@@ -198,19 +221,15 @@ impl Drop for Shots {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_backups_a_named_gap_and_a_failed_drill_in_a_browser() {
-    let repo = LocalRepo::with("");
-    let drill_dir = repo.dir.path().join("drill");
-    let section = format!(
-        "{}[pitr]\nheartbeat_interval = \"1s\"\ncheck_interval = \"1s\"\n[drill]\nwork_dir = \"{}\"\namcheck = false\n\
-         [[drill.checks]]\nname = \"markers present\"\nsql = \"select count(*) from markers\"\nexpect = \"999\"\n",
-        repo.storage,
-        drill_dir.display()
-    );
-    let pg = repo.archiving_primary().await;
-    let dsn = pg.dsn("postgres");
-    let db = client(&pg, "postgres").await;
-    let running = harness::daemon(harness::settings(&dsn, &section)).await;
-    write_config_listening(&repo.config, &running.addr.to_string(), &dsn, &section);
+    let Setup {
+        repo,
+        pg: _pg,
+        db,
+        running,
+    } = setup(
+        "[[drill.checks]]\nname = \"markers present\"\nsql = \"select count(*) from markers\"\nexpect = \"999\"\n",
+    )
+    .await;
     wait_heartbeat(&db).await;
 
     // Two backups with WAL between them, a drill whose check fails, then a segment between
