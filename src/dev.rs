@@ -39,6 +39,10 @@ pub struct DevEnvironment {
     pub running: Running,
     /// The config file `wal-push` uses (and that works with every CLI command).
     pub config_file: PathBuf,
+    /// The binary `archive_command` runs, which the server user can execute: the one to
+    /// suggest, so that commands whose `restore_command` runs as that user (`restore`,
+    /// `drill`) work as typed too.
+    pub binary: PathBuf,
     pub repo_url: String,
     /// The first backup, or why it failed.
     pub first_backup: Result<BackupInfo, String>,
@@ -183,6 +187,7 @@ impl DevEnvironment {
             pgbouncer,
             running,
             config_file,
+            binary: bin,
             repo_url,
             first_backup,
         })

@@ -64,7 +64,12 @@ fn status(state: &HttpState) -> Option<crate::status::Status> {
         unmet: state.readiness.unmet(),
         failing_collectors: state.scraper.failing(),
     };
-    state.status.status(Some(daemon))
+    // The wal-push reports keep the RPO current between two PITR checks.
+    let pushed = state.wal_metrics.last_pushed.get();
+    let last_push = (pushed > 0.0)
+        .then(|| chrono::DateTime::from_timestamp_millis((pushed * 1000.0) as i64))
+        .flatten();
+    state.status.status(Some(daemon), last_push)
 }
 
 async fn status_page(State(state): State<Arc<HttpState>>) -> Response {

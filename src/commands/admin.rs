@@ -42,10 +42,12 @@ pub(super) async fn dev(args: &DevArgs) -> Exit {
     println!("  data dir:   {}", env.cluster.data_dir().display());
     println!("  repository: {}", env.repo_url);
     println!("  config:     {}", env.config_file.display());
-    // The binary by its full path: after `make dev` it is not on the PATH (`make install`).
+    // The binary by its full path: after `make dev` it is not on the PATH (`make install`);
+    // the copy archive_command runs, which the server user can execute, so that `restore`
+    // (whose restore_command runs as that user) works as typed too.
     println!(
         "  try:        {} status -c {}",
-        exe.display(),
+        env.binary.display(),
         env.config_file.display()
     );
     println!(

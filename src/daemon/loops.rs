@@ -95,8 +95,9 @@ pub fn start(
             let round = async {
                 let (_, changed) = tokio::join!(metrics.refresh(&repo), status.refresh());
                 // A backup came or went (taken by the CLI, or deleted): the window the last
-                // check found is out of date.
-                if changed {
+                // check found is out of date. A check that found WAL missing is repeated
+                // every round until the WAL is there.
+                if changed || status.recheck() {
                     status.checked(&ops.verify().await);
                 }
             };

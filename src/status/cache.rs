@@ -56,9 +56,15 @@ impl Cache {
         }
     }
 
-    /// The status now, with `daemon` as the daemon's own health.
-    pub fn status(&self, daemon: Option<Daemon>) -> Option<Status> {
-        let facts = self.facts.lock().ok()?;
+    /// The status now, with `daemon` as the daemon's own health and `last_push` as when it
+    /// last saw a WAL file archived.
+    pub fn status(
+        &self,
+        daemon: Option<Daemon>,
+        last_push: Option<DateTime<Utc>>,
+    ) -> Option<Status> {
+        let mut facts = self.facts.lock().ok()?;
+        facts.last_push = last_push;
         Some(gather::gather(&facts, daemon, Utc::now()))
     }
 
@@ -111,6 +117,17 @@ impl Cache {
             f.offsite = offsite;
         });
         changed
+    }
+
+    /// Whether the last PITR check failed or found WAL missing: then the refresh loop checks
+    /// again every minute rather than every `pitr.check_interval` (a backup's last segment is
+    /// often archived just after the check that followed it).
+    pub fn recheck(&self) -> bool {
+        self.facts.lock().is_ok_and(|f| match &f.check {
+            Some((Ok(r), _)) => !r.missing.is_empty(),
+            Some((Err(_), _)) => true,
+            None => false,
+        })
     }
 
     /// Asks for a refresh soon (a job wrote its result).

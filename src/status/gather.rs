@@ -117,7 +117,15 @@ pub fn gather(facts: &Facts, daemon: Option<Daemon>, now: DateTime<Utc>) -> Stat
         _ => {}
     }
     let rpo = facts.rpo.as_secs();
-    let archive_age = report.and_then(|r| r.archive_age_seconds);
+    // The age as the check measured it, brought to now; or since the daemon's last push,
+    // when that is more recent (the check may be minutes old).
+    let checked_at = facts.check.as_ref().map(|(_, t)| *t);
+    let archived_at = report
+        .and_then(|r| r.archive_age_seconds)
+        .zip(checked_at)
+        .map(|(age, at)| at - chrono::Duration::milliseconds((age * 1000.0) as i64));
+    let archived_at = archived_at.max(facts.last_push.filter(|_| report.is_some()));
+    let archive_age = archived_at.map(|t| seconds_between(t, now).max(0.0));
     if report.is_some() && has_backups {
         match archive_age {
             Some(age) if age > rpo as f64 => findings.push(degraded(
@@ -528,6 +536,7 @@ mod tests {
             recovery_window: StdDuration::from_secs(35 * 86_400),
             rpo: StdDuration::from_secs(300),
             check: Some((Ok(report(first, now - Duration::seconds(20), 20.0)), now)),
+            last_push: None,
             backups: Some(Ok(vec![backup("b0", first), backup("b1", last)])),
             first_backup_due: "is scheduled".into(),
             drills: vec![drill("d1", now - Duration::days(7), true)],
@@ -640,6 +649,22 @@ mod tests {
         assert_eq!(s.drills.recent.len(), 2);
         // Broken findings come first.
         assert!(s.findings.windows(2).all(|w| w[0].health >= w[1].health));
+    }
+
+    #[test]
+    fn the_rpo_is_brought_to_now_between_checks_and_by_the_daemons_last_push() {
+        let now = t("2026-12-06T10:00:00Z");
+        let mut f = healthy(now);
+        // Checked four minutes ago, when the archive was 30 s old: 4m 30s now.
+        let at = now - Duration::minutes(4);
+        f.check = Some((Ok(report(now - Duration::days(36), at, 30.0)), at));
+        let s = gather(&f, ready(), now);
+        assert_eq!(s.wal.archive_age_seconds, Some(270.0));
+        // The daemon saw a push 5 s ago.
+        f.last_push = Some(now - Duration::seconds(5));
+        let s = gather(&f, ready(), now);
+        assert_eq!(s.wal.archive_age_seconds, Some(5.0));
+        assert_eq!(s.health, Health::Healthy, "{:?}", messages(&s));
     }
 
     #[test]

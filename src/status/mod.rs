@@ -317,6 +317,9 @@ pub struct Facts {
     pub rpo: std::time::Duration,
     /// The last PITR check and when it ran (None: not yet).
     pub check: Option<(Result<pitr::Report, String>, DateTime<Utc>)>,
+    /// When the daemon last saw a WAL file archived (each `wal-push` reports to it), which
+    /// keeps the RPO current between two checks.
+    pub last_push: Option<DateTime<Utc>>,
     /// The catalogue, oldest first (None: not read yet).
     pub backups: Option<Result<Vec<BackupInfo>, String>>,
     /// When the first backup comes, for people ([`crate::backup::ops::first_backup_due`]).

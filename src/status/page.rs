@@ -163,7 +163,7 @@ fn summary(o: &mut String, s: &Status) {
         (None, _) => "not checked yet".to_string(),
         (Some(_), Some(e)) => format!(r#"<span class="bad">check failed: {}</span>"#, escape(e)),
         (Some(at), None) if wal.gaps.is_empty() => format!(
-            r#"<span class="ok">continuous</span>: {} segments checked, newest <code>{}</code>, checked {}"#,
+            r#"<span class="ok">continuous</span>: {} segment(s) checked, newest <code>{}</code>, checked {}"#,
             wal.segments_checked,
             escape(wal.newest_segment.as_deref().unwrap_or("-")),
             escape(&time(Some(*at)))

@@ -69,6 +69,7 @@ pub fn empty(settings: &Settings, stores: &[Opened]) -> Facts {
         recovery_window: settings.retention.recovery_window,
         rpo: settings.pitr.rpo,
         check: None,
+        last_push: None,
         backups: None,
         first_backup_due: ops::first_backup_due(&settings.backup),
         drills: Vec::new(),

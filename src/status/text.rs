@@ -63,7 +63,7 @@ pub fn render(s: &Status) -> String {
         (None, _) => "not checked yet".to_string(),
         (Some(_), Some(e)) => format!("check failed: {e}"),
         (Some(at), None) if wal.gaps.is_empty() => format!(
-            "continuous: {} segments checked on timeline(s) {:?}, newest {} (checked {})",
+            "continuous: {} segment(s) checked on timeline(s) {:?}, newest {} (checked {})",
             wal.segments_checked,
             wal.timelines,
             wal.newest_segment.as_deref().unwrap_or("-"),

@@ -218,21 +218,26 @@ async fn what_pgvigil_dev_prints_works_as_typed() {
     let mut dev = KillOnDrop::spawn(&mut cmd);
     let pid = dev.id();
     let stdout = dev.take_stdout();
-    // Read the banner on a thread, bounded: it ends with an empty line after "pgbouncer:".
+    // Read the banner on a thread, bounded: it ends with the "pgbouncer:" line. The thread
+    // goes on reading until the process exits, so its stdout never breaks.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = Vec::new();
+        let mut sent = false;
         for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
         {
+            if sent {
+                continue;
+            }
             let done = line.trim_start().starts_with("pgbouncer:");
             lines.push(line);
             if done {
-                break;
+                let _ = tx.send(std::mem::take(&mut lines));
+                sent = true;
             }
         }
-        let _ = tx.send(lines);
     });
     let banner = rx
         .recv_timeout(Duration::from_secs(120))
@@ -270,7 +275,19 @@ async fn what_pgvigil_dev_prints_works_as_typed() {
         (0..=2).contains(&code) && out.contains("recovery window  "),
         "{try_line}: exit {code}\n{out}\n{err}"
     );
-    assert!(out.contains("daemon           http://127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("daemon           http://127.0.0.1:") && !out.contains("not answering"),
+        "{out}"
+    );
+    // The same binary restores as typed: its restore_command runs as the server user.
+    let to = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let restore = try_line.replace(
+        " status -c ",
+        &format!(" restore --to {} -c ", to.path().join("data").display()),
+    );
+    let (code, out, err) = typed(&restore);
+    assert!(code == 0, "{restore}: exit {code}\n{out}\n{err}");
+    assert!(to.path().join("data/PG_VERSION").exists(), "{out}");
     for name in ["postgres", "pgbouncer"] {
         let dsn = field(name);
         if dsn.starts_with("not installed") {
