@@ -557,23 +557,11 @@ mod tests {
 
     /// A backup that ran at `stop` and starts at WAL position `seg`.
     fn backup(id: &str, stop: &str, seg: u32, tli: u32) -> BackupInfo {
+        let stop_lsn = format!("0/{:X}", (u64::from(seg) + 1) << 24);
         BackupInfo {
-            format: 1,
-            id: id.into(),
-            pgvigil_version: "0".into(),
-            system_identifier: "1".into(),
-            pg_version_num: 150000,
             timeline: tli,
-            start_lsn: "0/1".into(),
-            stop_lsn: format!("0/{:X}", (u64::from(seg) + 1) << 24),
             start_wal: format!("{tli:08X}00000000{seg:08X}"),
-            start_time: t(stop),
-            stop_time: t(stop),
-            duration_seconds: 1.0,
-            raw_bytes: 1,
-            stored_bytes: 1,
-            compression: "zstd".into(),
-            objects: vec![],
+            ..catalog::example(id, t(stop), &stop_lsn)
         }
     }
 
