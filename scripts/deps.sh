@@ -7,7 +7,7 @@
 set -euo pipefail
 
 DEV_PKGS=(postgresql postgresql-contrib)
-TEST_PKGS=(postgresql postgresql-contrib pgbouncer prometheus prometheus-alertmanager nginx faketime wrk curl openssl)
+TEST_PKGS=(postgresql postgresql-contrib pgbouncer prometheus prometheus-alertmanager nginx faketime wrk curl openssl chromium)
 
 case "${1:-test}" in
   dev) pkgs=("${DEV_PKGS[@]}"); want_moto=0 ;;

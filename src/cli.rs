@@ -226,6 +226,33 @@ pub enum Command {
     )]
     Offsite(JsonArgs),
 
+    /// One screen: can I restore, to when, how long would it take? Exit 0 healthy, 1 degraded, 2 broken.
+    #[command(
+        long_about = "Answer the on-call questions on one screen: can I restore, to when, and how long will it \
+                      take? Read now from the repository (storage.url), PostgreSQL and the running daemon:\n\n\
+                      - the recovery window (earliest and latest restorable point) against its goal, \
+                      retention.recovery_window;\n\
+                      - the RPO now (how long ago the last WAL file was archived) against pitr.rpo, and WAL \
+                      continuity with every gap named by its segments and placed in time;\n\
+                      - the newest backups: size, duration, age (and kind and parent where recorded);\n\
+                      - the last restore drill (when, target, backup, RTO split into download, replay and \
+                      checks, result) and the next scheduled one;\n\
+                      - custody: each repository's residency check (region), Object Lock mode and when the \
+                      oldest backup's lock ends, the last retention run and what it deleted, the last \
+                      off-site copy;\n\
+                      - the daemon's own health (readiness conditions, failing collectors), asked at \
+                      server.listen with its TLS certificate and bearer token, when it answers.\n\n\
+                      The reasons for a verdict come first. Exit status: 0 = healthy; 1 = degraded \
+                      (restorable, but something needs attention: the window is shorter than its goal, the \
+                      RPO is exceeded, no drill in 40 days, the newest backup is old, retention or the \
+                      off-site copy failed, the daemon does not answer or is not ready); 2 = broken (a \
+                      restore would fail or lose data: no backup, a WAL gap, the last drill failed, a \
+                      repository outside its residency policy or unreadable). Other failures (no \
+                      configuration) exit 1 with a message. The daemon serves the same facts as a page at \
+                      / and /status, and as JSON at /status.json."
+    )]
+    Status(StatusArgs),
+
     /// Print the metric catalogue: every metric family pgvigil can export.
     #[command(
         long_about = "Print the metric catalogue: name, type, labels and help of every metric family pgvigil \
@@ -319,6 +346,19 @@ pub struct JsonArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `pgvigil status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON (the same document as the daemon's /status.json).
+    #[arg(long)]
+    pub json: bool,
+    /// The exporter-toolkit web configuration file the daemon runs with, when it is given to
+    /// `pgvigil run --web.config.file` rather than set in server.web_config_file (its TLS
+    /// certificate is how the daemon is recognised).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Options of `pgvigil restore`.

@@ -39,6 +39,10 @@ pub struct DevEnvironment {
     pub running: Running,
     /// The config file `wal-push` uses (and that works with every CLI command).
     pub config_file: PathBuf,
+    /// The binary `archive_command` runs, which the server user can execute: the one to
+    /// suggest, so that commands whose `restore_command` runs as that user (`restore`,
+    /// `drill`) work as typed too.
+    pub binary: PathBuf,
     pub repo_url: String,
     /// The first backup, or why it failed.
     pub first_backup: Result<BackupInfo, String>,
@@ -104,6 +108,10 @@ impl DevEnvironment {
                 ("track_io_timing".into(), "on".into()),
                 ("archive_mode".into(), "on".into()),
                 ("archive_command".into(), archive_command),
+                // A segment closes at least every minute (the heartbeat writes to it), so
+                // WAL reaches the repository and a recovery window opens for `pgvigil drill`
+                // and `pgvigil status` within a minute, as in the Kubernetes base.
+                ("archive_timeout".into(), "60".into()),
             ],
             ..Default::default()
         })
@@ -172,12 +180,14 @@ impl DevEnvironment {
             .await
             .map_err(|e| e.to_string());
         ops.close().await;
+        running.status_changed();
         Ok(Self {
             work,
             cluster,
             pgbouncer,
             running,
             config_file,
+            binary: bin,
             repo_url,
             first_backup,
         })

@@ -1,8 +1,10 @@
 //! The metrics server's routes: `/metrics` (Prometheus text or OpenMetrics, by `Accept`),
 //! `/healthz` (the process is alive), `/readyz` (every readiness condition met; the body
-//! lists the ones that are not) and `/internal/wal-push` (reports from `wal-push`
-//! processes). This module only routes: it reads the daemon's readiness through the
-//! [`Readiness`] trait and never changes it, and the listener itself is `daemon::listener`.
+//! lists the ones that are not), the status page (`/` and `/status`, and `/status.json`:
+//! built from the daemon's cached facts and its own health, never from a repository read)
+//! and `/internal/wal-push` (reports from `wal-push` processes). This module only routes:
+//! it reads the daemon's readiness through the [`Readiness`] trait and never changes it,
+//! and the listener itself is `daemon::listener`.
 
 use std::sync::Arc;
 
@@ -30,6 +32,8 @@ pub struct HttpState {
     pub readiness: Arc<dyn Readiness>,
     /// Where `wal-push` reports land.
     pub wal_metrics: WalMetrics,
+    /// The facts of the status page, kept up to date by the daemon's loops.
+    pub status: Arc<crate::status::cache::Cache>,
 }
 
 /// The kubelet probes: open without credentials unless `server.protect_probes`.
@@ -44,17 +48,56 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route(wal_report::PATH, axum::routing::post(wal_push_report))
-        .route("/", get(index))
+        .route("/", get(status_page))
+        .route("/status", get(status_page))
+        .route("/status.json", get(status_json))
         .with_state(state)
 }
 
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        "<html><head><title>pgvigil</title></head><body><h1>pgvigil</h1>\
-         <p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; \
-         <a href=\"/readyz\">/readyz</a></p></body></html>\n",
-    )
+/// The status of the daemon's cached facts, with its own health (None before it has any).
+fn status(state: &HttpState) -> Option<crate::status::Status> {
+    let daemon = crate::status::Daemon {
+        url: String::new(),
+        reachable: true,
+        error: None,
+        version: Some(crate::VERSION.to_string()),
+        unmet: state.readiness.unmet(),
+        failing_collectors: state.scraper.failing(),
+    };
+    // The wal-push reports keep the RPO current between two PITR checks.
+    let pushed = state.wal_metrics.last_pushed.get();
+    let last_push = (pushed > 0.0)
+        .then(|| chrono::DateTime::from_timestamp_millis((pushed * 1000.0) as i64))
+        .flatten();
+    state.status.status(Some(daemon), last_push)
+}
+
+async fn status_page(State(state): State<Arc<HttpState>>) -> Response {
+    match status(&state) {
+        Some(s) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            crate::status::page::render(&s),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no status yet\n").into_response(),
+    }
+}
+
+async fn status_json(State(state): State<Arc<HttpState>>) -> Response {
+    match status(&state).map(|s| serde_json::to_string_pretty(&s)) {
+        Some(Ok(body)) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "no status yet\n").into_response(),
+    }
 }
 
 /// `wal-push` processes report each push here; only loopback peers are accepted (the

@@ -1,8 +1,10 @@
 //! pgvigil: a PostgreSQL operations sidecar. The modules, in the order data flows through
 //! them (each imports only modules above it; `docs/design.md` has the map):
-//! `config` (validated settings) → `pg`, `metrics`, `audit`, `events`, `store` → `collectors`,
-//! `backup` (its `ops` are the operations), `proxy`, `schedule` → `http` → `daemon` (the
-//! long-running process) → `check`, `dev`, `cli`, `commands` (the command line's edge).
+//! `config` (validated settings) → `pg`, `metrics`, `audit`, `events`, `store`,
+//! `local_daemon` (the client for this host's daemon) → `collectors`, `backup` (its `ops`
+//! are the operations), `proxy`, `schedule` → `status` (the operator's view, judged) →
+//! `http` → `daemon` (the long-running process) → `check`, `dev`, `cli`, `commands` (the
+//! command line's edge).
 //! `fuzzing` (the fuzz targets, one per parser of external input) sits beside them.
 
 #![forbid(unsafe_code)]
@@ -23,11 +25,13 @@ pub mod dev;
 pub mod events;
 pub mod fuzzing;
 pub mod http;
+pub mod local_daemon;
 pub mod logging;
 pub mod metrics;
 pub mod pg;
 pub mod proxy;
 pub mod schedule;
+pub mod status;
 pub mod store;
 pub mod trust;
 

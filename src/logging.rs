@@ -1,5 +1,11 @@
 //! Log setup: JSON lines on stdout (what Loki and SIEM collectors read), or human-readable
-//! text on a terminal, filtered by a `RUST_LOG`-style directive.
+//! text on a terminal, filtered by a `RUST_LOG`-style directive. A one-shot command's
+//! progress bars (`commands::progress`) live in the [`MultiProgress`] given to [`init`]:
+//! every log line is written with the bars suspended, so the two never interleave.
+
+use std::io::Write;
+
+use indicatif::MultiProgress;
 
 use tracing_subscriber::EnvFilter;
 
@@ -14,8 +20,15 @@ pub enum Target {
 }
 
 /// Installs the global subscriber. `filter` is the RUST_LOG value, if any; `is_terminal`
-/// tells whether the target is a terminal.
-pub fn init(format: LogFormat, filter: Option<&str>, is_terminal: bool, target: Target) {
+/// tells whether the target is a terminal; `bars` are suspended around each line written
+/// to stderr.
+pub fn init(
+    format: LogFormat,
+    filter: Option<&str>,
+    is_terminal: bool,
+    target: Target,
+    bars: &MultiProgress,
+) {
     let stdout_is_terminal = is_terminal;
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
@@ -27,7 +40,10 @@ pub fn init(format: LogFormat, filter: Option<&str>, is_terminal: bool, target: 
     };
     let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(match target {
         Target::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
-        Target::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        Target::Stderr => {
+            let bars = bars.clone();
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || AroundBars(bars.clone()))
+        }
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -47,4 +63,17 @@ pub fn init(format: LogFormat, filter: Option<&str>, is_terminal: bool, target: 
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// stderr, written with the progress bars out of the way.
+struct AroundBars(MultiProgress);
+
+impl Write for AroundBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -18,7 +18,9 @@ fn main() -> ExitCode {
             std::io::stderr().is_terminal(),
         ),
     };
-    pgvigil::logging::init(cli.log_format, rust_log.as_deref(), terminal, target);
+    // Progress bars draw on stderr (hidden when it is not a terminal); logs go around them.
+    let bars = indicatif::MultiProgress::new();
+    pgvigil::logging::init(cli.log_format, rust_log.as_deref(), terminal, target, &bars);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,8 +32,7 @@ fn main() -> ExitCode {
         }
     };
     let env = |name: &str| std::env::var(name).ok();
-    let interactive = std::io::stdout().is_terminal();
-    match runtime.block_on(pgvigil::commands::execute(cli, &env, interactive)) {
+    match runtime.block_on(pgvigil::commands::execute(cli, &env, bars)) {
         Ok(code) => code,
         Err(e) => {
             // The whole chain on one line: what failed, on what, and why.

@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,20 +21,12 @@ use tokio::sync::mpsc;
 use super::catalog::{self, BackupInfo, BackupKind, BackupObject};
 use super::compress::HashingWriter;
 use super::lease::Lease;
+use super::progress::Progress;
 use super::{wal, Error};
 use crate::config::Settings;
 use crate::pg::binaries::{self, PgBinaries, Runner, Search};
 use crate::pg::{connect, db_error_message, ConnectOptions};
 use crate::store::{layout, ByteStream, Metadata, Repo};
-
-/// Progress of a running backup, readable from another task (the CLI's progress bar).
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Uncompressed bytes read from pg_basebackup so far.
-    pub raw_bytes: AtomicU64,
-    /// Compressed bytes handed to the store so far.
-    pub stored_bytes: AtomicU64,
-}
 
 /// Keeps `backup_label` whole and the last 64 KiB of `backup_manifest` while a tar stream
 /// passes through (the manifest's WAL-Ranges are at its end). Any byte stream is accepted:
@@ -243,7 +235,7 @@ impl ChannelWriter {
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.progress
-            .stored_bytes
+            .stored
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         self.tx
             .blocking_send(Ok(chunk))
@@ -411,7 +403,7 @@ fn pipeline(
                 break;
             }
             raw += n as u64;
-            progress.raw_bytes.store(raw, Ordering::Relaxed);
+            progress.set(raw);
             inspector.feed(&buf[..n]);
             split.write_all(&buf[..n])?;
         }
@@ -529,7 +521,9 @@ pub struct Taken {
 }
 
 /// Takes a base backup (`want`: full, or incremental on the newest backup when the server
-/// and the repository allow it, else full with the reason) and commits it.
+/// and the repository allow it, else full with the reason) and commits it. `progress`
+/// counts the uncompressed bytes read from pg_basebackup as done and the compressed bytes
+/// as stored (its phase and expected size are the caller's, which knows the database size).
 pub async fn run(
     settings: &Settings,
     repo: &Repo,
@@ -557,7 +551,8 @@ pub async fn run(
         if let (Some(_), Err(e)) = (&parent, &result) {
             if refuses_incremental(e) {
                 fallback = Some(format!("pg_basebackup refused the incremental backup: {e}"));
-                progress.stored_bytes.store(0, Ordering::Relaxed);
+                progress.stored.store(0, Ordering::Relaxed);
+                progress.set(0);
                 result = take(settings, repo, progress, &id, None).await;
             }
         }

@@ -101,22 +101,30 @@ pub async fn commit(repo: &Repo, info: &BackupInfo) -> Result<(), Error> {
 
 /// Every committed backup, oldest first (by stop time, never by name).
 pub async fn list(repo: &Repo) -> Result<Vec<BackupInfo>, Error> {
+    let mut known = BTreeMap::new();
+    refresh(repo, &mut known).await?;
+    Ok(oldest_first(known.values()))
+}
+
+/// Brings `known` (marker key → `backup.json`) up to date, reading only the markers of
+/// backups it does not hold yet (the daemon keeps the catalogue between refreshes).
+pub async fn refresh(repo: &Repo, known: &mut BTreeMap<String, BackupInfo>) -> Result<(), Error> {
     let prefix = repo.key(&layout::backups_prefix());
-    let mut out = Vec::new();
-    for obj in repo.store.list(&prefix).await? {
-        if !layout::is_backup_marker(&obj.key) {
-            continue;
-        }
-        let body = repo.store.get_bytes(&obj.key).await?;
-        match serde_json::from_slice::<BackupInfo>(&body) {
-            Ok(info) => out.push(info),
-            Err(e) => {
-                tracing::warn!(event = "backup.catalog.invalid", key = %obj.key, error = %e, "ignoring unreadable backup.json")
-            }
-        }
-    }
+    super::records::refresh(
+        repo,
+        &prefix,
+        layout::is_backup_marker,
+        "backup.catalog.invalid",
+        known,
+    )
+    .await
+}
+
+/// `backups` sorted oldest first, by stop time (never by name), as [`list`] returns them.
+pub fn oldest_first<'a>(backups: impl IntoIterator<Item = &'a BackupInfo>) -> Vec<BackupInfo> {
+    let mut out: Vec<BackupInfo> = backups.into_iter().cloned().collect();
     out.sort_by(|a, b| a.stop_time.cmp(&b.stop_time).then_with(|| a.id.cmp(&b.id)));
-    Ok(out)
+    out
 }
 
 /// The number of committed backups and the newest one (by id, which is its UTC start
@@ -313,33 +321,39 @@ fn off_lineage(b: &BackupInfo, lineage: &Lineage) -> Error {
     ))
 }
 
+/// A `backup.json` for unit tests: one object-less backup of timeline 1 that stopped at
+/// `stop` at LSN `lsn`.
+#[cfg(test)]
+pub(crate) fn example(id: &str, stop: DateTime<Utc>, lsn: &str) -> BackupInfo {
+    BackupInfo {
+        format: 1,
+        id: id.into(),
+        pgvigil_version: "0".into(),
+        system_identifier: "1".into(),
+        pg_version_num: 150000,
+        timeline: 1,
+        start_lsn: "0/1".into(),
+        stop_lsn: lsn.into(),
+        start_wal: "000000010000000000000001".into(),
+        start_time: stop,
+        stop_time: stop,
+        duration_seconds: 1.0,
+        raw_bytes: 1,
+        stored_bytes: 1,
+        compression: "zstd".into(),
+        objects: vec![],
+        kind: BackupKind::Full,
+        parent: None,
+        manifest: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn info(id: &str, stop: &str, lsn: &str) -> BackupInfo {
-        let t: DateTime<Utc> = stop.parse().unwrap();
-        BackupInfo {
-            format: 1,
-            id: id.into(),
-            pgvigil_version: "0".into(),
-            system_identifier: "1".into(),
-            pg_version_num: 150000,
-            timeline: 1,
-            start_lsn: "0/1".into(),
-            stop_lsn: lsn.into(),
-            start_wal: "000000010000000000000001".into(),
-            start_time: t,
-            stop_time: t,
-            duration_seconds: 1.0,
-            raw_bytes: 1,
-            stored_bytes: 1,
-            compression: "zstd".into(),
-            objects: vec![],
-            kind: BackupKind::Full,
-            parent: None,
-            manifest: None,
-        }
+        example(id, stop.parse().unwrap(), lsn)
     }
 
     #[test]

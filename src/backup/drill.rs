@@ -10,24 +10,26 @@
 //! the guard below stops the postmaster and deletes the directory on drop, which also runs
 //! when the drill future is dropped on timeout or SIGTERM.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::catalog::{self, Target};
-use super::restore::{restore, RestoreRequest, TargetAction};
+use super::progress::{Progress, Unit};
+use super::restore::{restore_reporting, RestoreRequest, TargetAction};
 use super::{pitr, Error};
 use crate::config::Settings;
 use crate::pg::binaries::{PgBinaries, Search};
 use crate::pg::{TempCluster, TempClusterOptions};
-use crate::store::{layout, Metadata, Repo};
+use crate::store::{layout, Repo};
 
 /// One check's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {
     pub name: String,
     pub ok: bool,
@@ -35,7 +37,7 @@ pub struct CheckResult {
 }
 
 /// Where the time went.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub download_seconds: f64,
     pub replay_seconds: f64,
@@ -44,7 +46,7 @@ pub struct Timings {
 }
 
 /// The drill's evidence, stored as `state/drills/<id>.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Evidence {
     pub id: String,
     pub success: bool,
@@ -68,7 +70,7 @@ impl Evidence {
     /// The evidence of a drill started at `started_at`, before anything happened.
     fn new(started_at: DateTime<Utc>) -> Self {
         Self {
-            id: started_at.format("%Y%m%dT%H%M%SZ").to_string(),
+            id: started_at.format(ID_FORMAT).to_string(),
             success: false,
             error: None,
             started_at,
@@ -95,6 +97,9 @@ impl Evidence {
         }
     }
 }
+
+/// A drill's id: its start time, `20261203T085835Z`.
+const ID_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 /// Stops the postmaster and deletes the drill directory when dropped.
 struct Cleanup {
@@ -231,6 +236,20 @@ pub async fn last_success(repo: &Repo) -> Option<DateTime<Utc>> {
     None
 }
 
+/// Brings `known` (record key → evidence) up to date with the records of the drills that
+/// started at or after `since`, reading only those it does not hold yet (a record's name is
+/// its start time, so older ones are not read at all).
+pub async fn refresh(
+    repo: &Repo,
+    since: DateTime<Utc>,
+    known: &mut BTreeMap<String, Evidence>,
+) -> Result<(), Error> {
+    let prefix = repo.key(&layout::drills_prefix());
+    let first = repo.key(&layout::drill_record(&since.format(ID_FORMAT).to_string()));
+    let recent = |key: &str| key >= first.as_str();
+    super::records::refresh(repo, &prefix, recent, "drill.evidence.invalid", known).await
+}
+
 /// How many drills the repository remembers (for the one-in-three oldest-day rule).
 async fn drill_count(repo: &Repo) -> usize {
     repo.store
@@ -255,18 +274,24 @@ fn pick_target(start: DateTime<Utc>, end: DateTime<Utc>, oldest_day: bool) -> Da
 }
 
 /// Runs a drill. `pgvigil` is this binary as the server user runs it (its restore_command
-/// is `<pgvigil> wal-fetch --socket <drill dir>/wal.sock %f %p`).
+/// is `<pgvigil> wal-fetch --socket <drill dir>/wal.sock %f %p`). `progress` goes through
+/// the phases of the RTO split: the restore (bytes against the backup's raw size), the
+/// replay and the checks.
 pub async fn run(
     settings: &Settings,
     repo: &Repo,
     pgvigil: &Path,
     requested: Option<DateTime<Utc>>,
     patience: Duration,
+    progress: Arc<Progress>,
 ) -> Evidence {
     let started = Instant::now();
     let mut ev = Evidence::new(Utc::now());
     let id = ev.id.clone();
-    let result = drill(settings, repo, pgvigil, requested, patience, &mut ev).await;
+    let result = drill(
+        settings, repo, pgvigil, requested, patience, &mut ev, progress,
+    )
+    .await;
     ev.timings.total_seconds = started.elapsed().as_secs_f64();
     ev.finished_at = Some(Utc::now());
     match result {
@@ -282,12 +307,7 @@ pub async fn run(
             .collect();
         ev.error = Some(format!("checks failed: {}", failed.join(", ")));
     }
-    let body = Bytes::from(serde_json::to_vec_pretty(&ev).unwrap_or_default());
-    if let Err(e) = repo
-        .store
-        .put_bytes(&repo.key(&layout::drill_record(&id)), body, Metadata::new())
-        .await
-    {
+    if let Err(e) = super::records::write(repo, &repo.key(&layout::drill_record(&id)), &ev).await {
         tracing::warn!(event = "drill.evidence.failed", error = %e, "could not store the drill evidence");
     }
     ev
@@ -300,6 +320,7 @@ async fn drill(
     requested: Option<DateTime<Utc>>,
     patience: Duration,
     ev: &mut Evidence,
+    progress: Arc<Progress>,
 ) -> Result<(), Error> {
     let report = pitr::verify(repo, None).await?;
     // After an upgrade, drills prove the newest chain (the one a restore today would use);
@@ -403,7 +424,7 @@ async fn drill(
 
         // Download and unpack.
         let t = Instant::now();
-        let restored = restore(
+        let restored = restore_reporting(
             repo,
             &RestoreRequest {
                 to: data.clone(),
@@ -414,6 +435,7 @@ async fn drill(
                 keep_archiving: false,
                 binaries: Search::from_settings(&settings.postgres),
             },
+            progress.clone(),
         )
         .await?;
         ev.bytes_restored = restored.bytes;
@@ -445,6 +467,7 @@ async fn drill(
         let mut checks_seconds = t_checks_a.elapsed().as_secs_f64();
 
         // Replay until the target is reached and the server promoted.
+        progress.begin(format!("replay to {target}"), Unit::Objects, None);
         let t = Instant::now();
         let opts = TempClusterOptions {
             // Only what a private replay needs: the source's max_connections and friends must
@@ -528,6 +551,7 @@ async fn drill(
             .map(|t| (target - DateTime::<Utc>::from(t)).num_milliseconds() as f64 / 1000.0);
 
         // Checks on the restored cluster.
+        progress.begin("checks", Unit::Objects, None);
         let t = Instant::now();
         let hb = settings.pitr.heartbeat_interval;
         if !hb.is_zero() {

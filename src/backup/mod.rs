@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod offsite;
 pub mod ops;
 pub mod pitr;
+pub mod progress;
+pub mod records;
 pub mod restore;
 pub mod retention;
 pub mod split;

@@ -17,9 +17,10 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::catalog::{self, BackupInfo};
+use super::catalog::{self, BackupInfo, BackupObject};
 use super::compress::{decompress, sha256_hex};
 use super::lease::Lease;
+use super::progress::{Progress, Unit};
 use super::wal::{self, classify, WalKind};
 use super::Error;
 use crate::store::{layout, Metadata, ObjectStore, Repo};
@@ -45,44 +46,33 @@ pub struct CopyReport {
     pub verified: bool,
 }
 
-/// Copies the newest valid backup of `src` and the WAL it needs to `dst`.
-pub async fn run(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
+/// Copies the newest valid backup of `src` and the WAL it needs to `dst`, counting the
+/// bytes copied into `progress` (phases: the backup's objects, then the WAL, each against
+/// the size of what is not at the destination yet).
+pub async fn run(src: &Repo, dst: &Repo, progress: &Progress) -> Result<CopyReport, Error> {
     let lease = Lease::acquire(src, "offsite").await?;
-    let result = copy(src, dst).await;
+    let result = copy(src, dst, progress).await;
     lease.release().await;
     let report = result?;
-    let body = serde_json::to_vec_pretty(&report)
-        .map_err(|e| Error::Invalid(format!("encoding the off-site record: {e}")))?;
-    src.store
-        .put_bytes(
-            &src.key(&layout::offsite_record()),
-            body.into(),
-            Metadata::new(),
-        )
-        .await?;
+    super::records::write(src, &src.key(&layout::offsite_record()), &report).await?;
     Ok(report)
 }
 
 /// The last recorded copy, if any.
 pub async fn last(src: &Repo) -> Option<CopyReport> {
-    let body = src
-        .store
-        .get_bytes(&src.key(&layout::offsite_record()))
-        .await
-        .ok()?;
-    serde_json::from_slice(&body).ok()
+    super::records::read(src, &src.key(&layout::offsite_record())).await
 }
 
 /// Counters of one run.
-#[derive(Default)]
-struct Tally {
+struct Tally<'a> {
     copied: usize,
     server_side: usize,
     present: usize,
     bytes: u64,
+    progress: &'a Progress,
 }
 
-async fn copy(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
+async fn copy(src: &Repo, dst: &Repo, progress: &Progress) -> Result<CopyReport, Error> {
     let started = Utc::now();
     let backups = catalog::list(src).await?;
     // The newest backup that can be restored (whole objects, whole chain).
@@ -110,7 +100,13 @@ async fn copy(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
             backup.id
         ))
     })?;
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        copied: 0,
+        server_side: 0,
+        present: 0,
+        bytes: 0,
+        progress,
+    };
     for b in &chain {
         copy_backup_objects(src, dst, b, &mut tally).await?;
     }
@@ -148,7 +144,7 @@ async fn copy_backup_objects(
     src: &Repo,
     dst: &Repo,
     backup: &BackupInfo,
-    tally: &mut Tally,
+    tally: &mut Tally<'_>,
 ) -> Result<(), Error> {
     let present: std::collections::HashMap<String, u64> = dst
         .store
@@ -157,15 +153,26 @@ async fn copy_backup_objects(
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
-    for object in backup.objects.iter().chain(&backup.manifest) {
+    let objects: Vec<&BackupObject> = backup.objects.iter().chain(&backup.manifest).collect();
+    let to_copy: Vec<&BackupObject> = objects
+        .iter()
+        .copied()
+        .filter(|o| {
+            let to = dst.key(&layout::backup_object(&backup.id, &o.name));
+            present.get(&to) != Some(&o.stored_bytes)
+        })
+        .collect();
+    tally.present += objects.len() - to_copy.len();
+    tally.progress.begin(
+        format!("copy of backup {}", backup.id),
+        Unit::Bytes,
+        Some(to_copy.iter().map(|o| o.stored_bytes).sum()),
+    );
+    for object in to_copy {
         let (from, to) = (
             src.key(&layout::backup_object(&backup.id, &object.name)),
             dst.key(&layout::backup_object(&backup.id, &object.name)),
         );
-        if present.get(&to) == Some(&object.stored_bytes) {
-            tally.present += 1;
-            continue;
-        }
         copy_object(src, dst, &from, &to, tally).await?;
         let actual = stream_sha256(dst.store.as_ref(), &to).await?;
         if actual != object.sha256 {
@@ -186,7 +193,7 @@ async fn copy_wal(
     src: &Repo,
     dst: &Repo,
     backup: &BackupInfo,
-    tally: &mut Tally,
+    tally: &mut Tally<'_>,
 ) -> Result<usize, Error> {
     let src_prefix = src.key(&layout::wal_prefix());
     let dst_prefix = dst.key(&layout::wal_prefix());
@@ -198,28 +205,37 @@ async fn copy_wal(
         .filter_map(|o| Some((o.key.strip_prefix(&dst_prefix)?.to_string(), o.size)))
         .collect();
     let start = backup.start_wal.get(8..24).unwrap_or("").to_string();
-    let mut needed = 0;
-    for o in src.store.list(&src_prefix).await? {
-        let Some(file) = o.key.strip_prefix(&src_prefix) else {
-            continue;
-        };
-        let name = layout::wal_name(file).unwrap_or(file);
-        let wanted = match classify(name) {
-            Some(WalKind::History) => true,
-            // Position (log, seg) compares as hex text of equal width.
-            Some(_) => name.get(8..24).is_some_and(|pos| pos >= start.as_str()),
-            None => false,
-        };
-        if !wanted {
-            continue;
-        }
-        needed += 1;
-        if present.get(file) == Some(&o.size) {
-            tally.present += 1;
-            continue;
-        }
+    let needed: Vec<(String, u64)> = src
+        .store
+        .list(&src_prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let file = o.key.strip_prefix(&src_prefix)?;
+            let name = layout::wal_name(file).unwrap_or(file);
+            let wanted = match classify(name) {
+                Some(WalKind::History) => true,
+                // Position (log, seg) compares as hex text of equal width.
+                Some(_) => name.get(8..24).is_some_and(|pos| pos >= start.as_str()),
+                None => false,
+            };
+            wanted.then(|| (file.to_string(), o.size))
+        })
+        .collect();
+    let to_copy: Vec<&(String, u64)> = needed
+        .iter()
+        .filter(|(file, size)| present.get(file) != Some(size))
+        .collect();
+    tally.present += needed.len() - to_copy.len();
+    tally.progress.begin(
+        "copy of the WAL",
+        Unit::Bytes,
+        Some(to_copy.iter().map(|(_, size)| size).sum()),
+    );
+    for (file, _) in to_copy {
+        let from = format!("{src_prefix}{file}");
         let to = format!("{dst_prefix}{file}");
-        let recorded = copy_object(src, dst, &o.key, &to, tally).await?;
+        let recorded = copy_object(src, dst, &from, &to, tally).await?;
         let stored = dst.store.get_bytes(&to).await?;
         let raw = tokio::task::spawn_blocking(move || decompress(&stored))
             .await
@@ -234,7 +250,7 @@ async fn copy_wal(
             )));
         }
     }
-    Ok(needed)
+    Ok(needed.len())
 }
 
 /// Copies one object as it is stored (server-side when possible, else streamed with its
@@ -245,7 +261,7 @@ async fn copy_object(
     dst: &Repo,
     from: &str,
     to: &str,
-    tally: &mut Tally,
+    tally: &mut Tally<'_>,
 ) -> Result<Metadata, Error> {
     let Some((meta, metadata)) = src.raw().head(from).await? else {
         return Err(crate::store::Error::NotFound {
@@ -262,6 +278,7 @@ async fn copy_object(
     }
     tally.copied += 1;
     tally.bytes += meta.size;
+    tally.progress.add(meta.size);
     Ok(metadata)
 }
 

@@ -16,12 +16,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::basebackup::{self, Progress, Taken};
+use super::basebackup::{self, Taken};
 use super::catalog::{BackupInfo, BackupKind};
 use super::drill::{self, Evidence};
 use super::metrics::OpsMetrics;
 use super::offsite::{self, CopyReport};
 use super::pitr::{self, ArchiverState};
+use super::progress::{Progress, Unit};
 use super::retention::{self, Fate, Policy};
 use super::wal::{self, Pushed};
 use super::{wal_report, Error};
@@ -105,21 +106,6 @@ impl Ops {
         .collect()
     }
 
-    /// When the first backup will be taken, for people.
-    fn first_backup_due(&self) -> String {
-        let b = &self.settings.backup;
-        match b.schedule.cron() {
-            None => "comes when you run `pgvigil backup` (backup.schedule is off)".into(),
-            Some(_) if b.initial_backup => {
-                "is taken by `pgvigil run` shortly after it starts (backup.initial_backup)".into()
-            }
-            Some(cron) => match cron.find_next_occurrence(&Utc::now(), false) {
-                Ok(t) => format!("is scheduled for {} (backup.schedule)", t.to_rfc3339()),
-                Err(_) => "has no scheduled time (backup.schedule)".into(),
-            },
-        }
-    }
-
     fn repository(&self) -> String {
         self.primary.store.describe()
     }
@@ -130,12 +116,16 @@ impl Ops {
     /// skipped run, another sidecar's turn, is only logged): `want` full, or incremental on
     /// the newest backup (PostgreSQL 17+, `summarize_wal = on`), which falls back to a full
     /// backup with a `backup.incremental.fallback` warning when it cannot be taken.
+    /// `progress` counts the bytes read against the size of the databases, asked before the
+    /// backup starts.
     pub async fn backup(
         &self,
         progress: Arc<Progress>,
         want: BackupKind,
     ) -> Result<BackupInfo, Error> {
         let m = &self.metrics.backup;
+        let expected = expected_backup_size(&self.settings.postgres).await;
+        progress.begin("backup", Unit::Bytes, expected);
         m.running.set(1.0);
         let result = basebackup::run(&self.settings, &self.primary, progress, want).await;
         m.running.set(0.0);
@@ -242,7 +232,7 @@ impl Ops {
         };
         self.metrics.wal.pushed(report.ok, seconds);
         if by == Archiver::Command {
-            wal_report::send(self.settings.server.listen.port(), &report).await;
+            wal_report::send(&self.settings.server, &report).await;
         }
         let ahead = by == Archiver::Ahead;
         match &result {
@@ -297,7 +287,7 @@ impl Ops {
                     "pitr.check.no_backup",
                     format!(
                         "no backup yet, nothing can be restored; the first one {}",
-                        self.first_backup_due()
+                        first_backup_due(&self.settings.backup)
                     ),
                 )
             }
@@ -326,12 +316,21 @@ impl Ops {
     // --- drill ------------------------------------------------------------------------
 
     /// Restores a backup to a point in time in a private postmaster and checks it
-    /// (`drill.completed|failed`). `target` overrides the randomly drawn point.
-    pub async fn drill(&self, target: Option<DateTime<Utc>>, patience: Duration) -> Evidence {
+    /// (`drill.completed|failed`). `target` overrides the randomly drawn point; `progress`
+    /// follows the restore, the replay and the checks.
+    pub async fn drill(
+        &self,
+        target: Option<DateTime<Utc>>,
+        patience: Duration,
+        progress: Arc<Progress>,
+    ) -> Evidence {
         let m = &self.metrics.drill;
         let copy_to = self.settings.drill.work_dir.as_path();
         let evidence = match server_user_exe(Some(copy_to)) {
-            Ok(exe) => drill::run(&self.settings, &self.primary, &exe, target, patience).await,
+            Ok(exe) => {
+                let (settings, repo) = (&self.settings, &self.primary);
+                drill::run(settings, repo, &exe, target, patience, progress).await
+            }
             Err(e) => Evidence::failed_to_start(e.to_string()),
         };
         m.last_duration.set(evidence.timings.total_seconds);
@@ -369,8 +368,35 @@ impl Ops {
     // --- retention --------------------------------------------------------------------
 
     /// Applies retention to every repository, primary first (`retention.deleted|locked`
-    /// per object, `retention.failed`). Stops at the first repository that fails.
-    pub async fn retention(&self, dry_run: bool) -> Result<Vec<retention::Report>, Error> {
+    /// per object, `retention.failed`). Stops at the first repository that fails. A run
+    /// that is not a dry run is recorded in the primary repository ([`retention::last`]).
+    pub async fn retention(
+        &self,
+        dry_run: bool,
+        progress: &Progress,
+    ) -> Result<Vec<retention::Report>, Error> {
+        let mut done = Vec::new();
+        let result = self.retention_in_each(dry_run, progress, &mut done).await;
+        if !dry_run && !matches!(result, Err(Error::Skipped(_))) {
+            let record = retention::Record {
+                finished: Utc::now(),
+                error: result.as_ref().err().map(ToString::to_string),
+                stores: done,
+            };
+            if let Err(e) = retention::remember(&self.primary, &record).await {
+                tracing::warn!(event = "retention.record.failed", error = %e, "could not record the retention run");
+            }
+        }
+        result
+    }
+
+    /// Retention in every store; `done` receives the record of each store it finished.
+    async fn retention_in_each(
+        &self,
+        dry_run: bool,
+        progress: &Progress,
+        done: &mut Vec<retention::StoreRecord>,
+    ) -> Result<Vec<retention::Report>, Error> {
         let m = &self.metrics.retention;
         let policy = Policy {
             recovery_window: self.settings.retention.recovery_window,
@@ -389,13 +415,14 @@ impl Ops {
                     self.events.emit(op.target(target));
                 }
             };
-            match retention::run(&repo, policy, Utc::now(), dry_run, &observe).await {
+            match retention::run(&repo, policy, Utc::now(), dry_run, &observe, progress).await {
                 Ok(report) => {
                     if !dry_run {
                         m.locked
                             .with_label_values(&[label])
                             .set(report.locked_objects as f64);
                     }
+                    done.push(retention::StoreRecord::of(label, &report));
                     reports.push(report);
                 }
                 Err(e @ Error::Skipped(_)) => return Err(e),
@@ -418,8 +445,9 @@ impl Ops {
     // --- off-site copy ----------------------------------------------------------------
 
     /// Copies the newest valid backup and its WAL to the off-site repository
-    /// (`offsite.completed|failed`). Fails when none is configured.
-    pub async fn offsite(&self) -> Result<CopyReport, Error> {
+    /// (`offsite.completed|failed`), counting the bytes copied into `progress`. Fails when
+    /// none is configured.
+    pub async fn offsite(&self, progress: &Progress) -> Result<CopyReport, Error> {
         let Some(dest) = &self.offsite else {
             return Err(Error::Invalid(format!(
                 "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
@@ -427,7 +455,7 @@ impl Ops {
             )));
         };
         let m = &self.metrics.offsite;
-        let result = offsite::run(&self.primary, dest).await;
+        let result = offsite::run(&self.primary, dest, progress).await;
         if let Ok(r) = &result {
             m.last_success.set(unix_seconds(r.finished));
         }
@@ -479,6 +507,20 @@ impl Ops {
     }
 }
 
+/// When the first backup will be taken, for people ("the first one ...").
+pub fn first_backup_due(b: &crate::config::BackupSettings) -> String {
+    match b.schedule.cron() {
+        None => "comes when you run `pgvigil backup` (backup.schedule is off)".into(),
+        Some(_) if b.initial_backup => {
+            "is taken by `pgvigil run` shortly after it starts (backup.initial_backup)".into()
+        }
+        Some(cron) => match cron.find_next_occurrence(&Utc::now(), false) {
+            Ok(t) => format!("is scheduled for {} (backup.schedule)", t.to_rfc3339()),
+            Err(_) => "has no scheduled time (backup.schedule)".into(),
+        },
+    }
+}
+
 /// A failure event carrying the error's kind and message.
 fn failed(event: &'static str, message: &str, e: &Error) -> Op {
     Op::failure(event, message).details(json!({ "kind": e.kind(), "error": e.to_string() }))
@@ -503,32 +545,43 @@ fn retention_op(o: &retention::Handled, deleted: &prometheus::IntCounter) -> Opt
     Some(op.details(json!({ "reason": d.reason.label(), "why": d.why, "bytes": d.bytes })))
 }
 
-/// Whether the server is a primary (None if it cannot be asked).
-pub async fn is_primary(pg: &crate::config::PostgresSettings) -> Option<bool> {
+/// The one row `sql` returns, on a connection of its own (None if PostgreSQL cannot be
+/// asked: these answers are best effort).
+async fn ask(pg: &crate::config::PostgresSettings, sql: &str) -> Option<tokio_postgres::Row> {
     let conn = crate::pg::connect(&crate::pg::ConnectOptions::from_settings(pg), None)
         .await
         .ok()?;
-    let row = conn
-        .client
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .ok()?;
+    conn.client.query_one(sql, &[]).await.ok()
+}
+
+/// Whether the server is a primary (None if it cannot be asked).
+pub async fn is_primary(pg: &crate::config::PostgresSettings) -> Option<bool> {
+    let row = ask(pg, "SELECT pg_is_in_recovery()").await?;
     Some(!row.get::<_, bool>(0))
+}
+
+/// What a base backup is expected to read, in bytes: the size of every database the role
+/// may measure, and one WAL segment (`-X fetch` puts the WAL of the backup into its tar)
+/// (None if it cannot be asked).
+pub async fn expected_backup_size(pg: &crate::config::PostgresSettings) -> Option<u64> {
+    let row = ask(
+        pg,
+        "SELECT ((SELECT sum(pg_database_size(oid)) FROM pg_database \
+                  WHERE has_database_privilege(oid, 'CONNECT')) \
+                 + pg_size_bytes(current_setting('wal_segment_size')))::int8",
+    )
+    .await?;
+    row.get::<_, Option<i64>>(0)
+        .and_then(|n| u64::try_from(n).ok())
 }
 
 /// Asks PostgreSQL what it last archived (None if it cannot be asked).
 pub async fn archiver_state(pg: &crate::config::PostgresSettings) -> Option<ArchiverState> {
-    let conn = crate::pg::connect(&crate::pg::ConnectOptions::from_settings(pg), None)
-        .await
-        .ok()?;
-    let row = conn
-        .client
-        .query_one(
-            "SELECT last_archived_wal, last_archived_time FROM pg_stat_archiver",
-            &[],
-        )
-        .await
-        .ok()?;
+    let row = ask(
+        pg,
+        "SELECT last_archived_wal, last_archived_time FROM pg_stat_archiver",
+    )
+    .await?;
     Some(ArchiverState {
         last_archived_wal: row.get(0),
         last_archived_time: row

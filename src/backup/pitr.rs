@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::catalog::{self, parse_lsn, BackupInfo};
 use super::compress::decompress;
@@ -33,6 +33,9 @@ pub struct Report {
     pub ok: bool,
     /// Every expected WAL file that is not in the repository.
     pub missing: Vec<String>,
+    /// The missing segments as runs, each named by its first and last segment and placed in
+    /// time by the arrival of the segments around it.
+    pub gaps: Vec<Gap>,
     pub backups: usize,
     pub timelines: Vec<u32>,
     pub segments_checked: u64,
@@ -64,6 +67,70 @@ pub struct Report {
     /// missing or has another size, or a link of an incremental backup's chain is missing
     /// or broken. Restores and drills never choose them.
     pub broken: std::collections::BTreeMap<String, String>,
+}
+
+/// A run of consecutive missing WAL files: every point from `after` to `before` is lost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Gap {
+    pub first: String,
+    pub last: String,
+    /// How many files are missing in the run.
+    pub files: u64,
+    /// When the newest segment before the gap arrived in the repository.
+    pub after: Option<DateTime<Utc>>,
+    /// When the oldest segment after the gap arrived.
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// `missing` (sorted) as runs of consecutive segments on one timeline, placed between the
+/// arrival times of the stored segments around them. A missing file that is no segment
+/// (a `.history` file, a `.partial`) is a run of its own with no place in time.
+fn gaps(
+    missing: &[String],
+    segments: &BTreeMap<Seg, Option<SystemTime>>,
+    segs_per_id: u64,
+) -> Vec<Gap> {
+    let mut runs: Vec<(Option<Seg>, Gap)> = Vec::new();
+    for name in missing {
+        let seg = parse_segment(name, segs_per_id);
+        if let (Some((tli, segno)), Some((Some((ltli, lsegno)), last))) = (seg, runs.last_mut()) {
+            if tli == *ltli && segno == *lsegno + 1 {
+                *lsegno = segno;
+                last.last = name.clone();
+                last.files += 1;
+                continue;
+            }
+        }
+        let gap = Gap {
+            first: name.clone(),
+            last: name.clone(),
+            files: 1,
+            after: None,
+            before: None,
+        };
+        runs.push((seg, gap));
+    }
+    let arrived = |pick: &dyn Fn(u64) -> bool, newest: bool| {
+        let times = segments
+            .iter()
+            .filter(|((_, segno), _)| pick(*segno))
+            .filter_map(|(_, t)| t.map(to_utc));
+        if newest {
+            times.max()
+        } else {
+            times.min()
+        }
+    };
+    runs.into_iter()
+        .map(|(end, mut gap)| {
+            let start = parse_segment(&gap.first, segs_per_id);
+            if let (Some((_, first)), Some((_, last))) = (start, end) {
+                gap.after = arrived(&|s| s < first, true);
+                gap.before = arrived(&|s| s > last, false);
+            }
+            gap
+        })
+        .collect()
 }
 
 /// The backups of one database system and the WAL range continuity is checked over.
@@ -247,12 +314,21 @@ pub struct ArchiverState {
 /// Checks the repository.
 pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Report, Error> {
     let backups = catalog::list(repo).await?;
+    verify_backups(repo, &backups, archiver).await
+}
+
+/// Checks the repository whose catalogue (`catalog::list`) is `backups`.
+pub async fn verify_backups(
+    repo: &Repo,
+    backups: &[BackupInfo],
+    archiver: Option<ArchiverState>,
+) -> Result<Report, Error> {
     // Backups whose objects or incremental chain are not whole: named, never restorable.
     let listing = repo
         .store
         .list(&repo.key(&layout::backups_prefix()))
         .await?;
-    let broken = catalog::broken(repo, &backups, &listing);
+    let broken = catalog::broken(repo, backups, &listing);
     let wal_prefix = repo.key(&layout::wal_prefix());
     // One pass over the listing: (name, kind, arrival) of every WAL file.
     let wal: Vec<(String, WalKind, Option<SystemTime>)> = repo
@@ -322,7 +398,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         .max();
     let newest_segment = newest_segno.map(|s| segment_name((latest_tli, s), segs_per_id));
     let mut first_gap: Option<u64> = None;
-    let by_system = chains_of(&backups);
+    let by_system = chains_of(backups);
     let mut chains = Vec::with_capacity(by_system.len());
     // Older chains (before a `pgvigil upgrade`): from their first backup's start to their
     // last backup's end, so every point between their backups stays restorable.
@@ -376,7 +452,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
         }
     }
     // Every backup's own WAL range (also those on timelines off the current path).
-    for b in &backups {
+    for b in backups {
         let (Some((tli, start)), Some(stop)) = (
             parse_segment(&b.start_wal, segs_per_id),
             parse_lsn(&b.stop_lsn),
@@ -458,6 +534,7 @@ pub async fn verify(repo: &Repo, archiver: Option<ArchiverState>) -> Result<Repo
     missing.dedup();
     Ok(Report {
         ok: missing.is_empty() && problems.is_empty(),
+        gaps: gaps(&missing, &segments, segs_per_id),
         missing,
         backups: backups.len(),
         timelines,
@@ -611,6 +688,43 @@ mod tests {
         );
         assert!(!valid_segment_size(0) && !valid_segment_size(3 << 20));
         assert!(valid_segment_size(16 << 20) && valid_segment_size(1 << 30));
+    }
+
+    #[test]
+    fn missing_segments_become_named_runs_placed_between_their_neighbours() {
+        let at = |s: u64| Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        let segments: BTreeMap<Seg, Option<SystemTime>> = [
+            ((1, 4), at(100)),
+            ((1, 7), at(200)),
+            ((1, 8), at(300)),
+            ((1, 10), at(500)),
+        ]
+        .into_iter()
+        .collect();
+        let missing: Vec<String> = [
+            "000000010000000000000005",
+            "000000010000000000000006",
+            "000000010000000000000009",
+            "00000002.history",
+        ]
+        .map(String::from)
+        .to_vec();
+        let g = gaps(&missing, &segments, 256);
+        let utc = |s: u64| at(s).map(to_utc);
+        assert_eq!(g.len(), 3, "{g:?}");
+        assert_eq!(
+            (g[0].first.as_str(), g[0].last.as_str(), g[0].files),
+            ("000000010000000000000005", "000000010000000000000006", 2)
+        );
+        assert_eq!((g[0].after, g[0].before), (utc(100), utc(200)));
+        assert_eq!(
+            (g[1].files, g[1].after, g[1].before),
+            (1, utc(300), utc(500))
+        );
+        assert_eq!(
+            (g[2].first.as_str(), g[2].after),
+            ("00000002.history", None)
+        );
     }
 
     #[test]

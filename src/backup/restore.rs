@@ -16,15 +16,15 @@
 //! meant to become the new primary.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use std::sync::Arc;
-
 use super::catalog::{self, BackupInfo, BackupObject, Target};
 use super::compress::HashingReader;
+use super::progress::{Counting, Progress, Unit};
 use super::unpack::{append_no_follow, replace_no_follow, Unpacker};
 use super::{io, Error};
 use crate::pg::binaries::{PgBinaries, Search};
@@ -109,6 +109,16 @@ fn quote(s: &str) -> String {
 /// objects are not whole ([`catalog::broken`]) are never chosen; an incremental backup is
 /// rebuilt from its chain with `pg_combinebackup` and checked with `pg_verifybackup`.
 pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Error> {
+    restore_reporting(repo, req, Arc::default()).await
+}
+
+/// [`restore`], counting into `progress` (phase `restore`) the bytes unpacked against the
+/// backup's raw size from `backup.json`.
+pub async fn restore_reporting(
+    repo: &Repo,
+    req: &RestoreRequest,
+    progress: Arc<Progress>,
+) -> Result<Restored, Error> {
     let started = tokio::time::Instant::now();
     let backups = catalog::list(repo).await?;
     let listing = repo
@@ -152,9 +162,14 @@ pub async fn restore(repo: &Repo, req: &RestoreRequest) -> Result<Restored, Erro
             )));
         }
     }
+    progress.begin(
+        format!("restore of backup {}", backup.id),
+        Unit::Bytes,
+        Some(chain.iter().map(|b| b.raw_bytes).sum()),
+    );
     let unpacked = match chain.len() {
-        1 => unpack(repo, &backup, &req.to).await,
-        _ => combine(repo, &chain, &req.to, &req.binaries).await,
+        1 => unpack(repo, &backup, &req.to, &progress).await,
+        _ => combine(repo, &chain, &req.to, &req.binaries, &progress).await,
     };
     match unpacked {
         Ok(bytes) => {
@@ -215,10 +230,15 @@ fn needed_bytes(chain: &[BackupInfo]) -> u64 {
 /// Downloads, checks and unpacks `backup` into the staging directory and moves the
 /// content into place only when every stream's SHA-256 matched. Returns the bytes read
 /// from the repository.
-async fn unpack(repo: &Repo, backup: &BackupInfo, to: &Path) -> Result<u64, Error> {
+async fn unpack(
+    repo: &Repo,
+    backup: &BackupInfo,
+    to: &Path,
+    progress: &Arc<Progress>,
+) -> Result<u64, Error> {
     let staging = to.join(STAGING);
     std::fs::create_dir(&staging).map_err(io(format!("creating {}", staging.display())))?;
-    let bytes = unpack_into(repo, backup, &staging, to).await?;
+    let bytes = unpack_into(repo, backup, &staging, to, progress).await?;
     move_into_place(&staging, to)?;
     Ok(bytes)
 }
@@ -244,6 +264,7 @@ async fn combine(
     chain: &[BackupInfo],
     to: &Path,
     search: &Search,
+    progress: &Arc<Progress>,
 ) -> Result<u64, Error> {
     let Some(last) = chain.last() else {
         return Err(Error::Invalid("an empty backup chain".into()));
@@ -265,7 +286,7 @@ async fn combine(
     for b in chain {
         let dir = staging.join(&b.id);
         std::fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        bytes += unpack_into(repo, b, &dir, to).await?;
+        bytes += unpack_into(repo, b, &dir, to, progress).await?;
         inputs.push(dir);
     }
     let output = staging.join("combined");
@@ -321,6 +342,7 @@ async fn unpack_into(
     backup: &BackupInfo,
     staging: &Path,
     to: &Path,
+    progress: &Arc<Progress>,
 ) -> Result<u64, Error> {
     if backup.objects.is_empty() {
         return Err(Error::Invalid(format!(
@@ -333,13 +355,14 @@ async fn unpack_into(
     let streams = backup.objects.iter().map(|object| {
         let key = repo.key(&layout::backup_object(&backup.id, &object.name));
         let (unpacker, describe, to) = (unpacker.clone(), describe.clone(), to.to_path_buf());
+        let progress = progress.clone();
         let object = object.clone();
         async move {
             let stream = repo.store.get_stream(&key).await?;
             let reader = StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
             let bridge = SyncIoBridge::new(reader);
             tokio::task::spawn_blocking(move || {
-                unpack_stream(bridge, &unpacker, &key, &object, &describe, &to)
+                unpack_stream(bridge, &unpacker, &key, &object, &describe, &to, &progress)
             })
             .await
             .map_err(|e| Error::Invalid(format!("restore task: {e}")))?
@@ -372,11 +395,12 @@ fn unpack_stream(
     object: &BackupObject,
     describe: &str,
     to: &Path,
+    progress: &Progress,
 ) -> Result<u64, Error> {
     let mut hashed = HashingReader::new(source);
     let result = (|| -> std::io::Result<()> {
         let dec = zstd::stream::read::Decoder::new(&mut hashed)?;
-        unpacker.entries(dec)?;
+        unpacker.entries(Counting::new(dec, progress))?;
         // Drain anything after the tar end (zstd frame end) so the hash covers it all.
         std::io::copy(&mut hashed, &mut std::io::sink())?;
         Ok(())

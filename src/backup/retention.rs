@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::catalog::{self, BackupInfo, BackupKind};
 use super::lease::Lease;
+use super::progress::{Progress, Unit};
 use super::timeline::Lineage;
 use super::wal::{classify, WalKind};
 use super::Error;
@@ -321,6 +322,66 @@ pub struct Report {
     pub renewed_locks: usize,
 }
 
+/// The last retention run, as the primary repository records it
+/// (`state/retention/last.json`, read by `pgvigil status` and the status page): when it
+/// finished, what it deleted in each store, or why it failed.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Record {
+    pub finished: DateTime<Utc>,
+    /// Why the run failed (the stores it finished before are listed).
+    pub error: Option<String>,
+    pub stores: Vec<StoreRecord>,
+}
+
+/// What one run did in one store.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct StoreRecord {
+    /// The `store` label (`primary`, `offsite`).
+    pub store: String,
+    pub kept_backups: usize,
+    /// Whole backups deleted (their `backup.json` went).
+    pub deleted_backups: usize,
+    pub deleted_wal_files: usize,
+    pub deleted_orphans: usize,
+    pub deleted_objects: usize,
+    pub deleted_bytes: u64,
+    pub locked_objects: usize,
+}
+
+impl StoreRecord {
+    /// The record of `report`, a run on the store labelled `store`.
+    pub fn of(store: &str, report: &Report) -> Self {
+        let deleted = |reason: Reason, marker_only: bool| {
+            report
+                .objects
+                .iter()
+                .filter(|o| o.fate == Fate::Deleted && o.object.reason == reason)
+                .filter(|o| !marker_only || layout::is_backup_marker(&o.object.key))
+                .count()
+        };
+        Self {
+            store: store.to_string(),
+            kept_backups: report.kept.len(),
+            deleted_backups: deleted(Reason::ExpiredBackup, true),
+            deleted_wal_files: deleted(Reason::ExpiredWal, false),
+            deleted_orphans: deleted(Reason::Orphan, false),
+            deleted_objects: report.deleted_objects,
+            deleted_bytes: report.deleted_bytes,
+            locked_objects: report.locked_objects,
+        }
+    }
+}
+
+/// Records `record` as the last run in `repo` (the primary repository).
+pub async fn remember(repo: &Repo, record: &Record) -> Result<(), Error> {
+    super::records::write(repo, &repo.key(&layout::retention_record()), record).await
+}
+
+/// The last recorded run, if any.
+pub async fn last(repo: &Repo) -> Option<Record> {
+    super::records::read(repo, &repo.key(&layout::retention_record())).await
+}
+
 /// Called for every object as it is deleted or found locked: the caller logs it, audits it
 /// and counts it (`events::Events::retention_outcome`); not called in a dry run.
 pub type Observer<'a> = &'a (dyn Fn(&Handled) + Send + Sync);
@@ -332,6 +393,7 @@ async fn delete_batch(
     batch: Vec<Doomed>,
     observe: Observer<'_>,
     outcomes: &mut Vec<Handled>,
+    progress: &Progress,
 ) -> Result<(), Error> {
     if batch.is_empty() {
         return Ok(());
@@ -339,6 +401,7 @@ async fn delete_batch(
     let keys: Vec<String> = batch.iter().map(|d| d.key.clone()).collect();
     let mut failed: std::collections::HashMap<String, crate::store::Error> =
         repo.store.delete_many(&keys).await.into_iter().collect();
+    progress.add(keys.len() as u64);
     let mut first_error = None;
     for doomed in batch {
         let fate = match failed.remove(&doomed.key) {
@@ -362,20 +425,22 @@ async fn delete_batch(
     }
 }
 
-/// Plans and (unless `dry_run`) applies retention to `repo`, as of `now`.
+/// Plans and (unless `dry_run`) applies retention to `repo`, as of `now`. `progress` sees
+/// the listing, then the deletions counted against the plan.
 pub async fn run(
     repo: &Repo,
     policy: Policy,
     now: DateTime<Utc>,
     dry_run: bool,
     observe: Observer<'_>,
+    progress: &Progress,
 ) -> Result<Report, Error> {
     let lease = if dry_run {
         None
     } else {
         Some(Lease::acquire(repo, "retention").await?)
     };
-    let result = apply(repo, policy, now, dry_run, observe).await;
+    let result = apply(repo, policy, now, dry_run, observe, progress).await;
     if let Some(l) = lease {
         l.release().await;
     }
@@ -388,7 +453,10 @@ async fn apply(
     now: DateTime<Utc>,
     dry_run: bool,
     observe: Observer<'_>,
+    progress: &Progress,
 ) -> Result<Report, Error> {
+    let store = repo.store.describe();
+    progress.begin(format!("listing {store}"), Unit::Objects, None);
     let backups = catalog::list(repo).await?;
     let mut objects = repo
         .store
@@ -404,7 +472,10 @@ async fn apply(
     )
     .await?;
     let plan = plan(repo, &backups, &objects, now, policy, &lineage);
-    let store = repo.store.describe();
+    if !dry_run {
+        let total = plan.delete.len() as u64;
+        progress.begin(format!("deleting in {store}"), Unit::Objects, Some(total));
+    }
     let mut outcomes = Vec::with_capacity(plan.delete.len());
     // A backup whose marker is locked stays valid: leave the rest of its objects too.
     let mut locked_backups: BTreeSet<String> = BTreeSet::new();
@@ -429,9 +500,16 @@ async fn apply(
             pending.push(doomed);
             continue;
         }
-        delete_batch(repo, std::mem::take(&mut pending), observe, &mut outcomes).await?;
+        delete_batch(
+            repo,
+            std::mem::take(&mut pending),
+            observe,
+            &mut outcomes,
+            progress,
+        )
+        .await?;
         let marker = doomed.key.clone();
-        delete_batch(repo, vec![doomed], observe, &mut outcomes).await?;
+        delete_batch(repo, vec![doomed], observe, &mut outcomes, progress).await?;
         if outcomes
             .last()
             .is_some_and(|o| o.object.key == marker && matches!(o.fate, Fate::Locked { .. }))
@@ -441,7 +519,7 @@ async fn apply(
             }
         }
     }
-    delete_batch(repo, pending, observe, &mut outcomes).await?;
+    delete_batch(repo, pending, observe, &mut outcomes, progress).await?;
 
     // What stays must stay protected: renew the Object Lock of kept objects whose lock
     // would end before retention lets them go (no-op without Object Lock).
@@ -498,26 +576,11 @@ mod tests {
 
     /// A backup that ran at `stop` and starts at WAL position `seg`.
     fn backup(id: &str, stop: &str, seg: u32, tli: u32) -> BackupInfo {
+        let stop_lsn = format!("0/{:X}", (u64::from(seg) + 1) << 24);
         BackupInfo {
-            format: 1,
-            id: id.into(),
-            pgvigil_version: "0".into(),
-            system_identifier: "1".into(),
-            pg_version_num: 150000,
             timeline: tli,
-            start_lsn: "0/1".into(),
-            stop_lsn: format!("0/{:X}", (u64::from(seg) + 1) << 24),
             start_wal: format!("{tli:08X}00000000{seg:08X}"),
-            start_time: t(stop),
-            stop_time: t(stop),
-            duration_seconds: 1.0,
-            raw_bytes: 1,
-            stored_bytes: 1,
-            compression: "zstd".into(),
-            objects: vec![],
-            kind: BackupKind::Full,
-            parent: None,
-            manifest: None,
+            ..catalog::example(id, t(stop), &stop_lsn)
         }
     }
 

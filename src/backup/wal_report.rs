@@ -1,5 +1,5 @@
 //! `wal-push` runs as a short-lived process (archive_command), so the WAL metrics cannot live
-//! in its own registry: it reports each push to the local daemon over loopback
+//! in its own registry: it reports each push to the local daemon
 //! (`POST /internal/wal-push`), best effort and bounded by 200 ms. A daemon that is not
 //! running costs nothing and changes no exit code. The wire format is [`WalPushReport`],
 //! defined here once for the sender and the daemon's HTTP handler.
@@ -23,22 +23,17 @@ impl WalPushReport {
     }
 }
 
-/// Sends one report to the daemon listening on `port` of the loopback interface.
-pub async fn send(port: u16, report: &WalPushReport) {
+/// Sends one report to the daemon `server` configures (through its one client,
+/// [`crate::local_daemon`], so a daemon listening with TLS gets it too).
+pub async fn send(server: &crate::config::ServerSettings, report: &WalPushReport) {
     let Ok(body) = serde_json::to_string(report) else {
         return;
     };
-    let send = async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let req = format!(
-            "POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut sink = Vec::new();
-        s.read_to_end(&mut sink).await?;
-        Ok::<_, std::io::Error>(())
+    // The report path is open without credentials; a token file is not read per segment.
+    let Ok(daemon) = crate::local_daemon::LocalDaemon::new(server, false) else {
+        return;
     };
-    let _ = tokio::time::timeout(Duration::from_millis(200), send).await;
+    let _ = daemon
+        .post_json(PATH, body, Duration::from_millis(200))
+        .await;
 }

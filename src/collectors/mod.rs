@@ -46,14 +46,21 @@ impl ScrapeMetrics {
         }
     }
 
-    /// Whether any collector's last run failed.
-    fn any_failed(&self) -> bool {
+    /// The collectors whose last run failed, by name.
+    pub fn failing(&self) -> Vec<String> {
         use prometheus::core::Collector as _;
         self.success
             .collect()
             .iter()
             .flat_map(|f| f.get_metric())
-            .any(|m| m.get_gauge().get_value() == 0.0)
+            .filter(|m| m.get_gauge().get_value() == 0.0)
+            .filter_map(|m| m.get_label().first().map(|l| l.value().to_string()))
+            .collect()
+    }
+
+    /// Whether any collector's last run failed.
+    fn any_failed(&self) -> bool {
+        !self.failing().is_empty()
     }
 }
 
@@ -97,6 +104,11 @@ impl Scraper {
             metrics,
             last: Mutex::new(None),
         }
+    }
+
+    /// The collectors whose last run failed (no collection is started).
+    pub fn failing(&self) -> Vec<String> {
+        self.metrics.failing()
     }
 
     /// Collects now, or joins a collection already under way.

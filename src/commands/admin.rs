@@ -35,17 +35,23 @@ pub(super) async fn dev(args: &DevArgs) -> Exit {
     println!();
     println!("pgvigil dev is running (Ctrl-C stops it and deletes everything).");
     println!();
+    println!("  status:     http://{addr}/   (the recovery window, backups, drills)");
     println!("  metrics:    http://{addr}/metrics");
     println!("  health:     http://{addr}/healthz   http://{addr}/readyz");
     println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
     println!("  data dir:   {}", env.cluster.data_dir().display());
     println!("  repository: {}", env.repo_url);
-    // The binary by its full path: after `make dev` it is not on the PATH (`make install`).
+    println!("  config:     {}", env.config_file.display());
+    // The binary by its full path: after `make dev` it is not on the PATH (`make install`);
+    // the copy archive_command runs, which the server user can execute, so that `restore`
+    // (whose restore_command runs as that user) works as typed too.
     println!(
-        "  config:     {}   (try: {} backups -c {})",
-        env.config_file.display(),
-        exe.display(),
+        "  try:        {} status -c {}",
+        env.binary.display(),
         env.config_file.display()
+    );
+    println!(
+        "              (also backups, backup, verify, drill, restore --to DIR; WAL is archived at least every minute, so a drill can restore once a minute has passed)"
     );
     match &env.first_backup {
         Ok(b) => println!(

@@ -2,18 +2,16 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::HumanBytes;
 
 use super::{open_repo, parse_time, print_json, render, rfc3339, Exit, Invocation};
-use crate::backup::basebackup::Progress;
 use crate::backup::catalog::BackupKind;
 use crate::backup::catalog::{parse_lsn, Target};
 use crate::backup::ops::wal_fetch_command;
+use crate::backup::progress::Progress;
 use crate::backup::restore::RestoreRequest;
 use crate::backup::wal::{classify, WalKind};
 use crate::backup::wal_prefetch::{self, Spool};
@@ -22,45 +20,14 @@ use crate::cli::{BackupArgs, JsonArgs, RestoreArgs};
 pub(super) async fn backup(inv: &Invocation<'_>, args: &BackupArgs) -> Exit {
     let ops = inv.ops(false, "backup").await?;
     let progress = Arc::new(Progress::default());
-    let bar = (inv.interactive && !args.json).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} backup {msg} [{elapsed}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar
-    });
-    let ticker = bar.clone().map(|bar| {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            loop {
-                let raw = progress.raw_bytes.load(Ordering::Relaxed);
-                let stored = progress.stored_bytes.load(Ordering::Relaxed);
-                let rate = raw as f64 / start.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!(
-                    "{} read, {} stored, {}/s",
-                    HumanBytes(raw),
-                    HumanBytes(stored),
-                    HumanBytes(rate as u64)
-                ));
-                bar.tick();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    });
+    let shown = inv.show("backup", &progress);
     let kind = if args.incremental {
         BackupKind::Incremental
     } else {
         BackupKind::Full
     };
     let result = ops.backup(progress, kind).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    shown.finish();
     ops.close().await;
     let info = result.context("backup failed")?;
     render(args.json, &info, |info| {
@@ -285,9 +252,11 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
         keep_archiving: args.keep_archiving,
         binaries: crate::pg::binaries::Search::from_settings(&settings.postgres),
     };
-    let restored = crate::backup::restore::restore(&repo, &req)
-        .await
-        .context("restore failed")?;
+    let progress = Arc::new(Progress::default());
+    let shown = inv.show("restore", &progress);
+    let restored = crate::backup::restore::restore_reporting(&repo, &req, progress).await;
+    shown.finish();
+    let restored = restored.context("restore failed")?;
     render(args.json, &restored, |restored| {
         println!(
             "restored backup {} ({} in {:.1}s) into {}; start PostgreSQL on it to replay WAL to the target",

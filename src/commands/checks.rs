@@ -69,16 +69,22 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
         None => None,
     };
     let signals = ShutdownSignals::install()?;
+    let progress = std::sync::Arc::new(crate::backup::progress::Progress::default());
+    let shown = inv.show("drill", &progress);
     // On SIGTERM/SIGINT the drill future is dropped: its guard stops the postmaster and
     // removes the drill directory.
     let evidence = tokio::select! {
-        ev = ops.drill(target, args.timeout) => ev,
-        _ = signals.wait() => anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed"),
+        ev = ops.drill(target, args.timeout, progress.clone()) => ev,
+        _ = signals.wait() => {
+            shown.finish();
+            anyhow::bail!("drill interrupted; its postmaster was stopped and its files removed")
+        }
     };
+    shown.finish();
     ops.close().await;
     render(args.json, &evidence, |evidence| {
         println!(
-            "drill {}: {} (target {}, backup {}, skew {:.1}s)",
+            "drill {}: {} (target {}, backup {}, skew {})",
             evidence.id,
             if evidence.success { "PASSED" } else { "FAILED" },
             evidence
@@ -86,7 +92,10 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_else(|| "-".into()),
             evidence.backup_id.as_deref().unwrap_or("-"),
-            evidence.target_skew_seconds.unwrap_or(f64::NAN)
+            evidence
+                .target_skew_seconds
+                .map(|s| format!("{s:.1}s"))
+                .unwrap_or_else(|| "-".into())
         );
         let t = &evidence.timings;
         println!(

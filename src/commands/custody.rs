@@ -1,17 +1,22 @@
 //! `pgvigil retention` and `pgvigil offsite`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use indicatif::HumanBytes;
 
 use super::{print_json, render, rfc3339, Exit, Invocation};
+use crate::backup::progress::Progress;
 use crate::backup::retention::Fate;
 use crate::cli::{JsonArgs, RetentionArgs};
 
 pub(super) async fn retention(inv: &Invocation<'_>, args: &RetentionArgs) -> Exit {
     let ops = inv.ops(true, "retention").await?;
-    let result = ops.retention(args.dry_run).await;
+    let progress = Arc::new(Progress::default());
+    let shown = inv.show("retention", &progress);
+    let result = ops.retention(args.dry_run, &progress).await;
+    shown.finish();
     ops.close().await;
     let reports = result.context("retention failed")?;
     if args.json {
@@ -67,7 +72,10 @@ pub(super) async fn retention(inv: &Invocation<'_>, args: &RetentionArgs) -> Exi
 
 pub(super) async fn offsite(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     let ops = inv.ops(true, "offsite").await?;
-    let result = ops.offsite().await;
+    let progress = Arc::new(Progress::default());
+    let shown = inv.show("offsite", &progress);
+    let result = ops.offsite(&progress).await;
+    shown.finish();
     ops.close().await;
     let report = result.context("off-site copy failed")?;
     render(args.json, &report, |report| {

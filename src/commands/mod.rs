@@ -3,12 +3,15 @@
 //! backup operations, the same functions the daemon's jobs call) and renders what it
 //! returns, as text or `--json`. One file per group of commands:
 //! `backups.rs` (backup, backups, upgrade, restore, wal-push, wal-fetch), `checks.rs` (verify, drill),
-//! `custody.rs` (retention, offsite), `admin.rs` (run, dev, check-config, catalog, audit).
+//! `custody.rs` (retention, offsite), `status.rs` (status), `admin.rs` (run, dev,
+//! check-config, catalog, audit); `progress.rs` shows a long operation's progress.
 
 mod admin;
 mod backups;
 mod checks;
 mod custody;
+mod progress;
+mod status;
 
 use std::process::ExitCode;
 
@@ -26,8 +29,8 @@ type Exit = anyhow::Result<ExitCode>;
 struct Invocation<'a> {
     cli: &'a Cli,
     env: EnvLookup<'a>,
-    /// stdout is a terminal (progress bars).
-    interactive: bool,
+    /// Where progress bars draw (stderr; hidden when it is not a terminal).
+    bars: indicatif::MultiProgress,
 }
 
 impl Invocation<'_> {
@@ -49,18 +52,27 @@ impl Invocation<'_> {
         ops(self.load()?, offsite, process).await
     }
 
+    /// Shows the progress of operation `what` until [`progress::Shown::finish`].
+    fn show(
+        &self,
+        what: &'static str,
+        progress: &std::sync::Arc<crate::backup::progress::Progress>,
+    ) -> progress::Shown {
+        progress::show(&self.bars, what, progress)
+    }
+
     /// Like [`Invocation::ops`], without the `config.loaded` log line.
     async fn ops_quiet(&self, offsite: bool, process: &str) -> anyhow::Result<Ops> {
         ops(self.load_quiet()?, offsite, process).await
     }
 }
 
-/// Runs the parsed command line. `interactive` is true when stdout is a terminal.
-pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
+/// Runs the parsed command line; long operations show their progress in `bars`.
+pub async fn execute(cli: Cli, env: EnvLookup<'_>, bars: indicatif::MultiProgress) -> Exit {
     let inv = Invocation {
         cli: &cli,
         env,
-        interactive,
+        bars,
     };
     let inv = &inv;
     match &cli.command {
@@ -82,6 +94,7 @@ pub async fn execute(cli: Cli, env: EnvLookup<'_>, interactive: bool) -> Exit {
         Command::Drill(args) => checks::drill(inv, args).await,
         Command::Retention(args) => custody::retention(inv, args).await,
         Command::Offsite(args) => custody::offsite(inv, args).await,
+        Command::Status(args) => status::status(inv, args).await,
     }
 }
 

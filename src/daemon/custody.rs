@@ -2,8 +2,9 @@
 //! asked where it is (and whether Object Lock is on) at start and every
 //! [`RESIDENCY_RECHECK`]. A store whose location is allowed meets its readiness condition;
 //! every check sets `pgvigil_storage_residency_ok{store}` and
-//! `pgvigil_storage_object_lock_enabled{store}` and emits `storage.residency.checked` or
-//! `storage.residency.refused`.
+//! `pgvigil_storage_object_lock_enabled{store}`, emits `storage.residency.checked` or
+//! `storage.residency.refused`, and tells the status page (with when the Object Lock of the
+//! oldest backup ends).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,41 +18,22 @@ use super::ready::{Condition, Readiness};
 use super::StartError;
 use crate::config::Settings;
 use crate::events::{Events, Op};
-use crate::store::{self, Guarded, ObjectStore, Repo, Verdict, Which};
+use crate::status::cache::Cache;
+use crate::status::read::oldest_lock;
+use crate::store::{self, ObjectStore, Opened, Repo, Verdict};
 
 /// How often the daemon asks every bucket where it is.
 pub const RESIDENCY_RECHECK: Duration = Duration::from_secs(900);
 
-/// A repository the daemon looks after: its `store` label, its guard and the repository.
-#[derive(Clone)]
-pub struct Watched {
-    pub label: &'static str,
-    pub guard: Arc<Guarded>,
-    pub repo: Repo,
-}
-
 /// Opens the primary repository and, when configured, the off-site one.
-pub async fn open_stores(settings: &Settings) -> Result<Vec<Watched>, StartError> {
+pub async fn open_stores(settings: &Settings) -> Result<Vec<Opened>, StartError> {
     if settings.storage.residency == store::Residency::Any {
         tracing::warn!(
             event = "storage.residency.disabled",
             "storage.residency = \"any\": bucket locations are not checked"
         );
     }
-    let mut which = vec![Which::Primary];
-    if settings.offsite.is_some() {
-        which.push(Which::Offsite);
-    }
-    let mut stores = Vec::new();
-    for w in which {
-        let (repo, guard) = Repo::open_guarded(settings, w).await?;
-        stores.push(Watched {
-            label: w.label(),
-            guard,
-            repo,
-        });
-    }
-    Ok(stores)
+    Ok(Repo::open_all(settings).await?)
 }
 
 crate::own_metrics! {
@@ -62,22 +44,25 @@ crate::own_metrics! {
     }
 }
 
-/// Starts the residency loop over `stores`.
+/// Starts the residency loop over `stores`; each verdict (and when the lock of the oldest
+/// backup ends) also goes to the status page.
 pub fn start(
-    stores: Vec<Watched>,
+    stores: Vec<Opened>,
     registry: &Registry,
     events: Events,
     readiness: Arc<Readiness>,
+    status: Arc<Cache>,
     tracker: &TaskTracker,
     token: CancellationToken,
 ) -> Result<(), StartError> {
     let metrics = ResidencyMetrics::register(registry)?;
     tracker.spawn(periodically(RESIDENCY_RECHECK, token, move || {
-        let (stores, metrics, events, readiness) = (
+        let (stores, metrics, events, readiness, status) = (
             stores.clone(),
             metrics.clone(),
             events.clone(),
             readiness.clone(),
+            status.clone(),
         );
         async move {
             for s in &stores {
@@ -95,6 +80,7 @@ pub fn start(
                 if verdict.ok {
                     readiness.met(Condition::Residency(s.label));
                 }
+                status.custody(s.label, &verdict, oldest_lock(&s.repo).await);
             }
         }
     }));

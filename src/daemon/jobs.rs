@@ -11,22 +11,24 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::StartError;
-use crate::backup::basebackup::Progress;
 use crate::backup::catalog::BackupKind;
 use crate::backup::ops::Ops;
+use crate::backup::progress::Progress;
 use crate::backup::Error;
 use crate::config::Schedule;
 use crate::metrics::catalogue as cat;
 use crate::metrics::own::create;
 use crate::schedule::{self, JobFn, JobOutcome};
+use crate::status::cache::Cache;
 
 /// How long a scheduled drill may take before it is stopped.
 const DRILL_PATIENCE: Duration = Duration::from_secs(7200);
 
-/// Schedules every configured job.
+/// Schedules every configured job; the status page's facts are refreshed after each run.
 pub fn schedule(
     ops: &Ops,
     registry: &Registry,
+    status: Arc<Cache>,
     tracker: &TaskTracker,
     token: &CancellationToken,
 ) -> Result<(), StartError> {
@@ -35,22 +37,27 @@ pub fn schedule(
     let exclusive = Arc::new(tokio::sync::Mutex::new(()));
     let s = &ops.settings;
     let mut jobs: Vec<(&'static str, &Schedule, JobFn)> = vec![
-        ("drill", &s.drill.schedule, drill(ops)),
-        ("backup", &s.backup.schedule, backup(ops, BackupKind::Full)),
+        ("drill", &s.drill.schedule, drill(ops, &status)),
+        (
+            "backup",
+            &s.backup.schedule,
+            backup(ops, &status, BackupKind::Full),
+        ),
         (
             "backup-incremental",
             &s.backup.incremental_schedule,
-            backup(ops, BackupKind::Incremental),
+            backup(ops, &status, BackupKind::Incremental),
         ),
-        ("retention", &s.retention.schedule, retention(ops)),
+        ("retention", &s.retention.schedule, retention(ops, &status)),
     ];
     if let (Some(o), Some(_)) = (&s.offsite, &ops.offsite) {
-        jobs.push(("offsite", &o.schedule, offsite(ops)));
+        jobs.push(("offsite", &o.schedule, offsite(ops, &status)));
     }
     if s.backup.initial_backup && s.backup.schedule.cron().is_some() {
         tracker.spawn(initial_backup(
             ops.clone(),
             exclusive.clone(),
+            status.clone(),
             token.clone(),
         ));
     }
@@ -88,6 +95,7 @@ const INITIAL_BACKUP_ATTEMPTS: u32 = 20;
 async fn initial_backup(
     ops: Ops,
     exclusive: Arc<tokio::sync::Mutex<()>>,
+    status: Arc<Cache>,
     token: CancellationToken,
 ) {
     let mut wait = INITIAL_BACKUP_DELAY;
@@ -118,22 +126,35 @@ async fn initial_backup(
             event = "backup.initial.started",
             "the repository has no backup: taking the first one now"
         );
-        let backup = ops.backup(Arc::new(Progress::default()), BackupKind::Full);
+        let backup = ops.backup(Arc::default(), BackupKind::Full);
         tokio::select! {
             _ = token.cancelled() => return,
-            result = backup => if result.is_ok() { return },
+            result = backup => {
+                status.changed();
+                if result.is_ok() {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// A job body that calls `run` on a clone of `ops`.
-fn job<F, Fut>(ops: &Ops, run: F) -> JobFn
+/// A job body that calls `run` on a clone of `ops`, then has the status page refreshed.
+fn job<F, Fut>(ops: &Ops, status: &Arc<Cache>, run: F) -> JobFn
 where
     F: Fn(Ops) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = (JobOutcome, String)> + Send + 'static,
 {
-    let ops = ops.clone();
-    Arc::new(move || Box::pin(run(ops.clone())))
+    let (ops, status) = (ops.clone(), status.clone());
+    let run = Arc::new(run);
+    Arc::new(move || {
+        let (ops, status, run) = (ops.clone(), status.clone(), run.clone());
+        Box::pin(async move {
+            let done = run(ops).await;
+            status.changed();
+            done
+        })
+    })
 }
 
 /// The job's outcome for an operation's result: `Skipped` (not this sidecar's turn) is not
@@ -146,9 +167,9 @@ fn outcome<T>(result: Result<T, Error>, message: impl FnOnce(T) -> String) -> (J
     }
 }
 
-fn backup(ops: &Ops, want: BackupKind) -> JobFn {
-    job(ops, move |ops| async move {
-        let result = ops.backup(Arc::new(Progress::default()), want).await;
+fn backup(ops: &Ops, status: &Arc<Cache>, want: BackupKind) -> JobFn {
+    job(ops, status, move |ops| async move {
+        let result = ops.backup(Arc::default(), want).await;
         outcome(result, |info| {
             format!(
                 "{} backup {} ({} bytes stored)",
@@ -160,9 +181,9 @@ fn backup(ops: &Ops, want: BackupKind) -> JobFn {
     })
 }
 
-fn drill(ops: &Ops) -> JobFn {
-    job(ops, |ops| async move {
-        let ev = ops.drill(None, DRILL_PATIENCE).await;
+fn drill(ops: &Ops, status: &Arc<Cache>) -> JobFn {
+    job(ops, status, |ops| async move {
+        let ev = ops.drill(None, DRILL_PATIENCE, Arc::default()).await;
         if ev.success {
             (
                 JobOutcome::Success,
@@ -177,9 +198,9 @@ fn drill(ops: &Ops) -> JobFn {
     })
 }
 
-fn retention(ops: &Ops) -> JobFn {
-    job(ops, |ops| async move {
-        let result = ops.retention(false).await;
+fn retention(ops: &Ops, status: &Arc<Cache>) -> JobFn {
+    job(ops, status, |ops| async move {
+        let result = ops.retention(false, &Progress::default()).await;
         let labels = ops.stores().into_iter().map(|s| s.label);
         outcome(result, |reports| {
             reports
@@ -199,9 +220,9 @@ fn retention(ops: &Ops) -> JobFn {
     })
 }
 
-fn offsite(ops: &Ops) -> JobFn {
-    job(ops, |ops| async move {
-        let result = ops.offsite().await;
+fn offsite(ops: &Ops, status: &Arc<Cache>) -> JobFn {
+    job(ops, status, |ops| async move {
+        let result = ops.offsite(&Progress::default()).await;
         outcome(result, |r| {
             format!(
                 "backup {} copied to {} ({} objects, {} bytes)",

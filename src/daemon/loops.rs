@@ -1,9 +1,10 @@
 //! The daemon's periodic work that is not a cron job: the PITR check (`pitr.check_interval`),
 //! the heartbeat table (`pitr.heartbeat_interval`), archiving WAL ahead of
-//! `archive_command` (`backup.archive_ahead`), the refresh of the backup gauges from the
-//! catalog (every minute, so backups taken by `pgvigil backup` count too), the warm-up that
-//! makes `/readyz` turn true without waiting for Prometheus, and the gauges a restarted
-//! daemon restores from what the repository remembers.
+//! `archive_command` (`backup.archive_ahead`), the refresh of the backup gauges and of the
+//! status page's facts from the repository (every minute, so backups and drills run by the
+//! CLI count too, and right after a job), the warm-up that makes `/readyz` turn true
+//! without waiting for Prometheus, and the gauges a restarted daemon restores from what the
+//! repository remembers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::collectors::Scraper;
 use crate::metrics::catalogue as cat;
 use crate::metrics::own::{create, unix_seconds};
 use crate::schedule::{self, JobOutcome};
+use crate::status::cache::Cache;
 
 /// How often the backup gauges are refreshed from the catalog.
 const CATALOG_REFRESH: Duration = Duration::from_secs(60);
@@ -46,22 +48,24 @@ where
     }
 }
 
-/// Starts the PITR check, the heartbeat, archiving ahead and the catalog refresh.
+/// Starts the PITR check, the heartbeat, archiving ahead and the catalog refresh; the
+/// check and the refresh also keep `status` (the status page's facts) up to date.
 pub fn start(
     ops: &Ops,
     registry: &Registry,
+    status: Arc<Cache>,
     tracker: &TaskTracker,
     token: &CancellationToken,
 ) -> Result<(), StartError> {
-    let verify = ops.clone();
+    let (verify, checked) = (ops.clone(), status.clone());
     tracker.spawn(periodically(
         ops.settings.pitr.check_interval,
         token.clone(),
         move || {
-            let ops = verify.clone();
+            let (ops, status) = (verify.clone(), checked.clone());
             async move {
-                // The outcome is an event and metrics; nothing else to do with it here.
-                let _ = ops.verify().await;
+                // The outcome is an event and metrics, and the status page's WAL facts.
+                status.checked(&ops.verify().await);
             }
         },
     ));
@@ -83,11 +87,31 @@ pub fn start(
             }
         }));
     }
-    let (metrics, repo) = (ops.metrics.backup.clone(), ops.primary.clone());
-    tracker.spawn(periodically(CATALOG_REFRESH, token.clone(), move || {
-        let (metrics, repo) = (metrics.clone(), repo.clone());
-        async move { metrics.refresh(&repo).await }
-    }));
+    let (metrics, repo, ops) = (ops.metrics.backup.clone(), ops.primary.clone(), ops.clone());
+    let token = token.clone();
+    tracker.spawn(async move {
+        // Bounded by the daemon's lifetime: the token ends it.
+        loop {
+            let round = async {
+                let (_, changed) = tokio::join!(metrics.refresh(&repo), status.refresh());
+                // A backup came or went (taken by the CLI, or deleted): the window the last
+                // check found is out of date. A check that found WAL missing is repeated
+                // every round until the WAL is there.
+                if changed || status.recheck() {
+                    status.checked(&ops.verify().await);
+                }
+            };
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = round => {}
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(CATALOG_REFRESH) => {}
+                _ = status.wait_changed() => {}
+            }
+        }
+    });
     Ok(())
 }
 

@@ -87,6 +87,7 @@ pub struct Running {
     tracker: TaskTracker,
     scraper: Arc<Scraper>,
     readiness: Arc<Readiness>,
+    status: Arc<crate::status::cache::Cache>,
 }
 
 impl App {
@@ -183,23 +184,30 @@ impl App {
         for s in ops.stores() {
             ops.metrics.retention.init_store(s.label);
         }
+        let status = Arc::new(crate::status::cache::Cache::new(
+            ops.settings.clone(),
+            ops.primary.clone(),
+            &stores,
+        ));
         custody::start(
             stores,
             &registry,
             events,
             readiness.clone(),
+            status.clone(),
             &tracker,
             token.clone(),
         )?;
         loops::restore_remembered(&ops).await;
-        loops::start(&ops, &registry, &tracker, &token)?;
-        jobs::schedule(&ops, &registry, &tracker, &token)?;
+        loops::start(&ops, &registry, status.clone(), &tracker, &token)?;
+        jobs::schedule(&ops, &registry, status.clone(), &tracker, &token)?;
 
         let state = Arc::new(http::HttpState {
             scraper: scraper.clone(),
             registry,
             readiness: readiness.clone(),
             wal_metrics: ops.metrics.wal.clone(),
+            status: status.clone(),
         });
         let auth = Arc::new(auth::Auth::new(
             bearer_token,
@@ -234,6 +242,7 @@ impl App {
             tracker,
             scraper,
             readiness,
+            status,
         })
     }
 }
@@ -294,6 +303,12 @@ impl Running {
     /// The scraper, for tests that count collections.
     pub fn scraper(&self) -> &Arc<Scraper> {
         &self.scraper
+    }
+
+    /// Has the status page re-read the repository now (something was written to it from
+    /// outside the daemon, e.g. `pgvigil dev`'s first backup).
+    pub fn status_changed(&self) {
+        self.status.changed();
     }
 
     /// The readiness conditions not met yet (what `/readyz` lists).

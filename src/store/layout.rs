@@ -10,6 +10,7 @@
 //! state/locks/<job>.json        job leases
 //! state/drills/<id>.json        restore drill evidence
 //! state/offsite/last.json       the last verified off-site copy
+//! state/retention/last.json     the last retention run
 //! ```
 //!
 //! It is on disk and in buckets: existing repositories must keep reading, so a name here
@@ -131,6 +132,11 @@ pub fn offsite_record() -> String {
     format!("{STATE}/offsite/last.json")
 }
 
+/// The last retention run: `state/retention/last.json`.
+pub fn retention_record() -> String {
+    format!("{STATE}/retention/last.json")
+}
+
 /// Whether `key` (relative to the repository root: `<cluster>/...`) holds backup or WAL
 /// data, which is written with Object Lock when enabled. State objects (leases, job
 /// history) are rewritten and deleted in normal operation, so they are never locked.
@@ -175,6 +181,7 @@ mod tests {
         assert_eq!(drills_prefix(), "state/drills/");
         assert_eq!(drill_record("d1"), "state/drills/d1.json");
         assert_eq!(offsite_record(), "state/offsite/last.json");
+        assert_eq!(retention_record(), "state/retention/last.json");
         // The directories `pgvigil dev` prepares are the ones these keys live in.
         for key in [
             wal_file("x"),

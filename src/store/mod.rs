@@ -188,6 +188,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// When the Object Lock retention of `key` ends (None: not locked, or a store without
+    /// Object Lock).
+    async fn lock_until(&self, _key: &str) -> Result<Option<SystemTime>, Error> {
+        Ok(None)
+    }
+
     /// Renews the Object Lock of `key` (written at `written`) to `now` + the configured
     /// retention when its lock ends within a day of `now`: for objects retention keeps longer
     /// than planned (the last backup when no new ones come, `min_backups`). Returns whether it
@@ -302,6 +308,36 @@ impl Repo {
             cluster: settings.storage.cluster.clone(),
         };
         Ok((repo, guard))
+    }
+}
+
+/// A configured repository, opened: its `store` label, the repository and its residency
+/// guard (for the periodic checks and `pgvigil status`).
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub label: &'static str,
+    pub repo: Repo,
+    pub guard: Arc<Guarded>,
+}
+
+impl Repo {
+    /// Opens every repository of `settings`: the primary one, then the off-site one when
+    /// configured.
+    pub async fn open_all(settings: &Settings) -> Result<Vec<Opened>, Error> {
+        let mut which = vec![Which::Primary];
+        if settings.offsite.is_some() {
+            which.push(Which::Offsite);
+        }
+        let mut out = Vec::with_capacity(which.len());
+        for w in which {
+            let (repo, guard) = Self::open_guarded(settings, w).await?;
+            out.push(Opened {
+                label: w.label(),
+                repo,
+                guard,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -576,6 +576,10 @@ impl ObjectStore for Sealed {
         self.inner.object_lock_mode()
     }
 
+    async fn lock_until(&self, key: &str) -> Result<Option<std::time::SystemTime>, Error> {
+        self.inner.lock_until(key).await
+    }
+
     async fn extend_lock(
         &self,
         key: &str,

@@ -32,12 +32,30 @@ fn run(args: &[&str]) -> (bool, String, String) {
 fn help_lists_every_subcommand_and_version_prints() {
     let (ok, out, _) = run(&["--help"]);
     assert!(ok);
-    for sub in ["run", "dev", "check-config", "catalog", "--config"] {
+    for sub in [
+        "run",
+        "dev",
+        "check-config",
+        "catalog",
+        "status",
+        "--config",
+    ] {
         assert!(out.contains(sub), "--help lacks {sub}:\n{out}");
     }
-    for sub in ["run", "dev", "check-config", "catalog"] {
+    for sub in ["run", "dev", "check-config", "catalog", "status"] {
         let (ok, out, _) = run(&[sub, "--help"]);
         assert!(ok && out.len() > 200, "{sub} --help is too thin:\n{out}");
+    }
+    let (_, out, _) = run(&["status", "--help"]);
+    for said in [
+        "0 = healthy",
+        "1 = degraded",
+        "2 = broken",
+        "--json",
+        "--web.config.file",
+        "/status.json",
+    ] {
+        assert!(out.contains(said), "status --help lacks {said:?}:\n{out}");
     }
     let (ok, out, _) = run(&["--version"]);
     assert!(ok && out.starts_with("pgvigil "), "{out}");

@@ -3,93 +3,21 @@
 //! TLS, certificate rotation without restart, slow-header and idle connections, the
 //! connection cap, the proxy's body limit and the refusal of weak secrets.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::harness::https::{client_config, https_get};
 use crate::harness::prometheus::TempPrometheus;
 use crate::harness::tls::{CertFiles, TestPki};
 use crate::harness::{self, eventually};
 
 const DEAD_PG: &str = "postgresql://postgres@127.0.0.1:1/postgres";
 const PASSWORD: &str = "correct horse battery staple";
-
-/// A rustls client trusting `ca`, presenting `client` when given.
-fn client_config(ca: &Path, client: Option<&CertFiles>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| panic!("{e}")) {
-        roots
-            .add(c.unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap_or_else(|e| panic!("{e}"))
-    .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some(c) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_file_iter(&c.cert)
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .map(|c| c.unwrap_or_else(|e| panic!("{e}")))
-                    .collect(),
-                PrivateKeyDer::from_pem_file(&c.key).unwrap_or_else(|e| panic!("{e}")),
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
-    };
-    Arc::new(config)
-}
-
-/// One HTTPS request (`Connection: close`); returns the status code, the whole response
-/// text and the server's leaf certificate (DER).
-async fn https_get(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-    path: &str,
-    authorization: Option<&str>,
-) -> Result<(u16, String, Vec<u8>), String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let mut tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let leaf = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .unwrap_or_default();
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
-    tls.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut out = Vec::new();
-    tls.read_to_end(&mut out)
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status line in {text:?}"))?;
-    Ok((status, text, leaf))
-}
 
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine;

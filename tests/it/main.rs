@@ -24,5 +24,6 @@ mod replication;
 mod restore_safety;
 mod retention;
 mod scrape_contract;
+mod status;
 mod store_s3;
 mod wal_prefetch;

@@ -705,6 +705,7 @@ async fn wal_archive_pitr_and_drill(major: u32) {
         &fixture.pgvigil(),
         Some(target),
         Duration::from_secs(120),
+        Default::default(),
     )
     .await;
     assert!(ev.success, "PostgreSQL {major} drill: {ev:#?}");
@@ -1015,7 +1016,7 @@ async fn incremental_chain(major: u32) {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let copied = offsite::run(&repo, &offsite_repo)
+    let copied = offsite::run(&repo, &offsite_repo, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("off-site copy: {e}"));
     assert_eq!(copied.backup_id, inc2.id);

@@ -467,6 +467,23 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
         (until - expected).abs() < 3600,
         "retain until {until}, expected about {expected}"
     );
+    // `pgvigil status` reads where the bucket is and when the oldest backup's lock ends.
+    let (_, out, err) = run_pgvigil_env(&["status", "-c", &cfg, "--json"], &env);
+    let status: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    let store = &status["custody"]["stores"][0];
+    assert_eq!(store["object_lock"], "governance", "{store}");
+    assert_eq!(store["residency"]["ok"], true, "{store}");
+    assert_eq!(store["residency"]["region"], "eu-central-1", "{store}");
+    let oldest = store["oldest_lock_until"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp())
+        .unwrap_or(0);
+    assert!(
+        (oldest - until).abs() < 60,
+        "oldest lock until {oldest}, the first backup's objects until {until}: {store}"
+    );
     // Lease and job state are never locked (they are rewritten and deleted).
     assert!(moto
         .keys("locked")
@@ -500,7 +517,7 @@ async fn object_lock_keeps_objects_until_their_date_and_retention_reports_them()
         min_backups: 1,
     };
     let later = chrono::Utc::now() + chrono::Duration::days(40);
-    let report = retention::run(&repo, policy, later, false, &|_| {})
+    let report = retention::run(&repo, policy, later, false, &|_| {}, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("retention must not fail on locked objects: {e}"));
     assert_eq!(report.deleted_objects, 0);

@@ -152,6 +152,32 @@ fn warn_if_plaintext(endpoint: Option<&str>) {
 }
 
 impl S3Store {
+    /// HeadObject of `key`; None when it does not exist. A HEAD response has no body, so a
+    /// missing bucket is a plain 404 too: this alone cannot tell it from a missing object
+    /// (any write or listing names it).
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, Error> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_not_found())
+                    || status(&e) == Some(404) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.backend("inspecting", key, &e)),
+        }
+    }
+
     /// Builds the client from the standard AWS credential chain (environment, profile,
     /// web identity / IRSA, ECS, IMDS) and `[storage.s3]`. Credentials are resolved lazily,
     /// on the first request; the region must be known now (`storage.s3.region`, or
@@ -347,24 +373,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<(ObjectMeta, Metadata)>, Error> {
-        // A HEAD response has no body, so a missing bucket is a plain 404 too: `head` alone
-        // cannot tell it from a missing object (any write or listing names it).
-        let out = match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error().is_some_and(|s| s.is_not_found())
-                    || status(&e) == Some(404) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(self.backend("inspecting", key, &e)),
+        let Some(out) = self.head_object(key).await? else {
+            return Ok(None);
         };
         let meta: Metadata = out
             .metadata
@@ -580,6 +590,14 @@ impl ObjectStore for S3Store {
 
     fn object_lock_mode(&self) -> Option<LockMode> {
         self.lock.map(|l| l.mode)
+    }
+
+    async fn lock_until(&self, key: &str) -> Result<Option<std::time::SystemTime>, Error> {
+        Ok(self
+            .head_object(key)
+            .await?
+            .and_then(|out| out.object_lock_retain_until_date)
+            .and_then(|t| t.try_into().ok()))
     }
 
     async fn extend_lock(

@@ -44,8 +44,13 @@ pub async fn archiving_cluster_env(config: &Path, env: Vec<(String, String)>) ->
 
 /// Writes the config (repository `store_url`) once the cluster's port is known.
 pub fn write_config(path: &Path, dsn: &str, storage: &str) {
-    let text =
-        format!("[server]\nlisten = \"127.0.0.1:1\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n");
+    write_config_listening(path, "127.0.0.1:1", dsn, storage);
+}
+
+/// Like [`write_config`], naming where the daemon listens (the address of one the test
+/// started), so the CLI finds it.
+pub fn write_config_listening(path: &Path, listen: &str, dsn: &str, storage: &str) {
+    let text = format!("[server]\nlisten = \"{listen}\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n");
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
     pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backup;
+pub mod chromium;
 pub mod https;
 pub mod jwks;
 pub mod majors;

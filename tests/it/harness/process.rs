@@ -80,6 +80,31 @@ impl KillOnDrop {
         }
     }
 
+    /// Its piped stdout, to read while it runs.
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.0
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .unwrap_or_else(|| panic!("the child's stdout is not piped"))
+    }
+
+    /// Waits at most `patience` for the child to exit on its own (polling, bounded);
+    /// None if it is still running (it is killed when this handle drops).
+    pub fn wait_timeout(
+        &mut self,
+        patience: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.0.as_mut()?;
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Waits for the child to exit on its own and returns its output.
     pub fn wait_with_output(mut self) -> Output {
         match self.0.take() {
