@@ -39,10 +39,23 @@ use super::tls::Reloading;
 use super::StartError;
 use crate::config::ListenerSettings;
 
+/// What a listener serves.
+#[derive(Clone)]
+pub enum Service {
+    /// An axum router: the metrics server (routes, authentication, the status page).
+    Router(axum::Router),
+    /// One handler for every request, without routing or extractors: the API proxy, where
+    /// axum's per-request work (the request's extensions, a boxed body, the route lookup)
+    /// is measurable.
+    Handler(crate::proxy::Handler),
+}
+
 /// What one listener serves with: everything a connection task needs, shared.
 struct Shared {
     key: &'static str,
-    router: axum::Router,
+    service: Service,
+    /// Added to every response (`http_server_config.headers`).
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     tls: Option<Arc<Reloading>>,
     builder: auto::Builder<TokioExecutor>,
     header_read_timeout: Duration,
@@ -50,8 +63,8 @@ struct Shared {
     token: CancellationToken,
 }
 
-/// Binds `addr` (the configuration key `key` names it in errors), then serves the routers
-/// that `make` builds on it with `settings` (TLS, timeouts, connection cap, headers, worker
+/// Binds `addr` (the configuration key `key` names it in errors), then serves what `make`
+/// builds on it with `settings` (TLS, timeouts, connection cap, headers, worker
 /// threads) until `token` is cancelled, as tasks of `tracker`. Returns the bound address (a
 /// port of 0 picks a free one). TLS files that cannot be loaded stop the start.
 ///
@@ -64,7 +77,7 @@ pub async fn serve(
     key: &'static str,
     addr: SocketAddr,
     settings: &ListenerSettings,
-    make: &dyn Fn() -> axum::Router,
+    make: &dyn Fn() -> Service,
     tracker: &TaskTracker,
     token: CancellationToken,
 ) -> Result<SocketAddr, StartError> {
@@ -83,10 +96,12 @@ pub async fn serve(
         builder = builder.http1_only();
     }
     let bind = |source| StartError::Bind { key, addr, source };
-    let shared = |router| -> Result<Arc<Shared>, StartError> {
+    let headers = Arc::new(parse_headers(key, &settings.headers)?);
+    let shared = |service| -> Result<Arc<Shared>, StartError> {
         Ok(Arc::new(Shared {
             key,
-            router: with_headers(key, router, &settings.headers)?,
+            service,
+            headers: headers.clone(),
             tls: tls.clone(),
             builder: builder.clone(),
             header_read_timeout: settings.header_read_timeout,
@@ -161,16 +176,12 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
     socket.listen(1024)?.into_std()
 }
 
-/// Adds the configured headers to every response.
-fn with_headers(
+/// The configured response headers, parsed once.
+fn parse_headers(
     key: &'static str,
-    router: axum::Router,
     headers: &[(String, String)],
-) -> Result<axum::Router, StartError> {
-    if headers.is_empty() {
-        return Ok(router);
-    }
-    let parsed: Vec<(HeaderName, HeaderValue)> = headers
+) -> Result<Vec<(HeaderName, HeaderValue)>, StartError> {
+    headers
         .iter()
         .map(|(n, v)| {
             let bad = || StartError::Header {
@@ -182,19 +193,7 @@ fn with_headers(
                 HeaderValue::try_from(v.as_str()).map_err(|_| bad())?,
             ))
         })
-        .collect::<Result<_, StartError>>()?;
-    let parsed = Arc::new(parsed);
-    Ok(router.layer(axum::middleware::map_response(
-        move |mut resp: axum::response::Response| {
-            let parsed = parsed.clone();
-            async move {
-                for (n, v) in parsed.iter() {
-                    resp.headers_mut().insert(n.clone(), v.clone());
-                }
-                resp
-            }
-        },
-    )))
+        .collect()
 }
 
 async fn accept_loop(
@@ -271,11 +270,28 @@ async fn drive<I>(shared: &Shared, io: I, peer: SocketAddr, activity: &Activity)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let router = shared.router.clone();
+    use futures_util::future::{Either, FutureExt};
+    let (service, headers) = (shared.service.clone(), shared.headers.clone());
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let mut router = router.clone();
-        tower_service::Service::call(&mut router, req)
+        let answered = match &service {
+            Service::Router(router) => {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let mut router = router.clone();
+                Either::Left(tower_service::Service::call(&mut router, req))
+            }
+            Service::Handler(handle) => Either::Right(
+                handle(req, peer).map(Ok::<axum::response::Response, std::convert::Infallible>),
+            ),
+        };
+        let headers = headers.clone();
+        answered.map(move |resp| {
+            resp.map(|mut resp| {
+                for (n, v) in headers.iter() {
+                    resp.headers_mut().insert(n.clone(), v.clone());
+                }
+                resp
+            })
+        })
     });
     let conn = shared.builder.serve_connection(io, service);
     tokio::pin!(conn);

@@ -154,7 +154,7 @@ impl App {
                     "api_proxy.listen",
                     p.listen,
                     &p.listener,
-                    &|| proxy.router(),
+                    &|| listener::Service::Handler(proxy.handler()),
                     &tracker,
                     token.clone(),
                 )
@@ -229,7 +229,7 @@ impl App {
             "server.listen",
             settings.server.listen,
             &settings.server.listener,
-            &|| router.clone(),
+            &|| listener::Service::Router(router.clone()),
             &tracker,
             token.clone(),
         )

@@ -63,6 +63,16 @@ impl Clients {
         })
     }
 
+    /// The upstream connections of one worker for `scheme://authority` (the proxy's own
+    /// pool; see [`super::upstream`]).
+    pub fn upstream(
+        &self,
+        scheme: &axum::http::uri::Scheme,
+        authority: &axum::http::uri::Authority,
+    ) -> Result<super::upstream::Upstream, String> {
+        super::upstream::Upstream::new(scheme, authority, &self.tls, self.connect_timeout)
+    }
+
     /// A new client with a pool of its own.
     pub fn client(&self) -> HttpClient {
         let mut http = HttpConnector::new();

@@ -18,7 +18,8 @@ pub const CONTENT_RANGE: HeaderName = HeaderName::from_static("content-range");
 pub const PROXY_STATUS: HeaderName = HeaderName::from_static("proxy-status");
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// A static, not a const: a const array is built (and dropped) at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     PROXY_AUTHENTICATE,
@@ -30,25 +31,28 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those named in `Connection`. Most requests and
-/// responses have none: one pass over the names (compared as parsed names, no hashing)
-/// finds that, and nothing is removed.
+/// Removes hop-by-hop headers, including those named in `Connection`. Most requests have
+/// none and most responses only `Connection: keep-alive`: one pass over the names
+/// (compared as parsed names, no hashing) finds those present, and only they are removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    doomed.extend(
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+    );
+    for n in doomed {
         headers.remove(n);
-    }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
     }
 }
 

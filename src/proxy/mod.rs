@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod probe;
 pub mod route;
+pub mod upstream;
 
 mod observed;
 
@@ -20,8 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, Registry};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,7 @@ use crate::audit::AuditLog;
 use crate::config::ApiProxySettings;
 use observed::{Finish, Observed};
 use route::{method_label, route_of, BoundedLabels};
+use upstream::UpstreamBody;
 
 /// Label values for roles and upstream error codes are capped at this many.
 const MAX_ROLES: usize = 64;
@@ -83,11 +86,11 @@ pub enum ProxyError {
     Upstream(String),
 }
 
-/// A handler's state: the shared part, and the upstream client and metric handles of the
-/// worker thread it runs on.
+/// A handler's state: the shared part, and the upstream connections and metric handles of
+/// the worker thread it runs on.
 struct Worker {
     shared: Arc<Shared>,
-    client: client::HttpClient,
+    upstream: Arc<upstream::Upstream>,
     /// The request metrics of each (route, method, code, role) seen on this worker, so that
     /// recording a request neither hashes its label values nor takes the metric families'
     /// locks. Keyed by the interned labels' addresses (they live as long as the proxy).
@@ -139,21 +142,32 @@ impl Worker {
     }
 }
 
-/// The proxy, ready to be served: [`Proxy::router`] makes the router of one worker thread.
+/// What the listener calls with every request and its peer (the proxy needs no routing).
+pub type Handler = Arc<
+    dyn Fn(
+            Request<Incoming>,
+            SocketAddr,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The proxy, ready to be served: [`Proxy::handler`] makes the handler of one worker thread.
 pub struct Proxy {
     shared: Arc<Shared>,
-    clients: client::Clients,
+    /// Where each worker's upstream connections go (checked at start).
+    upstream: upstream::Upstream,
 }
 
 impl Proxy {
-    /// A router for one listener worker, with an upstream client (and pool) of its own.
-    pub fn router(&self) -> axum::Router {
+    /// The handler of one listener worker, with upstream connections of its own.
+    pub fn handler(&self) -> Handler {
         let worker = Arc::new(Worker {
             shared: self.shared.clone(),
-            client: self.clients.client(),
+            upstream: Arc::new(self.upstream.fresh()),
             handles: std::sync::Mutex::default(),
         });
-        axum::Router::new().fallback(handle).with_state(worker)
+        Arc::new(move |req, peer| Box::pin(handle(worker.clone(), peer, req)))
     }
 }
 
@@ -184,6 +198,9 @@ pub async fn start(
     let clients = client::Clients::new(&settings)?;
     let target = Target::new(&settings.upstream)
         .ok_or_else(|| ProxyError::Upstream(settings.upstream.to_string()))?;
+    let upstream = clients
+        .upstream(&target.scheme, &target.authority)
+        .map_err(|why| ProxyError::Upstream(format!("{}: {why}", settings.upstream)))?;
     let jwks = match &settings.jwks_url {
         Some(url) => {
             let jwks = Arc::new(jwks::Jwks::new(
@@ -216,14 +233,14 @@ pub async fn start(
         target,
         settings,
     });
-    Ok(Proxy { shared, clients })
+    Ok(Proxy { shared, upstream })
 }
 
 /// The request's `X-Request-Id` when it is a sane one (printable ASCII, at most 128 bytes),
 /// else a new one. Kept as a header value: it is sent upstream and back to the client, and
 /// a clone shares its bytes.
-fn request_id(req: &Request<Body>) -> HeaderValue {
-    req.headers()
+fn request_id(headers: &axum::http::HeaderMap) -> HeaderValue {
+    headers
         .get(&headers::X_REQUEST_ID)
         .filter(|v| {
             let b = v.as_bytes();
@@ -305,7 +322,7 @@ fn error_response(
 /// The client's `Content-Length` above `api_proxy.max_body_bytes`: answered 413 before
 /// anything reaches the upstream. A chunked body is cut off at the limit instead (the
 /// upstream request then fails); a request without a body is passed as it is.
-fn limit_body(req: Request<Body>, max: u64) -> Result<Request<Body>, u64> {
+fn limit_body(req: Request<Incoming>, max: u64) -> Result<Request<UpstreamBody>, u64> {
     use http_body::Body as _;
     let declared = req
         .headers()
@@ -317,22 +334,18 @@ fn limit_body(req: Request<Body>, max: u64) -> Result<Request<Body>, u64> {
     }
     if req.body().is_end_stream() || declared.is_some() {
         // hyper itself stops a body at its declared length.
-        return Ok(req);
+        return Ok(req.map(Either::Left));
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    Ok(req.map(|b| Body::new(http_body_util::Limited::new(b, limit))))
+    Ok(req.map(|b| Either::Right(http_body_util::Limited::new(b, limit))))
 }
 
-async fn handle(
-    State(worker): State<Arc<Worker>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
-) -> Response<Body> {
+async fn handle(worker: Arc<Worker>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let shared = &worker.shared;
     let method = method_label(req.method());
     let route = shared.routes.label(route_of(req.uri().path()));
-    let request_id = request_id(&req);
+    let request_id = request_id(req.headers());
     let identity = shared
         .roles
         .identify(
@@ -422,9 +435,9 @@ async fn handle(
     h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
 
     let sent =
-        tokio::time::timeout(shared.settings.upstream_timeout, worker.client.request(req)).await;
-    let upstream = match sent {
-        Ok(Ok(resp)) => resp,
+        tokio::time::timeout(shared.settings.upstream_timeout, worker.upstream.send(req)).await;
+    let (upstream, connection) = match sent {
+        Ok(Ok(answered)) => answered,
         Ok(Err(e)) => {
             tracing::debug!(event = "proxy.upstream.failed", error = %e, "upstream request failed");
             finish.upstream_error = Some("upstream_unreachable".into());
@@ -478,7 +491,7 @@ async fn handle(
     }
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(headers::X_REQUEST_ID, request_id);
-    Response::from_parts(parts, Body::new(Observed::new(body, finish)))
+    Response::from_parts(parts, Body::new(Observed::new(body, finish, connection)))
 }
 
 #[cfg(test)]
@@ -508,7 +521,7 @@ mod tests {
                 .header("x-request-id", v)
                 .body(Body::empty())
                 .unwrap();
-            request_id(&req)
+            request_id(req.headers())
         };
         assert_eq!(with("abc-123").to_str().unwrap(), "abc-123");
         let made = with(&"x".repeat(200));

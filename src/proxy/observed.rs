@@ -10,6 +10,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::jwt::Identity;
+use super::upstream::Idle;
 use super::{RequestHandles, Worker};
 use crate::audit::{EventKind, Outcome};
 
@@ -160,16 +161,25 @@ impl Finish {
 
 pin_project_lite::pin_project! {
     /// A response body that records its request when it finishes.
-    pub(crate) struct Observed<B> {
+    pub(crate) struct Observed<B: HttpBody> {
         #[pin]
         inner: B,
         bytes: u64,
         finish: Option<Finish>,
+        // The upstream connection the body comes from: back to the pool once it ended.
+        connection: Option<Idle>,
     }
 
-    impl<B> PinnedDrop for Observed<B> {
+    impl<B: HttpBody> PinnedDrop for Observed<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            // A body with nothing to read (HEAD, 204, 304) may never be polled: its
+            // connection is still good.
+            if this.inner.is_end_stream() {
+                if let Some(c) = this.connection.take() {
+                    c.release();
+                }
+            }
             if let Some(f) = this.finish.take() {
                 f.complete(*this.bytes);
             }
@@ -177,12 +187,13 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B> Observed<B> {
-    pub(crate) fn new(inner: B, finish: Finish) -> Self {
+impl<B: HttpBody> Observed<B> {
+    pub(crate) fn new(inner: B, finish: Finish, connection: Idle) -> Self {
         Self {
             inner,
             bytes: 0,
             finish: Some(finish),
+            connection: Some(connection),
         }
     }
 }
@@ -206,7 +217,16 @@ where
                     *this.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(None) => {
+                if let Some(c) = this.connection.take() {
+                    c.release();
+                }
+                if let Some(f) = this.finish.take() {
+                    f.complete(*this.bytes);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.connection.take();
                 if let Some(f) = this.finish.take() {
                     f.complete(*this.bytes);
                 }

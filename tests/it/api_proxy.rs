@@ -987,3 +987,104 @@ async fn an_http2_client_over_tls_reaches_the_upstream_with_forwarded_proto_http
     );
     running.shutdown(Duration::from_secs(5)).await;
 }
+
+/// An upstream that keeps connections alive as far as HTTP says. With `close`, it closes
+/// each one shortly after its first response, as PostgREST (or a load balancer) closes
+/// idle keep-alive connections: a request that comes later must not be sent on the dead
+/// connection (a 502) but on a new one. Returns the address and the count of accepted
+/// connections.
+async fn keep_alive_upstream(
+    close: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        // Bounded by the test: aborted when it ends.
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                // Bounded: a connection serves at most 100 requests here.
+                for _ in 0..100 {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = b"[]";
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body).await;
+                    if close {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Idle timeout: gone, without saying so in the response.
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_those_the_upstream_closed_are_not() {
+    for close in [false, true] {
+        upstream_connections(close).await;
+    }
+}
+
+async fn upstream_connections(close: bool) {
+    let (upstream, accepted, task) = keep_alive_upstream(close).await;
+    let running = daemon(settings(
+        DEAD_PG,
+        &format!(
+            "[api_proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\nworkers = 1\n[audit]\nstdout = false\n"
+        ),
+    ))
+    .await;
+    let base = format!(
+        "http://{}",
+        running.proxy_addr.unwrap_or_else(|| panic!("no proxy"))
+    );
+    let client = http_client();
+    for i in 0..5 {
+        let resp = client
+            .get(format!("{base}/things"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(resp.status(), 200, "request {i}");
+        // Long enough for the upstream to have closed the connection the proxy pooled.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Closed by the upstream: a new connection per request, none of them a 502; kept
+    // open: the one connection carries every request.
+    let want = if close { 5 } else { 1 };
+    assert_eq!(accepted.load(Ordering::SeqCst), want, "close = {close}");
+    let s = scrape(&running).await;
+    assert_eq!(
+        s.metric("pgvigil_api_requests_total")
+            .label("code", "200")
+            .value(),
+        Some(5.0)
+    );
+    task.abort();
+}
