@@ -269,22 +269,28 @@ fn random_request_id() -> HeaderValue {
 struct Target {
     scheme: axum::http::uri::Scheme,
     authority: axum::http::uri::Authority,
+    /// The `Host` header the upstream gets (its own authority, as any HTTP client sends;
+    /// the client's Host goes in `X-Forwarded-Host`).
+    host: HeaderValue,
     prefix: String,
 }
 
 impl Target {
     fn new(base: &Uri) -> Option<Self> {
+        let authority = base.authority()?.clone();
         Some(Self {
             scheme: base
                 .scheme()
                 .cloned()
                 .unwrap_or(axum::http::uri::Scheme::HTTP),
-            authority: base.authority()?.clone(),
+            host: HeaderValue::from_str(authority.as_str()).ok()?,
+            authority,
             prefix: base.path().trim_end_matches('/').to_string(),
         })
     }
 
-    /// The upstream URI of a request.
+    /// The upstream request target of a request, in origin form (`/path?query`, under the
+    /// upstream's path prefix), as HTTP/1.1 sends it to a server.
     fn uri(&self, req_uri: &Uri) -> Option<Uri> {
         let pq = match req_uri.path_and_query() {
             Some(pq) if self.prefix.is_empty() => pq.clone(),
@@ -293,11 +299,12 @@ impl Target {
                 axum::http::uri::PathAndQuery::try_from(format!("{}{pq}", self.prefix)).ok()?
             }
         };
-        let mut parts = axum::http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).ok()
+        Uri::from_parts({
+            let mut parts = axum::http::uri::Parts::default();
+            parts.path_and_query = Some(pq);
+            parts
+        })
+        .ok()
     }
 }
 
@@ -411,6 +418,7 @@ async fn handle(worker: Arc<Worker>, peer: SocketAddr, req: Request<Incoming>) -
         .or(client_authority);
     headers::strip_hop_by_hop(req.headers_mut());
     let h = req.headers_mut();
+    h.insert(axum::http::header::HOST, shared.target.host.clone());
     h.insert(headers::X_REQUEST_ID, request_id.clone());
     if let Some(host) = original_host {
         h.insert(headers::X_FORWARDED_HOST, host);
@@ -504,13 +512,15 @@ mod tests {
         let req: Uri = "/articles?id=eq.1&select=title".parse().unwrap();
         assert_eq!(
             plain.uri(&req).unwrap().to_string(),
-            "http://127.0.0.1:3000/articles?id=eq.1&select=title"
+            "/articles?id=eq.1&select=title"
         );
+        assert_eq!(plain.host, "127.0.0.1:3000");
         let prefixed = Target::new(&"https://api.internal/rest/".parse().unwrap()).unwrap();
         assert_eq!(
             prefixed.uri(&req).unwrap().to_string(),
-            "https://api.internal/rest/articles?id=eq.1&select=title"
+            "/rest/articles?id=eq.1&select=title"
         );
+        assert_eq!(prefixed.host, "api.internal");
         assert!(Target::new(&"/no-host".parse().unwrap()).is_none());
     }
 

@@ -1007,7 +1007,9 @@ async fn keep_alive_upstream(
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
+    let addr_seen = addr;
     let task = tokio::spawn(async move {
+        let addr = addr_seen;
         // Bounded by the test: aborted when it ends.
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
@@ -1025,9 +1027,18 @@ async fn keep_alive_upstream(
                             Ok(n) => got.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let body = b"[]";
+                    // As nginx (or PostgREST behind one): an HTTP/1.1 request in origin
+                    // form with this server's Host, or 400.
+                    let text = String::from_utf8_lossy(&got).to_lowercase();
+                    let good = text.starts_with("get /things http/1.1\r\n")
+                        && text.contains(&format!("\r\nhost: {addr}\r\n"));
+                    let (status, body) = if good {
+                        ("200 OK", &b"[]"[..])
+                    } else {
+                        ("400 Bad Request", &b"{}"[..])
+                    };
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                         body.len()
                     );
                     let _ = s.write_all(head.as_bytes()).await;
