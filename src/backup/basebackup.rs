@@ -593,11 +593,7 @@ async fn incremental_parent(
         ));
     }
     let backups = catalog::list(repo).await?;
-    let listing = repo
-        .store
-        .list(&repo.key(&layout::backups_prefix()))
-        .await?;
-    let broken = catalog::broken(repo, &backups, &listing);
+    let broken = catalog::judge(repo, &backups).await?;
     let lineage = super::timeline::current(repo).await?;
     let sysid = id.system_identifier.to_string();
     // The newest backup of this system on the timeline the server is on: an incremental

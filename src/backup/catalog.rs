@@ -180,6 +180,16 @@ pub fn chain<'a>(
     ))
 }
 
+/// [`broken`] for `backups`, with the listing of the repository's `backups/` it needs
+/// (one LIST, no downloads).
+pub async fn judge(repo: &Repo, backups: &[BackupInfo]) -> Result<BTreeMap<String, String>, Error> {
+    let listing = repo
+        .store
+        .list(&repo.key(&layout::backups_prefix()))
+        .await?;
+    Ok(broken(repo, backups, &listing))
+}
+
 /// Every backup that cannot be restored, and why: an object that `backup.json` lists is
 /// missing from `listing` (every object under `backups/`) or has another size, or a link
 /// of its chain is missing or itself broken. Listings only: nothing is downloaded, so it

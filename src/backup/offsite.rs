@@ -76,8 +76,7 @@ async fn copy(src: &Repo, dst: &Repo, progress: &Progress) -> Result<CopyReport,
     let started = Utc::now();
     let backups = catalog::list(src).await?;
     // The newest backup that can be restored (whole objects, whole chain).
-    let listing = src.store.list(&src.key(&layout::backups_prefix())).await?;
-    let broken = catalog::broken(src, &backups, &listing);
+    let broken = catalog::judge(src, &backups).await?;
     let Some(backup) = backups.iter().rev().find(|b| !broken.contains_key(&b.id)) else {
         return Err(Error::Invalid(format!(
             "{} has no backup to copy off-site; take one with `pgvigil backup`",

@@ -324,11 +324,7 @@ pub async fn verify_backups(
     archiver: Option<ArchiverState>,
 ) -> Result<Report, Error> {
     // Backups whose objects or incremental chain are not whole: named, never restorable.
-    let listing = repo
-        .store
-        .list(&repo.key(&layout::backups_prefix()))
-        .await?;
-    let broken = catalog::broken(repo, backups, &listing);
+    let broken = catalog::judge(repo, backups).await?;
     let wal_prefix = repo.key(&layout::wal_prefix());
     // One pass over the listing: (name, kind, arrival) of every WAL file.
     let wal: Vec<(String, WalKind, Option<SystemTime>)> = repo

@@ -121,11 +121,7 @@ pub async fn restore_reporting(
 ) -> Result<Restored, Error> {
     let started = tokio::time::Instant::now();
     let backups = catalog::list(repo).await?;
-    let listing = repo
-        .store
-        .list(&repo.key(&layout::backups_prefix()))
-        .await?;
-    let broken = catalog::broken(repo, &backups, &listing);
+    let broken = catalog::judge(repo, &backups).await?;
     if let Some((id, why)) = req
         .backup
         .as_deref()

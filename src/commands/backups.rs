@@ -58,11 +58,7 @@ pub(super) async fn backups(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             repo.cluster
         );
     } else {
-        let listing = repo
-            .store
-            .list(&repo.key(&crate::store::layout::backups_prefix()))
-            .await?;
-        let broken = crate::backup::catalog::broken(&repo, &list, &listing);
+        let broken = crate::backup::catalog::judge(&repo, &list).await?;
         println!(
             "{:<18} {:<12} {:<25} {:<25} {:>10} {:>10} {:>8}  wal",
             "id", "kind", "start", "stop", "raw", "stored", "seconds"

@@ -468,6 +468,34 @@ async fn backup_and_restore_with_the_binaries_of_pg18() {
     backup_and_restore(18).await;
 }
 
+/// A cluster of `major` with `extra` settings and a table `t (id, v)` of `rows` rows, a
+/// local repository for it and the settings of backups into it.
+async fn with_table_and_repo(
+    major: u32,
+    extra: Vec<(&str, &str)>,
+    rows: u32,
+) -> (
+    pgvigil::pg::TempCluster,
+    tokio_postgres::Client,
+    tempfile::TempDir,
+    pgvigil::config::Settings,
+    pgvigil::store::Repo,
+) {
+    let pg = cluster_major_with(major, extra).await;
+    let db = client(&pg, "postgres").await;
+    exec(
+        &db,
+        &format!("CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {rows}) g"),
+    )
+    .await;
+    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings = backup_settings(&pg, repo_dir.path());
+    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (pg, db, repo_dir, settings, repo)
+}
+
 /// A full backup, as `pgvigil backup` takes it.
 async fn full_backup(
     settings: &pgvigil::config::Settings,
@@ -565,18 +593,7 @@ async fn backup_and_restore(major: u32) {
         eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
         return;
     }
-    let pg = cluster_major(major).await;
-    let db = client(&pg, "postgres").await;
-    exec(
-        &db,
-        "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 10000) g",
-    )
-    .await;
-    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let settings = backup_settings(&pg, repo_dir.path());
-    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (pg, _db, _repo_dir, settings, repo) = with_table_and_repo(major, Vec::new(), 10_000).await;
     let t = std::time::Instant::now();
     let info = full_backup(&settings, &repo)
         .await
@@ -933,18 +950,8 @@ async fn incremental_chain(major: u32) {
         eprintln!("PostgreSQL {major} is not in PGVIGIL_MAJORS: not tested in this run");
         return;
     }
-    let pg = cluster_major_with(major, vec![("summarize_wal", "on")]).await;
-    let db = client(&pg, "postgres").await;
-    exec(
-        &db,
-        "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
-    )
-    .await;
-    let repo_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let settings = backup_settings(&pg, repo_dir.path());
-    let repo = pgvigil::store::Repo::open(&settings, pgvigil::store::Which::Primary)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (pg, db, repo_dir, settings, repo) =
+        with_table_and_repo(major, vec![("summarize_wal", "on")], 200_000).await;
     let take = |want: BackupKind| {
         let (settings, repo) = (&settings, &repo);
         async move {
