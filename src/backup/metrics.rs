@@ -3,6 +3,9 @@
 //! alike; a CLI command registers them in a registry of its own that nobody scrapes
 //! ([`OpsMetrics::unregistered`]), so that one code path serves both.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use prometheus::{Gauge, GaugeVec, Histogram, IntCounter, IntCounterVec, Registry};
 
 use super::{catalog, pitr, retention};
@@ -94,8 +97,9 @@ own_metrics! {
 }
 
 impl PitrMetrics {
-    /// Publishes a verification report.
-    pub fn publish(&self, report: &pitr::Report) {
+    /// Publishes a verification report (through [`OpsMetrics::publish_check`], which also
+    /// keeps when the newest WAL was archived).
+    fn publish(&self, report: &pitr::Report) {
         self.window_start
             .set(report.window_start.map(unix_seconds).unwrap_or(0.0));
         self.window_end
@@ -162,6 +166,9 @@ pub struct OpsMetrics {
     pub drill: DrillMetrics,
     pub retention: RetentionMetrics,
     pub offsite: OffsiteMetrics,
+    /// When the newest WAL file was archived as the last PITR check saw it (Unix seconds
+    /// as `f64` bits; 0: not known yet).
+    archived_at: Arc<AtomicU64>,
 }
 
 impl OpsMetrics {
@@ -174,7 +181,31 @@ impl OpsMetrics {
             drill: DrillMetrics::register(r)?,
             retention: RetentionMetrics::register(r)?,
             offsite: OffsiteMetrics::register(r)?,
+            archived_at: Arc::default(),
         })
+    }
+
+    /// Publishes a PITR check's report.
+    pub fn publish_check(&self, report: &pitr::Report) {
+        self.pitr.publish(report);
+        if let Some(age) = report.archive_age_seconds {
+            let at = unix_seconds(chrono::Utc::now()) - age;
+            self.archived_at.store(at.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Brings `pgvigil_wal_archive_age_seconds` to now: seconds since the newer of the
+    /// archive the last PITR check saw (`pg_stat_archiver`) and the last successful push
+    /// this daemon heard of (a `wal-push` report, or its own archiving ahead). The daemon
+    /// runs it every second, so the RPO gauge moves between checks (every `check_interval`)
+    /// instead of standing still, and alerts on it fire on time.
+    pub fn refresh_archive_age(&self) {
+        let checked = f64::from_bits(self.archived_at.load(Ordering::Relaxed));
+        let newest = checked.max(self.wal.last_pushed.get());
+        if newest > 0.0 {
+            let age = (unix_seconds(chrono::Utc::now()) - newest).max(0.0);
+            self.pitr.archive_age.set(age);
+        }
     }
 
     /// Metrics in a registry of their own, for a CLI command (nothing scrapes it).

@@ -280,7 +280,7 @@ impl Ops {
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
                 {
                     tracing::debug!(event = "pitr.check.no_backup", "no backup yet");
-                    self.metrics.pitr.publish(r);
+                    self.metrics.publish_check(r);
                     return result;
                 }
                 Op::notice(
@@ -308,7 +308,7 @@ impl Ops {
         };
         self.events.emit(op.target(target));
         if let Ok(r) = &result {
-            self.metrics.pitr.publish(r);
+            self.metrics.publish_check(r);
         }
         result
     }

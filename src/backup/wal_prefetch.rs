@@ -35,6 +35,8 @@ use crate::store::Repo;
 pub const IDLE: Duration = Duration::from_secs(20);
 /// How often it looks for a new request.
 const POLL: Duration = Duration::from_millis(20);
+/// How long it waits after a download failed before it asks the repository again.
+const FAILED_PAUSE: Duration = Duration::from_secs(1);
 /// How long `wal-fetch` waits for a file the prefetcher is downloading before it fetches
 /// it itself.
 const WAIT_IN_FLIGHT: Duration = Duration::from_secs(120);
@@ -230,9 +232,12 @@ pub struct Prefetched {
     pub files: usize,
     /// Files that failed (wal-fetch fetched them itself).
     pub failed: usize,
+    /// Answers "not in the repository" (the end of the archive): at most one per file
+    /// recovery asked for.
+    pub missing: usize,
 }
 
-/// Runs a prefetcher on `spool` until recovery stops asking for [`IDLE`]: keeps the
+/// Runs a prefetcher on `spool` until recovery stops asking for `idle` ([`IDLE`]): keeps the
 /// `depth` segments after the one asked for last in the spool, downloading `workers` at a
 /// time, and stops looking past a segment the repository does not have (the end of the
 /// archive) until the window moves. Returns at once when another prefetcher holds the
@@ -242,6 +247,7 @@ pub async fn run(
     spool: &Spool,
     depth: usize,
     workers: usize,
+    idle: Duration,
     stop: &CancellationToken,
 ) -> Result<Prefetched, Error> {
     let Some(_lock) = spool.try_lock()? else {
@@ -251,17 +257,15 @@ pub async fn run(
     spool.clear(|name| name.ends_with(FETCHING) || name.ends_with(TEMP));
     let mut done = Prefetched::default();
     let mut last_wanted: Option<String> = None;
-    // A segment the repository did not have, and the request that was current then.
+    // The first segment the repository did not have, and the request that was current
+    // then: until recovery asks for another file, nothing at or after it is asked for.
     let mut end: Option<(String, String)> = None;
     let mut idle_since = tokio::time::Instant::now();
-    // Bounded by IDLE: every pass that finds nothing new counts towards it.
-    while !stop.is_cancelled() {
-        let wanted = spool.wanted();
-        let Some((name, seg_size)) = wanted else {
-            if idle_since.elapsed() >= IDLE {
-                break;
-            }
-            pause(stop).await;
+    // Bounded by `idle`: the clock restarts only when recovery asks for another file, and
+    // every pass that fetched nothing new sleeps.
+    while !stop.is_cancelled() && idle_since.elapsed() < idle {
+        let Some((name, seg_size)) = spool.wanted() else {
+            pause(stop, POLL).await;
             continue;
         };
         if last_wanted.as_deref() != Some(name.as_str()) {
@@ -270,18 +274,24 @@ pub async fn run(
         }
         let window = successors(&name, seg_size, depth);
         spool.prune(&window);
-        let missing_end = end.as_ref().filter(|(_, at)| *at == name).map(|(m, _)| m);
+        // Recovery got past the end found earlier: the archive has grown.
+        if end.as_ref().is_some_and(|(m, _)| *m <= name) {
+            end = None;
+        }
+        // Nothing after the end is asked for; the end itself once more after each new ask
+        // (it may have been archived since), not at every pass.
         let todo: Vec<String> = window
             .iter()
-            .take_while(|n| Some(*n) != missing_end)
+            .take_while(|n| match &end {
+                Some((m, at)) if *at == name => *n < m,
+                Some((m, _)) => *n <= m,
+                None => true,
+            })
             .filter(|n| !spool.dir.join(n).exists())
             .cloned()
             .collect();
         if todo.is_empty() {
-            if idle_since.elapsed() >= IDLE {
-                break;
-            }
-            pause(stop).await;
+            pause(stop, POLL).await;
             continue;
         }
         let results: Vec<(String, Result<bool, Error>)> = futures_util::stream::iter(todo)
@@ -292,23 +302,34 @@ pub async fn run(
             .buffered(workers.max(1))
             .collect()
             .await;
+        let (mut fetched, mut missing, mut failed) = (false, None::<String>, false);
         for (n, r) in results {
             match r {
-                Ok(true) => done.files += 1,
+                Ok(true) => {
+                    done.files += 1;
+                    fetched = true;
+                }
                 Ok(false) => {
-                    if end.as_ref().is_none_or(|(m, _)| n < *m) {
-                        end = Some((n, name.clone()));
+                    done.missing += 1;
+                    if missing.as_ref().is_none_or(|m| n < *m) {
+                        missing = Some(n);
                     }
                 }
                 Err(e) => {
                     done.failed += 1;
+                    failed = true;
                     tracing::debug!(event = "wal.prefetch.failed", wal = %n, error = %e, "prefetch failed; wal-fetch fetches it itself");
                 }
             }
         }
-        if end.as_ref().is_some_and(|(_, at)| *at == name) {
-            // Nothing more to fetch until recovery asks for another file.
-            pause(stop).await;
+        if let Some(m) = missing {
+            end = Some((m, name.clone()));
+        }
+        if failed {
+            // A repository that fails is asked again after a while, not in a loop.
+            pause(stop, FAILED_PAUSE).await;
+        } else if !fetched {
+            pause(stop, POLL).await;
         }
     }
     // Nothing of it is needed once recovery stopped asking; a wal-fetch that comes later
@@ -317,11 +338,11 @@ pub async fn run(
     Ok(done)
 }
 
-/// Sleeps one [`POLL`], or less when `stop` is cancelled.
-async fn pause(stop: &CancellationToken) {
+/// Sleeps `how_long`, or less when `stop` is cancelled.
+async fn pause(stop: &CancellationToken, how_long: Duration) {
     tokio::select! {
         () = stop.cancelled() => {}
-        () = tokio::time::sleep(POLL) => {}
+        () = tokio::time::sleep(how_long) => {}
     }
 }
 
@@ -409,5 +430,82 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"wal");
         assert!(!spool.take(seg, &dest).await.unwrap(), "taken once");
         assert!(!spool.running());
+    }
+
+    /// A repository holding segments 2 and 3 of timeline 1 (1 MiB segments, compressed
+    /// as wal-push stores them, with their checksums).
+    async fn repo_with_two_segments(dir: &Path) -> Repo {
+        let repo = Repo {
+            store: std::sync::Arc::new(crate::store::local::LocalStore::new(dir.join("repo"))),
+            cluster: "c".into(),
+        };
+        for seg in ["000000010000000000000002", "000000010000000000000003"] {
+            let file = dir.join(seg);
+            let mut raw = vec![0u8; 1 << 20];
+            // A long page header, so that the push can bind the repository.
+            raw[2] = 0x02;
+            raw[24..32].copy_from_slice(&7u64.to_le_bytes());
+            std::fs::write(&file, &raw).unwrap();
+            super::super::wal::push(&repo, &file, 1, &Default::default())
+                .await
+                .unwrap();
+        }
+        repo
+    }
+
+    #[tokio::test]
+    async fn the_prefetcher_stops_at_the_end_of_the_archive_and_when_recovery_stops_asking() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_with_two_segments(dir.path()).await;
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        spool.want("000000010000000000000001", 1 << 20).unwrap();
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let prefetcher = {
+            let (repo, spool, stop) = (repo.clone(), spool.clone(), stop.clone());
+            tokio::spawn(
+                async move { run(&repo, &spool, 4, 2, Duration::from_secs(1), &stop).await },
+            )
+        };
+        // 2 and 3 arrive; 4 is not in the repository.
+        let mut waited = 0;
+        let both = || {
+            ["000000010000000000000002", "000000010000000000000003"]
+                .iter()
+                .all(|s| spool.dir().join(s).exists())
+        };
+        while !both() && waited < 3000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(both(), "2 and 3 are spooled");
+        // Recovery moves on to 3, then to 4, which the archive does not have: the
+        // prefetcher must neither spin on 4 nor live on; it stops `idle` after the last ask.
+        let dest = dir.path().join("RECOVERYXLOG");
+        for seg in ["000000010000000000000002", "000000010000000000000003"] {
+            assert!(spool.take(seg, &dest).await.unwrap(), "{seg} spooled");
+            spool.want(seg, 1 << 20).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        spool.want("000000010000000000000004", 1 << 20).unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(10), prefetcher)
+            .await
+            .expect("the prefetcher stops on its own")
+            .unwrap()
+            .unwrap();
+        // "Not in the repository": 4 and 5 while recovery was at 1 (the window fetched at
+        // once), 4 again once for each of the asks for 2 and 3, then 5..8 when it asks for 4
+        // (which it got: the archive may have grown): 8. A prefetcher that spins asks
+        // hundreds of times.
+        assert_eq!(
+            done,
+            Prefetched {
+                files: 2,
+                failed: 0,
+                missing: 8
+            }
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!spool.dir().exists(), "the spool is removed");
     }
 }

@@ -115,7 +115,16 @@ impl Prefetcher {
         }
         let (repo, ra, stop) = (repo.clone(), ra.clone(), self.stop.clone());
         *running = Some(tokio::spawn(async move {
-            if let Err(e) = prefetch(&repo, &spool, ra.depth, ra.workers, &stop).await {
+            if let Err(e) = prefetch(
+                &repo,
+                &spool,
+                ra.depth,
+                ra.workers,
+                super::wal_prefetch::IDLE,
+                &stop,
+            )
+            .await
+            {
                 tracing::debug!(event = "wal.prefetch.failed", error = %e, "drill WAL read-ahead");
             }
         }));

@@ -220,6 +220,7 @@ pub(super) async fn wal_prefetch(inv: &Invocation<'_>, spool: &Path) -> Exit {
         &spool,
         depth,
         settings.backup.wal_prefetch_workers,
+        wal_prefetch::IDLE,
         &never,
     )
     .await

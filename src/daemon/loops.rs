@@ -26,6 +26,8 @@ use crate::status::cache::Cache;
 
 /// How often the backup gauges are refreshed from the catalog.
 const CATALOG_REFRESH: Duration = Duration::from_secs(60);
+/// How often `pgvigil_wal_archive_age_seconds` is brought to now.
+const ARCHIVE_AGE_TICK: Duration = Duration::from_secs(1);
 /// How often archiving ahead looks for WAL files marked ready.
 const ARCHIVE_AHEAD_POLL: Duration = Duration::from_millis(500);
 
@@ -78,6 +80,12 @@ pub fn start(
             token.clone(),
         ));
     }
+    // The RPO gauge, brought to now between PITR checks.
+    let aging = ops.metrics.clone();
+    tracker.spawn(periodically(ARCHIVE_AGE_TICK, token.clone(), move || {
+        aging.refresh_archive_age();
+        std::future::ready(())
+    }));
     if ops.settings.backup.archive_ahead {
         let ahead = Arc::new(tokio::sync::Mutex::new(wal_ahead::Ahead::new(ops.clone())));
         tracker.spawn(periodically(ARCHIVE_AHEAD_POLL, token.clone(), move || {

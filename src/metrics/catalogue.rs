@@ -397,7 +397,7 @@ catalogue! {
     PGVIGIL_BACKUPS_UNRESTORABLE: gauge "pgvigil_backups_unrestorable" [] new "Backups that cannot be restored: an object listed in backup.json is missing or has another size, or a link of an incremental backup's chain is missing or broken (0 when every backup is whole).";
     PGVIGIL_PITR_CONTINUITY_OK: gauge "pgvigil_pitr_continuity_ok" [] new "1 when every WAL segment from the oldest backup to the newest archived one is present, every backup's WAL is present and the last WAL PostgreSQL archived is in the repository.";
     PGVIGIL_PITR_LAST_CHECK_TIMESTAMP_SECONDS: gauge "pgvigil_pitr_last_check_timestamp_seconds" [] new "When the last PITR check finished (Unix seconds).";
-    PGVIGIL_WAL_ARCHIVE_AGE_SECONDS: gauge "pgvigil_wal_archive_age_seconds" [] new "Seconds since the last WAL file was archived (pg_stat_archiver, else the repository): the current RPO.";
+    PGVIGIL_WAL_ARCHIVE_AGE_SECONDS: gauge "pgvigil_wal_archive_age_seconds" [] new "Seconds since the last WAL file was archived (pg_stat_archiver at each PITR check, else the repository, or the last push the daemon heard of if newer), counted up every second: the current RPO.";
     PGVIGIL_HEARTBEAT_LAG_SECONDS: gauge "pgvigil_heartbeat_lag_seconds" [] new "Age of the row in pgvigil.heartbeat as this server sees it: on a replica, the replication lag (exact to the heartbeat interval).";
     PGVIGIL_DRILL_LAST_SUCCESS_TIMESTAMP_SECONDS: gauge "pgvigil_drill_last_success_timestamp_seconds" [] new "When the last successful restore drill finished (Unix seconds).";
     PGVIGIL_DRILL_LAST_DURATION_SECONDS: gauge "pgvigil_drill_last_duration_seconds" [] new "RTO of the last restore drill: download + replay + checks, in seconds.";

@@ -464,6 +464,24 @@ async fn the_daemon_reports_backups_wal_pushes_and_the_next_run() {
         .unwrap_or(0.0);
     let now = chrono::Utc::now().timestamp() as f64;
     assert!(next > now && next <= now + 86400.0, "next backup at {next}");
+    // The RPO gauge counts from the push just reported, and keeps counting between PITR
+    // checks (every 5 minutes here) instead of standing still.
+    let age = |s: &harness::Scrape| {
+        s.metric("pgvigil_wal_archive_age_seconds")
+            .get()
+            .unwrap_or(-1.0)
+    };
+    let first = age(&harness::scrape(&running).await);
+    assert!((0.0..30.0).contains(&first), "archive age {first}");
+    eventually(Duration::from_secs(15), || async {
+        let now = age(&harness::scrape(&running).await);
+        if now >= first + 2.0 {
+            Ok(())
+        } else {
+            Err(format!("archive age {now}, was {first}"))
+        }
+    })
+    .await;
     running.shutdown(Duration::from_secs(5)).await;
 }
 
