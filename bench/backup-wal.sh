@@ -103,7 +103,7 @@ arch_variant() {
   [ -z "$pv" ] || pgbr_stanza "$pv"
   if [ "$var" = pgvigil_ahead ]; then
     (cd "$BK/home" && exec timeout -k 10 3600 setpriv --reuid=postgres --regid=postgres --init-groups \
-      env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$BK/home" RUST_LOG=info "$PGVIGIL" run -c "$ARCH_CONF") \
+      env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$BK/home" RUST_LOG=info,pgvigil::backup::wal_ahead=debug "$PGVIGIL" run -c "$ARCH_CONF") \
       >"$RL/archive-daemon-$tag.log" 2>&1 &
     ARCH_DAEMON_PID=$!
     BG_PIDS+=("$ARCH_DAEMON_PID")
@@ -170,15 +170,23 @@ arch_variant() {
   pushed=$(log_count "$off" '"event":"wal.push.completed"')
   busy=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }')
   maxold=$(awk '$3 != "-" {if ($3 + 0 > m) m = $3 + 0} END {printf "%.1f\n", m}' "$samples")
-  maxpg=$(awk '$7 != "-" {if ($7 + 0 > m) m = $7 + 0} END {printf "%.1f\n", m}' "$samples")
-  maxpgv=$(awk '$8 != "-" {n++; if ($8 + 0 > m) m = $8 + 0} END {if (n) printf "%.1f\n", m; else print "-"}' "$samples")
+  # the two ages count from the first segment of the burst archived on (before it, they
+  # measure the idle time before the burst)
+  maxpg=$(awk -v c="$c0" '$4 != "-" && $4 > c && $7 != "-" {if ($7 + 0 > m) m = $7 + 0} END {printf "%.1f\n", m}' "$samples")
+  maxpgv=$(awk -v c="$c0" '$4 != "-" && $4 > c && $8 != "-" {n++; if ($8 + 0 > m) m = $8 + 0} END {if (n) printf "%.1f\n", m; else print "-"}' "$samples")
+  # what the daemon itself pushed / found stored (its debug line per round)
+  local dpushed=- dpresent=-
+  if [ -f "$RL/archive-daemon-$tag.log" ] && [ "$var" = pgvigil_ahead ]; then
+    read -r dpushed dpresent < <(grep '"wal.ahead.round"' "$RL/archive-daemon-$tag.log" |
+      sed -nE 's/.*"pushed":([0-9]+).*"present":([0-9]+).*/\1 \2/p' | awk '{a += $1; b += $2} END {print a + 0, b + 0}')
+  fi
   # variant run burst_s produced archived_in_burst segs_per_s_burst ready_at_end lag_segs_end
   # lag_mb_end oldest_ready_at_end_s drain_s drained segs_per_s_total max_oldest_ready_s
   # max_pg_archiver_age_s max_pgvigil_archive_age_s failed wal_push_pushed wal_push_found_stored
-  # daemon_cpu_s host_busy_pct
+  # daemon_cpu_s host_busy_pct daemon_pushed daemon_found_stored
   echo "$var $run $(ms2s "$burst_ms") $produced $((c1 - c0)) $(div "$((c1 - c0))" "$(ms2s "$burst_ms")" %.2f) $ready1 $lag_segs \
 $( [ "$lag_bytes" = - ] && echo - || awk -v b="$lag_bytes" 'BEGIN { printf "%.0f", b / 1048576 }') $old1 $(ms2s "$drain_ms") $drained \
-$(div "$((c2 - c0))" "$(ms2s "$((burst_ms + drain_ms))")" %.2f) $maxold $maxpg $maxpgv $((f2 - f0)) $pushed $dup $daemon_cpu $busy" |
+$(div "$((c2 - c0))" "$(ms2s "$((burst_ms + drain_ms))")" %.2f) $maxold $maxpg $maxpgv $((f2 - f0)) $pushed $dup $daemon_cpu $busy $dpushed $dpresent" |
     tee -a "$RES/archive.runs" >&2
   ((f2 <= f0)) || echo "archive $tag: $((f2 - f0)) failed archive_command runs; server log: $(log_since "$off" | grep -E 'archive command failed|pgvigil: |ERROR' | head -n 2 | tr '\n' ' ')" >>"$RES/errors.txt"
   [ "$drained" = yes ] || echo "archive $tag: backlog not drained within $ARCH_DRAIN_TIMEOUT s" >>"$RES/errors.txt"

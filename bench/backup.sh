@@ -1249,15 +1249,17 @@ summary() {
           "$(bmed "$ar" "$v" 3)" "$(bmed "$ar" "$v" 4)" "$(bmed "$ar" "$v" 5)" "$(bmed "$ar" "$v" 6)" "$(bmed "$ar" "$v" 7)" \
           "$(bmed "$ar" "$v" 9)" "$(bmed "$ar" "$v" 11)" "$(bmed "$ar" "$v" 13)" "$(bmed "$ar" "$v" 14)" "$(bmed "$ar" "$v" 15)" \
           "$(bmed "$ar" "$v" 16)" "$(bmed "$ar" "$v" 18)/$(bmed "$ar" "$v" 19)" "$(bmed "$ar" "$v" 20)" "$(bmed "$ar" "$v" 21)" \
-          "$(awk -v t="$v" '$1 == t' "$ar" | wc -l)"
+          "$(awk -v t="$v" '$1 == t' "$ar" | wc -l)$(awk -v t="$v" '$1 == t && $22 != "" && $22 != "-" {a += $22; b += $23; n++} END {if (n) printf "; daemon pushed %d, found %d stored (sum)", a, b}' "$ar")"
       done
       echo "(segs/s in burst = archived_count delta during the burst / its wall time; ready at end = .ready files"
       echo " when pgbench ended; lag MB = current LSN - end of the last archived segment then; drain = until no"
       echo " .ready is left; segs/s all = everything archived / (burst + drain); max oldest .ready = the oldest"
       echo " unarchived segment's age, sampled every second (what a crash would lose); max age archiver = now -"
-      echo " pg_stat_archiver.last_archived_time; max pgvigil age = pgvigil_wal_archive_age_seconds from the"
-      echo " daemon's /metrics (set by its PITR check every $ARCH_PITR_CHECK); wal-push own/stored = wal-push runs that pushed"
-      echo " the segment themselves / found it already stored by the daemon)"
+      echo " pg_stat_archiver.last_archived_time and max pgvigil age = pgvigil_wal_archive_age_seconds from the"
+      echo " daemon's /metrics (set by its PITR check every $ARCH_PITR_CHECK), both from the burst's first archived segment on;"
+      echo " wal-push own/stored = wal-push runs that pushed"
+      echo " the segment themselves / found it already stored by the daemon; daemon pushed / found stored: its own"
+      echo " rounds, summed over the runs)"
       echo
     fi
     if [ -s "$rp" ]; then
