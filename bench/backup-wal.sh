@@ -141,6 +141,7 @@ arch_variant() {
   BG_PIDS+=("$spid")
   a=$(host_cpu)
   t0=$(ms_now)
+  local tb0=$t0
   burst "$BURST_TX" >"$RL/archive-pgbench-$tag.log" 2>&1 || {
     echo "archive $tag: pgbench failed: $(tail -n 2 "$RL/archive-pgbench-$tag.log" | tr '\n' ' ')" >>"$RES/errors.txt"; }
   burst_ms=$(ms_since "$t0")
@@ -170,10 +171,14 @@ arch_variant() {
   pushed=$(log_count "$off" '"event":"wal.push.completed"')
   busy=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }')
   maxold=$(awk '$3 != "-" {if ($3 + 0 > m) m = $3 + 0} END {printf "%.1f\n", m}' "$samples")
-  # the two ages count from the first segment of the burst archived on (before it, they
-  # measure the idle time before the burst)
+  # the archiver's age counts from the burst's first archived segment on (before it, it
+  # measures the idle time before the burst)
   maxpg=$(awk -v c="$c0" '$4 != "-" && $4 > c && $7 != "-" {if ($7 + 0 > m) m = $7 + 0} END {printf "%.1f\n", m}' "$samples")
-  maxpgv=$(awk -v c="$c0" '$4 != "-" && $4 > c && $8 != "-" {n++; if ($8 + 0 > m) m = $8 + 0} END {if (n) printf "%.1f\n", m; else print "-"}' "$samples")
+  # the gauge is what the daemon's last PITR check found: only samples from one check
+  # interval after the burst's start on show a check made during the burst
+  local pitr_ms
+  pitr_ms=$(awk -v v="$ARCH_PITR_CHECK" 'BEGIN { n = v + 0; if (v ~ /ms$/) n /= 1000; else if (v ~ /m$/) n *= 60; print int(n * 1000) }')
+  maxpgv=$(awk -v t0="$tb0" -v w="$pitr_ms" '$1 >= t0 + w && $8 != "-" {n++; if ($8 + 0 > m) m = $8 + 0} END {if (n) printf "%.1f\n", m; else print "-"}' "$samples")
   # what the daemon itself pushed / found stored (its debug line per round)
   local dpushed=- dpresent=-
   if [ -f "$RL/archive-daemon-$tag.log" ] && [ "$var" = pgvigil_ahead ]; then
