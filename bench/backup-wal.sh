@@ -236,7 +236,7 @@ MOTO_PID=""
 start_moto() {
   command -v moto_server >/dev/null 2>&1 || { log "moto_server not found (pip install 'moto[server]')"; return 1; }
   port_open "$MOTO_PORT" && { log "port $MOTO_PORT is taken"; return 1; }
-  (exec timeout -k 10 7200 moto_server -H 127.0.0.1 -p "$MOTO_PORT") >"$LOGDIR/backup-moto.log" 2>&1 &
+  (exec timeout -k 10 10800 moto_server -H 127.0.0.1 -p "$MOTO_PORT") >"$LOGDIR/backup-moto.log" 2>&1 &
   MOTO_PID=$!
   BG_PIDS+=("$MOTO_PID")
   wait_port "$MOTO_PORT" "$MOTO_PID" 30 || return 1

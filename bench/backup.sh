@@ -79,7 +79,7 @@ if [ "$SMOKE" = 1 ]; then export RUNS=1; fi
 # Watchdog: nothing in this script may run unbounded, whatever hangs.
 if [ -z "${PGVIGIL_BACKUP_BENCH_WATCHDOG:-}" ]; then
   export PGVIGIL_BACKUP_BENCH_WATCHDOG=1 SMOKE
-  exec timeout -k 30 "${BENCH_TIMEOUT:-7200}" bash "$0"
+  exec timeout -k 30 "${BENCH_TIMEOUT:-10800}" bash "$0"
 fi
 
 [ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and runs servers as user postgres)" >&2; exit 2; }
