@@ -81,7 +81,7 @@ bench-scrape:   ## scrape cost vs postgres_exporter
 bench-proxy:    ## API proxy vs nginx
 	bench/proxy.sh
 
-bench-backup:   ## backup/restore vs pgBackRest and pg_basebackup, wal-push per segment
+bench-backup:   ## backup/restore, WAL archiving and replay vs pgBackRest 2.60/2.45 and pg_basebackup
 	bench/backup.sh
 
 bench-audit:    ## audit table forwarding: events/s and lag
