@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 
 use super::catalog::{self, BackupInfo, BackupObject};
 use super::compress::HashingWriter;
-use super::lease::Lease;
 use super::{wal, Error};
 use crate::config::Settings;
 use crate::pg::binaries::{self, PgBinaries, Runner, Search};
@@ -418,7 +417,8 @@ pub async fn identity(settings: &Settings, what: &str) -> Result<Identity, Error
     })
 }
 
-/// Takes a base backup into the repository and commits it.
+/// Takes a base backup into the repository and commits it. The caller holds the backup
+/// lease and passes the repository fenced by it (`ops::Ops::backup`).
 pub async fn run(
     settings: &Settings,
     repo: &Repo,
@@ -432,11 +432,8 @@ pub async fn run(
         )));
     }
     wal::check_binding(repo, id.system_identifier).await?;
-    let lease = Lease::acquire(repo, "backup").await?;
     let sysid = id.system_identifier.to_string();
-    let result = take(settings, repo, progress, &sysid, id.server_version_num).await;
-    lease.release().await;
-    result
+    take(settings, repo, progress, &sysid, id.server_version_num).await
 }
 
 async fn take(

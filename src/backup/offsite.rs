@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::{self, BackupInfo};
 use super::compress::{decompress, sha256_hex};
-use super::lease::Lease;
 use super::wal::{self, classify, WalKind};
 use super::Error;
 use crate::store::{layout, Metadata, ObjectStore, Repo};
@@ -45,12 +44,10 @@ pub struct CopyReport {
     pub verified: bool,
 }
 
-/// Copies the newest valid backup of `src` and the WAL it needs to `dst`.
+/// Copies the newest valid backup of `src` and the WAL it needs to `dst`. The caller holds
+/// the off-site lease and passes both repositories fenced by it (`ops::Ops::offsite`).
 pub async fn run(src: &Repo, dst: &Repo) -> Result<CopyReport, Error> {
-    let lease = Lease::acquire(src, "offsite").await?;
-    let result = copy(src, dst).await;
-    lease.release().await;
-    let report = result?;
+    let report = copy(src, dst).await?;
     let body = serde_json::to_vec_pretty(&report)
         .map_err(|e| Error::Invalid(format!("encoding the off-site record: {e}")))?;
     src.store
@@ -227,7 +224,7 @@ async fn copy_object(
         }
         .into());
     };
-    if dst.raw().copy_from(src.raw(), from, to).await? {
+    if dst.raw().copy_from(src.raw().as_ref(), from, to).await? {
         tally.server_side += 1;
     } else {
         let body = src.raw().get_stream(from).await?;

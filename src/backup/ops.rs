@@ -8,6 +8,11 @@
 //! (primary, and off-site when configured), the event sink and the metrics. The daemon keeps
 //! one for its lifetime; a CLI command builds one with [`Ops::for_cli`], whose metrics live in
 //! a registry nobody scrapes.
+//!
+//! The jobs that two sidecars must not run at once (backup, retention, off-site copy) run
+//! under their lease ([`Ops::under`]): a scheduled run under the one the scheduler took, a
+//! CLI run under one it takes itself. Under a lease every repository of the context is
+//! fenced by it, so an operation cannot write or delete anything once the lease is lost.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use crate::config::Settings;
 use crate::events::{Events, Op};
 use crate::metrics::own::unix_seconds;
 use crate::pg::binaries::server_user_can_reach;
+use crate::store::lease::Lease;
 use crate::store::{Repo, Which};
 
 /// The `store` label of the primary repository.
@@ -55,7 +61,13 @@ pub struct Ops {
     pub no_backup_said: Arc<std::sync::atomic::AtomicBool>,
     /// The repository binding, checked once per five minutes by this process's pushes.
     pub binding: Arc<wal::BindingMemo>,
+    /// The job lease this context runs under ([`Ops::under`]); its repositories are fenced.
+    pub lease: Option<Lease>,
 }
+
+/// How far this host's clock may be from the repository's before retention, which deletes
+/// by time, refuses to run.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// Who archives a WAL file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +96,45 @@ impl Ops {
             metrics: OpsMetrics::unregistered()?,
             no_backup_said: Arc::default(),
             binding: Arc::default(),
+            lease: None,
         })
+    }
+
+    /// This context under `lease`: every repository write and delete is fenced by it.
+    pub fn under(&self, lease: &Lease) -> Ops {
+        Ops {
+            primary: lease.fence(&self.primary),
+            offsite: self.offsite.as_ref().map(|r| lease.fence(r)),
+            lease: Some(lease.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Takes the lease of `job` in the primary repository; `Error::Skipped` naming the
+    /// holder when another sidecar has it.
+    pub async fn take_lease(&self, job: &str) -> Result<Lease, Error> {
+        Lease::acquire(&self.primary, job, self.settings.storage.lease_ttl)
+            .await
+            .map_err(|e| match e {
+                crate::store::Error::Held { message, .. } => Error::Skipped(message),
+                e => e.into(),
+            })
+    }
+
+    /// Runs `op` under the lease of `job`: the one this context is already under (a
+    /// scheduled run), or one taken now and released after (a CLI run).
+    async fn leased<T, F, Fut>(&self, job: &str, op: F) -> Result<T, Error>
+    where
+        F: FnOnce(Ops) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        if self.lease.is_some() {
+            return op(self.clone()).await;
+        }
+        let lease = self.take_lease(job).await?;
+        let result = op(self.under(&lease)).await;
+        lease.release().await;
+        result
     }
 
     /// Writes the queued audit lines (CLI commands).
@@ -131,7 +181,11 @@ impl Ops {
     pub async fn backup(&self, progress: Arc<Progress>) -> Result<BackupInfo, Error> {
         let m = &self.metrics.backup;
         m.running.set(1.0);
-        let result = basebackup::run(&self.settings, &self.primary, progress).await;
+        let result = self
+            .leased("backup", |ops| async move {
+                basebackup::run(&ops.settings, &ops.primary, progress).await
+            })
+            .await;
         m.running.set(0.0);
         let repository = self.repository();
         self.emit_result(
@@ -345,6 +399,41 @@ impl Ops {
     /// Applies retention to every repository, primary first (`retention.deleted|locked`
     /// per object, `retention.failed`). Stops at the first repository that fails.
     pub async fn retention(&self, dry_run: bool) -> Result<Vec<retention::Report>, Error> {
+        if dry_run {
+            return self.apply_retention(true).await;
+        }
+        self.leased("retention", |ops| async move {
+            ops.trust_the_clock()?;
+            ops.apply_retention(false).await
+        })
+        .await
+    }
+
+    /// Refuses to go on when this host's clock and the repository's (the time the store
+    /// stamped on the lease) are further apart than [`CLOCK_TOLERANCE`]: retention deletes
+    /// by time, and a clock that jumped ahead would delete what the real window needs.
+    fn trust_the_clock(&self) -> Result<(), Error> {
+        let Some(skew) = self.lease.as_ref().and_then(Lease::clock_skew) else {
+            return Ok(());
+        };
+        let tolerance = chrono::Duration::from_std(CLOCK_TOLERANCE).unwrap_or_default();
+        if skew.abs() <= tolerance {
+            return Ok(());
+        }
+        let now = Utc::now();
+        Err(Error::Refused(format!(
+            "this host's clock reads {} but {} stamped the lease it just wrote with {}: {} apart, \
+             more than {}s; retention deletes by time, so it does not run until the clocks agree \
+             (check NTP on this host)",
+            now.to_rfc3339(),
+            self.repository(),
+            (now - skew).to_rfc3339(),
+            humantime::format_duration(skew.abs().to_std().unwrap_or_default()),
+            CLOCK_TOLERANCE.as_secs()
+        )))
+    }
+
+    async fn apply_retention(&self, dry_run: bool) -> Result<Vec<retention::Report>, Error> {
         let m = &self.metrics.retention;
         let policy = Policy {
             recovery_window: self.settings.retention.recovery_window,
@@ -394,14 +483,13 @@ impl Ops {
     /// Copies the newest valid backup and its WAL to the off-site repository
     /// (`offsite.completed|failed`). Fails when none is configured.
     pub async fn offsite(&self) -> Result<CopyReport, Error> {
-        let Some(dest) = &self.offsite else {
-            return Err(Error::Invalid(format!(
-                "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
-                self.settings.file.display()
-            )));
-        };
+        let dest = self.offsite_repo()?.store.describe();
         let m = &self.metrics.offsite;
-        let result = offsite::run(&self.primary, dest).await;
+        let result = self
+            .leased("offsite", |ops| async move {
+                offsite::run(&ops.primary, ops.offsite_repo()?).await
+            })
+            .await;
         if let Ok(r) = &result {
             m.last_success.set(unix_seconds(r.finished));
         }
@@ -424,7 +512,7 @@ impl Ops {
             },
             |e| {
                 failed("offsite.failed", "off-site copy failed", e)
-                    .target(json!({ "destination": dest.store.describe() }))
+                    .target(json!({ "destination": dest }))
                     .count(&m.failures)
             },
         );
@@ -433,6 +521,16 @@ impl Ops {
 }
 
 impl Ops {
+    /// The off-site repository, or the error naming the setting that configures it.
+    fn offsite_repo(&self) -> Result<&Repo, Error> {
+        self.offsite.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
+                self.settings.file.display()
+            ))
+        })
+    }
+
     /// Emits the event of an operation's result: `ok` builds it on success, `failure` on an
     /// error; a skipped run (not this sidecar's turn: a standby, or another holds the lease)
     /// is only logged, as `skipped`.

@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::catalog::{self, BackupInfo};
-use super::lease::Lease;
 use super::timeline::Lineage;
 use super::wal::{classify, WalKind};
 use super::Error;
@@ -343,27 +342,9 @@ async fn delete_batch(
     }
 }
 
-/// Plans and (unless `dry_run`) applies retention to `repo`, as of `now`.
+/// Plans and (unless `dry_run`) applies retention to `repo`, as of `now`. A real run is
+/// made under the retention lease, with `repo` fenced by it (`ops::Ops::retention`).
 pub async fn run(
-    repo: &Repo,
-    policy: Policy,
-    now: DateTime<Utc>,
-    dry_run: bool,
-    observe: Observer<'_>,
-) -> Result<Report, Error> {
-    let lease = if dry_run {
-        None
-    } else {
-        Some(Lease::acquire(repo, "retention").await?)
-    };
-    let result = apply(repo, policy, now, dry_run, observe).await;
-    if let Some(l) = lease {
-        l.release().await;
-    }
-    result
-}
-
-async fn apply(
     repo: &Repo,
     policy: Policy,
     now: DateTime<Utc>,

@@ -1,6 +1,8 @@
 //! The scheduled jobs: backup, drill, retention and the off-site copy, each on its cron
-//! schedule (`schedule.rs` runs them: never two at once, history in the repository). A job
-//! body is one call into `backup::ops` (the same function as the CLI command) and turns its
+//! schedule (`schedule.rs` runs them: never two at once, each occurrence once across the
+//! daemons on one repository, history in the repository). A job body is one call into
+//! `backup::ops` (the same function as the CLI command), made under the lease the scheduler
+//! took ([`Ops::under`]: every repository write of the run is fenced by it), and turns its
 //! result into the job's outcome and the message kept in the job history.
 
 use std::sync::Arc;
@@ -57,6 +59,7 @@ pub fn schedule(
             job,
             cron.clone(),
             ops.primary.clone(),
+            s.storage.lease_ttl,
             exclusive.clone(),
             body,
             move |t| next_run.with_label_values(&[job]).set(t.timestamp() as f64),
@@ -120,14 +123,14 @@ async fn initial_backup(
     }
 }
 
-/// A job body that calls `run` on a clone of `ops`.
+/// A job body that calls `run` on `ops` under the lease the scheduler took.
 fn job<F, Fut>(ops: &Ops, run: F) -> JobFn
 where
     F: Fn(Ops) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = (JobOutcome, String)> + Send + 'static,
 {
     let ops = ops.clone();
-    Arc::new(move || Box::pin(run(ops.clone())))
+    Arc::new(move |lease| Box::pin(run(ops.under(&lease))))
 }
 
 /// The job's outcome for an operation's result: `Skipped` (not this sidecar's turn) is not

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::harness::backup::{
-    archiving_cluster_env, start_restored_env, switch_and_archive, walk, write_config, LocalRepo,
+    archiving_cluster_env, make_big_table, start_restored_env, switch_and_archive, walk,
+    write_config, LocalRepo,
 };
 use crate::harness::moto::MotoServer;
 use crate::harness::process::{self, KillOnDrop};
@@ -337,11 +338,6 @@ async fn a_killed_restore_leaves_no_data_directory_and_the_next_one_succeeds() {
     assert!(ok, "the restore after a killed one: {err}");
     assert!(to.join("PG_VERSION").exists());
     assert!(!staging.exists(), "the staging directory was left behind");
-}
-
-/// About 100 MB that compresses poorly, so a backup stream lasts long enough to be cut.
-async fn make_big_table(db: &tokio_postgres::Client) {
-    exec(db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
 }
 
 fn give_to_postgres(p: &Path) {

@@ -25,24 +25,7 @@ use crate::harness::{
 
 /// Runs pgvigil as the postgres user under libfaketime, `offset` ahead (e.g. "+40d").
 fn run_pgvigil_at(offset: &str, args: &[&str]) -> (bool, String, String) {
-    harness::require_binary("/usr/bin/faketime", "faketime");
-    let mut cmd = std::process::Command::new("/usr/bin/faketime");
-    cmd.arg("-f")
-        .arg(offset)
-        .arg(harness::pgvigil_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        // Only the wall clock moves; timers keep their real pace.
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    harness::as_server_user(&mut cmd);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running faketime: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    harness::run_pgvigil_at(offset, args, &[])
 }
 
 fn backup_ids(cfg: &str, env: &[(String, String)]) -> Vec<String> {

@@ -22,11 +22,13 @@
 //!
 //! This file holds the client setup and the `ObjectStore` impl; `multipart.rs` the
 //! multipart upload (parts cut by the backend-neutral `store::parts`), `lock.rs` Object
-//! Lock (lock dates, renewal, deleting every version) and `error.rs` the SDK error mapping.
+//! Lock (lock dates, renewal, deleting every version), `versioned.rs` the conditional
+//! writes of leases and job history, and `error.rs` the SDK error mapping.
 
 mod error;
 mod lock;
 mod multipart;
+mod versioned;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -46,7 +48,7 @@ use aws_sdk_s3::Client;
 use self::error::{sdk_message, status};
 use super::parts::PartReader;
 use super::residency::{normalize_location, BucketFacts};
-use super::{ByteStream, Error, LockMode, Metadata, ObjectMeta, ObjectStore};
+use super::{ByteStream, Error, LockMode, Metadata, ObjectMeta, ObjectStore, Version};
 use crate::config::{ObjectLockSettings, S3Settings};
 
 /// The largest object one `CopyObject` may copy (5 GiB); larger ones are streamed.
@@ -315,6 +317,23 @@ impl ObjectStore for S3Store {
                 _ => return Err(self.backend("uploading", key, &err)),
             }
         }
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, Error> {
+        self.read_versioned(key).await
+    }
+
+    async fn put_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: Option<&str>,
+    ) -> Result<Option<Version>, Error> {
+        self.write_versioned(key, bytes, expected).await
+    }
+
+    fn has_own_clock(&self) -> bool {
+        true
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {

@@ -50,6 +50,23 @@ pub fn write_config(path: &Path, dsn: &str, storage: &str) {
     pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Writes a config for a `pgvigil run` daemon at `path`: a free port, `dsn`, `storage`, no
+/// heartbeat, PITR checks hourly, no drill, no initial backup, then `extra`.
+pub fn write_daemon_config(path: &Path, dsn: &str, storage: &str, extra: &str) {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n\
+         [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n{extra}\n"
+    );
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// About 100 MB that compresses poorly, so a backup stream lasts long enough to be cut,
+/// stopped or raced.
+pub async fn make_big_table(db: &tokio_postgres::Client) {
+    super::exec(db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
+}
+
 /// Switches WAL and waits until the segment it closed is archived.
 pub async fn switch_and_archive(c: &tokio_postgres::Client) {
     let seg: String = query_value(c, "SELECT pg_walfile_name(pg_switch_wal())").await;
