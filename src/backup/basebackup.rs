@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::catalog::{self, BackupInfo, BackupObject};
 use super::compress::HashingWriter;
-use super::{wal, Error};
+use super::{pitr, wal, Error};
 use crate::config::Settings;
 use crate::pg::binaries::{self, PgBinaries, Runner, Search};
 use crate::pg::{connect, db_error_message, ConnectOptions};
@@ -202,7 +202,25 @@ pub fn check_label(l: &Label) -> Result<(), Error> {
             l.start_wal, l.timeline
         )));
     }
+    if label_segment_size(l).is_none() {
+        return Err(Error::Invalid(format!(
+            "backup_label's START WAL LOCATION {} is not in its file {} for any WAL segment size",
+            l.start_lsn, l.start_wal
+        )));
+    }
     Ok(())
+}
+
+/// The WAL segment size (a power of two from 1 MiB to 1 GiB) for which the label's start
+/// LSN lies in the segment its file names; None when there is none (a label that verify,
+/// restore and retention could not place).
+pub fn label_segment_size(l: &Label) -> Option<u64> {
+    let lsn = catalog::parse_lsn(&l.start_lsn)?;
+    let tli = u32::from_str_radix(l.start_wal.get(0..8)?, 16).ok()?;
+    (20..=30).map(|bits| 1u64 << bits).find(|size| {
+        let segs_per_id = (1u64 << 32) / size;
+        pitr::segment_name((tli, lsn / size), segs_per_id) == l.start_wal
+    })
 }
 
 /// The last End-LSN of the manifest's WAL-Ranges.
@@ -595,11 +613,20 @@ mod tests {
             "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
         );
         assert!(check_label(&good).is_ok());
+        assert_eq!(label_segment_size(&good), Some(16 << 20));
+        // 1 MiB segments: 0/2000028 is in segment 0x20.
+        let small = parse_label(
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000020)\nSTART TIMELINE: 1\n",
+        );
+        assert_eq!(label_segment_size(&small), Some(1 << 20));
         for text in [
             "START WAL LOCATION: 0/2000028 (file 0000)\nSTART TIMELINE: 1\n",
             "START WAL LOCATION: 0/2000028\nSTART TIMELINE: 1\n",
             "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
             "START WAL LOCATION: x/y (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
+            // Found by the fuzzer: a segment number no segment size gives this LSN.
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000080002)\nSTART TIMELINE: 1\n",
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000003)\nSTART TIMELINE: 1\n",
         ] {
             let e = check_label(&parse_label(text)).unwrap_err().to_string();
             assert!(e.contains("backup_label"), "{text:?}: {e}");
