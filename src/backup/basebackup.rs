@@ -241,6 +241,9 @@ struct ChannelWriter {
 
 const CHUNK: usize = 1 << 20;
 
+/// The step of the pipeline's error when it stopped because the upload failed first.
+const UPLOAD_STOPPED: &str = "streaming the backup to the repository";
+
 impl ChannelWriter {
     fn send(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
@@ -346,6 +349,15 @@ fn pipeline(
         step: "waiting for pg_basebackup".into(),
         cause: e,
     })?;
+    // The upload side went away (its error is the cause; the child was killed by us).
+    if let Err(e) = &result {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Err(Error::Io {
+                step: UPLOAD_STOPPED.into(),
+                cause: std::io::Error::new(e.kind(), e.to_string()),
+            });
+        }
+    }
     let stderr = stderr_tail.join().unwrap_or_default();
     if !status.success() {
         return Err(Error::Child {
@@ -536,12 +548,14 @@ async fn take(
     let piped = worker
         .await
         .map_err(|e| Error::Invalid(format!("backup task: {e}")))?;
-    // The child's failure is the cause to report, even if the upload failed because of it.
+    // The child's failure is the cause to report, even if the upload failed because of it;
+    // unless the child was stopped because the upload failed first (a full disk, S3 gone).
     let piped = match (piped, upload) {
         (Err(e), Ok(_)) => {
             repo.store.delete(&key).await.ok();
             return Err(e);
         }
+        (Err(Error::Io { step, .. }), Err(e)) if step == UPLOAD_STOPPED => return Err(e.into()),
         (Err(e), Err(_)) => return Err(e),
         (Ok(_), Err(e)) => return Err(e.into()),
         (Ok(p), Ok(stored)) => (p, stored),

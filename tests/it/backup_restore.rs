@@ -286,6 +286,66 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     );
 }
 
+/// PostgreSQL stopped (fast shutdown) and started again while `pgvigil backup` streams
+/// (fault matrix: PostgreSQL restarted during a backup): the backup fails naming
+/// pg_basebackup, nothing is listed or left in the repository, and the next backup, once
+/// the server is back, succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_a_backup_fails_it_cleanly_and_the_next_succeeds() {
+    let repo = LocalRepo::new();
+    let mut pg = repo.archiving_primary().await;
+    let db = client(&pg, "postgres").await;
+    make_big_table(&db).await;
+    // Archived first, so the shutdown does not wait for a backlog of pushes.
+    switch_and_archive(&db).await;
+    drop(db);
+
+    let backup = KillOnDrop::spawn(
+        harness::pgvigil_command(&["backup", "-c", &repo.cfg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let backups_dir = repo.repo_dir.join("default/backups");
+    eventually(Duration::from_secs(60), || async {
+        let flowing = walk(&backups_dir).iter().any(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+                && std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false)
+        });
+        if flowing {
+            Ok(())
+        } else {
+            Err("no upload in progress yet".to_string())
+        }
+    })
+    .await;
+    pg.stop().await;
+    if let Err(e) = pg.start_server().await {
+        panic!("restarting PostgreSQL: {e}");
+    }
+    let out = backup.wait_with_output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a backup cut by a restart succeeded");
+    assert!(err.contains("pg_basebackup"), "the cause is named: {err}");
+    let (ok, out, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
+    assert!(ok && out.trim() == "[]", "nothing lists as a backup: {out}");
+    let leftovers: Vec<_> = walk(&backups_dir)
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
+    assert!(ok, "the backup after the restart: {err}");
+    let (_, out, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .map(|v| v.len())
+            .unwrap_or(0),
+        1
+    );
+}
+
 /// A restore killed (SIGKILL) while it unpacks leaves only its staging directory: nothing
 /// in the target looks like a data directory, and the next restore into the same target
 /// removes it and succeeds (issue 14, fault matrix: kill -9 during restore).

@@ -389,3 +389,53 @@ fn set_clock(file: &Path, offset: &str) {
     std::fs::write(file, format!("{offset}\n")).unwrap_or_else(|e| panic!("{e}"));
     pgvigil::pg::binaries::chown_to_server_user(file).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Retention against S3 run on a host whose clock jumped 40 days ahead: it would delete
+/// both of today's backups but the newest. S3 stamps the lease it writes with its own
+/// time, so retention sees the clocks disagree and refuses, naming both times; nothing is
+/// deleted, and the same retention with the right clock runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_refuses_a_clock_that_jumped_ahead_of_the_repository() {
+    let moto = MotoServer::start().await;
+    moto.create_bucket("ahead", "eu-central-1").await;
+    let owner = postgres_dir();
+    let env = MotoServer::aws_env();
+    let config = owner.path().join("pgvigil.toml");
+    let pg = archiving_cluster_env(&config, env.clone()).await;
+    write_config(
+        &config,
+        &pg.dsn("postgres"),
+        &moto.storage_toml_at("s3://ahead/pgvigil", ""),
+    );
+    let cfg = config.display().to_string();
+    let db = client(&pg, "postgres").await;
+    for _ in 0..2 {
+        switch_and_archive(&db).await;
+        std::thread::sleep(Duration::from_millis(1100));
+        let (ok, _, err) = run_pgvigil_env(&["backup", "-c", &cfg], &env);
+        assert!(ok, "{err}");
+    }
+    switch_and_archive(&db).await;
+    let wal_before = moto.keys_under("ahead", "pgvigil/default/wal/").await;
+
+    let (ok, out, err) = run_pgvigil_at("+40d", &["retention", "-c", &cfg], &env);
+    assert!(!ok, "retention 40 days ahead ran: {out}");
+    assert!(
+        err.contains("clock") && err.contains("s3://ahead/pgvigil") && err.contains("days"),
+        "the refusal names both clocks: {err}"
+    );
+    assert_eq!(backup_count(&cfg, &env), 2, "nothing was deleted");
+    let wal_after = moto.keys_under("ahead", "pgvigil/default/wal/").await;
+    let gone: Vec<_> = wal_before
+        .iter()
+        .filter(|k| !wal_after.contains(k))
+        .collect();
+    assert!(gone.is_empty(), "WAL deleted: {gone:?}");
+    // A dry run only reads: it may show what the jumped clock would do.
+    let (ok, _, err) = run_pgvigil_at("+40d", &["retention", "-c", &cfg, "--dry-run"], &env);
+    assert!(ok, "{err}");
+    // With the right clock the same retention runs and keeps both (inside 35 days).
+    let (ok, _, err) = run_pgvigil_env(&["retention", "-c", &cfg], &env);
+    assert!(ok, "{err}");
+    assert_eq!(backup_count(&cfg, &env), 2);
+}

@@ -10,6 +10,7 @@ mod audit;
 mod backup_restore;
 mod cli;
 mod dashboards_live;
+mod disk_full;
 mod drill;
 mod encryption;
 mod faults;

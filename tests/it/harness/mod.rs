@@ -20,6 +20,7 @@ pub mod promql;
 pub mod relay;
 pub mod shipped;
 pub mod tls;
+pub mod tmpfs;
 
 use std::collections::BTreeMap;
 use std::future::Future;
