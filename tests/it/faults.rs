@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::backup::{archiving_cluster_env, switch_and_archive, write_config};
+use crate::harness::backup::{
+    archiving_cluster_env, switch_and_archive, wait_newest_backup_older_than, write_config,
+};
 use crate::harness::moto::MotoServer;
 use crate::harness::process::{self, KillOnDrop};
 use crate::harness::relay::{Fault, Relay};
@@ -219,6 +221,7 @@ async fn a_killed_retention_lists_only_whole_backups_and_the_next_run_finishes()
     switch_and_archive(&f.db).await;
     let all = listed(&f.direct, &f.env);
     assert_eq!(all.len(), 3);
+    wait_newest_backup_older_than(&f.direct, &f.env, Duration::from_secs(2)).await;
 
     // The first delete (the oldest backup's marker) passes, the second is held.
     f.relay
@@ -371,12 +374,17 @@ async fn s3_errors_and_slowness_for_a_while_are_retried_and_exit_0_means_done() 
     switch_and_archive(&f.db).await;
     let before = listed(&f.direct, &f.env);
     assert_eq!(before.len(), 2);
+    wait_newest_backup_older_than(&f.direct, &f.env, Duration::from_secs(2)).await;
     // Retention: its deletes answered with SlowDown twice.
     f.relay
         .inject("POST", "?delete", 2, Fault::Status(503, "SlowDown"));
-    let (ok, _, err) = run_pgvigil_env(&["retention", "-c", &f.via_relay], &f.env);
+    let (ok, out, err) = run_pgvigil_env(&["retention", "-c", &f.via_relay], &f.env);
     assert!(ok, "retention through SlowDowns: {err}");
-    assert_eq!(listed(&f.direct, &f.env), vec![before[1].clone()]);
+    assert_eq!(
+        listed(&f.direct, &f.env),
+        vec![before[1].clone()],
+        "{out}{err}"
+    );
     listed_backups_are_whole(
         &f.moto,
         "flaky5xx",
@@ -499,6 +507,7 @@ async fn dropped_connections_are_retried_and_a_lost_answer_is_not_a_failure() {
     switch_and_archive(&f.db).await;
     let before = listed(&f.direct, &f.env);
     assert_eq!(before.len(), 2, "{before:?}");
+    wait_newest_backup_older_than(&f.direct, &f.env, Duration::from_secs(2)).await;
     listed_backups_are_whole(&f.moto, "drops", "pgvigil/default/backups/", &before).await;
     // Retention: its delete lands unanswered, then one is dropped before it arrives.
     f.relay.inject("POST", "?delete", 1, Fault::DropAfter);
