@@ -90,7 +90,7 @@ impl crate::http::Readiness for Readiness {
             .map(ToString::to_string)
             .collect();
         if let Some(failure) = self.audit.get().and_then(|a| a.health()) {
-            unmet.push(format!("the audit log to be written ({failure})"));
+            unmet.push(format!("a healthy audit log ({failure})"));
         }
         unmet
     }
