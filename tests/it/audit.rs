@@ -114,21 +114,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     }
 
     let mut daemon = spawn_daemon(&config);
-    // The tailer is running once its session has polled the sequence.
-    eventually(Duration::from_secs(30), || async {
-        let n: i64 = query_value(
-            &db,
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgvigil' \
-             AND query LIKE '%pg_sequence_last_value%'",
-        )
-        .await;
-        if n > 0 {
-            Ok(())
-        } else {
-            Err("the audit tailer has not polled yet".to_string())
-        }
-    })
-    .await;
+    tailer_polling(&db).await;
 
     // A transaction takes the lowest id and stays open while 200 later rows commit.
     let early = client(&pg, "postgres").await;
@@ -199,20 +185,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     assert!(!ok, "verify without backups fails: {err}");
     let lines = wait_for_rows(&audit_file, 301).await;
     // Nothing more arrives (a duplicate would be appended after the 301st).
-    let cursor_done = eventually(Duration::from_secs(10), || async {
-        let c: i64 = query_value(
-            &db,
-            "SELECT last_id FROM audit.pgvigil_cursor WHERE consumer = 'pgvigil'",
-        )
-        .await;
-        let max: i64 = query_value(&db, "SELECT max(id) FROM audit.logged_actions").await;
-        if c == max {
-            Ok(c)
-        } else {
-            Err(format!("cursor {c} < max id {max}"))
-        }
-    })
-    .await;
+    let cursor_done = cursor_caught_up(&db).await;
     let lines_after = data_lines(&audit_file);
     daemon.kill9();
     assert_eq!(lines_after.len(), lines.len());
@@ -421,16 +394,7 @@ async fn an_open_newest_transaction_is_waited_for() {
     let audit_file = dir.path().join("audit.jsonl");
     let db = client(&pg, "postgres").await;
     exec(&db, "CREATE TABLE public.t (n int PRIMARY KEY)").await;
-    let settings = harness::settings(
-        &pg.dsn("postgres"),
-        &format!(
-            "[audit]\nstdout = false\nfile = \"{}\"\ntable = \"audit.logged_actions\"\n\
-             [storage]\nurl = \"file://{}\"\n[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n\
-             [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n",
-            audit_file.display(),
-            dir.path().join("repo").display()
-        ),
-    );
+    let settings = tailing_settings(&pg, &audit_file, dir.path());
     let opts = pgvigil::pg::ConnectOptions::from_settings(&settings.postgres);
     pgvigil::audit::schema::install(&opts, &["public.t".to_string()])
         .await
@@ -570,6 +534,25 @@ async fn a_standby_forwards_nothing_until_promoted() {
     running.shutdown(Duration::from_secs(10)).await;
 }
 
+/// Settings of an in-process daemon that tails the audit table into `audit_file`, with a
+/// repository in `dir` and no scheduled jobs.
+fn tailing_settings(
+    pg: &pgvigil::pg::TempCluster,
+    audit_file: &std::path::Path,
+    dir: &std::path::Path,
+) -> pgvigil::config::Settings {
+    harness::settings(
+        &pg.dsn("postgres"),
+        &format!(
+            "[audit]\nstdout = false\nfile = \"{}\"\ntable = \"audit.logged_actions\"\n\
+             [storage]\nurl = \"file://{}\"\n[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n\
+             [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n",
+            audit_file.display(),
+            dir.join("repo").display()
+        ),
+    )
+}
+
 /// Sets up `public.items` with the audit trigger (through `pgvigil audit install`), and
 /// returns the config path and the audit file of a daemon in `dir` (`extra` appended to
 /// its config, e.g. another `[audit] file`).
@@ -590,7 +573,7 @@ async fn audited_items(
     config
 }
 
-/// Waits until the daemon's tailer has polled the audit sequence.
+/// Waits until the daemon's tailer is running: its session has polled the sequence.
 async fn tailer_polling(db: &tokio_postgres::Client) {
     eventually(Duration::from_secs(30), || async {
         let n: i64 = query_value(
@@ -606,6 +589,24 @@ async fn tailer_polling(db: &tokio_postgres::Client) {
         }
     })
     .await;
+}
+
+/// Waits (at most 10 s) until the tailer's cursor is at the newest audit row; returns it.
+async fn cursor_caught_up(db: &tokio_postgres::Client) -> i64 {
+    eventually(Duration::from_secs(10), || async {
+        let c: i64 = query_value(
+            db,
+            "SELECT last_id FROM audit.pgvigil_cursor WHERE consumer = 'pgvigil'",
+        )
+        .await;
+        let max: i64 = query_value(db, "SELECT max(id) FROM audit.logged_actions").await;
+        if c == max {
+            Ok(c)
+        } else {
+            Err(format!("cursor {c} < max id {max}"))
+        }
+    })
+    .await
 }
 
 /// The `n` of every data line, in file order.
@@ -640,20 +641,7 @@ async fn rows_are_forwarded_once_across_a_postgres_restart() {
     insert_items(&db, 101..=200, "after").await;
     wait_for_rows(&audit_file, 200).await;
     // Nothing more arrives: the cursor is at the newest row, and no line repeats.
-    eventually(Duration::from_secs(10), || async {
-        let c: i64 = query_value(
-            &db,
-            "SELECT last_id FROM audit.pgvigil_cursor WHERE consumer = 'pgvigil'",
-        )
-        .await;
-        let max: i64 = query_value(&db, "SELECT max(id) FROM audit.logged_actions").await;
-        if c == max {
-            Ok(())
-        } else {
-            Err(format!("cursor {c} < max id {max}"))
-        }
-    })
-    .await;
+    cursor_caught_up(&db).await;
     assert_eq!(row_numbers(&audit_file), (1..=200).collect::<Vec<i64>>());
     let (ok, out, err) = run_pgvigil(&["audit", "verify", &audit_file.display().to_string()]);
     assert!(ok, "audit verify: {out} {err}");
@@ -671,17 +659,7 @@ async fn a_full_audit_file_holds_rows_back_says_why_and_loses_nothing() {
     audited_items(&pg, dir.path(), &db).await;
     let disk = crate::harness::tmpfs::Tmpfs::mount(&dir.path().join("small"), "64k");
     let audit_file = disk.path().join("audit.jsonl");
-    let running = harness::daemon(harness::settings(
-        &pg.dsn("postgres"),
-        &format!(
-            "[audit]\nstdout = false\nfile = \"{}\"\ntable = \"audit.logged_actions\"\n\
-             [storage]\nurl = \"file://{}\"\n[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n\
-             [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n",
-            audit_file.display(),
-            dir.path().join("repo").display()
-        ),
-    ))
-    .await;
+    let running = harness::daemon(tailing_settings(&pg, &audit_file, dir.path())).await;
     tailer_polling(&db).await;
     // Rows of 1 KiB: 64 KiB holds a few dozen lines.
     for n in 1..=200 {

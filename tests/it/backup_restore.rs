@@ -209,30 +209,10 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     // ~100 MB that compresses poorly, so the stream lasts long enough to be killed.
     make_big_table(&db).await;
 
-    let backup = KillOnDrop::spawn(
-        harness::pgvigil_command(&["backup", "-c", &repo.cfg])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped()),
-    );
+    let backup = process::spawn_pgvigil(&["backup", "-c", &repo.cfg], &[]);
     // Wait until the stream is flowing into the repository, then kill pg_basebackup.
     let backups_dir = repo.repo_dir.join("default/backups");
-    eventually(Duration::from_secs(30), || async {
-        let flowing = std::fs::read_dir(&backups_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-            .any(|f| {
-                f.file_name().to_string_lossy().starts_with(".tmp-")
-                    && f.metadata().map(|m| m.len() > 0).unwrap_or(false)
-            });
-        if flowing {
-            Ok(())
-        } else {
-            Err("no upload in progress yet".to_string())
-        }
-    })
-    .await;
+    upload_flowing(&backups_dir).await;
     // Our pgvigil's own child, found by parent pid (never by name: that would also kill
     // the pg_basebackup of every test running beside this one).
     let children = process::children_of(backup.id());
@@ -300,25 +280,9 @@ async fn a_postgres_restart_during_a_backup_fails_it_cleanly_and_the_next_succee
     switch_and_archive(&db).await;
     drop(db);
 
-    let backup = KillOnDrop::spawn(
-        harness::pgvigil_command(&["backup", "-c", &repo.cfg])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped()),
-    );
+    let backup = process::spawn_pgvigil(&["backup", "-c", &repo.cfg], &[]);
     let backups_dir = repo.repo_dir.join("default/backups");
-    eventually(Duration::from_secs(60), || async {
-        let flowing = walk(&backups_dir).iter().any(|f| {
-            f.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
-                && std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false)
-        });
-        if flowing {
-            Ok(())
-        } else {
-            Err("no upload in progress yet".to_string())
-        }
-    })
-    .await;
+    upload_flowing(&backups_dir).await;
     pg.stop().await;
     if let Err(e) = pg.start_server().await {
         panic!("restarting PostgreSQL: {e}");
@@ -398,6 +362,24 @@ async fn a_killed_restore_leaves_no_data_directory_and_the_next_one_succeeds() {
     assert!(ok, "the restore after a killed one: {err}");
     assert!(to.join("PG_VERSION").exists());
     assert!(!staging.exists(), "the staging directory was left behind");
+}
+
+/// Waits (at most 60 s) until a backup's upload is flowing into a local repository: a
+/// non-empty temp file below `backups_dir`.
+async fn upload_flowing(backups_dir: &Path) {
+    eventually(Duration::from_secs(60), || async {
+        let flowing = walk(backups_dir).iter().any(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+                && std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false)
+        });
+        if flowing {
+            Ok(())
+        } else {
+            Err("no upload in progress yet".to_string())
+        }
+    })
+    .await;
 }
 
 fn give_to_postgres(p: &Path) {

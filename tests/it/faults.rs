@@ -13,30 +13,12 @@ use crate::harness::backup::{
     archiving_cluster_env, switch_and_archive, wait_newest_backup_older_than, write_config,
 };
 use crate::harness::moto::MotoServer;
-use crate::harness::process::{self, KillOnDrop};
+use crate::harness::process;
 use crate::harness::relay::{Fault, Relay};
+use crate::harness::s3_relay::{s3_offsite, s3_storage_at, S3Relay};
 use crate::harness::{self, client, eventually, exec, postgres_dir, query_value, run_pgvigil_env};
 
 const REGION: &str = "eu-central-1";
-
-/// `[storage]` for `s3://<bucket>/pgvigil` at `endpoint`, then `extra`.
-fn s3_storage(bucket: &str, endpoint: &str, extra: &str) -> String {
-    s3_storage_at(&format!("s3://{bucket}/pgvigil"), endpoint, extra)
-}
-
-/// `[storage]` for `url` at `endpoint`, then `extra`.
-fn s3_storage_at(url: &str, endpoint: &str, extra: &str) -> String {
-    format!(
-        "[storage]\nurl = \"{url}\"\n[storage.s3]\nregion = \"{REGION}\"\nendpoint = \"{endpoint}\"\nforce_path_style = true\n{extra}"
-    )
-}
-
-/// `[offsite]` for `s3://<bucket>/offsite` at `endpoint`.
-fn s3_offsite(bucket: &str, endpoint: &str) -> String {
-    format!(
-        "[offsite]\nurl = \"s3://{bucket}/offsite\"\n[offsite.s3]\nregion = \"{REGION}\"\nendpoint = \"{endpoint}\"\nforce_path_style = true\n"
-    )
-}
 
 /// The ids `pgvigil backups --json` lists.
 fn listed(cfg: &str, env: &[(String, String)]) -> Vec<String> {
@@ -70,47 +52,9 @@ fn take_backup(cfg: &str, env: &[(String, String)]) {
     assert!(ok, "backup failed: {err}");
 }
 
-/// A moto, a bucket, a relay in front of it, an archiving primary whose `archive_command`
-/// goes through the relay, and both configs (`relay.toml` through the relay, `direct.toml`
-/// straight to moto), each with `extra` appended.
-struct S3Fixture {
-    moto: MotoServer,
-    relay: Relay,
-    _owner: tempfile::TempDir,
-    pg: pgvigil::pg::TempCluster,
-    db: tokio_postgres::Client,
-    via_relay: String,
-    direct: String,
-    env: Vec<(String, String)>,
-}
-
-async fn s3_fixture(bucket: &str, extra: &str) -> S3Fixture {
-    let moto = MotoServer::start().await;
-    moto.create_bucket(bucket, REGION).await;
-    let relay = Relay::in_front_of(&moto).await;
-    let owner = postgres_dir();
-    let env = MotoServer::aws_env();
-    let via_relay = owner.path().join("relay.toml");
-    let direct = owner.path().join("direct.toml");
-    let pg = archiving_cluster_env(&via_relay, env.clone()).await;
-    let dsn = pg.dsn("postgres");
-    write_config(
-        &via_relay,
-        &dsn,
-        &s3_storage(bucket, &relay.endpoint(), extra),
-    );
-    write_config(&direct, &dsn, &s3_storage(bucket, &moto.endpoint(), extra));
-    let db = client(&pg, "postgres").await;
-    S3Fixture {
-        via_relay: via_relay.display().to_string(),
-        direct: direct.display().to_string(),
-        moto,
-        relay,
-        _owner: owner,
-        pg,
-        db,
-        env,
-    }
+/// The S3 fixture with `extra` in both configurations.
+async fn s3_fixture(bucket: &str, extra: &str) -> S3Relay {
+    S3Relay::start(bucket, "", extra, "").await
 }
 
 /// The `pgvigil wal-push` that `archive_command` runs under the postmaster of `data_dir`
@@ -138,14 +82,8 @@ async fn a_killed_wal_push_is_retried_by_postgres_and_nothing_is_lost() {
     let gate = f.relay.hold("PUT", "/wal/0000000100000000000000");
     exec(&f.db, "CREATE TABLE t AS SELECT 1 AS x").await;
     let seg: String = query_value(&f.db, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    eventually(Duration::from_secs(60), || async {
-        if gate.arrived() > 0 {
-            Ok(())
-        } else {
-            Err("no segment upload held yet".to_string())
-        }
-    })
-    .await;
+    gate.reached(Duration::from_secs(60), "a segment's upload")
+        .await;
     let pid = wal_push_under(f.pg.data_dir())
         .unwrap_or_else(|| panic!("no wal-push under the postmaster"));
     process::kill9(pid).unwrap_or_else(|e| panic!("{e}"));
@@ -190,7 +128,7 @@ async fn a_killed_wal_push_is_retried_by_postgres_and_nothing_is_lost() {
     .await;
     let (ok, out, err) = run_pgvigil_env(&["verify", "-c", &f.direct], &f.env);
     assert!(ok, "verify after the killed push: {out}{err}");
-    let fetched = f._owner.path().join("fetched");
+    let fetched = f.owner.path().join("fetched");
     let (ok, _, err) = run_pgvigil_env(
         &[
             "wal-fetch",
@@ -227,19 +165,11 @@ async fn a_killed_retention_lists_only_whole_backups_and_the_next_run_finishes()
     f.relay
         .inject("POST", "?delete", 1, Fault::Delay(Duration::ZERO));
     let gate = f.relay.hold("POST", "?delete");
-    let retention = KillOnDrop::spawn(
-        harness::pgvigil_command(&["retention", "-c", &f.via_relay])
-            .envs(f.env.iter().map(|(k, v)| (k, v)))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    eventually(Duration::from_secs(60), || async {
-        if gate.arrived() > 0 {
-            Ok(())
-        } else {
-            Err("retention has not reached its second delete".to_string())
-        }
-    })
+    let retention = process::spawn_pgvigil(&["retention", "-c", &f.via_relay], &f.env);
+    gate.reached(
+        Duration::from_secs(60),
+        "retention has not reached its second delete",
+    )
     .await;
     let mut retention = retention;
     retention.kill9();
@@ -288,19 +218,11 @@ async fn a_killed_offsite_copy_lists_nothing_partial_and_the_next_one_completes(
     switch_and_archive(&db).await;
 
     let gate = relay.hold("PUT", "base.tar.zst");
-    let mut copy = KillOnDrop::spawn(
-        harness::pgvigil_command(&["offsite", "-c", &cfg])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    eventually(Duration::from_secs(60), || async {
-        if gate.arrived() > 0 {
-            Ok(())
-        } else {
-            Err("the copy has not reached the base object".to_string())
-        }
-    })
+    let mut copy = process::spawn_pgvigil(&["offsite", "-c", &cfg], &env);
+    gate.reached(
+        Duration::from_secs(60),
+        "the copy has not reached the base object",
+    )
     .await;
     copy.kill9();
     gate.open();
@@ -332,18 +254,7 @@ async fn a_killed_offsite_copy_lists_nothing_partial_and_the_next_one_completes(
 async fn s3_errors_and_slowness_for_a_while_are_retried_and_exit_0_means_done() {
     let f = s3_fixture("flaky5xx", "[retention]\nrecovery_window = \"1s\"\n").await;
     // Off-site copies go to a second bucket, through the relay too.
-    f.moto.create_bucket("flaky5xx-copy", REGION).await;
-    let offsite_cfg = f._owner.path().join("offsite.toml");
-    write_config(
-        &offsite_cfg,
-        &f.pg.dsn("postgres"),
-        &format!(
-            "{}{}",
-            s3_storage("flaky5xx", &f.relay.endpoint(), ""),
-            s3_offsite("flaky5xx-copy", &f.relay.endpoint())
-        ),
-    );
-    let offsite_cfg = offsite_cfg.display().to_string();
+    let offsite_cfg = f.offsite_config().await;
 
     // wal-push: two SlowDowns, then the archive_command's push goes through.
     f.relay.inject(
@@ -419,15 +330,15 @@ async fn s3_errors_and_slowness_for_a_while_are_retried_and_exit_0_means_done() 
     )
     .await;
     let wal_file = f.pg.data_dir().join("pg_wal").join(&seg);
-    let copy = f._owner.path().join(&seg);
+    let copy = f.owner.path().join(&seg);
     std::fs::copy(&wal_file, &copy).unwrap_or_else(|e| panic!("{e}"));
     pgvigil::pg::binaries::chown_to_server_user(&copy).unwrap_or_else(|e| panic!("{e}"));
     // Pushed into a repository of its own, so the archiver's pushes are not in the way.
-    let other = f._owner.path().join("other.toml");
+    let other = f.owner.path().join("other.toml");
     write_config(
         &other,
         &f.pg.dsn("postgres"),
-        &s3_storage_at("s3://flaky5xx/manual", &f.relay.endpoint(), ""),
+        &s3_storage_at("s3://flaky5xx/manual", &f.relay.endpoint(), "", ""),
     );
     let other = other.display().to_string();
     f.relay.inject(
@@ -476,18 +387,7 @@ async fn s3_errors_and_slowness_for_a_while_are_retried_and_exit_0_means_done() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_are_retried_and_a_lost_answer_is_not_a_failure() {
     let f = s3_fixture("drops", "[retention]\nrecovery_window = \"1s\"\n").await;
-    f.moto.create_bucket("drops-copy", REGION).await;
-    let offsite_cfg = f._owner.path().join("offsite.toml");
-    write_config(
-        &offsite_cfg,
-        &f.pg.dsn("postgres"),
-        &format!(
-            "{}{}",
-            s3_storage("drops", &f.relay.endpoint(), ""),
-            s3_offsite("drops-copy", &f.relay.endpoint())
-        ),
-    );
-    let offsite_cfg = offsite_cfg.display().to_string();
+    let offsite_cfg = f.offsite_config().await;
 
     // wal-push: the segment lands but the answer is lost; the retry is a success.
     f.relay

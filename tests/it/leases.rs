@@ -14,8 +14,8 @@ use crate::harness::backup::{
     write_config, write_daemon_config, LocalRepo,
 };
 use crate::harness::moto::MotoServer;
-use crate::harness::process::{DaemonProcess, KillOnDrop};
-use crate::harness::relay::Relay;
+use crate::harness::process::{self, DaemonProcess};
+use crate::harness::s3_relay::S3Relay;
 use crate::harness::{
     self, client, eventually, postgres_dir, run_pgvigil, run_pgvigil_at, run_pgvigil_env,
 };
@@ -31,6 +31,21 @@ fn occurrences(d: &DaemonProcess, event: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Writes `daemon.toml` in `repo` for a daemon on `pg` that backs up every minute (no
+/// initial backup, no drill), with `extra` appended; returns its path.
+fn every_minute(repo: &LocalRepo, pg: &pgvigil::pg::TempCluster, extra: &str) -> String {
+    let path = repo.dir.path().join("daemon.toml");
+    write_daemon_config(
+        &path,
+        &pg.dsn("postgres"),
+        &repo.storage,
+        &format!(
+            "[backup]\nschedule = \"* * * * *\"\ninitial_backup = false\n[drill]\nschedule = \"off\"\n{extra}"
+        ),
+    );
+    path.display().to_string()
 }
 
 fn backup_count(cfg: &str, env: &[(String, String)]) -> usize {
@@ -51,15 +66,7 @@ async fn two_daemons_on_one_repository_run_each_occurrence_once() {
     let pg = repo.archiving_primary().await;
     let db = client(&pg, "postgres").await;
     switch_and_archive(&db).await;
-    let daemon_cfg = repo.dir.path().join("daemon.toml");
-    write_daemon_config(
-        &daemon_cfg,
-        &pg.dsn("postgres"),
-        &repo.storage,
-        "[backup]\nschedule = \"* * * * *\"\ninitial_backup = false\n\
-         [retention]\nschedule = \"* * * * *\"\n[drill]\nschedule = \"off\"\n",
-    );
-    let cfg = daemon_cfg.display().to_string();
+    let cfg = every_minute(&repo, &pg, "[retention]\nschedule = \"* * * * *\"\n");
     let a = DaemonProcess::spawn(
         &mut harness::pgvigil_command(&["run", "-c", &cfg]),
         repo.dir.path().join("a.log"),
@@ -142,31 +149,23 @@ async fn two_daemons_on_one_repository_run_each_occurrence_once() {
 /// lease it lost, and both backups are still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_stopped_past_its_lease_wakes_to_refused_deletes() {
-    let moto = MotoServer::start().await;
-    moto.create_bucket("stop", "eu-central-1").await;
-    let relay = Relay::in_front_of(&moto).await;
-    let owner = postgres_dir();
-    let env = MotoServer::aws_env();
-    let direct = owner.path().join("direct.toml");
-    let via_relay = owner.path().join("relay.toml");
-    let pg = archiving_cluster_env(&direct, env.clone()).await;
-    let dsn = pg.dsn("postgres");
-    let storage = |endpoint: &str, extra: &str| {
-        format!(
-            "[storage]\nurl = \"s3://stop/pgvigil\"\nlease_ttl = \"2s\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"{endpoint}\"\nforce_path_style = true\n{extra}"
-        )
-    };
-    write_config(&direct, &dsn, &storage(&moto.endpoint(), ""));
-    write_config(
-        &via_relay,
-        &dsn,
-        &storage(&relay.endpoint(), "[retention]\nrecovery_window = \"1s\"\n"),
-    );
-    let (direct, via_relay) = (
-        direct.display().to_string(),
-        via_relay.display().to_string(),
-    );
-    let db = client(&pg, "postgres").await;
+    let S3Relay {
+        relay,
+        db,
+        direct,
+        via_relay,
+        env,
+        pg: _pg,
+        moto: _moto,
+        owner: _owner,
+        ..
+    } = S3Relay::start(
+        "stop",
+        "lease_ttl = \"2s\"\n",
+        "",
+        "[retention]\nrecovery_window = \"1s\"\n",
+    )
+    .await;
     for _ in 0..2 {
         switch_and_archive(&db).await;
         std::thread::sleep(Duration::from_millis(1100)); // backup ids are UTC seconds
@@ -179,21 +178,10 @@ async fn a_holder_stopped_past_its_lease_wakes_to_refused_deletes() {
     wait_newest_backup_older_than(&direct, &env, Duration::from_secs(2)).await;
 
     let gate = relay.hold("GET", "list-type=2");
-    let stopped = KillOnDrop::spawn(
-        harness::pgvigil_command(&["retention", "-c", &via_relay])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    );
-    eventually(Duration::from_secs(30), || async {
-        if gate.arrived() > 0 {
-            Ok(())
-        } else {
-            Err("the retention has not listed yet".to_string())
-        }
-    })
-    .await;
-    harness::process::signal(stopped.id(), nix::sys::signal::Signal::SIGSTOP)
+    let stopped = process::spawn_pgvigil(&["retention", "-c", &via_relay], &env);
+    gate.reached(Duration::from_secs(30), "the retention's listing")
+        .await;
+    process::signal(stopped.id(), nix::sys::signal::Signal::SIGSTOP)
         .unwrap_or_else(|e| panic!("{e}"));
     gate.open();
 
@@ -210,7 +198,7 @@ async fn a_holder_stopped_past_its_lease_wakes_to_refused_deletes() {
     assert!(ok && out.contains("\"kept\""), "{err}");
     assert_eq!(backup_count(&direct, &env), 2);
 
-    harness::process::signal(stopped.id(), nix::sys::signal::Signal::SIGCONT)
+    process::signal(stopped.id(), nix::sys::signal::Signal::SIGCONT)
         .unwrap_or_else(|e| panic!("{e}"));
     let out = stopped.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -237,45 +225,27 @@ async fn a_holder_stopped_past_its_lease_wakes_to_refused_deletes() {
 /// listed, the second one's, and the next backup succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_ahead_takes_the_lease_and_the_old_holders_commit_is_refused() {
-    let moto = MotoServer::start().await;
-    moto.create_bucket("clock", "eu-central-1").await;
-    let relay = Relay::in_front_of(&moto).await;
-    let owner = postgres_dir();
-    let env = MotoServer::aws_env();
-    let direct = owner.path().join("direct.toml");
-    let via_relay = owner.path().join("relay.toml");
-    let pg = archiving_cluster_env(&direct, env.clone()).await;
-    let dsn = pg.dsn("postgres");
-    let storage = |endpoint: &str| {
-        format!(
-            "[storage]\nurl = \"s3://clock/pgvigil\"\n[storage.s3]\nregion = \"eu-central-1\"\nendpoint = \"{endpoint}\"\nforce_path_style = true\n"
-        )
-    };
-    write_config(&direct, &dsn, &storage(&moto.endpoint()));
-    write_config(&via_relay, &dsn, &storage(&relay.endpoint()));
-    let (direct, via_relay) = (
-        direct.display().to_string(),
-        via_relay.display().to_string(),
-    );
-    let db = client(&pg, "postgres").await;
+    let S3Relay {
+        moto,
+        relay,
+        db,
+        direct,
+        via_relay,
+        env,
+        pg: _pg,
+        owner: _owner,
+        ..
+    } = S3Relay::start("clock", "", "", "").await;
     switch_and_archive(&db).await;
 
     // The first backup's base object waits at the relay (its check passed: it was
     // admitted), so the first backup holds its lease and is mid-write.
     let gate = relay.hold("PUT", "base.tar.zst");
-    let first = KillOnDrop::spawn(
-        harness::pgvigil_command(&["backup", "-c", &via_relay])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped()),
-    );
-    eventually(Duration::from_secs(120), || async {
-        if gate.arrived() > 0 {
-            Ok(())
-        } else {
-            Err("the first backup is not uploading yet".to_string())
-        }
-    })
+    let first = process::spawn_pgvigil(&["backup", "-c", &via_relay], &env);
+    gate.reached(
+        Duration::from_secs(120),
+        "the first backup is not uploading yet",
+    )
     .await;
     // Now the sidecar whose clock is an hour ahead: the lease looks expired to it.
     let (ok, _, err) = run_pgvigil_at("+1h", &["backup", "-c", &direct], &env);
@@ -318,16 +288,10 @@ async fn a_clock_jumping_back_does_not_run_an_occurrence_again() {
     // A backup that lasts a few seconds, so the clock can jump while it runs.
     make_big_table(&db).await;
     switch_and_archive(&db).await;
-    let daemon_cfg = repo.dir.path().join("daemon.toml");
-    write_daemon_config(
-        &daemon_cfg,
-        &pg.dsn("postgres"),
-        &repo.storage,
-        "[backup]\nschedule = \"* * * * *\"\ninitial_backup = false\n[drill]\nschedule = \"off\"\n",
-    );
+    let cfg = every_minute(&repo, &pg, "");
     let clock = repo.dir.path().join("clock");
     set_clock(&clock, "+0");
-    let mut cmd = harness::pgvigil_command(&["run", "-c", &daemon_cfg.display().to_string()]);
+    let mut cmd = harness::pgvigil_command(&["run", "-c", &cfg]);
     faked(&mut cmd, &clock);
     let d = DaemonProcess::spawn(&mut cmd, repo.dir.path().join("d.log"));
 

@@ -236,6 +236,25 @@ impl S3Store {
             .map_err(|e| sdk_message(&e))
     }
 
+    /// `GetObject` of `key`; None when there is no such key.
+    async fn fetch(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, Error> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.backend("reading", key, &e)),
+        }
+    }
+
     /// The bucket key of repository key `key`.
     fn full_key(&self, key: &str) -> String {
         join_key(&self.prefix, key)
@@ -337,23 +356,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    Error::NotFound {
-                        key: key.to_string(),
-                        store: self.describe(),
-                    }
-                } else {
-                    self.backend("reading", key, &e)
-                }
-            })?;
+        let out = self.fetch(key).await?.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+            store: self.describe(),
+        })?;
         let stream = futures_util::stream::unfold(Some(out.body), |body| async move {
             let mut body = body?;
             match body.next().await? {

@@ -23,17 +23,8 @@ impl S3Store {
         &self,
         key: &str,
     ) -> Result<Option<(Bytes, Version)>, Error> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(self.backend("reading", key, &e)),
+        let Some(out) = self.fetch(key).await? else {
+            return Ok(None);
         };
         let etag = out.e_tag().unwrap_or_default().to_string();
         let body = out

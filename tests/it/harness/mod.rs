@@ -18,6 +18,7 @@ pub mod process;
 pub mod prometheus;
 pub mod promql;
 pub mod relay;
+pub mod s3_relay;
 pub mod shipped;
 pub mod tls;
 pub mod tmpfs;
@@ -451,15 +452,7 @@ pub fn run_pgvigil_at(
     args: &[&str],
     env: &[(String, String)],
 ) -> (bool, String, String) {
-    let out = pgvigil_command_at(offset, args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap_or_else(|e| panic!("running faketime: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(pgvigil_command_at(offset, args).envs(env.iter().map(|(k, v)| (k, v))))
 }
 
 /// Makes `cmd` run as the `postgres` OS user when the tests run as root.
@@ -473,22 +466,19 @@ pub fn as_server_user(cmd: &mut std::process::Command) {
 /// Runs the pgvigil binary (as `pgvigil_command`) with `args`; returns success, stdout
 /// and stderr.
 pub fn run_pgvigil(args: &[&str]) -> (bool, String, String) {
-    let out = pgvigil_command(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&mut pgvigil_command(args))
 }
 
 /// Like `run_pgvigil`, with extra environment (e.g. AWS credentials for S3).
 pub fn run_pgvigil_env(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
-    let out = pgvigil_command(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    outcome(pgvigil_command(args).envs(env.iter().map(|(k, v)| (k, v))))
+}
+
+/// Runs `cmd` to its end: success, stdout and stderr.
+fn outcome(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

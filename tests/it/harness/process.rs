@@ -131,6 +131,17 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `pgvigil <args>` as a child process with `env` (AWS credentials), stdout discarded and
+/// stderr kept for `wait_with_output`; killed on drop.
+pub fn spawn_pgvigil(args: &[&str], env: &[(String, String)]) -> KillOnDrop {
+    KillOnDrop::spawn(
+        super::pgvigil_command(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    )
+}
+
 /// `pgvigil run` as a child process whose JSON log lines (stdout) go to a file, so a test
 /// can read the events it logged; killed on drop.
 pub struct DaemonProcess {

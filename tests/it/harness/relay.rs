@@ -37,6 +37,19 @@ impl Gate {
         self.arrived.load(Ordering::SeqCst)
     }
 
+    /// Waits (at most `patience`) until a request reached the gate; `what` names it in the
+    /// failure.
+    pub async fn reached(&self, patience: Duration, what: &str) {
+        super::eventually(patience, || async {
+            if self.arrived() > 0 {
+                Ok(())
+            } else {
+                Err(format!("{what}: nothing reached the gate yet"))
+            }
+        })
+        .await;
+    }
+
     /// Lets every held request (and every later one) through.
     pub fn open(&self) {
         self.open.store(true, Ordering::SeqCst);
