@@ -550,4 +550,35 @@ mod tests {
         assert!(matches!(still, Err(Error::Held { .. })), "{still:?}");
         winner.release().await;
     }
+
+    #[tokio::test]
+    async fn a_holder_writing_under_its_pin_keeps_a_takeover_out_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let holder = Lease::acquire(&r, "backup", Duration::from_secs(1))
+            .await
+            .unwrap();
+        if let Some(t) = holder.holding.renewal.lock().unwrap().take() {
+            t.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Expired, but its holder is in the middle of a write (a long upload): the pin
+        // it holds keeps the takeover out, which reports the lease busy, not taken.
+        let pin = holder
+            .admit("c/backups/x/base.tar.zst", "test")
+            .await
+            .unwrap();
+        assert!(pin.is_some(), "a local store pins");
+        let taken = Lease::acquire(&r, "backup", Duration::from_secs(60)).await;
+        assert!(
+            matches!(&taken, Err(Error::Held { message, .. }) if message.contains("still writing")),
+            "{taken:?}"
+        );
+        drop(pin);
+        let next = Lease::acquire(&r, "backup", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(next.generation(), 2);
+        next.release().await;
+    }
 }
