@@ -49,7 +49,8 @@ pub struct TarInspector {
     /// Data bytes (without padding) still to pass for the current member.
     data_left: u64,
     capture: Option<&'static str>,
-    long_name: Option<String>,
+    /// A GNU long name's raw bytes, collected across chunks; it ends at its first NUL.
+    long_name: Option<Vec<u8>>,
     label: Vec<u8>,
     manifest_tail: Vec<u8>,
 }
@@ -92,10 +93,11 @@ impl TarInspector {
                         }
                     }
                     Some("longname") => {
-                        let mut long = self.long_name.take().unwrap_or_default();
+                        // Raw bytes: where the stream is cut into chunks must not change the
+                        // name (trimming NULs per chunk did, found by fuzzing tar_inspector).
+                        let long = self.long_name.get_or_insert_with(Vec::new);
                         let room = MAX_LONG_NAME.saturating_sub(long.len()).min(data_n);
-                        long.push_str(String::from_utf8_lossy(&buf[..room]).trim_end_matches('\0'));
-                        self.long_name = Some(long);
+                        long.extend_from_slice(&buf[..room]);
                     }
                     _ => {}
                 }
@@ -134,7 +136,8 @@ impl TarInspector {
             name = format!("{prefix}/{name}");
         }
         if let Some(long) = self.long_name.take() {
-            name = long;
+            let end = long.iter().position(|b| *b == 0).unwrap_or(long.len());
+            name = String::from_utf8_lossy(&long[..end]).into_owned();
         }
         self.capture = match (typeflag, name.trim_start_matches("./")) {
             (b'L', _) => Some("longname"),
