@@ -92,7 +92,7 @@ async fn a_planted_symlink_in_a_backup_is_refused_and_nothing_is_written_through
     // Find the backup's object and its backup.json.
     let marker = walk(&repo.repo_dir)
         .into_iter()
-        .find(|p| p.ends_with("backup.json"))
+        .find(|p| p.ends_with("backup.json") && p.to_string_lossy().contains("/backups/"))
         .unwrap_or_else(|| panic!("no backup.json under {}", repo.repo_dir.display()));
     let mut info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&marker).unwrap_or_else(|e| panic!("{e}")))
