@@ -160,7 +160,10 @@ pub fn backup_label(data: &[u8]) {
     if basebackup::check_label(&label).is_ok() {
         // What check_label lets into backup.json, verify and retention can read.
         assert!(catalog::parse_lsn(&label.start_lsn).is_some());
-        assert!(pitr::parse_segment(&label.start_wal, 256).is_some());
+        let size = basebackup::label_segment_size(&label);
+        assert!(
+            size.is_some_and(|s| pitr::parse_segment(&label.start_wal, (1 << 32) / s).is_some())
+        );
     }
     if let Some(lsn) = basebackup::manifest_stop_lsn(&text) {
         assert!(text.contains(&lsn));

@@ -5,7 +5,8 @@
 //! are the operations), `proxy`, `schedule` → `status` (the operator's view, judged) →
 //! `http` → `daemon` (the long-running process) → `check`, `dev`, `cli`, `commands` (the
 //! command line's edge).
-//! `fuzzing` (the fuzz targets, one per parser of external input) sits beside them.
+//! `fuzzing` (the fuzz targets, one per parser of external input) sits beside them, and
+//! `disk` (free space, disk-full errors) below them all.
 
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod dev;
+pub mod disk;
 pub mod events;
 pub mod fuzzing;
 pub mod http;

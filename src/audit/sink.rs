@@ -69,6 +69,10 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// The disk of the audit file is full: names the file, the directory and its free
+    /// space. The lines wait in memory and are retried; nothing half-written stays.
+    #[error("audit file {}: {message}; its lines are held back and retried every second (audit.file)", path.display())]
+    Full { path: PathBuf, message: String },
     #[error("the audit writer has stopped (a sink failed; see the log)")]
     Stopped,
 }
@@ -530,10 +534,19 @@ impl FileSink {
             *chain = next;
             Ok(sealed.len() as u64)
         })
-        .map_err(|source| SinkError::File {
-            path,
-            step: "appending",
-            source,
+        .map_err(|source| {
+            if crate::disk::is_full(&source) {
+                let dir = path.parent().unwrap_or(&path);
+                return SinkError::Full {
+                    message: crate::disk::full_message(dir),
+                    path,
+                };
+            }
+            SinkError::File {
+                path,
+                step: "appending",
+                source,
+            }
         })
     }
 }
@@ -691,7 +704,13 @@ pub(crate) mod tests {
         let waited = tokio::time::timeout(Duration::from_millis(300), f.log.flushed()).await;
         assert!(waited.is_err(), "flushed must wait while the file fails");
         let health = f.log.health().unwrap_or_default();
-        assert!(health.contains("No space left"), "{health}");
+        // Named: the file, the directory that is full and its free space.
+        assert!(
+            health.contains("/dev/full")
+                && health.contains("/dev is full")
+                && health.contains("free"),
+            "{health}"
+        );
         assert!(metrics.write_failures.get() >= 1);
         // Past the cap, lines that cannot wait are dropped and counted, not buffered.
         let big = vec![b'x'; 1 << 20];

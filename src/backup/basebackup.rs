@@ -20,9 +20,8 @@ use tokio::sync::mpsc;
 
 use super::catalog::{self, BackupInfo, BackupKind, BackupObject};
 use super::compress::HashingWriter;
-use super::lease::Lease;
 use super::progress::Progress;
-use super::{wal, Error};
+use super::{pitr, wal, Error};
 use crate::config::Settings;
 use crate::pg::binaries::{self, PgBinaries, Runner, Search};
 use crate::pg::{connect, db_error_message, ConnectOptions};
@@ -42,7 +41,8 @@ pub struct TarInspector {
     /// Data bytes (without padding) still to pass for the current member.
     data_left: u64,
     capture: Option<&'static str>,
-    long_name: Option<String>,
+    /// A GNU long name's raw bytes, collected across chunks; it ends at its first NUL.
+    long_name: Option<Vec<u8>>,
     label: Vec<u8>,
     manifest_tail: Vec<u8>,
     /// Where the whole `backup_manifest` goes, when it is to be kept (the next incremental
@@ -97,10 +97,11 @@ impl TarInspector {
                         }
                     }
                     Some("longname") => {
-                        let mut long = self.long_name.take().unwrap_or_default();
+                        // Raw bytes: where the stream is cut into chunks must not change the
+                        // name (trimming NULs per chunk did, found by fuzzing tar_inspector).
+                        let long = self.long_name.get_or_insert_with(Vec::new);
                         let room = MAX_LONG_NAME.saturating_sub(long.len()).min(data_n);
-                        long.push_str(String::from_utf8_lossy(&buf[..room]).trim_end_matches('\0'));
-                        self.long_name = Some(long);
+                        long.extend_from_slice(&buf[..room]);
                     }
                     _ => {}
                 }
@@ -139,7 +140,8 @@ impl TarInspector {
             name = format!("{prefix}/{name}");
         }
         if let Some(long) = self.long_name.take() {
-            name = long;
+            let end = long.iter().position(|b| *b == 0).unwrap_or(long.len());
+            name = String::from_utf8_lossy(&long[..end]).into_owned();
         }
         self.capture = match (typeflag, name.trim_start_matches("./")) {
             (b'L', _) => Some("longname"),
@@ -207,7 +209,25 @@ pub fn check_label(l: &Label) -> Result<(), Error> {
             l.start_wal, l.timeline
         )));
     }
+    if label_segment_size(l).is_none() {
+        return Err(Error::Invalid(format!(
+            "backup_label's START WAL LOCATION {} is not in its file {} for any WAL segment size",
+            l.start_lsn, l.start_wal
+        )));
+    }
     Ok(())
+}
+
+/// The WAL segment size (a power of two from 1 MiB to 1 GiB) for which the label's start
+/// LSN lies in the segment its file names; None when there is none (a label that verify,
+/// restore and retention could not place).
+pub fn label_segment_size(l: &Label) -> Option<u64> {
+    let lsn = catalog::parse_lsn(&l.start_lsn)?;
+    let tli = u32::from_str_radix(l.start_wal.get(0..8)?, 16).ok()?;
+    (20..=30).map(|bits| 1u64 << bits).find(|size| {
+        let segs_per_id = (1u64 << 32) / size;
+        pitr::segment_name((tli, lsn / size), segs_per_id) == l.start_wal
+    })
 }
 
 /// The last End-LSN of the manifest's WAL-Ranges.
@@ -227,6 +247,9 @@ struct ChannelWriter {
 }
 
 const CHUNK: usize = 1 << 20;
+
+/// The step of the pipeline's error when it stopped because the upload failed first.
+const UPLOAD_STOPPED: &str = "streaming the backup to the repository";
 
 impl ChannelWriter {
     fn send(&mut self) -> std::io::Result<()> {
@@ -422,6 +445,15 @@ fn pipeline(
         step: "waiting for pg_basebackup".into(),
         cause: e,
     })?;
+    // The upload side went away (its error is the cause; the child was killed by us).
+    if let Err(e) = &result {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Err(Error::Io {
+                step: UPLOAD_STOPPED.into(),
+                cause: std::io::Error::new(e.kind(), e.to_string()),
+            });
+        }
+    }
     let stderr = stderr_tail.join().unwrap_or_default();
     if !status.success() {
         return Err(Error::Child {
@@ -524,6 +556,8 @@ pub struct Taken {
 /// and the repository allow it, else full with the reason) and commits it. `progress`
 /// counts the uncompressed bytes read from pg_basebackup as done and the compressed bytes
 /// as stored (its phase and expected size are the caller's, which knows the database size).
+/// The caller holds the backup lease and passes the repository fenced by it
+/// (`ops::Ops::backup`).
 pub async fn run(
     settings: &Settings,
     repo: &Repo,
@@ -538,29 +572,23 @@ pub async fn run(
         )));
     }
     wal::check_binding(repo, id.system_identifier).await?;
-    let lease = Lease::acquire(repo, "backup").await?;
-    let result = async {
-        let (parent, mut fallback) = match want {
-            BackupKind::Full => (None, None),
-            BackupKind::Incremental => match incremental_parent(settings, repo, &id).await? {
-                Ok(parent) => (Some(parent), None),
-                Err(why) => (None, Some(why)),
-            },
-        };
-        let mut result = take(settings, repo, progress.clone(), &id, parent.as_ref()).await;
-        if let (Some(_), Err(e)) = (&parent, &result) {
-            if refuses_incremental(e) {
-                fallback = Some(format!("pg_basebackup refused the incremental backup: {e}"));
-                progress.stored.store(0, Ordering::Relaxed);
-                progress.set(0);
-                result = take(settings, repo, progress, &id, None).await;
-            }
+    let (parent, mut fallback) = match want {
+        BackupKind::Full => (None, None),
+        BackupKind::Incremental => match incremental_parent(settings, repo, &id).await? {
+            Ok(parent) => (Some(parent), None),
+            Err(why) => (None, Some(why)),
+        },
+    };
+    let mut result = take(settings, repo, progress.clone(), &id, parent.as_ref()).await;
+    if let (Some(_), Err(e)) = (&parent, &result) {
+        if refuses_incremental(e) {
+            fallback = Some(format!("pg_basebackup refused the incremental backup: {e}"));
+            progress.stored.store(0, Ordering::Relaxed);
+            progress.set(0);
+            result = take(settings, repo, progress, &id, None).await;
         }
-        result.map(|info| Taken { info, fallback })
     }
-    .await;
-    lease.release().await;
-    result
+    result.map(|info| Taken { info, fallback })
 }
 
 /// The backup an incremental backup builds on: the newest one of this database system and
@@ -760,9 +788,11 @@ async fn take(
         .map_err(|e| Error::Invalid(format!("backup task: {e}")))?;
     let uploaded: Result<Vec<u64>, _> = uploads.into_iter().collect();
     // The child's failure is the cause to report, even if the upload failed because of it;
-    // whatever was stored of a failed backup is removed (nothing lists it: no backup.json).
+    // unless the child was stopped because the upload failed first (a full disk, S3 gone).
+    // Whatever was stored of a failed backup is removed (nothing lists it: no backup.json).
     let failed = match (piped, uploaded) {
         (Ok(p), Ok(stored)) => Ok((p, stored)),
+        (Err(Error::Io { step, .. }), Err(e)) if step == UPLOAD_STOPPED => Err(e.into()),
         (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => Err(e.into()),
     };
@@ -966,11 +996,20 @@ mod tests {
             "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
         );
         assert!(check_label(&good).is_ok());
+        assert_eq!(label_segment_size(&good), Some(16 << 20));
+        // 1 MiB segments: 0/2000028 is in segment 0x20.
+        let small = parse_label(
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000020)\nSTART TIMELINE: 1\n",
+        );
+        assert_eq!(label_segment_size(&small), Some(1 << 20));
         for text in [
             "START WAL LOCATION: 0/2000028 (file 0000)\nSTART TIMELINE: 1\n",
             "START WAL LOCATION: 0/2000028\nSTART TIMELINE: 1\n",
             "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
             "START WAL LOCATION: x/y (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
+            // Found by the fuzzer: a segment number no segment size gives this LSN.
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000080002)\nSTART TIMELINE: 1\n",
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000003)\nSTART TIMELINE: 1\n",
         ] {
             let e = check_label(&parse_label(text)).unwrap_err().to_string();
             assert!(e.contains("backup_label"), "{text:?}: {e}");

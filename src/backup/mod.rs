@@ -5,15 +5,15 @@
 //! record of backups (`catalog`), WAL push/fetch (`wal`, with `wal_report` for the push
 //! reports sent to the daemon), restore (`restore`), continuity and the recovery window
 //! (`pitr`), the heartbeat table (`heartbeat`), drills (`drill`), retention (`retention`),
-//! the off-site copy (`offsite`), and the lease that keeps two sidecars from running one job
-//! twice (`lease`).
+//! and the off-site copy (`offsite`). The lease that keeps two sidecars from running one
+//! job at once, and fences the writes of a holder that lost it, is a repository primitive
+//! (`store::lease`); `ops` takes it.
 
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
 pub mod drill;
 pub mod heartbeat;
-pub mod lease;
 pub mod metrics;
 pub mod offsite;
 pub mod ops;
@@ -74,8 +74,7 @@ impl Error {
 
 /// Bytes available to this process on the filesystem of `dir`.
 pub(crate) fn free_bytes(dir: &std::path::Path) -> Option<u64> {
-    let s = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+    crate::disk::free_bytes(dir)
 }
 
 pub(crate) fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::{self, BackupInfo, BackupObject};
 use super::compress::{decompress, sha256_hex};
-use super::lease::Lease;
 use super::progress::{Progress, Unit};
 use super::wal::{self, classify, WalKind};
 use super::Error;
@@ -48,12 +47,10 @@ pub struct CopyReport {
 
 /// Copies the newest valid backup of `src` and the WAL it needs to `dst`, counting the
 /// bytes copied into `progress` (phases: the backup's objects, then the WAL, each against
-/// the size of what is not at the destination yet).
+/// the size of what is not at the destination yet). The caller holds the off-site lease and
+/// passes both repositories fenced by it (`ops::Ops::offsite`).
 pub async fn run(src: &Repo, dst: &Repo, progress: &Progress) -> Result<CopyReport, Error> {
-    let lease = Lease::acquire(src, "offsite").await?;
-    let result = copy(src, dst, progress).await;
-    lease.release().await;
-    let report = result?;
+    let report = copy(src, dst, progress).await?;
     super::records::write(src, &src.key(&layout::offsite_record()), &report).await?;
     Ok(report)
 }
@@ -269,7 +266,7 @@ async fn copy_object(
         }
         .into());
     };
-    if dst.raw().copy_from(src.raw(), from, to).await? {
+    if dst.raw().copy_from(src.raw().as_ref(), from, to).await? {
         tally.server_side += 1;
     } else {
         let body = src.raw().get_stream(from).await?;

@@ -8,6 +8,11 @@
 //! (primary, and off-site when configured), the event sink and the metrics. The daemon keeps
 //! one for its lifetime; a CLI command builds one with [`Ops::for_cli`], whose metrics live in
 //! a registry nobody scrapes.
+//!
+//! The jobs that two sidecars must not run at once (backup, retention, off-site copy) run
+//! under their lease ([`Ops::under`]): a scheduled run under the one the scheduler took, a
+//! CLI run under one it takes itself. Under a lease every repository of the context is
+//! fenced by it, so an operation cannot write or delete anything once the lease is lost.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use crate::config::Settings;
 use crate::events::{Events, Op};
 use crate::metrics::own::unix_seconds;
 use crate::pg::binaries::server_user_can_reach;
+use crate::store::lease::Lease;
 use crate::store::{Repo, Which};
 
 /// The `store` label of the primary repository.
@@ -56,7 +62,13 @@ pub struct Ops {
     pub no_backup_said: Arc<std::sync::atomic::AtomicBool>,
     /// The repository binding, checked once per five minutes by this process's pushes.
     pub binding: Arc<wal::BindingMemo>,
+    /// The job lease this context runs under ([`Ops::under`]); its repositories are fenced.
+    pub lease: Option<Lease>,
 }
+
+/// How far this host's clock may be from the repository's before retention, which deletes
+/// by time, refuses to run.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// Who archives a WAL file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +97,47 @@ impl Ops {
             metrics: OpsMetrics::unregistered()?,
             no_backup_said: Arc::default(),
             binding: Arc::default(),
+            lease: None,
         })
+    }
+
+    /// This context under `lease`: every repository write and delete is fenced by it.
+    pub fn under(&self, lease: &Lease) -> Ops {
+        Ops {
+            primary: lease.fence(&self.primary),
+            offsite: self.offsite.as_ref().map(|r| lease.fence(r)),
+            lease: Some(lease.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Takes the lease of `job` in the primary repository; `Error::Skipped` naming the
+    /// holder when another sidecar has it.
+    pub async fn take_lease(&self, job: &str) -> Result<Lease, Error> {
+        Lease::acquire(&self.primary, job, self.settings.storage.lease_ttl)
+            .await
+            .map_err(|e| match e {
+                crate::store::Error::Held { message, .. } => Error::Skipped(message),
+                e => e.into(),
+            })
+    }
+
+    /// Runs `op` under the lease of `job`: the one this context is already under (a
+    /// scheduled run of that job), or one taken now and released after (a CLI run, or a
+    /// job that shares another's lease: the incremental backup job takes the backup lease,
+    /// so no two backups ever run at once on a repository).
+    async fn leased<T, F, Fut>(&self, job: &str, op: F) -> Result<T, Error>
+    where
+        F: FnOnce(Ops) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        if self.lease.as_ref().is_some_and(|l| l.job() == job) {
+            return op(self.clone()).await;
+        }
+        let lease = self.take_lease(job).await?;
+        let result = op(self.under(&lease)).await;
+        lease.release().await;
+        result
     }
 
     /// Writes the queued audit lines (CLI commands).
@@ -127,7 +179,11 @@ impl Ops {
         let expected = expected_backup_size(&self.settings.postgres).await;
         progress.begin("backup", Unit::Bytes, expected);
         m.running.set(1.0);
-        let result = basebackup::run(&self.settings, &self.primary, progress, want).await;
+        let result = self
+            .leased("backup", |ops| async move {
+                basebackup::run(&ops.settings, &ops.primary, progress, want).await
+            })
+            .await;
         m.running.set(0.0);
         let repository = self.repository();
         if let Ok(Taken {
@@ -369,25 +425,59 @@ impl Ops {
 
     /// Applies retention to every repository, primary first (`retention.deleted|locked`
     /// per object, `retention.failed`). Stops at the first repository that fails. A run
-    /// that is not a dry run is recorded in the primary repository ([`retention::last`]).
+    /// that is not a dry run runs under the retention lease and is recorded in the primary
+    /// repository ([`retention::last`]).
     pub async fn retention(
         &self,
         dry_run: bool,
         progress: &Progress,
     ) -> Result<Vec<retention::Report>, Error> {
-        let mut done = Vec::new();
-        let result = self.retention_in_each(dry_run, progress, &mut done).await;
-        if !dry_run && !matches!(result, Err(Error::Skipped(_))) {
+        if dry_run {
+            return self
+                .retention_in_each(true, progress, &mut Vec::new())
+                .await;
+        }
+        self.leased("retention", |ops| async move {
+            let mut done = Vec::new();
+            let result = match ops.trust_the_clock() {
+                Ok(()) => ops.retention_in_each(false, progress, &mut done).await,
+                Err(e) => Err(e),
+            };
             let record = retention::Record {
                 finished: Utc::now(),
                 error: result.as_ref().err().map(ToString::to_string),
                 stores: done,
             };
-            if let Err(e) = retention::remember(&self.primary, &record).await {
+            if let Err(e) = retention::remember(&ops.primary, &record).await {
                 tracing::warn!(event = "retention.record.failed", error = %e, "could not record the retention run");
             }
+            result
+        })
+        .await
+    }
+
+    /// Refuses to go on when this host's clock and the repository's (the time the store
+    /// stamped on the lease) are further apart than [`CLOCK_TOLERANCE`]: retention deletes
+    /// by time, and a clock that jumped ahead would delete what the real window needs.
+    fn trust_the_clock(&self) -> Result<(), Error> {
+        let Some(skew) = self.lease.as_ref().and_then(Lease::clock_skew) else {
+            return Ok(());
+        };
+        let tolerance = chrono::Duration::from_std(CLOCK_TOLERANCE).unwrap_or_default();
+        if skew.abs() <= tolerance {
+            return Ok(());
         }
-        result
+        let now = Utc::now();
+        Err(Error::Refused(format!(
+            "this host's clock reads {} but {} stamped the lease it just wrote with {}: {} apart, \
+             more than {}s; retention deletes by time, so it does not run until the clocks agree \
+             (check NTP on this host)",
+            now.to_rfc3339(),
+            self.repository(),
+            (now - skew).to_rfc3339(),
+            humantime::format_duration(skew.abs().to_std().unwrap_or_default()),
+            CLOCK_TOLERANCE.as_secs()
+        )))
     }
 
     /// Retention in every store; `done` receives the record of each store it finished.
@@ -448,14 +538,13 @@ impl Ops {
     /// (`offsite.completed|failed`), counting the bytes copied into `progress`. Fails when
     /// none is configured.
     pub async fn offsite(&self, progress: &Progress) -> Result<CopyReport, Error> {
-        let Some(dest) = &self.offsite else {
-            return Err(Error::Invalid(format!(
-                "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
-                self.settings.file.display()
-            )));
-        };
+        let dest = self.offsite_repo()?.store.describe();
         let m = &self.metrics.offsite;
-        let result = offsite::run(&self.primary, dest, progress).await;
+        let result = self
+            .leased("offsite", |ops| async move {
+                offsite::run(&ops.primary, ops.offsite_repo()?, progress).await
+            })
+            .await;
         if let Ok(r) = &result {
             m.last_success.set(unix_seconds(r.finished));
         }
@@ -478,7 +567,7 @@ impl Ops {
             },
             |e| {
                 failed("offsite.failed", "off-site copy failed", e)
-                    .target(json!({ "destination": dest.store.describe() }))
+                    .target(json!({ "destination": dest }))
                     .count(&m.failures)
             },
         );
@@ -487,6 +576,16 @@ impl Ops {
 }
 
 impl Ops {
+    /// The off-site repository, or the error naming the setting that configures it.
+    fn offsite_repo(&self) -> Result<&Repo, Error> {
+        self.offsite.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no off-site repository configured; set [offsite] url = \"s3://bucket/prefix\"",
+                self.settings.file.display()
+            ))
+        })
+    }
+
     /// Emits the event of an operation's result: `ok` builds it on success, `failure` on an
     /// error; a skipped run (not this sidecar's turn: a standby, or another holds the lease)
     /// is only logged, as `skipped`.

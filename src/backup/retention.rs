@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::catalog::{self, BackupInfo, BackupKind};
-use super::lease::Lease;
 use super::progress::{Progress, Unit};
 use super::timeline::Lineage;
 use super::wal::{classify, WalKind};
@@ -426,28 +425,9 @@ async fn delete_batch(
 }
 
 /// Plans and (unless `dry_run`) applies retention to `repo`, as of `now`. `progress` sees
-/// the listing, then the deletions counted against the plan.
+/// the listing, then the deletions counted against the plan. A real run is made under the
+/// retention lease, with `repo` fenced by it (`ops::Ops::retention`).
 pub async fn run(
-    repo: &Repo,
-    policy: Policy,
-    now: DateTime<Utc>,
-    dry_run: bool,
-    observe: Observer<'_>,
-    progress: &Progress,
-) -> Result<Report, Error> {
-    let lease = if dry_run {
-        None
-    } else {
-        Some(Lease::acquire(repo, "retention").await?)
-    };
-    let result = apply(repo, policy, now, dry_run, observe, progress).await;
-    if let Some(l) = lease {
-        l.release().await;
-    }
-    result
-}
-
-async fn apply(
     repo: &Repo,
     policy: Policy,
     now: DateTime<Utc>,

@@ -80,7 +80,11 @@ fn join_pages(segment: &[u8]) -> Option<Stream> {
             break; // a recycled page of an older segment
         }
         let header = if i == 0 { LONG_HEADER } else { SHORT_HEADER };
-        pages.push((data.len(), addr + header as u64));
+        // A page address near the end of the LSN space (hostile input) ends the stream.
+        let Some(first_lsn) = addr.checked_add(header as u64) else {
+            break;
+        };
+        pages.push((data.len(), first_lsn));
         data.extend_from_slice(&page[header..]);
     }
     let first_cont = info & XLP_FIRST_IS_CONTRECORD != 0;
@@ -98,8 +102,8 @@ impl Stream {
             .pages
             .partition_point(|(off, _)| *off <= at)
             .checked_sub(1)?;
-        let (off, lsn) = self.pages[i];
-        Some(lsn + (at - off) as u64)
+        let (off, lsn) = *self.pages.get(i)?;
+        lsn.checked_add(u64::try_from(at.checked_sub(off)?).ok()?)
     }
 }
 

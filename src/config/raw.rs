@@ -297,6 +297,8 @@ impl Default for AuditConfig {
 pub struct StorageConfig {
     pub url: String,
     pub cluster: String,
+    /// How long a job's lease lives without renewal (renewed every third of it).
+    pub lease_ttl: String,
     pub residency: String,
     pub allowed_regions: Option<Vec<String>>,
     pub s3: S3Config,
@@ -308,6 +310,7 @@ impl Default for StorageConfig {
         Self {
             url: "file:///var/lib/pgvigil/repo".into(),
             cluster: "default".into(),
+            lease_ttl: "5m".into(),
             residency: "eu".into(),
             allowed_regions: None,
             s3: S3Config::default(),

@@ -1,6 +1,8 @@
 //! The scheduled jobs: backup, drill, retention and the off-site copy, each on its cron
-//! schedule (`schedule.rs` runs them: never two at once, history in the repository). A job
-//! body is one call into `backup::ops` (the same function as the CLI command) and turns its
+//! schedule (`schedule.rs` runs them: never two at once, each occurrence once across the
+//! daemons on one repository, history in the repository). A job body is one call into
+//! `backup::ops` (the same function as the CLI command), made under the lease the scheduler
+//! took ([`Ops::under`]: every repository write of the run is fenced by it), and turns its
 //! result into the job's outcome and the message kept in the job history.
 
 use std::sync::Arc;
@@ -70,6 +72,7 @@ pub fn schedule(
             job,
             cron.clone(),
             ops.primary.clone(),
+            s.storage.lease_ttl,
             exclusive.clone(),
             body,
             move |t| next_run.with_label_values(&[job]).set(t.timestamp() as f64),
@@ -139,7 +142,8 @@ async fn initial_backup(
     }
 }
 
-/// A job body that calls `run` on a clone of `ops`, then has the status page refreshed.
+/// A job body that calls `run` on `ops` under the lease the scheduler took, then has the
+/// status page refreshed.
 fn job<F, Fut>(ops: &Ops, status: &Arc<Cache>, run: F) -> JobFn
 where
     F: Fn(Ops) -> Fut + Send + Sync + 'static,
@@ -147,8 +151,8 @@ where
 {
     let (ops, status) = (ops.clone(), status.clone());
     let run = Arc::new(run);
-    Arc::new(move || {
-        let (ops, status, run) = (ops.clone(), status.clone(), run.clone());
+    Arc::new(move |lease| {
+        let (ops, status, run) = (ops.under(&lease), status.clone(), run.clone());
         Box::pin(async move {
             let done = run(ops).await;
             status.changed();

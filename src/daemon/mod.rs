@@ -180,6 +180,7 @@ impl App {
             metrics: OpsMetrics::register(&registry)?,
             no_backup_said: Arc::default(),
             binding: Arc::default(),
+            lease: None,
         };
         for s in ops.stores() {
             ops.metrics.retention.init_store(s.label);

@@ -85,10 +85,14 @@ impl Readiness {
 
 impl crate::http::Readiness for Readiness {
     fn unmet(&self) -> Vec<String> {
-        Readiness::unmet(self)
+        let mut unmet: Vec<String> = Readiness::unmet(self)
             .iter()
             .map(ToString::to_string)
-            .collect()
+            .collect();
+        if let Some(failure) = self.audit.get().and_then(|a| a.health()) {
+            unmet.push(format!("a healthy audit log ({failure})"));
+        }
+        unmet
     }
 }
 

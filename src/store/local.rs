@@ -6,18 +6,31 @@
 //! Durability: a put returns only after the object's data, its metadata and the directory
 //! entry naming them are on disk (fsync of the file, then of the directory after the rename
 //! or link), so `wal-push` exiting 0 means the segment survives a power loss. A
-//! no-overwrite put publishes its metadata only after its link won: a losing writer with
-//! other content never replaces the winner's checksum. Readers treat missing metadata as
-//! unknown (they hash the content instead), so the instant between link and metadata is
-//! harmless.
+//! no-overwrite put writes its metadata to a temp file first and publishes it only after
+//! its link won: a losing writer with other content never replaces the winner's checksum,
+//! and a full disk fails the put before anything is visible. Readers treat missing
+//! metadata as unknown (they hash the content instead), so the instant between link and
+//! metadata is harmless.
+//!
+//! Compare-and-swap (`put_versioned`) runs under an exclusive `flock` on a hidden lock file
+//! beside the object (`.<name>.lock`), and a pin (`pin`) holds a shared one: so a lease
+//! cannot change hands between a fenced writer's check and its write. The lock is taken
+//! without blocking, retried for [`LOCK_PATIENCE`]: a holder stopped while writing makes
+//! others wait and then fail as busy, never proceed. A version is the content's SHA-256.
+//!
+//! Disk full (ENOSPC, or a quota) is `Error::Full`, naming the directory and its free
+//! space; the temp files of the failed write are removed.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, Error, Metadata, ObjectMeta, ObjectStore};
+use super::{ByteStream, Error, Metadata, ObjectMeta, ObjectStore, Pinned, Version};
 
 /// A repository in a local directory.
 #[derive(Debug, Clone)]
@@ -26,6 +39,16 @@ pub struct LocalStore {
 }
 
 const TMP_PREFIX: &str = ".tmp-";
+
+/// How long a conditional write or a pin waits for an object's lock before it fails as
+/// busy: a compare-and-swap holds it for a few milliseconds, so only a holder that is
+/// stopped, or writing a large object under a pin, makes anyone wait this long.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(3);
+
+/// The version of an object with content `bytes`.
+fn version_of(bytes: &[u8]) -> Version {
+    hex::encode(Sha256::digest(bytes))
+}
 
 impl LocalStore {
     /// A store rooted at `root` (created on first write).
@@ -37,25 +60,47 @@ impl LocalStore {
         self.root.join(key.trim_start_matches('/'))
     }
 
-    fn meta_path(path: &Path) -> PathBuf {
+    /// A hidden file beside `path`: `.<name><suffix>`.
+    fn beside(path: &Path, suffix: &str) -> PathBuf {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        path.with_file_name(format!(".{name}.meta.json"))
+        path.with_file_name(format!(".{name}{suffix}"))
     }
 
-    fn io(&self, op: &'static str, key: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    fn meta_path(path: &Path) -> PathBuf {
+        Self::beside(path, ".meta.json")
+    }
+
+    /// An I/O error of `op` on `key`; a full disk names the directory and its free space.
+    fn io<'a>(
+        &'a self,
+        op: &'static str,
+        key: &str,
+        path: &'a Path,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
         let key = key.to_string();
-        move |source| Error::Io {
-            op,
-            key,
-            store: self.describe(),
-            source,
+        move |source| {
+            if crate::disk::is_full(&source) {
+                let dir = path.parent().unwrap_or(path);
+                return Error::Full {
+                    key,
+                    store: self.describe(),
+                    message: crate::disk::full_message(dir),
+                };
+            }
+            Error::Io {
+                op,
+                key,
+                store: self.describe(),
+                source,
+            }
         }
     }
 
     /// Writes the stream to a temp file next to `path`; returns the temp path and size.
+    /// Nothing is left behind when it fails.
     async fn write_temp(
         &self,
         key: &str,
@@ -63,9 +108,11 @@ impl LocalStore {
         mut body: ByteStream,
     ) -> Result<(PathBuf, u64), Error> {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(self.io("creating directory for", key))?;
+        tokio::fs::create_dir_all(&dir).await.map_err(self.io(
+            "creating directory for",
+            key,
+            path,
+        ))?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4()));
         let result = async {
             let mut f = tokio::fs::File::create(&tmp).await?;
@@ -83,24 +130,49 @@ impl LocalStore {
             Ok(size) => Ok((tmp, size)),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                Err(self.io("writing", key)(e))
+                Err(self.io("writing", key, path)(e))
             }
         }
     }
 
-    async fn write_meta(&self, key: &str, path: &Path, meta: &Metadata) -> Result<(), Error> {
-        let mp = Self::meta_path(path);
+    /// Writes `meta` to a temp file beside `path`'s metadata sidecar; None when there is
+    /// no metadata to write.
+    async fn write_meta_temp(
+        &self,
+        key: &str,
+        path: &Path,
+        meta: &Metadata,
+    ) -> Result<Option<PathBuf>, Error> {
         if meta.is_empty() {
-            let _ = tokio::fs::remove_file(&mp).await;
-            return Ok(());
+            return Ok(None);
         }
         let text = Bytes::from(serde_json::to_vec(meta).unwrap_or_default());
         let stream: ByteStream =
             Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(text)]));
-        let (tmp, _) = self.write_temp(key, &mp, stream).await?;
-        tokio::fs::rename(&tmp, &mp)
-            .await
-            .map_err(self.io("writing metadata of", key))
+        let (tmp, _) = self.write_temp(key, &Self::meta_path(path), stream).await?;
+        Ok(Some(tmp))
+    }
+
+    /// Puts the metadata temp file (if any) in place as `path`'s sidecar, or removes a
+    /// stale sidecar when there is none.
+    async fn publish_meta(
+        &self,
+        key: &str,
+        path: &Path,
+        tmp: Option<PathBuf>,
+    ) -> Result<(), Error> {
+        let mp = Self::meta_path(path);
+        match tmp {
+            None => {
+                let _ = tokio::fs::remove_file(&mp).await;
+                Ok(())
+            }
+            Some(tmp) => tokio::fs::rename(&tmp, &mp).await.map_err(self.io(
+                "writing metadata of",
+                key,
+                path,
+            )),
+        }
     }
 
     /// Makes the names in `path`'s directory durable (after a rename or link into it).
@@ -110,7 +182,69 @@ impl LocalStore {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r)
-            .map_err(self.io("syncing the directory of", key))
+            .map_err(self.io("syncing the directory of", key, path))
+    }
+
+    /// Takes `path`'s lock file (`.<name>.lock`), shared or exclusive, waiting at most
+    /// [`LOCK_PATIENCE`]; released when the returned value drops.
+    async fn lock(
+        &self,
+        key: &str,
+        path: &Path,
+        exclusive: bool,
+    ) -> Result<Flock<std::fs::File>, Error> {
+        let lock_path = Self::beside(path, ".lock");
+        if let Some(dir) = lock_path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(self.io(
+                "creating directory for",
+                key,
+                path,
+            ))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(self.io("opening the lock file of", key, path))?;
+        let arg = if exclusive {
+            FlockArg::LockExclusiveNonblock
+        } else {
+            FlockArg::LockSharedNonblock
+        };
+        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match Flock::lock(file, arg) {
+                Ok(locked) => return Ok(locked),
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Busy {
+                            key: key.to_string(),
+                            store: self.describe(),
+                            message: format!(
+                                "{} stayed locked for {LOCK_PATIENCE:?} (a holder is writing under it, or is stopped)",
+                                lock_path.display()
+                            ),
+                        });
+                    }
+                    file = f;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((_, errno)) => {
+                    return Err(self.io("locking", key, path)(std::io::Error::from(errno)))
+                }
+            }
+        }
+    }
+
+    /// The content of `path`, None when it does not exist.
+    async fn read_if_exists(&self, key: &str, path: &Path) -> Result<Option<Bytes>, Error> {
+        match tokio::fs::read(path).await {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("reading", key, path)(e)),
+        }
     }
 }
 
@@ -123,11 +257,19 @@ impl ObjectStore for LocalStore {
     async fn put_stream(&self, key: &str, body: ByteStream, meta: Metadata) -> Result<u64, Error> {
         let path = self.path(key);
         let (tmp, size) = self.write_temp(key, &path, body).await?;
-        // Metadata first: an object that is visible always has its metadata.
-        self.write_meta(key, &path, &meta).await?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(self.io("renaming into place", key))?;
+        let placed = async {
+            // Metadata first: an object that is visible always has its metadata.
+            let meta_tmp = self.write_meta_temp(key, &path, &meta).await?;
+            self.publish_meta(key, &path, meta_tmp).await?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(self.io("renaming into place", key, &path))
+        }
+        .await;
+        if let Err(e) = placed {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
         self.sync_dir(key, &path).await?;
         Ok(size)
     }
@@ -140,18 +282,87 @@ impl ObjectStore for LocalStore {
         let stream: ByteStream =
             Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]));
         let (tmp, _) = self.write_temp(key, &path, stream).await?;
+        // The metadata is written before the link (a full disk fails here, with nothing
+        // visible) and published after it (only by the writer whose link won).
+        let meta_tmp = match self.write_meta_temp(key, &path, &meta).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
         // link() fails if the name exists: atomic no-overwrite, even against a racing writer.
         let linked = tokio::fs::hard_link(&tmp, &path).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         match linked {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(self.io("linking into place", key)(e)),
+            Err(e) => {
+                if let Some(m) = &meta_tmp {
+                    let _ = tokio::fs::remove_file(m).await;
+                }
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    return Ok(false);
+                }
+                return Err(self.io("linking into place", key, &path)(e));
+            }
         }
-        // Only the writer whose link won publishes metadata.
-        self.write_meta(key, &path, &meta).await?;
+        self.publish_meta(key, &path, meta_tmp).await?;
         self.sync_dir(key, &path).await?;
         Ok(true)
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, Error> {
+        let path = self.path(key);
+        Ok(self.read_if_exists(key, &path).await?.map(|b| {
+            let v = version_of(&b);
+            (b, v)
+        }))
+    }
+
+    async fn put_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: Option<&str>,
+    ) -> Result<Option<Version>, Error> {
+        let path = self.path(key);
+        let _lock = self.lock(key, &path, true).await?;
+        let current = self.read_if_exists(key, &path).await?;
+        let new_version = version_of(&bytes);
+        match (&current, expected) {
+            (Some(cur), _) if *cur == bytes => return Ok(Some(new_version)),
+            (Some(cur), Some(exp)) if version_of(cur) == exp => {}
+            (None, None) => {}
+            _ => return Ok(None),
+        }
+        let stream: ByteStream =
+            Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]));
+        let (tmp, _) = self.write_temp(key, &path, stream).await?;
+        let placed = if current.is_none() {
+            // Not over anything: link, so that a writer not taking the lock (put_if_absent)
+            // is not overwritten either.
+            let r = tokio::fs::hard_link(&tmp, &path).await;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+                other => other,
+            }
+        } else {
+            let r = tokio::fs::rename(&tmp, &path).await;
+            if r.is_err() {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            r
+        };
+        placed.map_err(self.io("writing", key, &path))?;
+        self.sync_dir(key, &path).await?;
+        Ok(Some(new_version))
+    }
+
+    async fn pin(&self, key: &str) -> Result<Option<Pinned>, Error> {
+        let path = self.path(key);
+        let lock = self.lock(key, &path, false).await?;
+        Ok(Some(Box::new(lock)))
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {
@@ -164,7 +375,7 @@ impl ObjectStore for LocalStore {
                     store: self.describe(),
                 })
             }
-            Err(e) => return Err(self.io("opening", key)(e)),
+            Err(e) => return Err(self.io("opening", key, &path)(e)),
         };
         Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
             f,
@@ -178,7 +389,7 @@ impl ObjectStore for LocalStore {
             Ok(m) if m.is_file() => m,
             Ok(_) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("inspecting", key)(e)),
+            Err(e) => return Err(self.io("inspecting", key, &path)(e)),
         };
         let meta: Metadata = match tokio::fs::read(Self::meta_path(&path)).await {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
@@ -201,15 +412,20 @@ impl ObjectStore for LocalStore {
             Some(i) => self.root.join(&prefix[..i]),
             None => self.root.clone(),
         };
+        let root = self.root.clone();
         let mut out = Vec::new();
         let mut stack = vec![start_dir];
         while let Some(dir) = stack.pop() {
             let mut rd = match tokio::fs::read_dir(&dir).await {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.io("listing", prefix)(e)),
+                Err(e) => return Err(self.io("listing", prefix, &root)(e)),
             };
-            while let Some(entry) = rd.next_entry().await.map_err(self.io("listing", prefix))? {
+            while let Some(entry) = rd
+                .next_entry()
+                .await
+                .map_err(self.io("listing", prefix, &root))?
+            {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue; // temp files and metadata sidecars
@@ -218,7 +434,7 @@ impl ObjectStore for LocalStore {
                 let ft = entry
                     .file_type()
                     .await
-                    .map_err(self.io("listing", prefix))?;
+                    .map_err(self.io("listing", prefix, &root))?;
                 let rel = path
                     .strip_prefix(&self.root)
                     .map(|p| p.to_string_lossy().into_owned())
@@ -231,7 +447,10 @@ impl ObjectStore for LocalStore {
                         stack.push(path);
                     }
                 } else if ft.is_file() && rel.starts_with(prefix) {
-                    let md = entry.metadata().await.map_err(self.io("listing", prefix))?;
+                    let md = entry
+                        .metadata()
+                        .await
+                        .map_err(self.io("listing", prefix, &root))?;
                     out.push(ObjectMeta {
                         key: rel,
                         size: md.len(),
@@ -254,7 +473,7 @@ impl ObjectStore for LocalStore {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io("deleting", key)(e)),
+            Err(e) => Err(self.io("deleting", key, &path)(e)),
         }
     }
 }

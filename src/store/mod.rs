@@ -14,10 +14,18 @@
 //!   multipart completion) and leaves nothing behind when the stream fails;
 //! - memory stays bounded: bodies stream in parts (`parts.rs`), never whole;
 //! - `put_if_absent` never overwrites an existing object.
+//! - `put_versioned` is a compare-and-swap that cannot lose an update: it writes only over
+//!   the version it was given (S3: `If-Match` / `If-None-Match: *`; local: under an
+//!   exclusive lock on the object's lock file), and a retried request whose first attempt
+//!   landed finds its own bytes and succeeds.
 //! - every store opened with [`open`] checks residency before its first write
 //!   (`residency.rs`); with Object Lock, backup and WAL objects are written locked.
+//! - a job's writes go through [`fence::Fenced`], which refuses every write and delete once
+//!   the job's [`lease::Lease`] is no longer held (`lease.rs`).
 
+pub mod fence;
 pub mod layout;
+pub mod lease;
 pub mod local;
 pub mod parts;
 pub mod residency;
@@ -44,6 +52,14 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 /// User metadata stored with an object (e.g. the SHA-256 of a WAL segment's raw content),
 /// readable by `head` and `list` without downloading the object.
 pub type Metadata = BTreeMap<String, String>;
+
+/// A version of an object, for compare-and-swap: S3's ETag, the local store's content hash.
+pub type Version = String;
+
+/// What keeps a fenced write's permission valid until the write has taken effect (the
+/// local store's shared lock on the lease); dropped after the write. See
+/// [`ObjectStore::pin`].
+pub type Pinned = Box<dyn std::any::Any + Send + Sync>;
 
 /// What a listing or head returns about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +113,35 @@ pub enum Error {
     /// An encryption key that cannot be loaded (the message names the configuration key).
     #[error("{0}")]
     Key(String),
+    /// A write that found the local disk full (ENOSPC, or the user's quota); the message
+    /// names the path and its free space. Nothing of the write is left behind.
+    #[error(
+        "writing {key} to {store}: {message}; nothing of it was kept: free space and run again"
+    )]
+    Full {
+        key: String,
+        store: String,
+        message: String,
+    },
+    /// A conditional write or a pin that could not get its turn within its patience
+    /// (another writer holds the object's lock).
+    #[error("{key} in {store} is busy: {message}")]
+    Busy {
+        key: String,
+        store: String,
+        message: String,
+    },
+    /// A job's lease that another holder has (the job is not this process's to run now).
+    #[error("{message}")]
+    Held { key: String, message: String },
+    /// A write or delete refused because the lease it was made under is no longer held
+    /// (a paused or partitioned holder that woke up after another took over).
+    #[error("writing {key} to {store} refused: {message}")]
+    Fenced {
+        key: String,
+        store: String,
+        message: String,
+    },
     /// A delete refused because the object's Object Lock retention has not passed.
     #[error("{key} in {store} is locked until {until}")]
     Locked {
@@ -151,6 +196,36 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
             out.extend_from_slice(&chunk);
         }
         Ok(out.freeze())
+    }
+
+    /// Reads a small object whole with its version; None when it does not exist.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, Error>;
+
+    /// Writes small `bytes` to `key` only if the object is still at version `expected`
+    /// (None: only if it does not exist), atomically against every other conditional
+    /// writer. Returns the new version, or None when the condition did not hold (nothing
+    /// was written). A retried request whose first attempt landed (the answer was lost)
+    /// finds exactly its own bytes there and succeeds.
+    async fn put_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: Option<&str>,
+    ) -> Result<Option<Version>, Error>;
+
+    /// Keeps `key` from changing through `put_versioned` until the returned pin is
+    /// dropped, for a write whose permission depends on it (a fenced write checks its
+    /// lease, then writes). None when the store cannot hold an object still (S3 has no
+    /// locks: there the check and the write are two requests).
+    async fn pin(&self, _key: &str) -> Result<Option<Pinned>, Error> {
+        Ok(None)
+    }
+
+    /// Whether the times this store stamps on objects come from a clock of its own (the
+    /// S3 service's), independent of this host's; a local directory's come from the same
+    /// kernel clock as `now`.
+    fn has_own_clock(&self) -> bool {
+        false
     }
 
     /// Size, time and metadata of an object, or None if it does not exist.
@@ -228,7 +303,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// The store under client-side encryption, which reads and writes objects as they
     /// are stored (ciphertext); None for a store that does not seal.
-    fn unsealed(&self) -> Option<&dyn ObjectStore> {
+    fn unsealed(&self) -> Option<Arc<dyn ObjectStore>> {
         None
     }
 
@@ -266,8 +341,8 @@ impl Which {
 impl Repo {
     /// The store as objects are stored: ciphertext in a repository with
     /// `[storage.encryption]` (for copying objects without opening them).
-    pub fn raw(&self) -> &dyn ObjectStore {
-        self.store.unsealed().unwrap_or(self.store.as_ref())
+    pub fn raw(&self) -> Arc<dyn ObjectStore> {
+        self.store.unsealed().unwrap_or_else(|| self.store.clone())
     }
 
     /// The key of `path` inside this cluster's directory.

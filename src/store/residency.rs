@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::{ByteStream, Error, Metadata, ObjectMeta, ObjectStore};
+use super::{ByteStream, Error, Metadata, ObjectMeta, ObjectStore, Pinned, Version};
 pub use crate::config::{Residency, EU_REGIONS};
 
 /// Turns a `GetBucketLocation` answer into a region name: S3 answers an empty (or absent)
@@ -251,6 +251,28 @@ impl ObjectStore for Guarded {
     async fn put_bytes(&self, key: &str, bytes: Bytes, meta: Metadata) -> Result<(), Error> {
         self.ensure_writable(key).await?;
         self.inner.put_bytes(key, bytes, meta).await
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, Error> {
+        self.inner.get_versioned(key).await
+    }
+
+    async fn put_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: Option<&str>,
+    ) -> Result<Option<Version>, Error> {
+        self.ensure_writable(key).await?;
+        self.inner.put_versioned(key, bytes, expected).await
+    }
+
+    async fn pin(&self, key: &str) -> Result<Option<Pinned>, Error> {
+        self.inner.pin(key).await
+    }
+
+    fn has_own_clock(&self) -> bool {
+        self.inner.has_own_clock()
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {

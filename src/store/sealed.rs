@@ -38,7 +38,7 @@ use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{is_protected, ByteStream, Error, Metadata, ObjectMeta, ObjectStore};
+use super::{is_protected, ByteStream, Error, Metadata, ObjectMeta, ObjectStore, Pinned, Version};
 use crate::config::{EncryptionSettings, KEY_BYTES};
 
 /// The first bytes of every sealed object.
@@ -411,6 +411,18 @@ impl Sealed {
         self.ring.as_ref().filter(|_| is_protected(key))
     }
 
+    /// Conditional reads and writes are for pgvigil's own records (`state/`, never
+    /// sealed), not for backup or WAL objects.
+    fn state_only(&self, key: &str) -> Result<(), Error> {
+        if is_protected(key) {
+            return Err(self.error(
+                key,
+                "is a backup or WAL object: conditional writes are for state objects only".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// What to do with a plaintext protected object that was read.
     fn plaintext(&self, key: &str) -> Result<(), Error> {
         match &self.ring {
@@ -552,6 +564,29 @@ impl ObjectStore for Sealed {
         Ok(Bytes::from(opened))
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, Error> {
+        self.state_only(key)?;
+        self.inner.get_versioned(key).await
+    }
+
+    async fn put_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: Option<&str>,
+    ) -> Result<Option<Version>, Error> {
+        self.state_only(key)?;
+        self.inner.put_versioned(key, bytes, expected).await
+    }
+
+    async fn pin(&self, key: &str) -> Result<Option<Pinned>, Error> {
+        self.inner.pin(key).await
+    }
+
+    fn has_own_clock(&self) -> bool {
+        self.inner.has_own_clock()
+    }
+
     async fn head(&self, key: &str) -> Result<Option<(ObjectMeta, Metadata)>, Error> {
         self.inner.head(key).await
     }
@@ -612,8 +647,8 @@ impl ObjectStore for Sealed {
         Some(mac.verify_slice(&tag).is_ok())
     }
 
-    fn unsealed(&self) -> Option<&dyn ObjectStore> {
-        Some(self.inner.as_ref())
+    fn unsealed(&self) -> Option<Arc<dyn ObjectStore>> {
+        Some(self.inner.clone())
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -114,21 +114,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     }
 
     let mut daemon = spawn_daemon(&config);
-    // The tailer is running once its session has polled the sequence.
-    eventually(Duration::from_secs(30), || async {
-        let n: i64 = query_value(
-            &db,
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgvigil' \
-             AND query LIKE '%pg_sequence_last_value%'",
-        )
-        .await;
-        if n > 0 {
-            Ok(())
-        } else {
-            Err("the audit tailer has not polled yet".to_string())
-        }
-    })
-    .await;
+    tailer_polling(&db).await;
 
     // A transaction takes the lowest id and stays open while 200 later rows commit.
     let early = client(&pg, "postgres").await;
@@ -199,20 +185,7 @@ async fn rows_are_forwarded_once_across_out_of_order_commits_and_a_kill() {
     assert!(!ok, "verify without backups fails: {err}");
     let lines = wait_for_rows(&audit_file, 301).await;
     // Nothing more arrives (a duplicate would be appended after the 301st).
-    let cursor_done = eventually(Duration::from_secs(10), || async {
-        let c: i64 = query_value(
-            &db,
-            "SELECT last_id FROM audit.pgvigil_cursor WHERE consumer = 'pgvigil'",
-        )
-        .await;
-        let max: i64 = query_value(&db, "SELECT max(id) FROM audit.logged_actions").await;
-        if c == max {
-            Ok(c)
-        } else {
-            Err(format!("cursor {c} < max id {max}"))
-        }
-    })
-    .await;
+    let cursor_done = cursor_caught_up(&db).await;
     let lines_after = data_lines(&audit_file);
     daemon.kill9();
     assert_eq!(lines_after.len(), lines.len());
@@ -421,16 +394,7 @@ async fn an_open_newest_transaction_is_waited_for() {
     let audit_file = dir.path().join("audit.jsonl");
     let db = client(&pg, "postgres").await;
     exec(&db, "CREATE TABLE public.t (n int PRIMARY KEY)").await;
-    let settings = harness::settings(
-        &pg.dsn("postgres"),
-        &format!(
-            "[audit]\nstdout = false\nfile = \"{}\"\ntable = \"audit.logged_actions\"\n\
-             [storage]\nurl = \"file://{}\"\n[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n\
-             [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n",
-            audit_file.display(),
-            dir.path().join("repo").display()
-        ),
-    );
+    let settings = tailing_settings(&pg, &audit_file, dir.path());
     let opts = pgvigil::pg::ConnectOptions::from_settings(&settings.postgres);
     pgvigil::audit::schema::install(&opts, &["public.t".to_string()])
         .await
@@ -568,4 +532,187 @@ async fn a_standby_forwards_nothing_until_promoted() {
     let lines = wait_for_rows(&audit_file, 3).await;
     assert_eq!(ids(&lines).len(), 3);
     running.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Settings of an in-process daemon that tails the audit table into `audit_file`, with a
+/// repository in `dir` and no scheduled jobs.
+fn tailing_settings(
+    pg: &pgvigil::pg::TempCluster,
+    audit_file: &std::path::Path,
+    dir: &std::path::Path,
+) -> pgvigil::config::Settings {
+    harness::settings(
+        &pg.dsn("postgres"),
+        &format!(
+            "[audit]\nstdout = false\nfile = \"{}\"\ntable = \"audit.logged_actions\"\n\
+             [storage]\nurl = \"file://{}\"\n[backup]\nschedule = \"off\"\n[drill]\nschedule = \"off\"\n\
+             [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n",
+            audit_file.display(),
+            dir.join("repo").display()
+        ),
+    )
+}
+
+/// Sets up `public.items` with the audit trigger (through `pgvigil audit install`), and
+/// returns the config path and the audit file of a daemon in `dir` (`extra` appended to
+/// its config, e.g. another `[audit] file`).
+async fn audited_items(
+    pg: &pgvigil::pg::TempCluster,
+    dir: &std::path::Path,
+    db: &tokio_postgres::Client,
+) -> std::path::PathBuf {
+    let config = daemon_config(dir, &pg.dsn("postgres"), "");
+    exec(
+        db,
+        "CREATE TABLE public.items (n int PRIMARY KEY, note text)",
+    )
+    .await;
+    let cfg = config.display().to_string();
+    let (ok, out, err) = run_pgvigil(&["audit", "install", "-c", &cfg, "--table", "public.items"]);
+    assert!(ok, "audit install: {out} {err}");
+    config
+}
+
+/// Waits until the daemon's tailer is running: its session has polled the sequence.
+async fn tailer_polling(db: &tokio_postgres::Client) {
+    eventually(Duration::from_secs(30), || async {
+        let n: i64 = query_value(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgvigil' \
+             AND query LIKE '%pg_sequence_last_value%'",
+        )
+        .await;
+        if n > 0 {
+            Ok(())
+        } else {
+            Err("the audit tailer has not polled yet".to_string())
+        }
+    })
+    .await;
+}
+
+/// Waits (at most 10 s) until the tailer's cursor is at the newest audit row; returns it.
+async fn cursor_caught_up(db: &tokio_postgres::Client) -> i64 {
+    eventually(Duration::from_secs(10), || async {
+        let c: i64 = query_value(
+            db,
+            "SELECT last_id FROM audit.pgvigil_cursor WHERE consumer = 'pgvigil'",
+        )
+        .await;
+        let max: i64 = query_value(db, "SELECT max(id) FROM audit.logged_actions").await;
+        if c == max {
+            Ok(c)
+        } else {
+            Err(format!("cursor {c} < max id {max}"))
+        }
+    })
+    .await
+}
+
+/// The `n` of every data line, in file order.
+fn row_numbers(path: &std::path::Path) -> Vec<i64> {
+    data_lines(path)
+        .iter()
+        .filter_map(|v| v["details"]["row"]["n"].as_i64())
+        .collect()
+}
+
+/// PostgreSQL stopped and started while rows are being forwarded (fault matrix: PostgreSQL
+/// restarted during audit forwarding): the tailer reconnects, and every row, before and
+/// after the restart, is in the file once and in order; the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_forwarded_once_across_a_postgres_restart() {
+    let mut pg = harness::cluster().await;
+    let dir = postgres_dir();
+    let db = client(&pg, "postgres").await;
+    let config = audited_items(&pg, dir.path(), &db).await;
+    let audit_file = dir.path().join("audit.jsonl");
+    let _daemon = spawn_daemon(&config);
+    tailer_polling(&db).await;
+    insert_items(&db, 1..=100, "before").await;
+    // Stop while the daemon is still forwarding them.
+    wait_for_rows(&audit_file, 1).await;
+    drop(db);
+    pg.stop().await;
+    if let Err(e) = pg.start_server().await {
+        panic!("restarting PostgreSQL: {e}");
+    }
+    let db = client(&pg, "postgres").await;
+    insert_items(&db, 101..=200, "after").await;
+    wait_for_rows(&audit_file, 200).await;
+    // Nothing more arrives: the cursor is at the newest row, and no line repeats.
+    cursor_caught_up(&db).await;
+    assert_eq!(row_numbers(&audit_file), (1..=200).collect::<Vec<i64>>());
+    let (ok, out, err) = run_pgvigil(&["audit", "verify", &audit_file.display().to_string()]);
+    assert!(ok, "audit verify: {out} {err}");
+}
+
+/// The audit file on a tmpfs that fills up (item 9, disk full: the audit file): `/readyz`
+/// says so, naming the file and the free space; nothing half-written stays in the file
+/// and the cursor does not pass what was written; once there is space (the tmpfs grown in
+/// place) every row arrives once, in order, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_file_holds_rows_back_says_why_and_loses_nothing() {
+    let pg = harness::cluster().await;
+    let dir = postgres_dir();
+    let db = client(&pg, "postgres").await;
+    audited_items(&pg, dir.path(), &db).await;
+    let disk = crate::harness::tmpfs::Tmpfs::mount(&dir.path().join("small"), "64k");
+    let audit_file = disk.path().join("audit.jsonl");
+    let running = harness::daemon(tailing_settings(&pg, &audit_file, dir.path())).await;
+    tailer_polling(&db).await;
+    // Rows of 1 KiB: 64 KiB holds a few dozen lines.
+    for n in 1..=200 {
+        exec(
+            &db,
+            &format!("INSERT INTO public.items VALUES ({n}, repeat('x', 1000))"),
+        )
+        .await;
+    }
+    let url = format!("http://{}/readyz", running.addr);
+    let said = eventually(Duration::from_secs(30), || async {
+        let body = harness::get_text(&url).await?;
+        if body.contains("is full") {
+            Ok(body)
+        } else {
+            Err(format!("/readyz: {body}"))
+        }
+    })
+    .await;
+    assert!(
+        said.contains(&audit_file.display().to_string()) && said.contains("free"),
+        "{said}"
+    );
+    let written = row_numbers(&audit_file);
+    assert!(written.len() < 200, "{} rows fit in 64 KiB?", written.len());
+    assert_eq!(written, (1..=written.len() as i64).collect::<Vec<i64>>());
+    // The file ends with a complete line: nothing half-written.
+    let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+    assert!(text.is_empty() || text.ends_with('\n'));
+    let cursor: i64 = query_value(
+        &db,
+        "SELECT coalesce(max(last_id), 0) FROM audit.pgvigil_cursor WHERE consumer = 'pgvigil'",
+    )
+    .await;
+    let min_id: i64 = query_value(&db, "SELECT min(id) FROM audit.logged_actions").await;
+    assert!(
+        cursor < min_id + written.len() as i64,
+        "the cursor {cursor} passed what was written ({} rows from id {min_id})",
+        written.len()
+    );
+
+    disk.resize("4m");
+    eventually(Duration::from_secs(30), || async {
+        let rows = row_numbers(&audit_file);
+        if rows.len() >= 200 {
+            Ok(())
+        } else {
+            Err(format!("{} of 200 rows", rows.len()))
+        }
+    })
+    .await;
+    running.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(row_numbers(&audit_file), (1..=200).collect::<Vec<i64>>());
+    let (ok, out, err) = run_pgvigil(&["audit", "verify", &audit_file.display().to_string()]);
+    assert!(ok, "audit verify: {out} {err}");
 }

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::harness::backup::{
-    archiving_cluster_env, start_restored_env, switch_and_archive, walk, write_config, LocalRepo,
+    archiving_cluster_env, make_big_table, start_restored_env, switch_and_archive, walk,
+    write_config, LocalRepo,
 };
 use crate::harness::moto::MotoServer;
 use crate::harness::process::{self, KillOnDrop};
@@ -250,30 +251,10 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     // ~100 MB that compresses poorly, so the stream lasts long enough to be killed.
     make_big_table(&db).await;
 
-    let backup = KillOnDrop::spawn(
-        harness::pgvigil_command(&["backup", "-c", &repo.cfg])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped()),
-    );
+    let backup = process::spawn_pgvigil(&["backup", "-c", &repo.cfg], &[]);
     // Wait until the stream is flowing into the repository, then kill pg_basebackup.
     let backups_dir = repo.repo_dir.join("default/backups");
-    eventually(Duration::from_secs(30), || async {
-        let flowing = std::fs::read_dir(&backups_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-            .any(|f| {
-                f.file_name().to_string_lossy().starts_with(".tmp-")
-                    && f.metadata().map(|m| m.len() > 0).unwrap_or(false)
-            });
-        if flowing {
-            Ok(())
-        } else {
-            Err("no upload in progress yet".to_string())
-        }
-    })
-    .await;
+    upload_flowing(&backups_dir).await;
     // Our pgvigil's own child, found by parent pid (never by name: that would also kill
     // the pg_basebackup of every test running beside this one).
     let children = process::children_of(backup.id());
@@ -318,6 +299,50 @@ async fn a_killed_backup_leaves_nothing_listed_and_the_next_one_succeeds() {
     // The lease was released: the next run succeeds at once.
     let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
     assert!(ok, "{err}");
+    let (_, out, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .map(|v| v.len())
+            .unwrap_or(0),
+        1
+    );
+}
+
+/// PostgreSQL stopped (fast shutdown) and started again while `pgvigil backup` streams
+/// (fault matrix: PostgreSQL restarted during a backup): the backup fails naming
+/// pg_basebackup, nothing is listed or left in the repository, and the next backup, once
+/// the server is back, succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_a_backup_fails_it_cleanly_and_the_next_succeeds() {
+    let repo = LocalRepo::new();
+    let mut pg = repo.archiving_primary().await;
+    let db = client(&pg, "postgres").await;
+    make_big_table(&db).await;
+    // Archived first, so the shutdown does not wait for a backlog of pushes.
+    switch_and_archive(&db).await;
+    drop(db);
+
+    let backup = process::spawn_pgvigil(&["backup", "-c", &repo.cfg], &[]);
+    let backups_dir = repo.repo_dir.join("default/backups");
+    upload_flowing(&backups_dir).await;
+    pg.stop().await;
+    if let Err(e) = pg.start_server().await {
+        panic!("restarting PostgreSQL: {e}");
+    }
+    let out = backup.wait_with_output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a backup cut by a restart succeeded");
+    assert!(err.contains("pg_basebackup"), "the cause is named: {err}");
+    let (ok, out, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
+    assert!(ok && out.trim() == "[]", "nothing lists as a backup: {out}");
+    let leftovers: Vec<_> = walk(&backups_dir)
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let (ok, _, err) = run_pgvigil(&["backup", "-c", &repo.cfg]);
+    assert!(ok, "the backup after the restart: {err}");
     let (_, out, _) = run_pgvigil(&["backups", "-c", &repo.cfg, "--json"]);
     assert_eq!(
         serde_json::from_str::<Vec<serde_json::Value>>(&out)
@@ -381,9 +406,22 @@ async fn a_killed_restore_leaves_no_data_directory_and_the_next_one_succeeds() {
     assert!(!staging.exists(), "the staging directory was left behind");
 }
 
-/// About 100 MB that compresses poorly, so a backup stream lasts long enough to be cut.
-async fn make_big_table(db: &tokio_postgres::Client) {
-    exec(db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
+/// Waits (at most 60 s) until a backup's upload is flowing into a local repository: a
+/// non-empty temp file below `backups_dir`.
+async fn upload_flowing(backups_dir: &Path) {
+    eventually(Duration::from_secs(60), || async {
+        let flowing = walk(backups_dir).iter().any(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+                && std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false)
+        });
+        if flowing {
+            Ok(())
+        } else {
+            Err("no upload in progress yet".to_string())
+        }
+    })
+    .await;
 }
 
 fn give_to_postgres(p: &Path) {

@@ -322,3 +322,57 @@ async fn a_role_without_create_is_told_once_and_beats_once_the_table_exists() {
     .await;
     running.shutdown(Duration::from_secs(5)).await;
 }
+
+/// PostgreSQL stopped and started under a running daemon (fault matrix: PostgreSQL
+/// restarted during the heartbeat): the heartbeat reconnects by itself and beats again,
+/// with a row written after the restart and its lag gauge fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_beats_again_after_postgres_restarts() {
+    let mut pg = crate::harness::cluster().await;
+    let running = crate::harness::daemon(crate::harness::settings(
+        &pg.dsn("postgres"),
+        "[pitr]\nheartbeat_interval = \"200ms\"\n",
+    ))
+    .await;
+    let dsn = pg.dsn("postgres");
+    let beat_after = |since: chrono::DateTime<chrono::Utc>| {
+        let dsn = dsn.clone();
+        async move {
+            let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let ts: Option<std::time::SystemTime> = c
+                .query_one("SELECT max(ts) FROM pgvigil.heartbeat", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            match ts.map(chrono::DateTime::<chrono::Utc>::from) {
+                Some(t) if t > since => Ok(t),
+                other => Err(format!(
+                    "newest beat {other:?}, waiting for one after {since}"
+                )),
+            }
+        }
+    };
+    eventually(Duration::from_secs(30), || {
+        beat_after(chrono::Utc::now() - chrono::Duration::hours(1))
+    })
+    .await;
+
+    pg.stop().await;
+    let down = chrono::Utc::now();
+    if let Err(e) = pg.start_server().await {
+        panic!("restarting PostgreSQL: {e}");
+    }
+    let up = chrono::Utc::now();
+    let beat = eventually(Duration::from_secs(30), || beat_after(up)).await;
+    assert!(beat > down);
+    let lag = crate::harness::scrape(&running)
+        .await
+        .metric("pgvigil_heartbeat_lag_seconds")
+        .value()
+        .unwrap_or(f64::NAN);
+    assert!(lag < 5.0, "lag after the restart: {lag}");
+    running.shutdown(Duration::from_secs(5)).await;
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use pgvigil::pg::{TempCluster, TempClusterOptions};
 
 use crate::harness::backup::{switch_and_archive, walk, LocalRepo};
+use crate::harness::tmpfs::Tmpfs;
 use crate::harness::{self, client, exec, query_value, run_pgvigil};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +92,7 @@ async fn a_planted_symlink_in_a_backup_is_refused_and_nothing_is_written_through
     // Find the backup's object and its backup.json.
     let marker = walk(&repo.repo_dir)
         .into_iter()
-        .find(|p| p.ends_with("backup.json"))
+        .find(|p| p.ends_with("backup.json") && p.to_string_lossy().contains("/backups/"))
         .unwrap_or_else(|| panic!("no backup.json under {}", repo.repo_dir.display()));
     let mut info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&marker).unwrap_or_else(|e| panic!("{e}")))
@@ -173,32 +174,8 @@ async fn a_full_restore_target_is_refused_with_the_numbers_and_the_next_run_succ
     let (_primary, _db) = repo.primary_with_backup().await;
 
     let to = repo.dir.path().join("small");
-    std::fs::create_dir(&to).unwrap_or_else(|e| panic!("{e}"));
     // Owned by the user pgvigil restores as (the server user when root), as a real target.
-    let owner = match nix::unistd::User::from_name("postgres") {
-        Ok(Some(u)) if nix::unistd::geteuid().is_root() => (u.uid.as_raw(), u.gid.as_raw()),
-        _ => (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        ),
-    };
-    let mount = |size: &str| {
-        let options = format!("size={size},mode=0700,uid={},gid={}", owner.0, owner.1);
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
-            .arg(&to)
-            .output()
-            .unwrap_or_else(|e| panic!("mount: {e}"));
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs (the test needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let umount = || {
-        let _ = std::process::Command::new("umount").arg(&to).status();
-    };
-    mount("6m");
+    let small = Tmpfs::mount(&to, "6m");
     let (ok, out, err) = run_pgvigil(&[
         "restore",
         "-c",
@@ -209,7 +186,6 @@ async fn a_full_restore_target_is_refused_with_the_numbers_and_the_next_run_succ
     let left: Vec<_> = std::fs::read_dir(&to)
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    umount();
     assert!(!ok, "a restore into 6 MiB succeeded: {out}");
     assert!(
         err.contains(&to.display().to_string())
@@ -220,7 +196,7 @@ async fn a_full_restore_target_is_refused_with_the_numbers_and_the_next_run_succ
     assert!(left.is_empty(), "the refused restore left {left:?}");
 
     // Space is back: the same command succeeds.
-    mount("512m");
+    small.resize("512m");
     let (ok, _, err) = run_pgvigil(&[
         "restore",
         "-c",
@@ -229,7 +205,7 @@ async fn a_full_restore_target_is_refused_with_the_numbers_and_the_next_run_succ
         &to.display().to_string(),
     ]);
     let version = std::fs::read_to_string(to.join("PG_VERSION")).unwrap_or_default();
-    umount();
+    drop(small);
     assert!(ok, "the restore after space came back: {err}");
     assert!(
         !version.trim().is_empty(),

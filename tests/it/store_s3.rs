@@ -402,6 +402,139 @@ async fn put_if_absent_never_overwrites() {
     );
 }
 
+/// The compare-and-swap leases and job history use, against moto: `If-None-Match: *`
+/// creates only where nothing is, `If-Match` replaces only the version that was read (moto
+/// 5.2.6 honours both on PUT, and `If-Match` on DELETE), and a write that finds exactly its
+/// own bytes stored (a retry whose first attempt landed) is success. Then the lease itself
+/// over S3: one of two racing takers wins, and the loser's fenced delete is refused
+/// (issue 14, item 7).
+#[tokio::test]
+async fn conditional_writes_compare_and_swap_and_leases_fence_over_s3() {
+    use pgvigil::store::lease::Lease;
+    let moto = MotoServer::start().await;
+    moto.create_bucket("cas", REGION).await;
+    let store = moto.store("cas", "repo").await;
+    let key = "c/state/jobs/backup.json";
+
+    let v1 = store
+        .put_versioned(key, Bytes::from("one"), None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("create refused on an empty key"));
+    // Create again: refused, nothing written.
+    assert_eq!(
+        store
+            .put_versioned(key, Bytes::from("other"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
+    // Replace the version read: accepted; a stale version: refused.
+    let v2 = store
+        .put_versioned(key, Bytes::from("two"), Some(&v1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("compare-and-swap on the current version refused"));
+    assert_ne!(v1, v2);
+    assert_eq!(
+        store
+            .put_versioned(key, Bytes::from("three"), Some(&v1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
+    // A retry of the write that landed ("two" over v1) finds its own bytes: success.
+    assert_eq!(
+        store
+            .put_versioned(key, Bytes::from("two"), Some(&v1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        Some(v2.clone())
+    );
+    let (body, version) = store
+        .get_versioned(key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("{key} vanished"));
+    assert_eq!((body, version), (Bytes::from("two"), v2.clone()));
+    // If-Match on a missing key: refused, not created.
+    assert_eq!(
+        store
+            .put_versioned("c/state/none.json", Bytes::from("x"), Some(&v2))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
+    assert!(store.head("c/state/none.json").await.unwrap().is_none());
+    // moto refuses a DELETE with a stale If-Match too (not used by pgvigil, recorded here
+    // because the design relies on the server honouring conditions).
+    let stale_delete = moto
+        .client()
+        .delete_object()
+        .bucket("cas")
+        .key(format!("repo/{key}"))
+        .if_match(&v1)
+        .send()
+        .await;
+    assert_eq!(
+        stale_delete
+            .err()
+            .and_then(|e| e.raw_response().map(|r| r.status().as_u16())),
+        Some(412)
+    );
+
+    // Leases over S3.
+    let repo = pgvigil::store::Repo {
+        store: std::sync::Arc::new(store),
+        cluster: "c".into(),
+    };
+    let ttl = Duration::from_secs(2);
+    let old = Lease::acquire(&repo, "retention", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(old.clock_skew().is_some_and(|s| s.num_seconds().abs() < 60));
+    let fenced = old.fence(&repo);
+    repo.store
+        .put_bytes("c/wal/keep", Bytes::from("x"), meta(&[]))
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        Lease::acquire(&repo, "retention", ttl),
+        Lease::acquire(&repo, "retention", ttl)
+    );
+    assert!(
+        a.is_err() && b.is_err(),
+        "a live lease was taken: {a:?} {b:?}"
+    );
+    fenced
+        .store
+        .delete("c/wal/keep")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    repo.store
+        .put_bytes("c/wal/keep", Bytes::from("x"), meta(&[]))
+        .await
+        .unwrap();
+    old.release().await;
+    let (a, b) = tokio::join!(
+        Lease::acquire(&repo, "retention", ttl),
+        Lease::acquire(&repo, "retention", ttl)
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one taker wins: {a:?} {b:?}"
+    );
+    let winner = a.or(b).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(winner.generation(), 2);
+    let refused = fenced.store.delete("c/wal/keep").await;
+    assert!(
+        matches!(&refused, Err(pgvigil::store::Error::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(repo.store.head("c/wal/keep").await.unwrap().is_some());
+    winner.release().await;
+}
+
 #[tokio::test]
 async fn a_missing_key_is_not_found() {
     let moto = MotoServer::start().await;

@@ -18,6 +18,9 @@ pub struct StorageSettings {
     pub store: StoreSpec,
     /// Directory of this cluster's objects inside the repository.
     pub cluster: String,
+    /// `storage.lease_ttl`: how long a job's lease lives without renewal; a holder killed
+    /// without releasing blocks its job this long at most.
+    pub lease_ttl: Duration,
     /// Where repositories may keep data (`residency`, `allowed_regions`).
     pub residency: Residency,
     /// `[storage.encryption]`: seals backup and WAL objects of both repositories.
@@ -178,6 +181,7 @@ pub(super) fn validate(
     let storage = StorageSettings {
         store: validate_store_url(ctx, &["storage", "url"], &raw.url, storage_s3)?,
         cluster: validate_cluster(ctx, &raw.cluster)?,
+        lease_ttl: validate_lease_ttl(ctx, &raw.lease_ttl)?,
         residency,
         encryption: super::encryption::validate(ctx, raw.encryption.as_ref())?,
     };
@@ -295,6 +299,18 @@ fn validate_store_url(
         });
     }
     Err(ctx.invalid(path, format!("{url:?} must start with file:// or s3://")))
+}
+
+fn validate_lease_ttl(ctx: &Ctx<'_>, value: &str) -> Result<Duration, Error> {
+    let path = ["storage", "lease_ttl"];
+    let ttl = ctx.duration(&path, value)?;
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(86_400) {
+        return Err(ctx.invalid(
+            &path,
+            format!("{value:?} must be between 1s and 1day (it is renewed every third of it)"),
+        ));
+    }
+    Ok(ttl)
 }
 
 fn validate_cluster(ctx: &Ctx<'_>, name: &str) -> Result<String, Error> {

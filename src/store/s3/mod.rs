@@ -22,11 +22,13 @@
 //!
 //! This file holds the client setup and the `ObjectStore` impl; `multipart.rs` the
 //! multipart upload (parts cut by the backend-neutral `store::parts`), `lock.rs` Object
-//! Lock (lock dates, renewal, deleting every version) and `error.rs` the SDK error mapping.
+//! Lock (lock dates, renewal, deleting every version), `versioned.rs` the conditional
+//! writes of leases and job history, and `error.rs` the SDK error mapping.
 
 mod error;
 mod lock;
 mod multipart;
+mod versioned;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -46,7 +48,7 @@ use aws_sdk_s3::Client;
 use self::error::{sdk_message, status};
 use super::parts::PartReader;
 use super::residency::{normalize_location, BucketFacts};
-use super::{ByteStream, Error, LockMode, Metadata, ObjectMeta, ObjectStore};
+use super::{ByteStream, Error, LockMode, Metadata, ObjectMeta, ObjectStore, Version};
 use crate::config::{ObjectLockSettings, S3Settings};
 
 /// The largest object one `CopyObject` may copy (5 GiB); larger ones are streamed.
@@ -260,6 +262,25 @@ impl S3Store {
             .map_err(|e| sdk_message(&e))
     }
 
+    /// `GetObject` of `key`; None when there is no such key.
+    async fn fetch(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, Error> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.backend("reading", key, &e)),
+        }
+    }
+
     /// The bucket key of repository key `key`.
     fn full_key(&self, key: &str) -> String {
         join_key(&self.prefix, key)
@@ -343,24 +364,28 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, Error> {
+        self.read_versioned(key).await
+    }
+
+    async fn put_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: Option<&str>,
+    ) -> Result<Option<Version>, Error> {
+        self.write_versioned(key, bytes, expected).await
+    }
+
+    fn has_own_clock(&self) -> bool {
+        true
+    }
+
     async fn get_stream(&self, key: &str) -> Result<ByteStream, Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    Error::NotFound {
-                        key: key.to_string(),
-                        store: self.describe(),
-                    }
-                } else {
-                    self.backend("reading", key, &e)
-                }
-            })?;
+        let out = self.fetch(key).await?.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+            store: self.describe(),
+        })?;
         let stream = futures_util::stream::unfold(Some(out.body), |body| async move {
             let mut body = body?;
             match body.next().await? {

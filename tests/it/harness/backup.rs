@@ -55,6 +55,52 @@ pub fn write_config_listening(path: &Path, listen: &str, dsn: &str, storage: &st
     pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Writes a config for a `pgvigil run` daemon at `path`: a free port, `dsn`, `storage`, no
+/// heartbeat, PITR checks hourly, no drill, no initial backup, then `extra`.
+pub fn write_daemon_config(path: &Path, dsn: &str, storage: &str, extra: &str) {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[postgres]\ndsn = \"{dsn}\"\n{storage}\n\
+         [pitr]\nheartbeat_interval = \"0s\"\ncheck_interval = \"1h\"\n{extra}\n"
+    );
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    pgvigil::pg::binaries::chown_to_server_user(path).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// About 100 MB that compresses poorly, so a backup stream lasts long enough to be cut,
+/// stopped or raced.
+pub async fn make_big_table(db: &tokio_postgres::Client) {
+    super::exec(db, "CREATE TABLE big AS SELECT g, (SELECT string_agg(md5(random()::text || s.i || g), '') FROM generate_series(1, 16) AS s(i)) AS pad FROM generate_series(1, 150000) g").await;
+}
+
+/// Waits until the newest backup listed by `cfg` ended more than `age` ago, so that a
+/// retention with a recovery window of `age` has the older backups outside its window.
+pub async fn wait_newest_backup_older_than(cfg: &str, env: &[(String, String)], age: Duration) {
+    eventually(Duration::from_secs(30), || async {
+        let (ok, out, err) = super::run_pgvigil_env(&["backups", "-c", cfg, "--json"], env);
+        if !ok {
+            return Err(err);
+        }
+        let list: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let newest = list
+            .iter()
+            .filter_map(|b| {
+                b["stop_time"]
+                    .as_str()?
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .ok()
+            })
+            .max()
+            .ok_or_else(|| format!("no backup: {out}"))?;
+        let elapsed = chrono::Utc::now() - newest;
+        if elapsed.to_std().is_ok_and(|e| e > age) {
+            Ok(())
+        } else {
+            Err(format!("the newest backup ended {elapsed} ago"))
+        }
+    })
+    .await;
+}
+
 /// Switches WAL and waits until the segment it closed is archived.
 pub async fn switch_and_archive(c: &tokio_postgres::Client) {
     let seg: String = query_value(c, "SELECT pg_walfile_name(pg_switch_wal())").await;

@@ -19,8 +19,10 @@ pub mod process;
 pub mod prometheus;
 pub mod promql;
 pub mod relay;
+pub mod s3_relay;
 pub mod shipped;
 pub mod tls;
+pub mod tmpfs;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -429,6 +431,31 @@ pub fn pgvigil_command(args: &[&str]) -> std::process::Command {
     cmd
 }
 
+/// A command for the pgvigil binary under libfaketime, its wall clock `offset` away from
+/// the real one ("+40d", "-40s"), as `pgvigil_command` (the postgres user when root).
+/// Only the wall clock moves: timers keep their real pace.
+pub fn pgvigil_command_at(offset: &str, args: &[&str]) -> std::process::Command {
+    require_binary("/usr/bin/faketime", "faketime");
+    let mut cmd = std::process::Command::new("/usr/bin/faketime");
+    cmd.arg("-f")
+        .arg(offset)
+        .arg(pgvigil_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    as_server_user(&mut cmd);
+    cmd
+}
+
+/// Runs `pgvigil_command_at(offset, args)` with `env`; returns success, stdout, stderr.
+pub fn run_pgvigil_at(
+    offset: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> (bool, String, String) {
+    outcome(pgvigil_command_at(offset, args).envs(env.iter().map(|(k, v)| (k, v))))
+}
+
 /// Makes `cmd` run as the `postgres` OS user when the tests run as root.
 pub fn as_server_user(cmd: &mut std::process::Command) {
     if let Ok(Some((uid, gid))) = pgvigil::pg::binaries::server_user() {
@@ -440,22 +467,19 @@ pub fn as_server_user(cmd: &mut std::process::Command) {
 /// Runs the pgvigil binary (as `pgvigil_command`) with `args`; returns success, stdout
 /// and stderr.
 pub fn run_pgvigil(args: &[&str]) -> (bool, String, String) {
-    let out = pgvigil_command(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&mut pgvigil_command(args))
 }
 
 /// Like `run_pgvigil`, with extra environment (e.g. AWS credentials for S3).
 pub fn run_pgvigil_env(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
-    let out = pgvigil_command(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    outcome(pgvigil_command(args).envs(env.iter().map(|(k, v)| (k, v))))
+}
+
+/// Runs `cmd` to its end: success, stdout and stderr.
+fn outcome(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("running pgvigil: {e}"));
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

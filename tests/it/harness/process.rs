@@ -32,6 +32,33 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Every descendant of `pid` (children, their children, ...), in no particular order.
+pub fn descendants_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    // Bounded: a process tree of a test is small.
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            if out.len() < 10_000 && !out.contains(&c) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The pid of the postmaster running `data_dir` (line 1 of its `postmaster.pid`).
+pub fn postmaster_pid(data_dir: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The command line of `pid`, arguments joined by spaces ("" once it has exited).
 pub fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -53,6 +80,13 @@ pub fn kill9(pid: u32) -> Result<(), String> {
         nix::sys::signal::Signal::SIGKILL,
     )
     .map_err(|e| format!("kill -9 {pid}: {e}"))
+}
+
+/// Sends `signal` (SIGSTOP, SIGCONT, ...) to `pid`, a process this test started.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<(), String> {
+    let raw = i32::try_from(pid).map_err(|e| format!("pid {pid}: {e}"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal)
+        .map_err(|e| format!("kill -{signal} {pid}: {e}"))
 }
 
 /// A child process that is killed (SIGKILL) and reaped when dropped.
@@ -119,5 +153,55 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// `pgvigil <args>` as a child process with `env` (AWS credentials), stdout discarded and
+/// stderr kept for `wait_with_output`; killed on drop.
+pub fn spawn_pgvigil(args: &[&str], env: &[(String, String)]) -> KillOnDrop {
+    KillOnDrop::spawn(
+        super::pgvigil_command(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    )
+}
+
+/// `pgvigil run` as a child process whose JSON log lines (stdout) go to a file, so a test
+/// can read the events it logged; killed on drop.
+pub struct DaemonProcess {
+    pub child: KillOnDrop,
+    log: std::path::PathBuf,
+}
+
+impl DaemonProcess {
+    /// Spawns `cmd` (a `pgvigil run` command) with its log at info level into `log`.
+    pub fn spawn(cmd: &mut Command, log: std::path::PathBuf) -> Self {
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = KillOnDrop::spawn(
+            cmd.env("RUST_LOG", "info")
+                .arg("--log-format")
+                .arg("json")
+                .stdout(file)
+                .stderr(std::process::Stdio::null()),
+        );
+        Self { child, log }
+    }
+
+    /// Every log line so far that parses as JSON.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The log lines whose `event` is `event`.
+    pub fn events_named(&self, event: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == event)
+            .collect()
     }
 }
