@@ -36,7 +36,14 @@ fn listed(cfg: &str, env: &[(String, String)]) -> Vec<String> {
 async fn listed_backups_are_whole(moto: &MotoServer, bucket: &str, prefix: &str, ids: &[String]) {
     let keys = moto.keys_under(bucket, prefix).await;
     for id in ids {
-        for object in ["backup.json", "base.tar.zst"] {
+        // backup.json and the four streams of a backup ([backup] streams = 4, the default).
+        for object in [
+            "backup.json",
+            "base.0.tar.zst",
+            "base.1.tar.zst",
+            "base.2.tar.zst",
+            "base.3.tar.zst",
+        ] {
             assert!(
                 keys.iter().any(|k| k.ends_with(&format!("{id}/{object}"))),
                 "backup {id} is listed but its {object} is gone: {keys:?}"
@@ -217,7 +224,7 @@ async fn a_killed_offsite_copy_lists_nothing_partial_and_the_next_one_completes(
     take_backup(&cfg, &env);
     switch_and_archive(&db).await;
 
-    let gate = relay.hold("PUT", "base.tar.zst");
+    let gate = relay.hold("PUT", "base.0.tar.zst");
     let mut copy = process::spawn_pgvigil(&["offsite", "-c", &cfg], &env);
     gate.reached(
         Duration::from_secs(60),
@@ -245,7 +252,10 @@ async fn a_killed_offsite_copy_lists_nothing_partial_and_the_next_one_completes(
         1,
         "{keys:?}"
     );
-    assert!(keys.iter().any(|k| k.ends_with("base.tar.zst")), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.ends_with("base.0.tar.zst")),
+        "{keys:?}"
+    );
 }
 
 /// S3 answering 503 SlowDown / 500 for a while, and slowly, during wal-push, backup upload,
@@ -272,7 +282,7 @@ async fn s3_errors_and_slowness_for_a_while_are_retried_and_exit_0_means_done() 
     // Backup upload: a 500 and a slow answer.
     f.relay.inject(
         "PUT",
-        "base.tar.zst",
+        "base.0.tar.zst",
         1,
         Fault::Status(500, "InternalError"),
     );
@@ -402,7 +412,8 @@ async fn dropped_connections_are_retried_and_a_lost_answer_is_not_a_failure() {
     // dropped before it arrives.
     f.relay
         .inject("PUT", "state/locks/backup.json", 1, Fault::DropAfter);
-    f.relay.inject("PUT", "base.tar.zst", 1, Fault::DropBefore);
+    f.relay
+        .inject("PUT", "base.0.tar.zst", 1, Fault::DropBefore);
     f.relay.inject("PUT", "Z/backup.json", 1, Fault::DropAfter);
     take_backup(&f.via_relay, &f.env);
     switch_and_archive(&f.db).await;

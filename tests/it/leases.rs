@@ -240,7 +240,7 @@ async fn a_clock_ahead_takes_the_lease_and_the_old_holders_commit_is_refused() {
 
     // The first backup's base object waits at the relay (its check passed: it was
     // admitted), so the first backup holds its lease and is mid-write.
-    let gate = relay.hold("PUT", "base.tar.zst");
+    let gate = relay.hold("PUT", "base.0.tar.zst");
     let first = process::spawn_pgvigil(&["backup", "-c", &via_relay], &env);
     gate.reached(
         Duration::from_secs(120),
@@ -410,4 +410,50 @@ async fn retention_refuses_a_clock_that_jumped_ahead_of_the_repository() {
     let (ok, _, err) = run_pgvigil_env(&["retention", "-c", &cfg], &env);
     assert!(ok, "{err}");
     assert_eq!(backup_count(&cfg, &env), 2);
+}
+
+/// The incremental backup job runs under its own schedule lease (`backup-incremental`), yet
+/// every backup, of either kind, takes the backup lease: while another sidecar backs up, an
+/// incremental run is skipped, naming the holder, instead of running beside it. (No server
+/// is reached: the DSN points at a closed port, so a run that did not wait fails otherwise.)
+#[tokio::test]
+async fn an_incremental_run_is_skipped_while_another_holds_the_backup_lease() {
+    use std::sync::Arc;
+
+    use pgvigil::backup::catalog::BackupKind;
+    use pgvigil::backup::ops::Ops;
+    use pgvigil::backup::Error;
+    use pgvigil::store::lease::Lease;
+    use pgvigil::store::{Repo, Which};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("pgvigil.toml");
+    let toml = format!(
+        "[postgres]\ndsn = \"postgresql://postgres@127.0.0.1:1/postgres?sslmode=disable\"\n\
+         [storage]\nurl = \"file://{}\"\n",
+        dir.path().join("repo").display()
+    );
+    std::fs::write(&path, &toml).unwrap_or_else(|e| panic!("{e}"));
+    let settings =
+        pgvigil::config::load(&path, &|_: &str| None).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let repo = Repo::open(&settings, Which::Primary)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ttl = Duration::from_secs(60);
+    let other = Lease::acquire(&repo, "backup", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let own = Lease::acquire(&repo, "backup-incremental", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ops = Ops::for_cli(settings, repo, None, "test")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .under(&own);
+    let run = ops.backup(Arc::default(), BackupKind::Incremental).await;
+    assert!(
+        matches!(&run, Err(Error::Skipped(m)) if m.contains("backup is already running")),
+        "{run:?}"
+    );
+    own.release().await;
+    other.release().await;
 }
