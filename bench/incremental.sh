@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Incremental backups on PostgreSQL 17: pgvigil (`backup --incremental`: pg_basebackup
+# Incremental backups on PostgreSQL 17 (MAJOR=18: on 18): pgvigil (`backup --incremental`: pg_basebackup
 # --incremental with summarize_wal, restored through pg_combinebackup) against pgBackRest 2.60
 # (`--type=incr` with block incremental, repo1-block=y + repo1-bundle=y), same cluster, same run.
 #
 # The cluster is the reference one of scrape.sh (pgbench -s $SCALE + $NTABLES small tables,
-# ~1.1 GB, ~25,600 files), on PostgreSQL 17 from the chroot of scripts/pg-chroots.sh. Both
+# ~1.1 GB, ~25,600 files), on PostgreSQL $MAJOR from the chroot of scripts/pg-chroots.sh. Both
 # tools run inside that chroot as its postgres user (pgvigil: a copy of the release binary;
 # pgBackRest 2.60: scripts/pgbackrest-sid.sh's loader wrapper, copied there), and both archive
 # every segment (archive_command runs both). What is measured:
@@ -42,10 +42,11 @@ fi
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CACHE=${PGVIGIL_CACHE:-$HOME/.cache/pgvigil}
-CH=$CACHE/pg/17                      # PostgreSQL 17's chroot
+MAJOR=${MAJOR:-17}
+CH=$CACHE/pg/$MAJOR                  # PostgreSQL $MAJOR's chroot
 W=/tmp/pgvigil-incr-bench            # the work directory as seen inside the chroot
 HW=$CH$W                             # ... and from the host
-PG=/usr/lib/postgresql/17/bin        # inside the chroot
+PG=/usr/lib/postgresql/$MAJOR/bin     # inside the chroot
 INCR_PORT=${INCR_PORT:-55417}
 RESTORE_PORT=${RESTORE_PORT:-55418}
 INCREMENTS=${INCREMENTS:-6}
@@ -54,7 +55,7 @@ KEEP=${KEEP:-1}
 HOST_PSQL=/usr/lib/postgresql/15/bin/psql
 HOST_PGBENCH=/usr/lib/postgresql/15/bin/pgbench
 
-[ -f "$CH/.pgvigil-complete" ] || timeout 2400 "$REPO_ROOT/scripts/pg-chroots.sh" 17
+[ -f "$CH/.pgvigil-complete" ] || timeout 2400 "$REPO_ROOT/scripts/pg-chroots.sh" "$MAJOR"
 PGUID=$(awk -F: '$1 == "postgres" {print $3 ":" $4}' "$CH/etc/passwd")
 [ -n "$PGUID" ] || die "no postgres user in $CH/etc/passwd"
 
@@ -145,7 +146,7 @@ archive_mode = on
 archive_command = '$W/pgvigil wal-push %p -c $W/pgvigil.toml && $W/pgbr/pgbackrest --config=$W/pgbackrest.conf --stanza=bench archive-push %p'
 EOF
 chown -R "$PGUID" "$HW"
-inch $PG/pg_ctl -D $W/data -l $W/pg.log -w -t 120 start >/dev/null || die "PostgreSQL 17 did not start, see $HW/pg.log"
+inch $PG/pg_ctl -D $W/data -l $W/pg.log -w -t 120 start >/dev/null || die "PostgreSQL $MAJOR did not start, see $HW/pg.log"
 SCALE=${SCALE:-50} NTABLES=${NTABLES:-3000}
 log "loading: pgbench -i -s $SCALE and $NTABLES small tables"
 timeout 1800 "$HOST_PGBENCH" -h 127.0.0.1 -p "$INCR_PORT" -U postgres -i -q -s "$SCALE" postgres >"$LOGDIR/incr-pgbench.log" 2>&1 ||
@@ -242,13 +243,13 @@ PGBR_START=$(restored pgbr)
 rm -rf --one-file-system "${HW:?}/r-pgbr"
 
 # ---- the table
-python3 - "$RESULTS" "$PGV_RESTORE" "$PGV_START" "$PGBR_RESTORE" "$PGBR_START" "$PGBR_VERSION" "$DB_BYTES" "$FILES" "$INCREMENTS" <<'EOF'
+python3 - "$RESULTS" "$PGV_RESTORE" "$PGV_START" "$PGBR_RESTORE" "$PGBR_START" "$PGBR_VERSION" "$DB_BYTES" "$FILES" "$INCREMENTS" "$MAJOR" <<'EOF'
 import sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
-pgv_r, pgv_s, br_r, br_s, brv, db, files, n = sys.argv[2:10]
+pgv_r, pgv_s, br_r, br_s, brv, db, files, n, major = sys.argv[2:11]
 def pick(tool, kind):
     return [(float(r[2]), int(r[3])) for r in rows if r[0] == tool and r[1] == kind]
-print(f"\nPostgreSQL 17, {int(db) / 2**20:.0f} MiB in databases, {files} files; ~1% of pgbench_accounts changed before each of {n} incrementals")
+print(f"\nPostgreSQL {major}, {int(db) / 2**20:.0f} MiB in databases, {files} files; ~1% of pgbench_accounts changed before each of {n} incrementals")
 print(f"pgvigil (pg_basebackup --incremental, summarize_wal) vs {brv} (--type=incr, repo1-block=y)\n")
 print(f"{'':28}{'pgvigil':>14}{'pgBackRest':>14}{'ratio':>8}")
 def line(label, a, b, unit, fmt):
@@ -272,3 +273,5 @@ print("\nper backup (tool kind seconds bytes):")
 for r in rows:
     print("  " + "\t".join(r))
 EOF
+echo "pgvigil restore's phases:"
+grep -v '^{' "$LOGDIR/incr-restore-pgvigil.log" | grep -v 'WAL archiving is off' | sed 's/^/  /'

@@ -435,13 +435,15 @@ pub fn pgvigil_command(args: &[&str]) -> std::process::Command {
 /// the real one ("+40d", "-40s"), as `pgvigil_command` (the postgres user when root).
 /// Only the wall clock moves: timers keep their real pace.
 pub fn pgvigil_command_at(offset: &str, args: &[&str]) -> std::process::Command {
-    require_binary("/usr/bin/faketime", "faketime");
-    let mut cmd = std::process::Command::new("/usr/bin/faketime");
-    cmd.arg("-f")
-        .arg(offset)
-        .arg(pgvigil_bin())
-        .args(args)
+    // libfaketime preloaded into pgvigil itself, not through the `faketime` wrapper: the
+    // wrapper forks and waits, so killing it (by its pid, on drop) left pgvigil running.
+    const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    require_binary(LIBFAKETIME, "faketime");
+    let mut cmd = std::process::Command::new(pgvigil_bin());
+    cmd.args(args)
         .env("RUST_LOG", "warn")
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME", offset)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     as_server_user(&mut cmd);
     cmd
