@@ -44,6 +44,9 @@ async fn a_restored_cluster_does_not_archive_into_the_repository_it_came_from() 
     harness::wait_promoted(&rc).await;
     let mode: String = query_value(&rc, "SHOW archive_mode").await;
     assert_eq!(mode, "off");
+    // The restore synced its directory: the server's startup sync is one syncfs.
+    let sync: String = query_value(&rc, "SHOW recovery_init_sync_method").await;
+    assert_eq!(sync, "syncfs");
     let timeline: i32 = query_value(&rc, "SELECT timeline_id FROM pg_control_checkpoint()").await;
     let _: String = query_value(&rc, "SELECT pg_walfile_name(pg_switch_wal())").await;
     exec(&rc, "CHECKPOINT").await;
