@@ -153,20 +153,7 @@ timeout 1800 "$HOST_PGBENCH" -h 127.0.0.1 -p "$INCR_PORT" -U postgres -i -q -s "
   die "pgbench -i, see $LOGDIR/incr-pgbench.log"
 for ((b = 1; b <= NTABLES; b += 250)); do
   e=$((b + 249)); ((e > NTABLES)) && e=$NTABLES
-  psql_at "$INCR_PORT" -d postgres >/dev/null <<SQL
-BEGIN;
-DO \$\$ BEGIN
-  FOR i IN $b..$e LOOP
-    EXECUTE format('CREATE TABLE app_t%s (id bigserial PRIMARY KEY, account_id int NOT NULL,
-        status text NOT NULL, amount numeric(12,2), created_at timestamptz NOT NULL DEFAULT now())', i);
-    EXECUTE format('CREATE INDEX app_t%s_account_idx ON app_t%s (account_id)', i, i);
-    EXECUTE format('INSERT INTO app_t%s (account_id, status, amount)
-        SELECT g %% 17, CASE WHEN g %% 3 = 0 THEN ''open'' ELSE ''closed'' END, g * 1.5
-        FROM generate_series(1, 20) g', i);
-  END LOOP;
-END \$\$;
-COMMIT;
-SQL
+  small_tables_sql "$b" "$e" | psql_at "$INCR_PORT" -d postgres >/dev/null
 done
 psql_at "$INCR_PORT" -d postgres -c "VACUUM ANALYZE" -c CHECKPOINT
 DB_BYTES=$(psql_at "$INCR_PORT" -d postgres -c "SELECT sum(pg_database_size(oid)) FROM pg_database")

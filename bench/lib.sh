@@ -54,6 +54,27 @@ psql_b() {
 # one value / one row, unaligned
 psql_v() { psql_b -At -F ' ' "$@"; }
 
+# small_tables_sql FIRST LAST : the SQL creating app_t<FIRST..LAST> (one transaction), each
+# with a sequence, a primary key, a secondary index and 20 rows: the reference cluster's
+# many small relations (scrape.sh's appdb, incremental.sh's cluster)
+small_tables_sql() {
+  cat <<SQL
+BEGIN;
+DO \$\$ BEGIN
+  FOR i IN $1..$2 LOOP
+    EXECUTE format('CREATE TABLE IF NOT EXISTS app_t%s (
+        id bigserial PRIMARY KEY, account_id int NOT NULL, status text NOT NULL,
+        amount numeric(12,2), created_at timestamptz NOT NULL DEFAULT now())', i);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS app_t%s_account_idx ON app_t%s (account_id)', i, i);
+    EXECUTE format('INSERT INTO app_t%s (account_id, status, amount)
+        SELECT g %% 17, CASE WHEN g %% 3 = 0 THEN ''open'' ELSE ''closed'' END, g * 1.5
+        FROM generate_series(1, 20) g', i);
+  END LOOP;
+END \$\$;
+COMMIT;
+SQL
+}
+
 # ---------------------------------------------------------------- packages
 
 # The lock files apt and dpkg hold (fcntl locks) while they work.

@@ -183,21 +183,7 @@ load_data() {
   t0=$(now)
   for ((b = 1; b <= NTABLES; b += 250)); do
     e=$((b + 249)); ((e > NTABLES)) && e=$NTABLES
-    psql_b -d appdb <<SQL
-BEGIN;
-DO \$\$ BEGIN
-  FOR i IN $b..$e LOOP
-    EXECUTE format('CREATE TABLE IF NOT EXISTS app_t%s (
-        id bigserial PRIMARY KEY, account_id int NOT NULL, status text NOT NULL,
-        amount numeric(12,2), created_at timestamptz NOT NULL DEFAULT now())', i);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS app_t%s_account_idx ON app_t%s (account_id)', i, i);
-    EXECUTE format('INSERT INTO app_t%s (account_id, status, amount)
-        SELECT g %% 17, CASE WHEN g %% 3 = 0 THEN ''open'' ELSE ''closed'' END, g * 1.5
-        FROM generate_series(1, 20) g', i);
-  END LOOP;
-END \$\$;
-COMMIT;
-SQL
+    small_tables_sql "$b" "$e" | psql_b -d appdb
   done
   timeout 900 runuser -u postgres -- "$PGBIN/vacuumdb" -h 127.0.0.1 -p "$PGPORT" -U postgres -q -z appdb
   echo "appdb_tables_seconds $(since "$t0")" >>"$BENCH_DIR/timing.txt"
