@@ -7,6 +7,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = pgvigil::cli::Cli::parse();
+    if reports_only(&cli.command) {
+        default_sigpipe();
+    }
     let rust_log = std::env::var("RUST_LOG").ok();
     let (target, terminal) = match cli.command {
         pgvigil::cli::Command::Run(_) | pgvigil::cli::Command::Dev(_) => (
@@ -40,4 +43,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Commands that only read and print: a reader that closes the pipe early (`| head`) ends
+/// them quietly, as it ends any Unix filter. Not the ones that write to the repository or
+/// run servers: a closed stdout must never stop those half-way.
+fn reports_only(command: &pgvigil::cli::Command) -> bool {
+    use pgvigil::cli::Command;
+    matches!(
+        command,
+        Command::CheckConfig
+            | Command::Backups(_)
+            | Command::Verify(_)
+            | Command::Status(_)
+            | Command::Catalog(_)
+    )
+}
+
+/// SIGPIPE back to its default action (Rust ignores it, so printing to a closed pipe
+/// panics instead).
+fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called first thing in main, before any thread exists; SigDfl installs no
+    // handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

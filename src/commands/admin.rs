@@ -32,45 +32,71 @@ pub(super) async fn dev(args: &DevArgs) -> Exit {
         .await
         .context("pgvigil dev")?;
     let addr = env.running.addr;
-    println!();
-    println!("pgvigil dev is running (Ctrl-C stops it and deletes everything).");
-    println!();
-    println!("  status:     http://{addr}/   (the recovery window, backups, drills)");
-    println!("  metrics:    http://{addr}/metrics");
-    println!("  health:     http://{addr}/healthz   http://{addr}/readyz");
-    println!("  postgres:   psql '{}'", env.cluster.dsn("postgres"));
-    println!("  data dir:   {}", env.cluster.data_dir().display());
-    println!("  repository: {}", env.repo_url);
-    println!("  config:     {}", env.config_file.display());
+    // Written, not printed: a closed stdout (`pgvigil dev | head`) must not panic the
+    // environment before Ctrl-C tears it down.
+    let mut banner = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(banner);
+    let _ = writeln!(
+        banner,
+        "pgvigil dev is running (Ctrl-C stops it and deletes everything)."
+    );
+    let _ = writeln!(banner);
+    let _ = writeln!(
+        banner,
+        "  status:     http://{addr}/   (the recovery window, backups, drills)"
+    );
+    let _ = writeln!(banner, "  metrics:    http://{addr}/metrics");
+    let _ = writeln!(
+        banner,
+        "  health:     http://{addr}/healthz   http://{addr}/readyz"
+    );
+    let _ = writeln!(
+        banner,
+        "  postgres:   psql '{}'",
+        env.cluster.dsn("postgres")
+    );
+    let _ = writeln!(banner, "  data dir:   {}", env.cluster.data_dir().display());
+    let _ = writeln!(banner, "  repository: {}", env.repo_url);
+    let _ = writeln!(banner, "  config:     {}", env.config_file.display());
     // The binary by its full path: after `make dev` it is not on the PATH (`make install`);
     // the copy archive_command runs, which the server user can execute, so that `restore`
     // (whose restore_command runs as that user) works as typed too.
-    println!(
+    let _ = writeln!(
+        banner,
         "  try:        {} status -c {}",
         env.binary.display(),
         env.config_file.display()
     );
-    println!(
+    let _ = writeln!(
+        banner,
         "              (also backups, backup, verify, drill, restore --to DIR; WAL is archived at least every minute, so a drill can restore once a minute has passed)"
     );
-    match &env.first_backup {
-        Ok(b) => println!(
+    let _ = match &env.first_backup {
+        Ok(b) => writeln!(
+            banner,
             "  backup:     {} taken ({} stored in {:.1}s); WAL is archived through pgvigil wal-push",
             b.id,
             indicatif::HumanBytes(b.stored_bytes),
             b.duration_seconds
         ),
-        Err(e) => println!("  backup:     FAILED: {e}"),
-    }
-    match &env.pgbouncer {
-        Some(b) => println!(
+        Err(e) => writeln!(banner, "  backup:     FAILED: {e}"),
+    };
+    let _ = match &env.pgbouncer {
+        Some(b) => writeln!(
+            banner,
             "  pgbouncer:  psql '{}'   (admin: psql '{}')",
             b.dsn("postgres", "postgres"),
             b.admin_dsn("postgres")
         ),
-        None => println!("  pgbouncer:  not installed (apt-get install pgbouncer), skipped"),
-    }
-    println!();
+        None => writeln!(
+            banner,
+            "  pgbouncer:  not installed (apt-get install pgbouncer), skipped"
+        ),
+    };
+    let _ = writeln!(banner);
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(banner.as_bytes());
     signals.wait().await;
     env.stop().await;
     Ok(ExitCode::SUCCESS)

@@ -172,3 +172,22 @@ async fn sigterm_drains_and_exits_cleanly() {
         "{rest:?}"
     );
 }
+
+/// A reader that closed the pipe early (`pgvigil catalog | head -c0`) ends a command that
+/// only reports quietly, by SIGPIPE like any Unix filter: no panic message, no exit 101.
+#[test]
+fn a_closed_stdout_ends_a_report_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["catalog"])
+        .env_remove("PGVIGIL_CONFIG")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
+}
