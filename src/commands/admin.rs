@@ -106,21 +106,21 @@ pub(super) async fn check_config(inv: &Invocation<'_>) -> Exit {
     let settings = match inv.load_quiet() {
         Ok(s) => s,
         Err(e) => {
-            println!(
+            say!(
                 "FAIL  config             {:<45} {e}",
                 inv.cli.config.display().to_string()
             );
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!(
+    say!(
         "ok    config             {:<45} valid",
         inv.cli.config.display().to_string()
     );
     let checks = crate::check::probe(&settings).await;
     let mut failed = false;
     for c in &checks {
-        println!("{c}");
+        say!("{c}");
         failed |= c.status == crate::check::Status::Fail;
     }
     Ok(if failed {
@@ -163,9 +163,9 @@ pub(super) fn catalog(inv: &Invocation<'_>, args: &CatalogArgs) -> Exit {
         }
     }
     if args.markdown {
-        print!("{}", catalogue::markdown());
+        super::say_text(&catalogue::markdown());
     } else if args.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        say!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
         for e in &entries {
             let name = e.configured_name.as_deref().unwrap_or(e.def.name);
@@ -179,7 +179,7 @@ pub(super) fn catalog(inv: &Invocation<'_>, args: &CatalogArgs) -> Exit {
             } else {
                 ""
             };
-            println!(
+            say!(
                 "{name}{suffix:<1} {:?} [{}]{compat}",
                 e.def.kind,
                 e.def.labels.join(",")
@@ -196,15 +196,15 @@ pub(super) async fn audit(inv: &Invocation<'_>, cmd: &crate::cli::AuditCommand) 
             let settings = inv.load()?;
             let opts = crate::pg::ConnectOptions::from_settings(&settings.postgres);
             let done = crate::audit::schema::install(&opts, &args.tables).await?;
-            println!(
+            say!(
                 "installed the database change audit (schema audit) into {}",
                 done.target
             );
             for t in &done.tables {
-                println!("auditing {t}");
+                say!("auditing {t}");
             }
             if settings.audit.table.is_none() {
-                println!("to forward its rows, set [audit] table = \"audit.logged_actions\" and restart pgvigil run");
+                say!("to forward its rows, set [audit] table = \"audit.logged_actions\" and restart pgvigil run");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -213,9 +213,9 @@ pub(super) async fn audit(inv: &Invocation<'_>, cmd: &crate::cli::AuditCommand) 
             match verify_file(&args.file) {
                 Ok(v) => {
                     if args.json {
-                        println!("{}", serde_json::to_string_pretty(&v)?);
+                        say!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
-                        println!(
+                        say!(
                             "ok: {} intact, {} lines, seq {}..{}, last hash {}",
                             args.file.display(),
                             v.lines,

@@ -31,7 +31,7 @@ pub(super) async fn backup(inv: &Invocation<'_>, args: &BackupArgs) -> Exit {
     ops.close().await;
     let info = result.context("backup failed")?;
     render(args.json, &info, |info| {
-        println!(
+        say!(
             "backup {} done: {} raw, {} stored in {:.1}s, WAL {} .. {} (timeline {})",
             info.id,
             HumanBytes(info.raw_bytes),
@@ -52,19 +52,25 @@ pub(super) async fn backups(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     if args.json {
         print_json(&list)?;
     } else if list.is_empty() {
-        println!(
+        say!(
             "no backups in {} (cluster {})",
             repo.store.describe(),
             repo.cluster
         );
     } else {
         let broken = crate::backup::catalog::judge(&repo, &list).await?;
-        println!(
+        say!(
             "{:<18} {:<12} {:<25} {:<25} {:>10} {:>10} {:>8}  wal",
-            "id", "kind", "start", "stop", "raw", "stored", "seconds"
+            "id",
+            "kind",
+            "start",
+            "stop",
+            "raw",
+            "stored",
+            "seconds"
         );
         for b in &list {
-            println!(
+            say!(
                 "{:<18} {:<12} {:<25} {:<25} {:>10} {:>10} {:>8.1}  {} .. {} (tl {})",
                 b.id,
                 b.kind.as_str(),
@@ -78,10 +84,10 @@ pub(super) async fn backups(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
                 b.timeline
             );
             if let Some(parent) = &b.parent {
-                println!("{:<18} on {parent}", "");
+                say!("{:<18} on {parent}", "");
             }
             if let Some(why) = broken.get(&b.id) {
-                println!("{:<18} CANNOT BE RESTORED: {why}", "");
+                say!("{:<18} CANNOT BE RESTORED: {why}", "");
             }
         }
     }
@@ -98,10 +104,10 @@ pub(super) async fn upgrade(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     let rebound = result?;
     render(args.json, &rebound, |r| {
         match r {
-        Rebound::Bound { system_identifier } => println!(
+        Rebound::Bound { system_identifier } => say!(
             "{repository} was not bound to a cluster yet; now it is bound to database system {system_identifier}"
         ),
-        Rebound::Already { system_identifier } => println!(
+        Rebound::Already { system_identifier } => say!(
             "{repository} is already bound to this server (database system {system_identifier}): nothing to do"
         ),
         Rebound::Upgraded {
@@ -111,7 +117,7 @@ pub(super) async fn upgrade(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             major,
         } => {
             let from = from_major.map_or(String::new(), |m| format!(" (PostgreSQL {m})"));
-            println!(
+            say!(
                 "{repository}: bound to database system {system_identifier} (PostgreSQL {major}); the backups and WAL \
                  of {from_system_identifier}{from} stay restorable as the previous chain.\n\
                  Take a backup now, the new chain starts with it: pgvigil backup -c {}",
@@ -255,7 +261,7 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
     shown.finish();
     let restored = restored.context("restore failed")?;
     render(args.json, &restored, |restored| {
-        println!(
+        say!(
             "restored backup {} ({} in {:.1}s) into {}; start PostgreSQL on it to replay WAL to the target",
             restored.backup_id,
             HumanBytes(restored.bytes),
@@ -263,9 +269,9 @@ pub(super) async fn restore(inv: &Invocation<'_>, args: &RestoreArgs) -> Exit {
             restored.data_dir.display()
         );
         if restored.archiving {
-            println!("WAL archiving kept as in the backup (--keep-archiving): this cluster will archive into the repository once it runs");
+            say!("WAL archiving kept as in the backup (--keep-archiving): this cluster will archive into the repository once it runs");
         } else {
-            println!("WAL archiving is off (archive_mode = off in postgresql.auto.conf), so this cluster cannot push into the repository it came from; restore with --keep-archiving for a new primary");
+            say!("WAL archiving is off (archive_mode = off in postgresql.auto.conf), so this cluster cannot push into the repository it came from; restore with --keep-archiving for a new primary");
         }
     })?;
     Ok(ExitCode::SUCCESS)

@@ -17,7 +17,7 @@ pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
         let t = |x: Option<chrono::DateTime<chrono::Utc>>| {
             x.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
         };
-        println!(
+        say!(
             "{}: {} backup(s), timelines {:?}, {} segments checked, newest {}",
             if report.ok { "ok" } else { "FAILED" },
             report.backups,
@@ -25,7 +25,7 @@ pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             report.segments_checked,
             report.newest_segment.as_deref().unwrap_or("-")
         );
-        println!(
+        say!(
             "recovery window: {} .. {}",
             t(report.window_start),
             t(report.window_end)
@@ -33,7 +33,7 @@ pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
         // After `pgvigil upgrade`: one line per database system, oldest first.
         if report.chains.len() > 1 {
             for c in &report.chains {
-                println!(
+                say!(
                     "chain: system {} (PostgreSQL {}), {} backup(s) {} .. {}, WAL {} .. {}",
                     c.system_identifier,
                     c.major,
@@ -46,13 +46,13 @@ pub(super) async fn verify(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
             }
         }
         if let Some(a) = report.archive_age_seconds {
-            println!("archive age (RPO): {a:.0}s (limit {}s)", rpo.as_secs());
+            say!("archive age (RPO): {a:.0}s (limit {}s)", rpo.as_secs());
         }
         for m in &report.missing {
-            println!("missing: {m}");
+            say!("missing: {m}");
         }
         for p in &report.problems {
-            println!("problem: {p}");
+            say!("problem: {p}");
         }
     })?;
     Ok(if report.ok {
@@ -83,7 +83,7 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
     shown.finish();
     ops.close().await;
     render(args.json, &evidence, |evidence| {
-        println!(
+        say!(
             "drill {}: {} (target {}, backup {}, skew {})",
             evidence.id,
             if evidence.success { "PASSED" } else { "FAILED" },
@@ -98,7 +98,7 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
                 .unwrap_or_else(|| "-".into())
         );
         let t = &evidence.timings;
-        println!(
+        say!(
             "RTO {:.1}s = download {:.1}s + replay {:.1}s + checks {:.1}s; {} restored",
             t.total_seconds,
             t.download_seconds,
@@ -107,7 +107,7 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
             indicatif::HumanBytes(evidence.bytes_restored)
         );
         for c in &evidence.checks {
-            println!(
+            say!(
                 "  {} {}: {}",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.name,
@@ -115,7 +115,7 @@ pub(super) async fn drill(inv: &Invocation<'_>, args: &DrillArgs) -> Exit {
             );
         }
         if let Some(e) = &evidence.error {
-            println!("error: {e}");
+            say!("error: {e}");
         }
     })?;
     Ok(if evidence.success {

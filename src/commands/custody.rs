@@ -24,7 +24,7 @@ pub(super) async fn retention(inv: &Invocation<'_>, args: &RetentionArgs) -> Exi
         return Ok(ExitCode::SUCCESS);
     }
     for r in &reports {
-        println!(
+        say!(
             "{}{}: recovery window from {} ({} backup(s) kept)",
             r.store,
             if r.dry_run { " (dry run)" } else { "" },
@@ -32,7 +32,7 @@ pub(super) async fn retention(inv: &Invocation<'_>, args: &RetentionArgs) -> Exi
             r.kept.len()
         );
         for k in &r.kept {
-            println!(
+            say!(
                 "  keep    backup {} (ended {}): {}",
                 k.id,
                 rfc3339(k.stop_time),
@@ -45,7 +45,7 @@ pub(super) async fn retention(inv: &Invocation<'_>, args: &RetentionArgs) -> Exi
                 Fate::WouldDelete => "would delete".to_string(),
                 Fate::Locked { until } => format!("locked until {until}, kept"),
             };
-            println!(
+            say!(
                 "  {verb} {} ({}, {}): {}",
                 o.object.key,
                 o.object.reason.label(),
@@ -58,7 +58,7 @@ pub(super) async fn retention(inv: &Invocation<'_>, args: &RetentionArgs) -> Exi
             .iter()
             .filter(|o| o.fate == Fate::WouldDelete)
             .count();
-        println!(
+        say!(
             "  {} object(s) deleted ({}), {} would be deleted, {} locked, {} lock(s) renewed",
             r.deleted_objects,
             HumanBytes(r.deleted_bytes),
@@ -79,7 +79,7 @@ pub(super) async fn offsite(inv: &Invocation<'_>, args: &JsonArgs) -> Exit {
     ops.close().await;
     let report = result.context("off-site copy failed")?;
     render(args.json, &report, |report| {
-        println!(
+        say!(
             "backup {} copied to {}: {} object(s) copied ({} server-side, {}), {} already there, {} WAL file(s) needed; every copy verified",
             report.backup_id,
             report.destination,

@@ -6,6 +6,21 @@
 //! `custody.rs` (retention, offsite), `status.rs` (status), `admin.rs` (run, dev,
 //! check-config, catalog, audit); `progress.rs` shows a long operation's progress.
 
+/// `println!` for a command's report: a closed stdout is ignored, not a panic (the work is
+/// done when it reports, and a reader that went away must not turn that into exit 101).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` of text that ends its own lines, as `say!` ignores a closed stdout.
+fn say_text(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 mod admin;
 mod backups;
 mod checks;
@@ -133,7 +148,7 @@ fn parse_time(flag: &str, t: &str) -> anyhow::Result<chrono::DateTime<chrono::Ut
 
 /// Prints `value` as pretty JSON.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

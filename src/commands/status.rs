@@ -26,7 +26,7 @@ pub(super) async fn status(inv: &Invocation<'_>, args: &StatusArgs) -> Exit {
     if args.json {
         print_json(&status)?;
     } else {
-        print!("{}", text::render(&status));
+        super::say_text(&text::render(&status));
     }
     Ok(ExitCode::from(status.health.exit_code()))
 }

@@ -191,3 +191,30 @@ fn a_closed_stdout_ends_a_report_by_sigpipe_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
 }
+
+/// A command that writes (here retention, on an empty local repository) keeps SIGPIPE
+/// ignored, so a signal never stops it half-way; its report to a closed stdout is dropped,
+/// and it exits 0 because the work was done.
+#[test]
+fn a_closed_stdout_does_not_fail_a_command_that_did_its_work() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = write_config(
+        &dir,
+        &format!(
+            "[postgres]\ndsn = \"postgresql://postgres@127.0.0.1:1/postgres?sslmode=disable\"\n\
+             [storage]\nurl = \"file://{}\"\n",
+            dir.path().join("repo").display()
+        ),
+    );
+    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["retention", "-c", &config.display().to_string()])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}
