@@ -173,23 +173,32 @@ async fn sigterm_drains_and_exits_cleanly() {
     );
 }
 
-/// A reader that closed the pipe early (`pgvigil catalog | head -c0`) ends a command that
-/// only reports quietly, by SIGPIPE like any Unix filter: no panic message, no exit 101.
-#[test]
-fn a_closed_stdout_ends_a_report_by_sigpipe_not_a_panic() {
-    use std::os::unix::process::ExitStatusExt;
-    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+/// Runs the binary with `args` and a stdout whose reader is already gone; returns its
+/// exit status and stderr.
+fn run_with_closed_stdout(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = nix::unistd::pipe().unwrap_or_else(|e| panic!("{e}"));
     drop(reader);
     let out = Command::new(BIN)
-        .args(["catalog"])
+        .args(args)
         .env_remove("PGVIGIL_CONFIG")
         .stdout(writer)
         .stderr(Stdio::piped())
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A reader that closed the pipe early (`pgvigil catalog | head -c0`) ends a command that
+/// only reports quietly, by SIGPIPE like any Unix filter: no panic message, no exit 101.
+#[test]
+fn a_closed_stdout_ends_a_report_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let (status, err) = run_with_closed_stdout(&["catalog"]);
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
+    assert_eq!(status.signal(), Some(13), "{status:?}: {err}");
 }
 
 /// A command that writes (here retention, on an empty local repository) keeps SIGPIPE
@@ -206,15 +215,7 @@ fn a_closed_stdout_does_not_fail_a_command_that_did_its_work() {
             dir.path().join("repo").display()
         ),
     );
-    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
-    drop(reader);
-    let out = Command::new(BIN)
-        .args(["retention", "-c", &config.display().to_string()])
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (status, err) = run_with_closed_stdout(&["retention", "-c", &config.display().to_string()]);
     assert!(!err.contains("panicked"), "{err}");
-    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(status.success(), "{status:?}: {err}");
 }
