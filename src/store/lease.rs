@@ -315,10 +315,17 @@ impl Lease {
                 expires_at: now + ttl_chrono,
                 released: false,
             };
-            let written = match store
+            // Held here before it is written: another taker in this process that reads the
+            // record between the write and this line must not judge it stale (its pid is
+            // ours) and take it over (seen in a test racing two takers in one process).
+            hold_here(&record.lease, true);
+            let written = store
                 .put_versioned(&key, record.bytes(), expected.as_deref())
-                .await
-            {
+                .await;
+            if !matches!(written, Ok(Some(_))) {
+                hold_here(&record.lease, false);
+            }
+            let written = match written {
                 Ok(w) => w,
                 Err(Error::Busy { message, .. }) => {
                     return Err(Error::Held {
@@ -334,15 +341,19 @@ impl Lease {
                 continue; // another sidecar moved first: look again
             };
             let skew = if store.has_own_clock() {
-                store
-                    .head(&key)
-                    .await?
-                    .and_then(|(m, _)| m.last_modified)
-                    .map(|t| now - DateTime::<Utc>::from(t))
+                match store.head(&key).await {
+                    Ok(head) => head
+                        .and_then(|(m, _)| m.last_modified)
+                        .map(|t| now - DateTime::<Utc>::from(t)),
+                    Err(e) => {
+                        // Nobody holds what was written: it is stale, here too.
+                        hold_here(&record.lease, false);
+                        return Err(e);
+                    }
+                }
             } else {
                 None
             };
-            hold_here(&record.lease, true);
             let holding = Arc::new(Holding {
                 store: store.clone(),
                 key: key.clone(),
