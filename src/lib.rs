@@ -6,7 +6,8 @@
 //! `http` → `daemon` (the long-running process) → `check`, `dev`, `cli`, `commands` (the
 //! command line's edge).
 //! `fuzzing` (the fuzz targets, one per parser of external input) sits beside them, and
-//! `disk` (free space, disk-full errors) below them all.
+//! `disk` (free space, disk-full errors) and `errors` (an error's causes on one line) below
+//! them all.
 
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod dev;
 pub mod disk;
+pub mod errors;
 pub mod events;
 pub mod fuzzing;
 pub mod http;

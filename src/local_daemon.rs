@@ -156,7 +156,7 @@ impl LocalDaemon {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| fail(error_chain(&e)))?;
+                .map_err(|e| fail(crate::errors::chain(&e)))?;
             let status = resp.status();
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
@@ -182,20 +182,6 @@ fn local(listen: SocketAddr) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, listen.port())
-}
-
-/// An error and its causes on one line (hyper's top-level message alone is "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    // Bounded: error chains are short; stop after a few links whatever they say.
-    for _ in 0..8 {
-        let Some(s) = source else { break };
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Trusts exactly one certificate: the leaf of the daemon's own `cert_file`.

@@ -515,7 +515,6 @@ impl Ops {
                     done.push(retention::StoreRecord::of(label, &report));
                     reports.push(report);
                 }
-                Err(e @ Error::Skipped(_)) => return Err(e),
                 Err(e) => {
                     self.events.emit(
                         failed("retention.failed", "retention failed", &e)

@@ -22,21 +22,6 @@ pub struct Probe {
     pub outcome: Result<String, String>,
 }
 
-/// An error and its causes on one line (rustls's reason sits a few sources down).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        cur = s.source();
-    }
-    out
-}
-
 /// Probes the upstream and, when configured, the JWKS endpoint.
 pub async fn probe(settings: &ApiProxySettings) -> Vec<Probe> {
     let trust = match &settings.upstream_ca_file {
@@ -49,7 +34,7 @@ pub async fn probe(settings: &ApiProxySettings) -> Vec<Probe> {
             return vec![Probe {
                 name: "api_proxy.upstream",
                 target: settings.upstream.to_string(),
-                outcome: Err(chain(&e)),
+                outcome: Err(crate::errors::chain(&e)),
             }]
         }
     };
@@ -60,7 +45,7 @@ pub async fn probe(settings: &ApiProxySettings) -> Vec<Probe> {
         Err(e) => Err(e.to_string()),
         Ok(req) => match tokio::time::timeout(PROBE_TIMEOUT, client.request(req)).await {
             Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
-            Ok(Err(e)) => Err(chain(&e)),
+            Ok(Err(e)) => Err(crate::errors::chain(&e)),
             Ok(Ok(resp)) => Ok(format!(
                 "answered HTTP {}{}; proxy will listen on {}",
                 resp.status().as_u16(),
@@ -84,7 +69,7 @@ pub async fn probe(settings: &ApiProxySettings) -> Vec<Probe> {
             Err(e) => Err(e.to_string()),
             Ok(jwks) => match jwks.refresh().await {
                 Ok(n) => Ok(format!("{n} usable signing keys")),
-                Err(e) => Err(chain(&e)),
+                Err(e) => Err(crate::errors::chain(&e)),
             },
         };
         out.push(Probe {

@@ -621,6 +621,7 @@ async fn backup_and_restore(major: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_without_binaries_of_the_servers_major_names_it() {
     if !wanted(17) {
+        eprintln!("PostgreSQL 17 is not in PGVIGIL_MAJORS: not tested in this run");
         return;
     }
     let pg = cluster_major(17).await;

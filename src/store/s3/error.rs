@@ -78,16 +78,7 @@ where
 /// "service error" or "dispatch failure"; its `DisplayErrorContext` appends a `Debug` dump
 /// of the whole response). Repeated messages are skipped and the result is bounded.
 fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    let mut out = parts.join(": ");
+    let mut out = crate::errors::chain(err);
     if out.len() > 1000 {
         let mut end = 1000;
         while !out.is_char_boundary(end) {
