@@ -115,7 +115,9 @@ fn delete_segment_before(repo_dir: &Path, after: &str, before: &str) -> String {
     let victim = wal_segments(&wal)
         .into_iter()
         .map(|f| f.trim_end_matches(".zst").to_string())
-        .rfind(|s| s.as_str() > after && s.as_str() < before)
+        // The oldest such segment: archived long ago, so no push of it (wal-push and the
+        // daemon archiving ahead may both be at the newest ones) can put it back.
+        .find(|s| s.as_str() > after && s.as_str() < before)
         .unwrap_or_else(|| panic!("no segment between {after} and {before}"));
     std::fs::remove_file(wal.join(format!("{victim}.zst"))).unwrap_or_else(|e| panic!("{e}"));
     victim
