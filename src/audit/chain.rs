@@ -56,11 +56,7 @@ impl Chain {
             out.push(b',');
         }
         out.extend_from_slice(b"\"seq\":");
-        {
-            use std::io::Write;
-            // Writing into a Vec cannot fail.
-            let _ = write!(out, "{}", self.seq);
-        }
+        out.extend_from_slice(itoa::Buffer::new().format(self.seq).as_bytes());
         out.extend_from_slice(b",\"prev\":\"");
         out.extend_from_slice(self.prev.as_bytes());
         out.extend_from_slice(b"\"}");
@@ -69,10 +65,10 @@ impl Chain {
         out.extend_from_slice(HASH_MEMBER);
         out.extend_from_slice(&hash);
         out.extend_from_slice(b"\"}\n");
-        // Hex digits are ASCII.
-        self.prev = std::str::from_utf8(&hash)
-            .map(str::to_owned)
-            .unwrap_or_default();
+        // Hex digits are ASCII; the previous hash's string is reused, not reallocated.
+        self.prev.clear();
+        self.prev
+            .push_str(std::str::from_utf8(&hash).unwrap_or_default());
     }
 }
 

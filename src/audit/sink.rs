@@ -47,6 +47,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const FLUSH_AT: usize = 256 * 1024;
 /// How much may wait for a sink before new lines are dropped (and counted).
 pub const MAX_PENDING: usize = 64 * 1024 * 1024;
+/// What a line written in place ([`AuditLog::emit_with`]) is assumed to take, for the
+/// [`MAX_PENDING`] check made before it is written.
+const LINE_HINT: usize = 1024;
 /// How long a failed file write waits before it is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -93,6 +96,9 @@ struct Shared {
     /// Lines written to every sink, and whether the writer has stopped.
     written: watch::Sender<(u64, bool)>,
     metrics: Option<AuditMetrics>,
+    /// `pgvigil_audit_events_total` of each kind, looked up once (a labelled lookup hashes
+    /// and locks, per line).
+    kind_events: Option<[IntCounter; 3]>,
     /// What is wrong with a sink right now (None when writes succeed).
     failure: Mutex<Option<String>>,
 }
@@ -149,17 +155,17 @@ impl AuditLog {
         if !config.stdout && file.is_none() {
             return Ok(Self::disabled());
         }
-        if let Some(m) = &metrics {
-            for k in ["ops", "data", "access"] {
-                m.events.with_label_values(&[k]);
-            }
-        }
+        let kind_events = metrics.as_ref().map(|m| {
+            [EventKind::Ops, EventKind::Data, EventKind::Access]
+                .map(|k| m.events.with_label_values(&[k.as_str()]))
+        });
         let shared = Arc::new(Shared {
             buf: Mutex::new(Pending::default()),
             wake: Notify::new(),
             urgent: AtomicBool::new(false),
             written: watch::channel((0, false)).0,
             metrics,
+            kind_events,
             failure: Mutex::new(None),
         });
         tracker.spawn(write_loop(shared.clone(), config.stdout, file, token));
@@ -198,28 +204,52 @@ impl AuditLog {
             return;
         }
         line.push(b'\n');
-        self.queue(shared, kind, &line, 1);
+        self.queue(shared, kind, 1, line.len(), |buf| {
+            buf.extend_from_slice(&line)
+        });
     }
 
     /// Queues `lines` lines already serialized by the caller, each a JSON object followed by
     /// `\n` (the database tailer builds them from the row's JSON text).
     pub fn emit_serialized(&self, kind: EventKind, bytes: &[u8], lines: u64) {
         let Some(shared) = &self.shared else { return };
-        self.queue(shared, kind, bytes, lines);
+        self.queue(shared, kind, lines, bytes.len(), |buf| {
+            buf.extend_from_slice(bytes)
+        });
     }
 
-    fn queue(&self, shared: &Shared, kind: EventKind, bytes: &[u8], lines: u64) {
+    /// Queues one line that `write` appends to the queue itself (a JSON object in the event
+    /// schema without `seq`, `prev` and `hash`, no newline): the API proxy writes its
+    /// access lines this way, with no buffer of their own and no serializer in between.
+    pub fn emit_with(&self, kind: EventKind, write: impl FnOnce(&mut Vec<u8>)) {
+        let Some(shared) = &self.shared else { return };
+        self.queue(shared, kind, 1, LINE_HINT, |buf| {
+            write(buf);
+            buf.push(b'\n');
+        });
+    }
+
+    /// Appends `lines` lines of about `len` bytes with `append` (which must end each line
+    /// with `\n`) unless that would take the queue past [`MAX_PENDING`].
+    fn queue(
+        &self,
+        shared: &Shared,
+        kind: EventKind,
+        lines: u64,
+        len: usize,
+        append: impl FnOnce(&mut Vec<u8>),
+    ) {
         // Wake the writer only when the buffer stops being empty (it then coalesces for
         // FLUSH_EVERY) or fills up: no wakeup per line under load, none at all when idle.
         let (wake, dropped) = match shared.buf.lock() {
-            Ok(mut buf) if buf.bytes.len() + bytes.len() > MAX_PENDING => {
+            Ok(mut buf) if buf.bytes.len() + len > MAX_PENDING => {
                 // Counted as queued and written, so `flushed` does not wait for them.
                 buf.queued += lines;
                 (false, true)
             }
             Ok(mut buf) => {
                 let was_empty = buf.bytes.is_empty();
-                buf.bytes.extend_from_slice(bytes);
+                append(&mut buf.bytes);
                 buf.queued += lines;
                 (was_empty || buf.bytes.len() >= FLUSH_AT, false)
             }
@@ -228,8 +258,8 @@ impl AuditLog {
         if let Some(m) = &shared.metrics {
             if dropped {
                 m.dropped.inc_by(lines);
-            } else {
-                m.events.with_label_values(&[kind.as_str()]).inc_by(lines);
+            } else if let Some(counters) = &shared.kind_events {
+                counters[kind as usize].inc_by(lines);
             }
         }
         if dropped {
@@ -290,10 +320,13 @@ fn take(shared: &Shared) -> (Vec<u8>, u64) {
 /// Seals every line of `chunk` onto `chain`.
 fn seal(chain: &mut Chain, chunk: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 2);
-    for line in chunk.split(|b| *b == b'\n') {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
+        let line = &chunk[start..end];
         if !line.is_empty() {
             chain.seal_into(line, &mut out);
         }
+        start = end + 1;
     }
     out
 }

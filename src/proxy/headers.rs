@@ -2,10 +2,7 @@
 //! and PostgREST's response headers are parsed: `Content-Range` (rows and total),
 //! `Proxy-Status` (its error code) and `Server-Timing` (stage durations).
 
-use hyper::header::{
-    HeaderMap, HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use hyper::header::{HeaderMap, HeaderName, CONNECTION};
 
 /// `X-Request-Id`, sent upstream and back to the client.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -18,39 +15,57 @@ pub const CONTENT_RANGE: HeaderName = HeaderName::from_static("content-range");
 pub const PROXY_STATUS: HeaderName = HeaderName::from_static("proxy-status");
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
-/// A static, not a const: a const array is built (and dropped) at every use.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-];
+/// Whether a header is hop-by-hop by itself (RFC 9110 7.6.1, plus `Proxy-Connection` and
+/// `Keep-Alive`). A match on the name's text: a name's `as_str` is a table lookup for the
+/// standard ones, and this compiles to a length switch and a compare.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Removes hop-by-hop headers, including those named in `Connection`. Most requests have
-/// none and most responses only `Connection: keep-alive`: one pass over the names
-/// (compared as parsed names, no hashing) finds those present, and only they are removed.
+/// none and most responses only `Connection: keep-alive`: one pass over the names finds
+/// which are present; nothing is allocated unless a header other than `Connection` goes.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| HOP_BY_HOP.contains(k))
-        .cloned()
-        .collect();
-    if doomed.is_empty() {
-        return;
+    let (mut connection, mut others) = (false, false);
+    for k in headers.keys() {
+        if k == CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(k) {
+            others = true;
+        }
     }
-    doomed.extend(
-        headers
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    if others {
+        doomed.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    }
+    if connection {
+        // The names it lists go too; `close` and `keep-alive` are options, not other
+        // headers (a `Keep-Alive` header present was found above).
+        for name in headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
-    );
+            .map(str::trim)
+            .filter(|n| !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
+        {
+            if let Ok(h) = HeaderName::from_bytes(name.as_bytes()) {
+                doomed.push(h);
+            }
+        }
+        headers.remove(CONNECTION);
+    }
     for n in doomed {
         headers.remove(n);
     }
@@ -143,6 +158,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+        // The common response: only `Connection: keep-alive`, which goes alone.
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive".parse().unwrap());
+        h.insert("content-length", "2".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["content-length"]
+        );
+        // `close` is an option; the other names listed go, in any case.
+        let mut h = HeaderMap::new();
+        h.append("connection", "Close, X-Hop-A".parse().unwrap());
+        h.append("connection", "x-hop-b".parse().unwrap());
+        for n in ["x-hop-a", "x-hop-b", "te", "x-kept"] {
+            h.insert(n, "1".parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]

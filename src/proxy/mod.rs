@@ -444,7 +444,7 @@ async fn handle(worker: Arc<Worker>, peer: SocketAddr, req: Request<Incoming>) -
 
     let sent =
         tokio::time::timeout(shared.settings.upstream_timeout, worker.upstream.send(req)).await;
-    let (upstream, connection) = match sent {
+    let upstream = match sent {
         Ok(Ok(answered)) => answered,
         Ok(Err(e)) => {
             tracing::debug!(event = "proxy.upstream.failed", error = %e, "upstream request failed");
@@ -499,7 +499,7 @@ async fn handle(worker: Arc<Worker>, peer: SocketAddr, req: Request<Incoming>) -
     }
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(headers::X_REQUEST_ID, request_id);
-    Response::from_parts(parts, Body::new(Observed::new(body, finish, connection)))
+    Response::from_parts(parts, Body::new(Observed::new(body, finish)))
 }
 
 #[cfg(test)]
