@@ -111,6 +111,12 @@ PGBR_PROCESS_MAX=${PGBR_PROCESS_MAX:-$(nproc)}   # backup and restore: process-m
 RESTORE_TOOLS=${RESTORE_TOOLS:-pgvigil pgvigil1 pgvigil_syncfs pgbr_sid pgbr_d12}
 ROOM_GB=${ROOM_GB:-10}              # keep this much free on $BENCH_DIR's filesystem (see the README)
 RECLAIM_WAIT=${RECLAIM_WAIT:-65}    # s after deleting restored dirs before the next restore
+# where each restore goes: "host" = a new directory under $BENCH_DIR (this machine's root
+# file system); "volume" = a fresh ext4 file system of its own (mkfs.ext4 defaults, so with
+# a journal; a sparse loop image of VOLUME_GB under $BK/volumes), as a restore onto a new
+# volume (a new PVC, a new disk) is in a real recovery
+RESTORE_FS=${RESTORE_FS:-host}
+VOLUME_GB=${VOLUME_GB:-4}
 
 # phase archive
 ARCH_VARIANTS=${ARCH_VARIANTS:-pgvigil_ahead pgvigil_plain pgbr_sid_async}
@@ -214,6 +220,7 @@ prepare_dirs() {
   chown postgres:postgres "$BENCH_DIR/pg15" "$RUNDIR" "$LOGDIR"
   chmod 0755 "$BENCH_DIR" "$CONFDIR" "$BINDIR" "$BK/conf"
   # fresh repositories every run: the numbers never depend on what an earlier run left
+  drop_volumes
   rm -rf "${PGV_REPO:?}" "${PGV_ENC_REPO:?}" "${WP_REPO:?}" "${ARCH_REPO:?}" "${RP_REPO:?}" "${BK:?}"/pgbr "${BK:?}"/pgbr-* \
     "${RST:?}" "${BB_OUT:?}" "${WALCOPY:?}" "${BK:?}/home"
   mkdir -p "$PGV_REPO" "$PGV_ENC_REPO" "$WP_REPO" "$ARCH_REPO" "$RP_REPO" "$RST" "$BB_OUT" "$WALCOPY" "$BK/home"
@@ -691,6 +698,10 @@ restore_one() {
   # restore right after an `rm -rf` of the previous one up to 3x slower (see room_for).
   local tag=$1 i=$2 runs=$3 limit=${4:-600} data=$RST/$1-$2 acc=- pro=- rows=- note=- proc=pgvigil
   restore_spec "$tag" || die "restore_one: unknown restore $tag"
+  if [ "$RESTORE_FS" = volume ]; then
+    new_volume "$RST/$tag-$i" || { echo "$tag restore run $i: no volume: $VOLUME_NOTE" >>"$RES/errors.txt"; return 1; }
+    data=$RST/$tag-$i/data
+  fi
   [ "$R_KIND" = pgbr ] && proc=$(pgbr_proc "$R_PGBR")
   local envs=()
   [ "$R_S3" = 1 ] && envs=(/usr/bin/env "${S3_ENV[@]}")
@@ -816,13 +827,59 @@ wait_spools_gone() {
   done
 }
 
+# new_volume DIR : a fresh ext4 file system (a sparse image of VOLUME_GB on a loop device,
+# mkfs.ext4 defaults) mounted on DIR (RESTORE_FS=volume); the restore goes to DIR/data. On failure
+# sets VOLUME_NOTE.
+new_volume() {
+  local img=$BK/volumes/${1##*/}.img
+  VOLUME_NOTE=
+  mkdir -p "$BK/volumes" "$1"
+  rm -f "$img"
+  truncate -s "${VOLUME_GB}G" "$img" || { VOLUME_NOTE="truncate $img failed"; return 1; }
+  timeout 120 mkfs.ext4 -q -F "$img" >"$RL/mkfs-${1##*/}.out" 2>&1 || { VOLUME_NOTE="mkfs.ext4 $img failed"; return 1; }
+  # direct I/O: the loop device writes through to the disk as a block device does, rather
+  # than into the page cache of its image file
+  local dev
+  dev=$(timeout 60 losetup --find --show --direct-io=on "$img") || { VOLUME_NOTE="losetup $img failed"; return 1; }
+  timeout 60 mount "$dev" "$1" || { losetup -d "$dev"; VOLUME_NOTE="mount $dev ($img) on $1 failed"; return 1; }
+  chown postgres:postgres "$1"
+}
+
+# restored_dirs : the data directories of every restore so far (a volume's is DIR/data)
+restored_dirs() {
+  local d
+  shopt -s nullglob
+  for d in "$RST"/*; do
+    if mountpoint -q "$d"; then [ ! -d "$d/data" ] || echo "$d/data"; else echo "$d"; fi
+  done
+  shopt -u nullglob
+}
+
+# drop_volumes : unmount the restore volumes and delete their images
+drop_volumes() {
+  local d img dev
+  shopt -s nullglob
+  for d in "$RST"/*; do
+    mountpoint -q "$d" || continue
+    timeout 120 umount "$d" || timeout 60 umount -l "$d" || log "could not unmount $d"
+  done
+  for img in "$BK"/volumes/*.img; do
+    for dev in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
+      timeout 60 losetup -d "$dev" || log "could not detach $dev ($img)"
+    done
+    rm -f "$img"
+  done
+  shopt -u nullglob
+}
+
 # free_restores : delete every restored directory (read-ahead spools gone first)
 free_restores() {
   local -a dirs
-  shopt -s nullglob; dirs=("$RST"/*); shopt -u nullglob
+  mapfile -t dirs < <(restored_dirs)
   [ ${#dirs[@]} -gt 0 ] || return 0
   wait_spools_gone "${dirs[@]}"
-  rm -rf "${dirs[@]}" || { sleep 1; rm -rf "${dirs[@]}"; } || log "could not remove every restored directory"
+  drop_volumes
+  rm -rf "$RST"/* || { sleep 1; rm -rf "$RST"/*; } || log "could not remove every restored directory"
   sync
 }
 
@@ -858,7 +915,7 @@ phase_restore() {
       restore_one "$t" "$i" "$RES/restore.runs" || true
     done
   done
-  du -sb "$RST"/* >"$RES/restore-du.txt" 2>/dev/null || true
+  restored_dirs | xargs -r du -sb >"$RES/restore-du.txt" 2>/dev/null || true
   free_restores
 }
 
@@ -1060,8 +1117,9 @@ cleanup() {
   for p in "${BG_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && stop_pid "$p"; done
   stop_restored
   local -a dirs
-  shopt -s nullglob; dirs=("$RST"/*); shopt -u nullglob
+  mapfile -t dirs < <(restored_dirs)
   [ ${#dirs[@]} -eq 0 ] || reap_prefetchers "${dirs[@]}"
+  drop_volumes
   if [ "$CLUSTER_TOUCHED" = 1 ] && pg_running; then
     # leave the cluster as scrape.sh expects it: no archiving
     psql_b -d postgres -c "DROP TABLE IF EXISTS pgvigil_bench_walgen" -c "DROP TABLE IF EXISTS pgvigil_bench_burst" \
@@ -1172,6 +1230,11 @@ summary() {
     fi
     if [ -s "$r" ]; then
       echo "## restore + start on port $RESTORE_PORT (s from the start of the restore command)"
+      if [ "$RESTORE_FS" = volume ]; then
+        echo "(RESTORE_FS=volume: each restore onto a fresh ext4 of ${VOLUME_GB} GB, mkfs.ext4 defaults, loop device with direct I/O)"
+      else
+        echo "(RESTORE_FS=host: each restore into a new directory on \$BENCH_DIR's file system)"
+      fi
       printf '%-44s %-24s %-24s %-24s %-12s %-12s %s\n' "tool" "restore cmd s" "until accepting s" "until promoted s" "maxRSS MB" "main peak MB" "pgbench_accounts"
       for t in $RESTORE_TOOLS; do
         grep -q "^$t " "$r" || continue
