@@ -25,6 +25,7 @@ pub const TARGETS: &[Target] = &[
     ("prometheus_text", prometheus_text),
     ("pgbouncer_show", pgbouncer_show),
     ("content_range", content_range),
+    ("upstream_response", upstream_response),
     ("jwt", jwt),
     ("backup_label", backup_label),
     ("tar_inspector", tar_inspector),
@@ -107,6 +108,26 @@ pub fn pgbouncer_show(data: &[u8]) {
 
 /// PostgREST response headers the proxy reads: `Content-Range`, `Proxy-Status` and
 /// `Server-Timing` (the whole input is each header's value).
+/// The API proxy's reading of an upstream response (`proxy::upstream`): the head, then
+/// the body by its framing, for a GET and a HEAD. The body never holds more bytes than came
+/// in, and never an empty frame.
+pub fn upstream_response(data: &[u8]) {
+    for head_only in [false, true] {
+        if let Some((body, _end)) = crate::proxy::upstream::decode_all(data, head_only) {
+            let total: usize = body.iter().map(|b| b.len()).sum();
+            assert!(
+                total <= data.len(),
+                "{total} body bytes from {} in",
+                data.len()
+            );
+            assert!(body.iter().all(|b| !b.is_empty()), "an empty frame");
+            if head_only {
+                assert!(body.is_empty(), "a HEAD response with a body");
+            }
+        }
+    }
+}
+
 pub fn content_range(data: &[u8]) {
     use crate::proxy::headers;
     let value = text(data);

@@ -301,15 +301,20 @@ where
     let mut closing_since: Option<Instant> = None;
     // When bytes were last seen moving, to the tick's precision.
     let mut last_moved = Instant::now();
+    // Made once: a new one per pass would register with the token and unregister again
+    // every time the connection's task runs (twice per proxied request).
+    let cancelled = shared.token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(event = "http.connection.error", listener = shared.key, peer = %peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = shared.token.cancelled(), if closing_since.is_none() => {
+            _ = &mut cancelled, if closing_since.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 closing_since = Some(Instant::now());
             }

@@ -169,8 +169,8 @@ pub(crate) struct Finish {
     pub(crate) worker: Arc<Worker>,
     pub(crate) start: Instant,
     pub(crate) method: &'static str,
-    pub(crate) route: Arc<str>,
-    pub(crate) role_label: Arc<str>,
+    pub(crate) route: &'static str,
+    pub(crate) role_label: &'static str,
     pub(crate) identity: Identity,
     pub(crate) request_id: axum::http::HeaderValue,
     pub(crate) code: u16,
@@ -186,22 +186,20 @@ impl Finish {
         let shared = &self.worker.shared;
         let m = &shared.metrics;
         let request_id = self.request_id.to_str().unwrap_or("-");
-        let handles = self.worker.handles(
-            &self.route,
-            self.method,
-            self.code,
-            &self.role_label,
-            || RequestHandles {
-                requests: m.requests.with_label_values(&[
-                    &*self.route,
-                    self.method,
-                    &self.code.to_string(),
-                    &*self.role_label,
-                ]),
-                duration: m.duration.with_label_values(&[&*self.route, self.method]),
-                rows: m.rows.with_label_values(&[&*self.route, self.method]),
-            },
-        );
+        let handles =
+            self.worker
+                .handles(self.route, self.method, self.code, self.role_label, || {
+                    RequestHandles {
+                        requests: m.requests.with_label_values(&[
+                            self.route,
+                            self.method,
+                            &self.code.to_string(),
+                            self.role_label,
+                        ]),
+                        duration: m.duration.with_label_values(&[self.route, self.method]),
+                        rows: m.rows.with_label_values(&[self.route, self.method]),
+                    }
+                });
         handles.requests.inc();
         handles.duration.observe(elapsed.as_secs_f64());
         if let Some(rows) = self.rows {
@@ -210,7 +208,7 @@ impl Finish {
         if let Some(err) = &self.upstream_error {
             let err = shared.error_labels.label(err);
             m.upstream_errors
-                .with_label_values(&[&*self.route, &*err])
+                .with_label_values(&[self.route, err])
                 .inc();
         }
         // A token that failed verification (PostgREST answers it with 401), or a 401/403
@@ -218,7 +216,7 @@ impl Finish {
         if self.code == 401 || self.code == 403 || self.identity.role == super::jwt::INVALID_ROLE {
             shared.events.emit(
                 crate::events::Op::refused("auth.denied", "API request denied")
-                    .target(serde_json::json!({"method": self.method, "route": &*self.route}))
+                    .target(serde_json::json!({"method": self.method, "route": self.route}))
                     .details(serde_json::json!({
                         "request_id": request_id,
                         "code": self.code,
@@ -246,7 +244,7 @@ impl Finish {
                 },
                 target: Target {
                     method: self.method,
-                    route: &self.route,
+                    route: self.route,
                 },
                 details: Details {
                     request_id,

@@ -390,17 +390,10 @@ impl Upstream {
     }
 
     fn respond(self: &Arc<Self>, conn: Conn, head: Head) -> Response<ResponseBody> {
-        let state = match head.framing {
-            Framing::Empty => Decode::Done,
-            Framing::Length(0) => Decode::Done,
-            Framing::Length(n) => Decode::Length(n),
-            Framing::Chunked => Decode::ChunkSize,
-            Framing::Eof => Decode::Eof,
-        };
         let mut body = ResponseBody {
             upstream: self.clone(),
             conn: Some(conn),
-            state,
+            state: Decode::from(head.framing),
             keep_alive: head.keep_alive,
         };
         if body.state == Decode::Done {
@@ -639,6 +632,124 @@ fn line_end(buf: &[u8]) -> Option<usize> {
     memchr::memmem::find(buf, b"\r\n")
 }
 
+/// Where the line at the start of `buf` ends, or what to do without one: wait for more,
+/// or refuse a line longer than [`MAX_LINE`] (`too_long` says which line).
+fn next_line(buf: &[u8], too_long: &'static str) -> Result<usize, Step> {
+    match line_end(buf) {
+        Some(end) => Ok(end),
+        None if buf.len() > MAX_LINE => Err(Step::Bad(too_long)),
+        None => Err(Step::More),
+    }
+}
+
+/// What the bytes buffered so far give a body in `state`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Body bytes (the state moved past them).
+    Data(Bytes),
+    /// The body ended (the state is `Done`).
+    End,
+    /// More bytes are needed.
+    More,
+    /// The upstream broke HTTP/1.1 framing.
+    Bad(&'static str),
+}
+
+/// One step of a response body's framing over what is buffered; no I/O, so that the
+/// framing can be fuzzed on its own (`fuzzing::upstream_response`).
+fn step(state: &mut Decode, buf: &mut BytesMut) -> Step {
+    // Bounded: each pass consumes buffered bytes or returns.
+    loop {
+        match *state {
+            Decode::Done => return Step::End,
+            Decode::Length(left) | Decode::Chunk(left) if !buf.is_empty() => {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(n).freeze();
+                let left = left - n as u64;
+                *state = match *state {
+                    Decode::Length(_) if left == 0 => Decode::Done,
+                    Decode::Length(_) => Decode::Length(left),
+                    _ if left == 0 => Decode::ChunkEnd,
+                    _ => Decode::Chunk(left),
+                };
+                return Step::Data(data);
+            }
+            Decode::Eof if !buf.is_empty() => return Step::Data(buf.split().freeze()),
+            Decode::ChunkSize => {
+                let end = match next_line(buf, "a chunk-size line longer than 4 KiB") {
+                    Ok(end) => end,
+                    Err(step) => return step,
+                };
+                // `size[;extensions]`, hex digits only.
+                let digits = buf[..end].split(|b| *b == b';').next().unwrap_or(&[]);
+                let digits = digits.trim_ascii();
+                let size = (!digits.is_empty() && digits.iter().all(u8::is_ascii_hexdigit))
+                    .then(|| std::str::from_utf8(digits).ok())
+                    .flatten()
+                    .and_then(|s| u64::from_str_radix(s, 16).ok());
+                buf.advance(end + 2);
+                *state = match size {
+                    Some(0) => Decode::Trailers,
+                    Some(n) => Decode::Chunk(n),
+                    None => return Step::Bad("a bad chunk size"),
+                };
+            }
+            Decode::ChunkEnd if buf.len() >= 2 => {
+                if &buf[..2] != b"\r\n" {
+                    return Step::Bad("a chunk not followed by CRLF");
+                }
+                buf.advance(2);
+                *state = Decode::ChunkSize;
+            }
+            Decode::Trailers => {
+                let end = match next_line(buf, "a trailer line longer than 4 KiB") {
+                    Ok(end) => end,
+                    Err(step) => return step,
+                };
+                buf.advance(end + 2);
+                if end == 0 {
+                    *state = Decode::Done;
+                    return Step::End;
+                }
+                // A trailer: not forwarded.
+            }
+            _ => return Step::More,
+        }
+    }
+}
+
+/// Parses `input` as a response head and the body after it, as the proxy reads them
+/// (`fuzzing::upstream_response`): the body's bytes in order, and whether it ended or was
+/// refused (None when the head is incomplete).
+pub(crate) fn decode_all(input: &[u8], head_only: bool) -> Option<(Vec<Bytes>, Step)> {
+    let mut buf = BytesMut::from(input);
+    let head = match parse_head(&mut buf, head_only) {
+        Ok(Some(h)) => h,
+        Ok(None) => return None,
+        Err(why) => return Some((Vec::new(), Step::Bad(why))),
+    };
+    let mut state = Decode::from(head.framing);
+    let mut data = Vec::new();
+    // Bounded: every Data step consumes at least one byte of the input.
+    loop {
+        match step(&mut state, &mut buf) {
+            Step::Data(d) => data.push(d),
+            other => return Some((data, other)),
+        }
+    }
+}
+
+impl From<Framing> for Decode {
+    fn from(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty | Framing::Length(0) => Decode::Done,
+            Framing::Length(n) => Decode::Length(n),
+            Framing::Chunked => Decode::ChunkSize,
+            Framing::Eof => Decode::Eof,
+        }
+    }
+}
+
 impl HttpBody for ResponseBody {
     type Data = Bytes;
     type Error = UpstreamError;
@@ -650,74 +761,22 @@ impl HttpBody for ResponseBody {
         let this = &mut *self;
         // Bounded: each pass consumes buffered bytes, reads more, or ends.
         loop {
-            if this.state == Decode::Done {
-                return Poll::Ready(None);
-            }
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            // What is buffered first; then a read for what the state needs.
-            match this.state {
-                Decode::Length(left) | Decode::Chunk(left) if !conn.buf.is_empty() => {
-                    let n = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(conn.buf.len());
-                    let data = conn.buf.split_to(n).freeze();
-                    let left = left - n as u64;
-                    match this.state {
-                        Decode::Length(_) if left == 0 => this.end(),
-                        Decode::Length(_) => this.state = Decode::Length(left),
-                        _ if left == 0 => this.state = Decode::ChunkEnd,
-                        _ => this.state = Decode::Chunk(left),
+            match step(&mut this.state, &mut conn.buf) {
+                Step::Data(data) => {
+                    if this.state == Decode::Done {
+                        this.end();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Decode::Eof if !conn.buf.is_empty() => {
-                    let data = conn.buf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Step::End => {
+                    this.end();
+                    return Poll::Ready(None);
                 }
-                Decode::ChunkSize => {
-                    if let Some(end) = line_end(&conn.buf) {
-                        let line = &conn.buf[..end];
-                        // `size[;extensions]`, hex.
-                        let digits = line.split(|b| *b == b';').next().unwrap_or(&[]);
-                        let size = std::str::from_utf8(digits)
-                            .ok()
-                            .and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
-                        conn.buf.advance(end + 2);
-                        match size {
-                            Some(0) => this.state = Decode::Trailers,
-                            Some(n) => this.state = Decode::Chunk(n),
-                            None => return this.protocol("a bad chunk size"),
-                        }
-                        continue;
-                    }
-                    if conn.buf.len() > MAX_LINE {
-                        return this.protocol("a chunk-size line longer than 4 KiB");
-                    }
-                }
-                Decode::ChunkEnd if conn.buf.len() >= 2 => {
-                    if &conn.buf[..2] != b"\r\n" {
-                        return this.protocol("a chunk not followed by CRLF");
-                    }
-                    conn.buf.advance(2);
-                    this.state = Decode::ChunkSize;
-                    continue;
-                }
-                Decode::Trailers => {
-                    if let Some(end) = line_end(&conn.buf) {
-                        conn.buf.advance(end + 2);
-                        if end == 0 {
-                            this.end();
-                            return Poll::Ready(None);
-                        }
-                        continue; // a trailer: not forwarded
-                    }
-                    if conn.buf.len() > MAX_LINE {
-                        return this.protocol("a trailer line longer than 4 KiB");
-                    }
-                }
-                _ => {}
+                Step::Bad(why) => return this.protocol(why),
+                Step::More => {}
             }
             match ready!(conn.poll_fill(cx)) {
                 Ok(0) if this.state == Decode::Eof => {
@@ -814,6 +873,53 @@ mod tests {
             false,
         );
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+    }
+
+    #[test]
+    fn bodies_decode_by_their_framing() {
+        let decoded = |text: &[u8]| {
+            let (body, end) = decode_all(text, false).unwrap_or_else(|| panic!("no head"));
+            (
+                body.iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>(),
+                end,
+            )
+        };
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        let with = |rest: &[u8]| [&chunked[..], rest].concat();
+        assert_eq!(
+            decoded(&with(b"5;x=1\r\nhello\r\n1\r\n!\r\n0\r\nt: 1\r\n\r\n")),
+            (b"hello!".to_vec(), Step::End)
+        );
+        // Cut anywhere: what is there so far, then a wait for more.
+        assert_eq!(decoded(&with(b"5\r\nhel")), (b"hel".to_vec(), Step::More));
+        assert_eq!(
+            decoded(&with(b"5\r\nhello\r")),
+            (b"hello".to_vec(), Step::More)
+        );
+        for bad in [
+            &b"zz\r\n"[..],
+            b"+5\r\nhello\r\n",
+            b"10000000000000000\r\n",
+            b"1\r\nabc",
+        ] {
+            assert!(
+                matches!(decoded(&with(bad)).1, Step::Bad(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            decoded(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello, and more"),
+            (b"hello".to_vec(), Step::End)
+        );
+        assert_eq!(
+            decoded(b"HTTP/1.1 200 OK\r\n\r\nto the end"),
+            (b"to the end".to_vec(), Step::More)
+        );
+        assert_eq!(
+            decoded(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n"),
+            (Vec::new(), Step::End)
+        );
     }
 
     #[test]
