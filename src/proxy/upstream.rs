@@ -319,7 +319,8 @@ impl Upstream {
                 .map_err(Failed::Sent)?;
         }
         conn.io.flush().await.map_err(|e| Failed::Sent(io_err(e)))?;
-        // Bounded: each pass reads more (up to MAX_HEAD) or skips a whole 1xx head.
+        // Bounded: each pass reads more (up to MAX_HEAD) or skips a whole 1xx head, and
+        // the caller's `upstream_timeout` bounds an upstream that keeps sending 1xx heads.
         loop {
             match parse_head(&mut conn.buf, head_only) {
                 Ok(Some(h)) if h.status.is_informational() => continue,
