@@ -669,7 +669,10 @@ async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metric
     );
     let running = harness::daemon(harness::settings(&pg.dsn("postgres"), &extra)).await;
     harness::wait_ready(&running).await;
-    let s = eventually(Duration::from_secs(60), || async {
+    // Both catch-up runs take a few seconds alone; the bound is for a loaded CI host (seen
+    // once each in two full runs: not both within 60 s). A failed run is not retried before
+    // its next occurrence, so the message says what the audit file says of the two jobs.
+    let s = eventually(Duration::from_secs(180), || async {
         let s = harness::scrape(&running).await;
         let last = |name: &str| s.metric(name).value().unwrap_or(0.0);
         if last("pgvigil_retention_last_run_timestamp_seconds") > 0.0
@@ -677,7 +680,19 @@ async fn the_daemon_runs_retention_and_the_offsite_copy_and_exports_their_metric
         {
             Ok(s)
         } else {
-            Err("retention and offsite have not both run yet".to_string())
+            let said: Vec<String> = std::fs::read_to_string(&audit_file)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("\"retention.") || l.contains("\"offsite.") || l.contains("\"job."))
+                .map(|l| l.chars().take(300).collect())
+                .collect();
+            Err(format!(
+                "retention and offsite have not both run yet (retention last run {}, offsite last success {}, failures {} / {}); the audit file on them: {said:#?}",
+                last("pgvigil_retention_last_run_timestamp_seconds"),
+                last("pgvigil_offsite_last_success_timestamp_seconds"),
+                last("pgvigil_retention_failures_total"),
+                last("pgvigil_offsite_failures_total"),
+            ))
         }
     })
     .await;
