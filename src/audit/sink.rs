@@ -189,22 +189,16 @@ impl AuditLog {
         shared.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    /// Queues one event.
+    /// Queues one event, serialized here (on the caller's thread) as one line without
+    /// `seq`, `prev` and `hash`; the writer adds them.
     pub fn emit(&self, event: Event) {
-        self.emit_record(event.kind, &event);
-    }
-
-    /// Queues any record in the event schema, serialized here (on the caller's thread, from
-    /// typed fields: no intermediate JSON tree) as one line. `record` must serialize to a
-    /// JSON object without `seq`, `prev` and `hash`; the writer adds them.
-    pub fn emit_record<T: serde::Serialize>(&self, kind: EventKind, record: &T) {
         let Some(shared) = &self.shared else { return };
         let mut line = Vec::with_capacity(384);
-        if serde_json::to_writer(&mut line, record).is_err() {
+        if serde_json::to_writer(&mut line, &event).is_err() {
             return;
         }
         line.push(b'\n');
-        self.queue(shared, kind, 1, line.len(), |buf| {
+        self.queue(shared, event.kind, 1, line.len(), |buf| {
             buf.extend_from_slice(&line)
         });
     }

@@ -13,9 +13,9 @@ use super::jwt::Identity;
 use super::{RequestHandles, Worker};
 use crate::audit::{EventKind, Outcome};
 
-/// One access line in the audit schema. Written by [`AccessLine::write`]; the serde
-/// derives are the reference the unit tests hold that writer to.
-#[derive(serde::Serialize)]
+/// One access line in the audit schema. Written by [`AccessLine::write`]; in tests, serde's
+/// serialization of the same fields is the reference that writer is held to.
+#[cfg_attr(test, derive(serde::Serialize))]
 struct AccessLine<'a> {
     ts: Timestamp,
     kind: EventKind,
@@ -30,6 +30,7 @@ struct AccessLine<'a> {
 /// without an intermediate string.
 struct Timestamp(std::time::SystemTime);
 
+#[cfg(test)]
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_millis(self.0))
@@ -140,20 +141,20 @@ fn write_timestamp(out: &mut Vec<u8>, t: std::time::SystemTime) {
     ]);
 }
 
-#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct Actor<'a> {
     role: &'a str,
     role_verified: bool,
     sub: Option<&'a str>,
 }
 
-#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct Target<'a> {
     method: &'static str,
     route: &'a str,
 }
 
-#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct Details<'a> {
     request_id: &'a str,
     code: u16,

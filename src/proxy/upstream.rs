@@ -628,15 +628,10 @@ impl ResponseBody {
     }
 }
 
-/// The position of the first CRLF in `buf`.
-fn line_end(buf: &[u8]) -> Option<usize> {
-    memchr::memmem::find(buf, b"\r\n")
-}
-
-/// Where the line at the start of `buf` ends, or what to do without one: wait for more,
+/// Where the line at the start of `buf` ends (its CRLF), or what to do without one: wait for more,
 /// or refuse a line longer than [`MAX_LINE`] (`too_long` says which line).
 fn next_line(buf: &[u8], too_long: &'static str) -> Result<usize, Step> {
-    match line_end(buf) {
+    match memchr::memmem::find(buf, b"\r\n") {
         Some(end) => Ok(end),
         None if buf.len() > MAX_LINE => Err(Step::Bad(too_long)),
         None => Err(Step::More),
